@@ -1,0 +1,119 @@
+"""The `anubis` command: operations that do not need the Dagster UI.
+
+anubis db upgrade                 migrate the app DB and sync the integrations file
+anubis orders load FILE           load JSON Lines orders into the configured orders source
+anubis orders generate -o FILE    write realistic demo orders (all four marketplaces)
+anubis run                        one in-process pass of intake and due work
+anubis status [--by-origin]       subscription counts by integration and status
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from anubis_dagster.db.session import default_database_url, session_scope
+
+
+def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from anubis_dagster.resources import prepare_database
+
+    prepare_database(default_database_url())
+    print("app database is at the latest schema; integrations synced")
+    return 0
+
+
+def _cmd_orders_load(args: argparse.Namespace) -> int:
+    from anubis_dagster.intake.orders_source import OrdersSource, read_jsonl
+
+    source = OrdersSource()
+    count = source.load(read_jsonl(Path(args.file)))
+    print(f"loaded {count} orders into {source.engine.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+def _cmd_orders_generate(args: argparse.Namespace) -> int:
+    from anubis_dagster.demo.orders import generate_orders, write_jsonl
+
+    orders = generate_orders(args.count, seed=args.seed)
+    write_jsonl(orders, Path(args.out))
+    print(f"wrote {len(orders)} orders to {args.out}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from anubis_dagster.resources import prepare_database
+    from anubis_dagster.status import format_table, status_counts
+
+    url = default_database_url()
+    prepare_database(url)
+    with session_scope(url) as session:
+        rows = status_counts(session, by_origin=args.by_origin)
+    headers = (
+        ("integration", "origin", "status", "count")
+        if args.by_origin
+        else ("integration", "status", "count")
+    )
+    print(format_table(rows, headers))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from anubis_dagster.definitions import defs
+    from anubis_dagster.instance import get_instance
+    from anubis_dagster.runner import run_pass
+
+    result = run_pass(defs, get_instance(), settle_seconds=args.settle_seconds)
+    if result.failed:
+        for job, run_id, _ in result.failed:
+            print(f"FAILED: {job} run {run_id} (see it in the Dagster UI)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from anubis_dagster.intake.planning import SETTLE_SECONDS
+
+    parser = argparse.ArgumentParser(
+        prog="anubis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="app database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=_cmd_db_upgrade)
+
+    orders = sub.add_parser("orders", help="the orders source").add_subparsers(
+        dest="orders_command", required=True
+    )
+    load = orders.add_parser("load", help="load a JSON Lines file of orders")
+    load.add_argument("file")
+    load.set_defaults(func=_cmd_orders_load)
+    gen = orders.add_parser("generate", help="write demo orders as JSON Lines")
+    gen.add_argument("-o", "--out", required=True)
+    gen.add_argument("-n", "--count", type=int, default=60)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.set_defaults(func=_cmd_orders_generate)
+
+    status = sub.add_parser("status", help="subscription counts by integration and status")
+    status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
+    status.set_defaults(func=_cmd_status)
+
+    run = sub.add_parser("run", help="one in-process pass: intake, then due work")
+    run.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=SETTLE_SECONDS,
+        help="leave orders younger than this for the next pass",
+    )
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

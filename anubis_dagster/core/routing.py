@@ -1,0 +1,63 @@
+"""Which integration a paid order goes to: the `qb_offer` routing filters of reference §1.
+
+A filter is a set of optional keys; an empty or absent key matches everything, a present key
+matches when the order's value is one of the listed values (text compared without case or
+accents). An order goes to every integration with a matching enabled filter; within one
+integration the first matching filter (lowest id) wins.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from anubis_dagster.core.orders import get_path
+
+#: filter key → where the value lives in the order
+FILTER_KEY_PATHS: dict[str, str] = {
+    "university_ids": "offer.university_id",
+    "education_group_ids": "offer.education_group_id",
+    "campus_ids": "offer.course.campus.id",
+    "course_levels": "offer.course.level",
+    "course_kinds": "offer.course.kind",
+    "course_shifts": "offer.course.shift",
+    "enrollment_semesters": "offer.course.university_offer.enrollment_semester",
+    "course_names": "offer.course.name",
+    "campus_cities": "offer.course.campus.city",
+    "campus_states": "offer.course.campus.state",
+    "origins": "origin",
+}
+#: keys that carry settings, not match conditions
+NON_MATCH_KEYS = frozenset({"metadata", "required_fields"})
+
+
+def normalize(value: Any) -> str:
+    """Compare `"EaD"`, `"ead"` and `"Ead "`, `"Graduação"` and `"graduacao"`, 83 and `"83"` equal."""
+    text = unicodedata.normalize("NFKD", str(value).strip().lower())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def filter_matches(filter_: Mapping[str, Any], order: Any) -> bool:
+    for key, allowed in filter_.items():
+        if key in NON_MATCH_KEYS or not allowed:
+            continue
+        path = FILTER_KEY_PATHS.get(key)
+        if path is None:
+            raise ValueError(f"unknown routing filter key: {key}")
+        value = get_path(order, path)
+        if value is None:
+            return False
+        if normalize(value) not in {normalize(a) for a in allowed}:
+            return False
+    return True
+
+
+def first_match(
+    filters: Iterable[tuple[int, Mapping[str, Any]]], order: Any
+) -> tuple[int, Mapping[str, Any]] | None:
+    """The first `(filter_id, filter)` of one integration that matches `order`."""
+    for filter_id, filter_ in sorted(filters, key=lambda item: item[0]):
+        if filter_matches(filter_, order):
+            return filter_id, filter_
+    return None

@@ -1,0 +1,99 @@
+"""Every subscription status and every allowed move between them, in one place.
+
+The statuses are the original services' (Kroton's machine, Estácio's consent step) plus what
+intake needs (`invalid`, `duplicate`). No op or adapter assigns `status` by hand: they call
+`anubis_dagster.db.transitions.transition`, which checks `is_allowed` here and writes the event
+row. Keeping this module free of I/O lets the rules be tested on their own.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    # intake
+    INVALID = "invalid"  # failed validation; field-level reasons in the event row
+    DUPLICATE = "duplicate"  # another active subscription holds this CPF for the integration
+    # Estácio: LGPD consent before registering
+    TO_SYNC_LGPD = "to_sync_lgpd"
+    SYNC_LGPD_FAILED = "sync_lgpd_failed"
+    # Kroton: course sync
+    TO_SYNC = "to_sync"
+    COURSE_FAILED = "course_failed"
+    EMPTY_COURSE = "empty_course"
+    # registration
+    TO_REGISTER = "to_register"
+    AWAITING_REGISTER = "awaiting_register"
+    REGISTER_FAILED = "register_failed"
+    REGISTERED = "registered"
+    # follow-up at the IES
+    ENROLLED = "enrolled"
+    DROPPED = "dropped"
+    # dead letter / IES-side failure
+    FAILED = "failed"
+
+
+S = Status
+
+#: Statuses a new subscription may be created in.
+INITIAL_STATUSES = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE})
+
+_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    # an invalid order corrected at the source is validated again
+    S.INVALID: frozenset({S.INVALID, S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE}),
+    S.DUPLICATE: frozenset(),
+    S.TO_SYNC_LGPD: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
+    S.SYNC_LGPD_FAILED: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
+    S.TO_SYNC: frozenset({S.TO_REGISTER, S.EMPTY_COURSE, S.COURSE_FAILED, S.FAILED}),
+    S.COURSE_FAILED: frozenset({S.TO_REGISTER, S.EMPTY_COURSE, S.COURSE_FAILED, S.FAILED}),
+    S.EMPTY_COURSE: frozenset(),
+    S.TO_REGISTER: frozenset(
+        {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER}
+    ),
+    S.AWAITING_REGISTER: frozenset({S.REGISTERED, S.FAILED, S.AWAITING_REGISTER}),
+    S.REGISTERED: frozenset({S.ENROLLED, S.DROPPED, S.FAILED, S.REGISTERED}),
+    S.REGISTER_FAILED: frozenset(),
+    S.ENROLLED: frozenset(),
+    S.DROPPED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+#: Where an operator may send a subscription back to (requeue from the Launchpad).
+REQUEUE_TARGETS = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.AWAITING_REGISTER})
+#: Statuses an operator may requeue from: the dead letter and the permanent refusals, once the
+#: cause has been fixed (e.g. an offer code corrected).
+REQUEUEABLE = frozenset(
+    {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED}
+)
+
+#: No more work will happen on these without an operator.
+FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targets)
+
+#: Statuses in which the subscription no longer holds the student's CPF for its integration:
+#: a new paid order for the same CPF may start a new subscription.
+RELEASES_CPF = frozenset(
+    {S.INVALID, S.DUPLICATE, S.EMPTY_COURSE, S.REGISTER_FAILED, S.DROPPED, S.FAILED}
+)
+
+
+class IllegalTransition(ValueError):
+    """Raised when code tries a status change the machine does not allow: a bug, not data."""
+
+
+def is_allowed(current: Status | None, target: Status, *, requeue: bool = False) -> bool:
+    """Whether `current` → `target` is a legal move (`current` None = creation)."""
+    if current is None:
+        return target in INITIAL_STATUSES
+    if requeue:
+        return current in REQUEUEABLE and target in REQUEUE_TARGETS
+    return target in _TRANSITIONS[current]
+
+
+def check_transition(current: Status | None, target: Status, *, requeue: bool = False) -> None:
+    if not is_allowed(current, target, requeue=requeue):
+        raise IllegalTransition(f"illegal status change {current} → {target}")
+
+
+def holds_cpf(status: Status) -> bool:
+    return status not in RELEASES_CPF

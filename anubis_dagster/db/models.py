@@ -1,0 +1,255 @@
+"""The app database: the source of truth for subscriptions and every attempt made for them.
+
+Tables and columns follow the original Anubis model (seed 002) so the ops team's SQL keeps
+working; columns added for retries, leases and tracing are marked. Schema changes go through
+Alembic (`anubis_dagster/db/migrations`), never `create_all`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# SQLite has no BIGINT autoincrement; ids stay BigInteger on PostgreSQL.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
+class Integration(Timestamps, Base):
+    """One IES integration (kroton, estacio). `key` is its stable slug and Dagster partition key;
+    `type` names the adapter package; `interval` is minutes between due-work runs."""
+
+    __tablename__ = "integrations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), nullable=False)
+    type: Mapped[str] = mapped_column(String(60), nullable=False)
+    key: Mapped[str] = mapped_column(String(60), nullable=False, unique=True)
+    interval: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)  # added
+
+
+class IntegrationFilter(Timestamps, Base):
+    __tablename__ = "integration_filters"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    type: Mapped[str] = mapped_column(String(40), nullable=False, default="qb_offer")
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # added: config order
+
+    __table_args__ = (UniqueConstraint("integration_id", "position"),)
+
+
+class Subscription(Timestamps, Base):
+    """One paid order on its way to one integration."""
+
+    __tablename__ = "subscriptions"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    integration_filter_id: Mapped[int | None] = mapped_column(ForeignKey("integration_filters.id"))
+    order_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    origin: Mapped[str | None] = mapped_column(String(40))
+    cpf: Mapped[str | None] = mapped_column(String(14))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(40), nullable=False)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scheduled_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # added for retries: how many scheduled attempts failed, and the last reason (masked)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # added: the CPF while this subscription holds it (NULL once final); unique per integration
+    # so "one active subscription per CPF per integration" is enforced by the database.
+    active_cpf: Mapped[str | None] = mapped_column(String(14))
+    # added: the order's updated_at when ingested, to notice a corrected order
+    order_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # added: lease held by the run working on this row, and the send in flight
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gender: Mapped[str | None] = mapped_column(String(2))  # added: filled by fix_data
+    external_id: Mapped[str | None] = mapped_column(String(80))  # added: IES inscription id
+
+    __table_args__ = (
+        UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),
+        UniqueConstraint("integration_id", "active_cpf", name="uq_subscriptions_active_cpf"),
+        # due work: "status X of integration Y whose time has come"
+        Index("ix_subscriptions_due", "integration_id", "status", "scheduled_to"),
+        Index("ix_subscriptions_cpf", "cpf"),
+        Index("ix_subscriptions_status", "status"),
+    )
+
+
+class IntegrationToken(Timestamps, Base):
+    """Cached access tokens, shared by every process (one row per integration and key)."""
+
+    __tablename__ = "integration_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    key: Mapped[str] = mapped_column(String(80), nullable=False)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (UniqueConstraint("integration_id", "key"),)
+
+
+class SubscriptionEvent(Timestamps, Base):
+    """One row per decision, status change or HTTP attempt.
+
+    `kind` (added) says which: `transition` rows record a status change (or the intake decision
+    that created the subscription); `attempt` rows record exactly one outbound HTTP request, so
+    attempt rows and requests received by the IES match one for one.
+    """
+
+    __tablename__ = "subscription_events"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"))
+    status: Mapped[str | None] = mapped_column(String(40))
+    operation_name: Mapped[str] = mapped_column(String(60), nullable=False)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    request: Mapped[Any | None] = mapped_column(JSON)
+    response: Mapped[Any | None] = mapped_column(JSON)
+    model: Mapped[str] = mapped_column(String(60), nullable=False, default="Subscription")
+    # added for tracing
+    kind: Mapped[str] = mapped_column(String(20), nullable=False, default="transition")
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id"))
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (
+        Index("ix_subscription_events_subscription", "subscription_id", "id"),
+        Index("ix_subscription_events_run", "dagster_run_id"),
+        Index("ix_subscription_events_integration_created", "integration_id", "created_at"),
+    )
+
+
+class FollowUp(Timestamps, Base):
+    """What the IES last said about a registered student (full answer in `source`)."""
+
+    __tablename__ = "follow_ups"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriptions.id"), nullable=False, unique=True
+    )
+    external_id: Mapped[str | None] = mapped_column(String(80))  # IES inscription id
+    external_dealer_id: Mapped[str | None] = mapped_column(String(80))  # e.g. Kroton's dealer id
+    source: Mapped[Any] = mapped_column(JSON, nullable=False)
+
+
+class Name(Base):
+    """IBGE first-name census: how many people of each gender carry a first name."""
+
+    __tablename__ = "names"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), nullable=False)
+    gender: Mapped[str] = mapped_column(String(1), nullable=False)
+    frequency: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+    __table_args__ = (UniqueConstraint("name", "gender"),)
+
+
+class RateLimitSlot(Base):
+    """Requests spent against a partner's quota, shared by every run and process."""
+
+    __tablename__ = "rate_limit_slots"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(String(80), nullable=False)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (Index("ix_rate_limit_slots_bucket_taken", "bucket", "taken_at"),)
+
+
+class RateLimitBucket(Base):
+    """One row per quota; locking it serialises the decision to spend a slot."""
+
+    __tablename__ = "rate_limit_buckets"
+    bucket: Mapped[str] = mapped_column(String(80), primary_key=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set by a 429
+
+
+class CatalogCacheEntry(Base):
+    """IES catalog answers, reused within `catalog_cache_seconds` instead of spending quota."""
+
+    __tablename__ = "catalog_cache"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the query
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id"), nullable=False)
+    response: Mapped[Any] = mapped_column(JSON, nullable=False)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Cursor(Base):
+    """Named cursors kept by Anubis itself (e.g. `anubis run`'s intake watermark)."""
+
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+__all__ = [
+    "Base",
+    "CatalogCacheEntry",
+    "Cursor",
+    "FollowUp",
+    "Integration",
+    "IntegrationFilter",
+    "IntegrationToken",
+    "Name",
+    "RateLimitBucket",
+    "RateLimitSlot",
+    "Subscription",
+    "SubscriptionEvent",
+    "utcnow",
+]

@@ -1,0 +1,43 @@
+"""Dagster resources shared by every area: the app database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from anubis_dagster.config.integrations import load_integrations, sync_integrations
+from anubis_dagster.db.migrate import upgrade
+from anubis_dagster.db.session import default_database_url, session_scope
+
+_prepared: set[str] = set()
+
+
+def prepare_database(url: str) -> None:
+    """Migrate the app DB and sync the integrations file into it (once per process)."""
+    if url in _prepared:
+        return
+    upgrade(url)
+    with session_scope(url) as session:
+        sync_integrations(session, load_integrations())
+    _prepared.add(url)
+
+
+class AppDatabase(dg.ConfigurableResource):
+    """The app DB. Leave `url` empty to take it from `ANUBIS_DATABASE_URL` at run time (so the
+    URL, which may carry a password, never lands in the run config); default: SQLite."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL; empty = from the env")
+
+    @property
+    def resolved_url(self) -> str:
+        return self.url or default_database_url()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        prepare_database(self.resolved_url)
+        with session_scope(self.resolved_url) as session:
+            yield session
