@@ -33,7 +33,7 @@ NON_MATCH_KEYS = frozenset({"metadata", "required_fields"})
 
 
 def normalize(value: Any) -> str:
-    """Compare `"EaD"`, `"ead"` and `"Ead "`, `"Graduação"` and `"graduacao"`, 83 and `"83"` equal."""
+    """`"EaD"` = `"ead "`, `"Graduação"` = `"graduacao"`, 83 = `"83"`."""
     text = unicodedata.normalize("NFKD", str(value).strip().lower())
     return "".join(c for c in text if not unicodedata.combining(c))
 

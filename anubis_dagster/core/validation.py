@@ -59,6 +59,8 @@ def check_cpf(value: object) -> str | None:
     number = digits(value)
     if len(number) != 11:
         return "CPF must have 11 digits"
+    if len(set(number)) == 1:
+        return "CPF cannot be one repeated digit"
     if not stdnum_cpf.is_valid(number):
         return "CPF check digits do not match"
     return None

@@ -107,8 +107,8 @@ def kroton_catalog_documents() -> list[dict[str, Any]]:
         for n in range(course["offers"]):
             docs.append(
                 {
-                    "id": f"{1093731 + course_index}-446-{52505 + n}-580-{course['idUnidadeOrigem']}"
-                    f"-11342-{100 + n}",
+                    "id": f"{1093731 + course_index}-446-{52505 + n}-580-"
+                    f"{course['idUnidadeOrigem']}-11342-{100 + n}",
                     "dsCurso": course["dsCurso"],
                     "idUnidadeOrigem": course["idUnidadeOrigem"],
                     "dsTipoCurso": course["dsTipoCurso"],

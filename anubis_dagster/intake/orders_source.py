@@ -3,14 +3,12 @@
 Contract (document it to whoever owns the view): a relation named `orders` (or
 `ANUBIS_ORDERS_TABLE`) with
 
-| column        | type                    | meaning                                                 |
-|---------------|-------------------------|---------------------------------------------------------|
-| id            | bigint, primary key     | the platform's order id                                 |
-| origin        | text                    | quero_bolsa, ead_com, guia_da_carreira, mundo_vestibular |
-| checkout_step | text                    | `paid` once paid                                        |
-| created_at    | timestamp with tz (UTC) | order creation                                          |
-| updated_at    | timestamp with tz (UTC) | last change; must increase when the order changes       |
-| payload       | json / text             | the whole order in the platform's shape (reference §1)  |
+- `id` bigint primary key: the platform's order id
+- `origin` text: quero_bolsa, ead_com, guia_da_carreira or mundo_vestibular
+- `checkout_step` text: `paid` once paid
+- `created_at`, `updated_at` timestamps with time zone (UTC); `updated_at` must move forward
+  whenever the order changes
+- `payload` json (or text holding JSON): the whole order in the platform's shape (reference §1)
 
 and an index on `(checkout_step, updated_at, id)`: the sensor's tick is a range scan on it, so
 its cost does not grow with the table. The embedded default is a local SQLite file that

@@ -1,0 +1,95 @@
+"""Shared fixtures: a fresh, migrated app database on SQLite and on PostgreSQL.
+
+Tests that take `db_url` run once per backend. PostgreSQL is the real server on
+127.0.0.1:5432 (or `ANUBIS_TEST_POSTGRES_URL`); each pytest-xdist worker gets its own database,
+migrated once and truncated between tests. When the server is unreachable the PostgreSQL cases
+are skipped locally but fail on CI (`CI=true`): a skipped PostgreSQL test must not pass CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from anubis_dagster import resources
+from anubis_dagster.db.migrate import upgrade
+from anubis_dagster.db.models import Base
+from anubis_dagster.db.session import get_engine
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ANUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = [b for b in os.environ.get("ANUBIS_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "anubis.db"
+    upgrade(f"sqlite:///{path}")
+    get_engine(f"sqlite:///{path}").dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    admin_url = make_url(POSTGRES_ADMIN_URL)
+    name = f"anubis_test_{_worker()}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except Exception as exc:  # server down or unreachable
+        message = f"PostgreSQL not reachable at {admin_url.render_as_string()}: {exc}"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    return url
+
+
+def _truncate_postgres(url: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with get_engine(url).begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty app DB URL; the test runs once per backend."""
+    resources._prepared.clear()
+    if request.param == "sqlite":
+        path = tmp_path / "anubis.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        yield url
+        get_engine(url).dispose()
+    else:
+        url = request.getfixturevalue("postgres_url")
+        _truncate_postgres(url)
+        yield url
+    resources._prepared.clear()
+
+
+@pytest.fixture
+def anubis_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point every Anubis default (app DB, orders DB, homes) at this test's own places."""
+    monkeypatch.setenv("ANUBIS_DATABASE_URL", db_url)
+    monkeypatch.setenv("ANUBIS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ANUBIS_ORDERS_DATABASE_URL", f"sqlite:///{tmp_path / 'orders.db'}")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return db_url

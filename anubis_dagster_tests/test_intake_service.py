@@ -1,0 +1,171 @@
+"""Intake rules on a real database (SQLite and PostgreSQL), without Dagster."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from anubis_dagster.config.integrations import load_integrations, sync_integrations
+from anubis_dagster.db.models import Subscription, SubscriptionEvent
+from anubis_dagster.db.session import session_scope
+from anubis_dagster.intake.orders_source import OrderRow, parse_timestamp
+from anubis_dagster.intake.service import ingest, load_routes
+from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
+
+TODAY = date(2026, 11, 23)
+
+
+def rows(*orders: dict) -> list[OrderRow]:
+    return [OrderRow(o["id"], parse_timestamp(o["updated_at"]), o) for o in orders]
+
+
+def run_intake(db_url: str, *orders: dict):
+    with session_scope(db_url) as session:
+        sync_integrations(session, load_integrations())
+        routes = load_routes(session, initial_status_for)
+        return ingest(session, rows(*orders), routes, today=TODAY, run_id="test-run")
+
+
+def subs(session: Session) -> list[Subscription]:
+    return list(session.scalars(select(Subscription).order_by(Subscription.id)))
+
+
+def test_valid_orders_become_subscriptions_in_their_adapters_first_status(db_url: str) -> None:
+    report = run_intake(db_url, make_order(1), make_order(2, offer=ESTACIO_OFFER))
+    assert report.created == 2
+    with session_scope(db_url) as session:
+        statuses = [(s.order_id, s.status, s.cpf) for s in subs(session)]
+        events = session.scalars(select(SubscriptionEvent)).all()
+    assert statuses == [(1, "to_sync", make_cpf(1)), (2, "to_sync_lgpd", make_cpf(2))]
+    assert [(e.status, e.operation_name, e.dagster_run_id) for e in events] == [
+        ("to_sync", "intake", "test-run"),
+        ("to_sync_lgpd", "intake", "test-run"),
+    ]
+    assert report.by_outcome == {
+        "kroton/quero_bolsa/to_sync": 1,
+        "estacio/quero_bolsa/to_sync_lgpd": 1,
+    }
+
+
+def test_the_same_batch_twice_creates_nothing_new(db_url: str) -> None:
+    batch = [make_order(i) for i in range(1, 6)] + [make_order(6, email="bad")]
+    first = run_intake(db_url, *batch)
+    second = run_intake(db_url, *batch)
+    assert (first.created, second.created, second.unchanged) == (6, 0, 6)
+    with session_scope(db_url) as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 6
+        assert session.scalar(select(func.count()).select_from(SubscriptionEvent)) == 6
+
+
+def test_invalid_order_keeps_field_level_reasons(db_url: str) -> None:
+    run_intake(db_url, make_order(1, email="maria@", birth_date="1890-01-01"))
+    with session_scope(db_url) as session:
+        (sub,) = subs(session)
+        event = session.scalars(select(SubscriptionEvent)).one()
+    assert sub.status == "invalid"
+    assert sub.active_cpf is None
+    assert event.response == {
+        "problems": [
+            {"field": "base_user.email", "message": "e-mail is not a valid address"},
+            {"field": "base_user.birth_date", "message": "birth date is before 1900"},
+        ]
+    }
+    assert "base_user.email: e-mail is not a valid address" in event.error_message
+
+
+def test_one_active_subscription_per_cpf_per_integration(db_url: str) -> None:
+    cpf = make_cpf(99)
+    report = run_intake(
+        db_url,
+        make_order(1, cpf=cpf),
+        make_order(2, cpf=cpf),  # same student, same IES, same batch
+        make_order(3, cpf=cpf, offer=ESTACIO_OFFER),  # another IES: allowed
+    )
+    assert report.created == 3
+    run_intake(db_url, make_order(4, cpf=cpf))  # a later batch
+    with session_scope(db_url) as session:
+        result = [(s.order_id, s.status) for s in subs(session)]
+        duplicate_event = session.scalars(
+            select(SubscriptionEvent).where(SubscriptionEvent.status == "duplicate")
+        ).first()
+    assert result == [(1, "to_sync"), (2, "duplicate"), (3, "to_sync_lgpd"), (4, "duplicate")]
+    assert cpf not in duplicate_event.error_message
+    assert "already has active subscription #1" in duplicate_event.error_message
+
+
+def test_a_released_cpf_can_start_again(db_url: str) -> None:
+    cpf = make_cpf(5)
+    run_intake(db_url, make_order(1, cpf=cpf))
+    with session_scope(db_url) as session:
+        from anubis_dagster.core.states import Status
+        from anubis_dagster.db.transitions import transition
+
+        sub = subs(session)[0]
+        transition(session, sub, Status.EMPTY_COURSE, operation="test")
+    run_intake(db_url, make_order(2, cpf=cpf))
+    with session_scope(db_url) as session:
+        assert [s.status for s in subs(session)] == ["empty_course", "to_sync"]
+
+
+def test_unrouted_orders_are_counted_not_stored(db_url: str) -> None:
+    order = make_order(1)
+    order["offer"]["university_id"] = 999
+    order["offer"]["education_group_id"] = 999
+    report = run_intake(db_url, order, {"id": 2, "updated_at": "2026-11-01T00:00:00+00:00"})
+    assert report.created == 0
+    assert report.unrouted == [
+        {"order_id": 1, "reason": "no integration filter matches the order"},
+        {"order_id": 2, "reason": "no integration filter matches the order"},
+    ]
+
+
+def test_garbage_payload_is_unrouted_and_the_batch_goes_on(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        sync_integrations(session, load_integrations())
+        routes = load_routes(session, initial_status_for)
+        garbage = OrderRow(1, parse_timestamp("2026-11-01T00:00:00+00:00"), "{not json")
+        report = ingest(session, [garbage, *rows(make_order(2))], routes, today=TODAY)
+    assert report.unrouted == [{"order_id": 1, "reason": "order payload is not a JSON object"}]
+    assert report.created == 1
+
+
+def test_a_corrected_order_is_validated_again(db_url: str) -> None:
+    broken = make_order(1, email="maria@")
+    run_intake(db_url, broken)
+    run_intake(db_url, broken)  # same version: nothing changes
+    fixed = make_order(1, updated_at=parse_timestamp(broken["updated_at"]) + timedelta(hours=1))
+    report = run_intake(db_url, fixed)
+    assert report.revalidated == 1
+    with session_scope(db_url) as session:
+        (sub,) = subs(session)
+        events = [
+            e.status
+            for e in session.scalars(select(SubscriptionEvent).order_by(SubscriptionEvent.id))
+        ]
+    assert sub.status == "to_sync" and sub.active_cpf == make_cpf(1)
+    assert events == ["invalid", "to_sync"]
+
+
+def test_a_database_error_on_one_order_loses_nothing_else(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anubis_dagster.intake import service
+
+    real = service.create_subscription
+
+    def flaky(session, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs["order_id"] == 2:
+            raise OperationalError("INSERT", {}, Exception("connection reset"))
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(service, "create_subscription", flaky)
+    report = run_intake(db_url, make_order(1), make_order(2), make_order(3))
+    assert (report.created, report.errors, report.error_orders) == (2, 1, [2])
+    monkeypatch.setattr(service, "create_subscription", real)
+    retry = run_intake(db_url, make_order(1), make_order(2), make_order(3))
+    assert (retry.created, retry.unchanged) == (1, 2)
