@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("ANUBIS_OP_RETRY_DELAY_SECONDS", "0")  # before Anubis modules are imported
+
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 

@@ -11,6 +11,7 @@ from anubis_dagster.intake.orders_source import OrderKey
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
 from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
 
 UNROUTED_EXAMPLES = 20
@@ -26,7 +27,7 @@ class IntakeConfig(dg.Config):
 
 
 @dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    retry_policy=OP_RETRY_POLICY,
     tags={"anubis/step": "intake"},
 )
 def ingest_paid_orders(

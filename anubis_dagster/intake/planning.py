@@ -48,12 +48,16 @@ def plan_batches(
     cursor: OrderKey | None,
     *,
     now: datetime | None = None,
-    settle_seconds: float = SETTLE_SECONDS,
-    batch_size: int = BATCH_SIZE,
-    max_batches: int = MAX_RUNS_PER_TICK,
+    settle_seconds: float | None = None,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
 ) -> list[IntakeBatch]:
-    """The next intake batches after `cursor` (empty when there is nothing settled to read)."""
-    horizon = (now or datetime.now(UTC)) - timedelta(seconds=settle_seconds)
+    """The next intake batches after `cursor` (empty when there is nothing settled to read).
+    Unset arguments take the module settings (from the environment)."""
+    settle = SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    batch_size = batch_size or BATCH_SIZE
+    max_batches = max_batches or MAX_RUNS_PER_TICK
+    horizon = (now or datetime.now(UTC)) - timedelta(seconds=settle)
     keys = source.next_keys(cursor, horizon=horizon, limit=batch_size * max_batches)
     batches = []
     after = cursor

@@ -1,0 +1,37 @@
+# Anubis: two commands set everything up on a fresh clone (Python 3.11+, no database server).
+#   make demo   – virtualenv, install, sandboxes, demo orders, one full pass, status
+#   make test   – virtualenv, install, the whole test suite (SQLite, and PostgreSQL if reachable)
+#   make ui     – the Dagster UI (and daemon) on the same data as `make demo`
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export ANUBIS_HOME  ?= $(CURDIR)/.anubis
+export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
+
+.PHONY: install demo test ui lint bench clean
+
+$(BIN)/anubis: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/anubis
+	@mkdir -p $(DAGSTER_HOME)
+	@cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+
+demo: install
+	bash scripts/demo.sh
+
+test: install
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check anubis_dagster anubis_dagster_tests benchmarks
+	$(BIN)/ruff format --check anubis_dagster anubis_dagster_tests benchmarks
+
+ui: install
+	$(BIN)/dagster dev -m anubis_dagster.definitions
+
+clean:
+	rm -rf .anubis
