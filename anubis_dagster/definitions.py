@@ -1,16 +1,34 @@
-"""The Anubis code location: every job, sensor and resource Dagster loads."""
+"""The Anubis code location: every job, sensor and resource Dagster loads.
+
+`build_definitions` reads the integrations file: each configured integration is a partition
+of the delivery jobs, and each adapter brings its own resources (IES clients).
+"""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from anubis_dagster.config.integrations import IntegrationsFile, load_integrations
+from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
+from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.resources import AppDatabase
 
-defs = dg.Definitions(
-    jobs=[intake_job],
-    sensors=[paid_orders_sensor],
-    resources={"app_db": AppDatabase(), "orders": OrdersSourceResource()},
-)
+
+def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
+    config = config or load_integrations()
+    adapters = {adapter_class(i.type) for i in config.integrations}
+    deliver_job, check_job = build_delivery_jobs((i.key for i in config.integrations), adapters)
+    resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
+    for adapter in adapters:
+        resources.update(adapter.resources())
+    return dg.Definitions(
+        jobs=[intake_job, deliver_job, check_job],
+        sensors=[paid_orders_sensor],
+        resources=resources,
+    )
+
+
+defs = build_definitions()

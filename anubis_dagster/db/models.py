@@ -119,7 +119,10 @@ class Subscription(Timestamps, Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sending_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     gender: Mapped[str | None] = mapped_column(String(2))  # added: filled by fix_data
+    first_name: Mapped[str | None] = mapped_column(String(80))  # added: normalized, for gender
     external_id: Mapped[str | None] = mapped_column(String(80))  # added: IES inscription id
+    # added: the adapter's working data (chosen offers, consent receipt, location codes…)
+    ies_data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),
@@ -128,6 +131,7 @@ class Subscription(Timestamps, Base):
         Index("ix_subscriptions_due", "integration_id", "status", "scheduled_to"),
         Index("ix_subscriptions_cpf", "cpf"),
         Index("ix_subscriptions_status", "status"),
+        Index("ix_subscriptions_first_name_gender", "first_name", "gender"),
     )
 
 
@@ -218,6 +222,8 @@ class RateLimitBucket(Base):
     __tablename__ = "rate_limit_buckets"
     bucket: Mapped[str] = mapped_column(String(80), primary_key=True)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # set by a 429
+    # set while a high-priority caller (a registration) waits: low-priority callers yield
+    priority_demand_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CatalogCacheEntry(Base):

@@ -14,11 +14,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_data, mask_text
+from anubis_dagster.core.names import first_name_key
+from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
 from anubis_dagster.db.models import Subscription, SubscriptionEvent, utcnow
 
 TRANSITION = "transition"
 ATTEMPT = "attempt"
+RETRY = "retry"
+NOTE = "note"
 
 
 def _event(
@@ -79,6 +83,9 @@ def create_subscription(
         origin=order.get("origin") if isinstance(order.get("origin"), str) else None,
         cpf=cpf or None,
         payload=order,
+        ies_data={},
+        first_name=first_name_key(get_path(order, "base_user.full_name")),
+        gender=_gender(get_path(order, "base_user.gender")),
         status=status.value,
         active_cpf=cpf if cpf and holds_cpf(status) else None,
         attempts=0,
@@ -99,6 +106,11 @@ def create_subscription(
         outcome=status.value,
     )
     return subscription
+
+
+def _gender(value: object) -> str | None:
+    text = str(value or "").strip().upper()[:1]
+    return text if text in ("M", "F") else None
 
 
 def transition(
@@ -164,5 +176,31 @@ def record_attempt(
         response=response,
         http_status=http_status,
         duration_ms=duration_ms,
+        outcome=outcome,
+    )
+
+
+def record_note(
+    session: Session,
+    subscription: Subscription,
+    *,
+    kind: str,
+    operation: str,
+    run_id: str | None,
+    error: str | None = None,
+    response: Any = None,
+    outcome: str | None = None,
+) -> SubscriptionEvent:
+    """An event that changes no status: a scheduled retry (`kind=retry`) or a remark (`note`)."""
+    return _event(
+        session,
+        subscription=subscription,
+        integration_id=subscription.integration_id,
+        kind=kind,
+        status=subscription.status,
+        operation=operation,
+        run_id=run_id,
+        error=error,
+        response=response,
         outcome=outcome,
     )

@@ -1,26 +1,142 @@
 """The contract every IES adapter implements, and the registry of adapters by type.
 
-An integration's `type` (from the configuration file) names its adapter. Generic code (intake,
-the delivery ops) only talks to adapters through this module, so adding an IES is one package
-that subclasses `IESAdapter` and calls `register_adapter`, plus a configuration entry.
+An integration's `type` (configuration file) names its adapter. The generic delivery code
+(`anubis_dagster.delivery`) talks to adapters only through this module: it claims due
+subscriptions, calls the adapter for one step of one subscription, and turns the `Outcome` the
+adapter returns into a status change or a scheduled retry. Adapters never set a status.
+
+Adding an IES = one package with a subclass of `IESAdapter` decorated with `register_adapter`
+(and, if it needs credentials, `resources()` returning its Dagster resources), plus an entry in
+the integrations file. See "Adding an IES" in the README.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+import dagster as dg
+
+from anubis_dagster.clients.http import CallContext
 from anubis_dagster.core.states import Status
+from anubis_dagster.db.models import Integration, Subscription
+
+
+@dataclass
+class Outcome:
+    """What one step did to one subscription, for the generic code to record.
+
+    - `status`: the status to move to (None = stays where it is);
+    - `transient`: the step failed for a reason that may pass (retry on the schedule);
+    - `error`: what went wrong, in the partner's words when it gave any (masked before storage);
+    - `unknown`: a registration may have reached the partner without a usable answer: the next
+      try asks the partner before sending again;
+    - `external_id`, `follow_up`: the partner's id for the registration and its full answer;
+    - `ies_data`: adapter working data to merge into `subscription.ies_data`;
+    - `note`: a remark for the event row when nothing failed (e.g. "CPF already registered").
+    """
+
+    status: Status | None = None
+    transient: bool = False
+    error: str | None = None
+    unknown: bool = False
+    external_id: str | None = None
+    follow_up: Any = None
+    ies_data: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    label: str = ""  # short outcome name for counts, e.g. "registered", "http_5xx"
+
+    @classmethod
+    def move(cls, status: Status, **kwargs: Any) -> Outcome:
+        return cls(status=status, label=kwargs.pop("label", status.value), **kwargs)
+
+    @classmethod
+    def retry(cls, error: str, **kwargs: Any) -> Outcome:
+        return cls(transient=True, error=error, label=kwargs.pop("label", "retry"), **kwargs)
+
+
+class PayloadError(ValueError):
+    """The subscription's data cannot make a valid request (permanent; message is masked)."""
+
+
+@dataclass
+class AdapterContext:
+    """What an adapter may use: the integration row, its settings, the DB and the run."""
+
+    integration: Integration
+    call: CallContext
+    resources: Any  # the op's Dagster resources (adapters read their own by key)
+    dry_run: bool = False
+    log: Callable[[str], None] = print
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.integration.settings or {}
+
+    def origin_settings(self, origin: str | None) -> Mapping[str, Any]:
+        return (self.settings.get("origins") or {}).get(origin or "", {}) or {}
 
 
 class IESAdapter:
-    """Base class of an IES adapter. Subclasses set `type` and `initial_status`."""
+    """Base class of an IES adapter. Override what your partner's flow needs."""
 
     type: ClassVar[str]
-    #: The status a valid new subscription starts in (its first step of work).
+    #: the status a valid new subscription starts in
     initial_status: ClassVar[Status] = Status.TO_REGISTER
+    #: statuses the `prepare` step works on (e.g. course sync, consent); empty = no such step
+    prepare_statuses: ClassVar[frozenset[Status]] = frozenset()
+    #: what `prepare` is called in this partner's flow, for logs and the README
+    prepare_label: ClassVar[str] = "prepare"
+    #: statuses the check job follows at the partner; empty = no status endpoint
+    check_statuses: ClassVar[frozenset[Status]] = frozenset()
+    #: Dagster resource keys this adapter reads from `ctx.resources`
+    resource_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        self.ctx = ctx
+
+    # --- Dagster wiring ---------------------------------------------------------------------
+    @classmethod
+    def resources(cls) -> dict[str, dg.ConfigurableResource]:
+        """The Dagster resources (clients) this adapter needs, keyed by `resource_keys`."""
+        return {}
+
+    def close(self) -> None:
+        """Release clients at the end of an op."""
+
+    # --- steps --------------------------------------------------------------------------------
+    def fix_data(self, subscription: Subscription) -> dict[str, Any] | None:
+        """Fill data the partner requires that the order lacks; returns the changes or None."""
+        return None
+
+    def prepare(self, subscription: Subscription) -> Outcome:
+        raise NotImplementedError(f"{self.type} has no prepare step")
+
+    def build_payload(self, subscription: Subscription) -> dict[str, Any]:
+        """The registration request body; raises `PayloadError` when the data can't make one."""
+        raise NotImplementedError
+
+    def register(self, subscription: Subscription, payload: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    def find_existing(self, subscription: Subscription) -> Outcome | None:
+        """Ask the partner whether this student is already registered (after an unknown
+        outcome). An Outcome moving the subscription on when found; None when not found.
+        Adapters without a way to ask return None and registration is sent again (the
+        partner's own duplicate-CPF refusal is then the guard)."""
+        return None
+
+    def check(self, subscription: Subscription) -> Outcome:
+        raise NotImplementedError(f"{self.type} has no status check")
 
 
 _ADAPTERS: dict[str, type[IESAdapter]] = {}
+BUILTIN_ADAPTER_MODULES = (
+    "anubis_dagster.integrations.kroton.adapter",
+    "anubis_dagster.integrations.estacio.adapter",
+)
 
 
 class UnknownIntegrationType(KeyError):
@@ -34,20 +150,16 @@ def register_adapter(adapter: type[IESAdapter]) -> type[IESAdapter]:
 
 
 def adapter_class(integration_type: str) -> type[IESAdapter]:
-    _load_builtin_adapters()
+    for module in BUILTIN_ADAPTER_MODULES:
+        importlib.import_module(module)  # registers the built-in adapters
     try:
         return _ADAPTERS[integration_type]
     except KeyError:
         raise UnknownIntegrationType(
-            f"no adapter registered for integration type {integration_type!r}"
+            f"no adapter registered for integration type {integration_type!r}; "
+            "import its module before building the definitions"
         ) from None
 
 
 def initial_status_for(integration_type: str) -> Status:
     return adapter_class(integration_type).initial_status
-
-
-def _load_builtin_adapters() -> None:
-    # Imported here, not at module top, so adapters can import this module.
-    import anubis_dagster.integrations.estacio.adapter
-    import anubis_dagster.integrations.kroton.adapter  # noqa: F401

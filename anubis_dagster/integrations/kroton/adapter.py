@@ -1,12 +1,336 @@
-"""Kroton (Cogna): course sync in the catalog, then registration, then status checks."""
+"""Kroton (Cogna): gender fix, course sync in the catalog, registration, status checks.
+
+Flow (reference §2): `to_sync` → catalog search for two valid offers → `to_register` (or
+`empty_course`, or `course_failed` and retried) → register → `awaiting_register` / `registered`
+→ checks by inscription and by CPF → `enrolled` / `dropped` / `failed`.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import dagster as dg
+from sqlalchemy import func, select
+
+from anubis_dagster.clients.http import HttpResult
+from anubis_dagster.clients.rate_limit import Priority
+from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
-from anubis_dagster.integrations.base import IESAdapter, register_adapter
+from anubis_dagster.db.models import CatalogCacheEntry, Name, Subscription
+from anubis_dagster.db.session import session_scope
+from anubis_dagster.integrations.base import (
+    AdapterContext,
+    IESAdapter,
+    Outcome,
+    PayloadError,
+    register_adapter,
+)
+from anubis_dagster.integrations.kroton.client import KrotonClient
+from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
+from anubis_dagster.integrations.kroton.payload import (
+    catalog_query,
+    registration_body,
+    valid_offers,
+)
+from anubis_dagster.integrations.kroton.resources import kroton_resources
+
+DEFAULT_CATALOG_CACHE_SECONDS = 3600
+OFFERS_NEEDED = 2  # first and second option
+
+
+def _today() -> Any:
+    return datetime.now(UTC).date()
 
 
 @register_adapter
 class KrotonAdapter(IESAdapter):
     type = "kroton"
     initial_status = Status.TO_SYNC
+    prepare_statuses: ClassVar[frozenset[Status]] = frozenset(
+        {Status.TO_SYNC, Status.COURSE_FAILED}
+    )
+    prepare_label = "sync_courses"
+    check_statuses: ClassVar[frozenset[Status]] = frozenset(
+        {Status.AWAITING_REGISTER, Status.REGISTERED}
+    )
+    resource_keys: ClassVar[frozenset[str]] = frozenset({"kroton_api", "kroton_catalog"})
+
+    def __init__(self, ctx: AdapterContext) -> None:
+        super().__init__(ctx)
+        self._client: KrotonClient | None = None
+        self._catalog_memo: dict[str, Any] = {}
+
+    @classmethod
+    def resources(cls) -> dict[str, dg.ConfigurableResource]:
+        return kroton_resources()
+
+    @property
+    def client(self) -> KrotonClient:
+        if self._client is None:
+            self._client = KrotonClient(
+                self.ctx.resources.kroton_api,
+                self.ctx.resources.kroton_catalog,
+                self.ctx.call,
+                bucket_prefix=self.ctx.integration.key,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    # --- fix_data: Kroton requires `sexo` -----------------------------------------------------
+    def fix_data(self, subscription: Subscription) -> dict[str, Any] | None:
+        """Gender from the order, else from other subscriptions with the same first name, else
+        from the IBGE census (`names`), else `NI` (seed 001's FixData rule)."""
+        if subscription.gender in ("M", "F", "NI"):
+            return None
+        gender, source = "NI", "default"
+        with session_scope(self.ctx.call.db_url) as session:
+            if subscription.first_name:
+                same_name = session.execute(
+                    select(Subscription.gender, func.count())
+                    .where(
+                        Subscription.first_name == subscription.first_name,
+                        Subscription.gender.in_(("M", "F")),
+                        Subscription.id != subscription.id,
+                    )
+                    .group_by(Subscription.gender)
+                    .order_by(func.count().desc())
+                ).first()
+                if same_name:
+                    gender, source = same_name[0], "same-name subscriptions"
+                else:
+                    census = session.execute(
+                        select(Name.gender)
+                        .where(Name.name == subscription.first_name)
+                        .order_by(Name.frequency.desc())
+                    ).first()
+                    if census:
+                        gender, source = census[0], "IBGE names"
+        subscription.gender = gender
+        return {"gender": gender, "source": source}
+
+    # --- sync_courses -------------------------------------------------------------------------
+    def prepare(self, subscription: Subscription) -> Outcome:
+        today = _today()
+        try:
+            query = catalog_query(subscription.payload, today)
+        except PayloadError as exc:
+            return Outcome.move(Status.EMPTY_COURSE, error=str(exc), label="no_catalog_keys")
+        answer, result = self._catalog(query, subscription)
+        if answer is None:
+            assert result is not None
+            return Outcome(
+                status=Status.COURSE_FAILED,
+                transient=True,
+                error=f"catalog unavailable: {result.describe()}",
+                label=f"catalog_{result.outcome}",
+            )
+        try:
+            offers = valid_offers(answer, today)
+        except ValueError as exc:
+            return Outcome(
+                status=Status.COURSE_FAILED,
+                transient=True,
+                error=f"catalog answered garbage: {exc}",
+                label="catalog_malformed",
+            )
+        if len(offers) < OFFERS_NEEDED:
+            return Outcome.move(
+                Status.EMPTY_COURSE,
+                error=f"catalog has {len(offers)} valid offer(s); {OFFERS_NEEDED} are needed",
+            )
+        chosen = offers[:OFFERS_NEEDED]
+        return Outcome.move(
+            Status.TO_REGISTER,
+            ies_data={
+                "kroton_offers": [o["id"] for o in chosen],
+                "kroton_sistema": chosen[0].get("sistema"),
+            },
+        )
+
+    def _catalog(
+        self, query: dict[str, Any], subscription: Subscription
+    ) -> tuple[Any, HttpResult | None]:
+        """Identical queries within a run, and within `catalog_cache_seconds`, are answered
+        from the cache instead of the catalog's quota."""
+        key = hashlib.sha256(json.dumps(query, sort_keys=True).encode()).hexdigest()
+        if key in self._catalog_memo:
+            self.ctx.call.count("catalog_cache_hits")
+            return self._catalog_memo[key], None
+        ttl = float(self.ctx.settings.get("catalog_cache_seconds", DEFAULT_CATALOG_CACHE_SECONDS))
+        now = datetime.now(UTC)
+        with session_scope(self.ctx.call.db_url) as session:
+            cached = session.get(CatalogCacheEntry, key)
+            if cached is not None and cached.fetched_at > now - timedelta(seconds=ttl):
+                self._catalog_memo[key] = cached.response
+                self.ctx.call.count("catalog_cache_hits")
+                return cached.response, None
+        result = self.client.search_offers(query, subscription)
+        if not result.ok:
+            return None, result
+        try:
+            valid_offers(result.body, _today())
+        except ValueError:
+            return None, result  # never cache garbage
+        with session_scope(self.ctx.call.db_url) as session:
+            entry = session.get(CatalogCacheEntry, key) or CatalogCacheEntry(
+                key=key, integration_id=self.ctx.integration.id
+            )
+            entry.response, entry.fetched_at = result.body, now
+            session.add(entry)
+        self._catalog_memo[key] = result.body
+        return result.body, result
+
+    # --- register -----------------------------------------------------------------------------
+    def build_payload(self, subscription: Subscription) -> dict[str, Any]:
+        return registration_body(
+            subscription.payload,
+            offers=list((subscription.ies_data or {}).get("kroton_offers") or []),
+            gender=subscription.gender,
+            origin_settings=self.ctx.origin_settings(subscription.origin),
+            default_address=self.ctx.settings.get("default_address"),
+        )
+
+    def register(self, subscription: Subscription, payload: dict[str, Any]) -> Outcome:
+        result = self.client.register(payload, subscription)
+        if result.outcome == "http_4xx":
+            return self._refusal(subscription, result)
+        if not result.ok:
+            return Outcome.retry(
+                result.describe(), unknown=result.unknown_outcome, label=result.outcome
+            )
+        body = result.body if isinstance(result.body, dict) else {}
+        status = processing_status(body.get("status"))
+        if body.get("success") is False or status is Status.FAILED:
+            return Outcome.move(
+                Status.FAILED if status is Status.FAILED else Status.REGISTER_FAILED,
+                error=_messages(body),
+                follow_up=body,
+            )
+        if body.get("success") is not True or status is None:
+            # a 2xx without an explicit success: we can't tell what Kroton did
+            return Outcome.retry(
+                "register answer without success/status", unknown=True, label="unclear_answer"
+            )
+        return Outcome.move(status, external_id=_str(body.get("inscricaoId")), follow_up=body)
+
+    def _refusal(self, subscription: Subscription, result: HttpResult) -> Outcome:
+        body = result.body if isinstance(result.body, dict) else {"text": result.body}
+        if result.status == 409:  # Kroton already has this CPF: adopt its inscription
+            found = self.find_existing(subscription)
+            if found is not None:
+                found.note = "Kroton refused a duplicate CPF; its existing inscription adopted"
+                return found
+        return Outcome.move(
+            Status.REGISTER_FAILED,
+            error=_messages(body) or result.describe(),
+            follow_up=body,
+            label=f"refused_{result.status}",
+        )
+
+    def find_existing(self, subscription: Subscription) -> Outcome | None:
+        result = self.client.inscriptions_by_cpf(
+            subscription.cpf or "", subscription, priority=Priority.HIGH
+        )
+        if not result.ok:
+            return Outcome.retry(
+                f"could not ask Kroton by CPF: {result.describe()}",
+                unknown=True,
+                label=f"lookup_{result.outcome}",
+            )
+        inscription = _pick(result.body, subscription.external_id)
+        if inscription is None:
+            return None
+        status = processing_status(inscription.get("status")) or Status.REGISTERED
+        if status is Status.FAILED:
+            return None  # a failed inscription there: sending again is right
+        return Outcome.move(
+            status,
+            external_id=_str(inscription.get("id")),
+            follow_up=result.body,
+            label=f"found_{status.value}",
+        )
+
+    # --- check --------------------------------------------------------------------------------
+    def check(self, subscription: Subscription) -> Outcome:
+        sistema = (subscription.ies_data or {}).get("kroton_sistema")
+        if subscription.status == Status.AWAITING_REGISTER and subscription.external_id and sistema:
+            result = self.client.inscription(subscription.external_id, sistema, subscription)
+            if not result.ok:
+                return Outcome.retry(result.describe(), label=f"check_{result.outcome}")
+            inscription = (
+                result.body.get("inscricao", result.body) if isinstance(result.body, dict) else None
+            )
+            if not isinstance(inscription, dict):
+                return Outcome.retry("inscription answer is not an object", label="check_garbage")
+            return self._status_of(inscription, result.body)
+        result = self.client.inscriptions_by_cpf(
+            subscription.cpf or "", subscription, priority=Priority.LOW, cqrs=True
+        )
+        if not result.ok:
+            return Outcome.retry(result.describe(), label=f"check_{result.outcome}")
+        if not isinstance(result.body, dict) or not isinstance(result.body.get("inscricoes"), list):
+            return Outcome.retry("CPF answer has no inscricoes list", label="check_garbage")
+        inscription = _pick(result.body, subscription.external_id)
+        if inscription is None:
+            return Outcome(
+                error="Kroton lists no inscription for this CPF yet",
+                label="check_not_listed",
+                follow_up=result.body,
+            )
+        return self._status_of(inscription, result.body)
+
+    def _status_of(self, inscription: dict[str, Any], source: Any) -> Outcome:
+        processing = processing_status(inscription.get("status"))
+        if processing in (Status.AWAITING_REGISTER, Status.FAILED):
+            return Outcome(
+                status=processing,
+                follow_up=source,
+                external_id=_str(inscription.get("id")),
+                label=processing.value if processing else "unchanged",
+            )
+        description = (inscription.get("classificacao") or {}).get("descricao")
+        status = classification_status(description)
+        if status is None:
+            status = Status.REGISTERED
+            if description:
+                self.ctx.log(
+                    mask_text(f"unknown Kroton classification {description!r}; kept as registered")
+                )
+        return Outcome(
+            status=status,
+            follow_up=source,
+            external_id=_str(inscription.get("id")),
+            label=status.value,
+        )
+
+
+def _pick(body: Any, external_id: str | None) -> dict[str, Any] | None:
+    """Our inscription in a CPF answer: the one with our id, else the most recent listed."""
+    items = body.get("inscricoes") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return None
+    items = [i for i in items if isinstance(i, dict)]
+    for item in items:
+        if external_id and _str(item.get("id")) == external_id:
+            return item
+    return items[-1] if items else None
+
+
+def _messages(body: Any) -> str:
+    if not isinstance(body, dict):
+        return ""
+    parts = [str(body.get("message") or "")]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        parts.extend(str(e) for e in errors)
+    return mask_text("; ".join(p for p in parts if p))
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)

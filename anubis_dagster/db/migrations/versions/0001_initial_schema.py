@@ -51,6 +51,7 @@ def upgrade() -> None:
         "rate_limit_buckets",
         sa.Column("bucket", sa.String(length=80), nullable=False),
         sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("priority_demand_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("bucket"),
     )
     op.create_table(
@@ -141,7 +142,9 @@ def upgrade() -> None:
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("sending_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("gender", sa.String(length=2), nullable=True),
+        sa.Column("first_name", sa.String(length=80), nullable=True),
         sa.Column("external_id", sa.String(length=80), nullable=True),
+        sa.Column("ies_data", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -164,6 +167,9 @@ def upgrade() -> None:
             "ix_subscriptions_due", ["integration_id", "status", "scheduled_to"], unique=False
         )
         batch_op.create_index("ix_subscriptions_status", ["status"], unique=False)
+        batch_op.create_index(
+            "ix_subscriptions_first_name_gender", ["first_name", "gender"], unique=False
+        )
 
     op.create_table(
         "follow_ups",

@@ -1,0 +1,165 @@
+"""deliver_job and check_job: the generic delivery ops, partitioned by integration.
+
+The partition key is the integration's `key`; each op builds that integration's adapter and
+hands the work to `delivery.service.StepRunner`. Ops stay thin: claiming, outcomes, retries and
+leases live in the service, the partner's rules in the adapter.
+
+# No `from __future__ import annotations`: Dagster reads op annotations at runtime.
+"""
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+from sqlalchemy import select
+
+from anubis_dagster.clients.http import CallContext
+from anubis_dagster.core.masking import mask_text
+from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.service import DeliveryRequest, StepReport, StepRunner
+from anubis_dagster.integrations.base import AdapterContext, IESAdapter, adapter_class
+from anubis_dagster.policies import OP_RETRY_POLICY
+from anubis_dagster.resources import AppDatabase
+
+DELIVERY_TAGS = {"anubis/job": "delivery"}
+
+
+class DeliveryConfig(dg.Config):
+    """Launchpad settings shared by the delivery and check jobs."""
+
+    subscription_ids: list[int] = Field(
+        default_factory=list, description="work only on these subscriptions (empty = all due)"
+    )
+    limit: int = Field(default=200, ge=0, description="at most this many per step")
+    dry_run: bool = Field(
+        default=False, description="build and show the payloads, masked, without sending"
+    )
+
+
+@contextmanager
+def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: DeliveryRequest):
+    key = context.partition_key
+    with app_db.session() as session:
+        integration = session.scalars(select(Integration).where(Integration.key == key)).first()
+        if integration is None:
+            raise dg.Failure(f"no integration {key!r} in the integrations file")
+        session.expunge(integration)
+    call = CallContext(
+        db_url=app_db.resolved_url,
+        integration_id=integration.id,
+        run_id=context.run_id,
+        log=context.log.info,
+    )
+    adapter = adapter_class(integration.type)(
+        AdapterContext(
+            integration=integration,
+            call=call,
+            resources=context.resources,
+            dry_run=request.dry_run,
+            log=context.log.info,
+        )
+    )
+    runner = StepRunner(
+        db_url=app_db.resolved_url,
+        integration_id=integration.id,
+        adapter=adapter,
+        run_id=context.run_id,
+        request=request,
+        log=lambda text: context.log.info(mask_text(text)),
+    )
+    try:
+        yield runner, call
+    finally:
+        adapter.close()
+
+
+def _output(
+    context: dg.OpExecutionContext, report: StepReport, call: CallContext, request: DeliveryRequest
+) -> dg.Output[DeliveryRequest]:
+    stats = {k: round(v, 2) for k, v in sorted(call.stats.items())}
+    context.log.info(
+        f"{report.step}: {report.processed} subscriptions "
+        + (", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "(nothing due)")
+    )
+    if report.dead_lettered:
+        context.log.warning(
+            f"{report.step}: {len(report.dead_lettered)} subscriptions exhausted their retries "
+            f"and are now failed: {report.dead_lettered[:20]}"
+        )
+    metadata: dict[str, Any] = {
+        "processed": report.processed,
+        "outcomes": dg.MetadataValue.json(dict(report.outcomes)),
+        "calls": int(stats.get("calls", 0)),
+        "calls_by_operation": dg.MetadataValue.json(
+            {k.removeprefix("calls_"): int(v) for k, v in stats.items() if k.startswith("calls_")}
+        ),
+        "quota_waits": int(stats.get("quota_waits", 0)),
+        "quota_wait_seconds": float(stats.get("quota_wait_seconds", 0.0)),
+        "http_429": int(stats.get("http_429", 0)),
+        "catalog_cache_hits": int(stats.get("catalog_cache_hits", 0)),
+        "dead_lettered": dg.MetadataValue.json(report.dead_lettered),
+        "examples": dg.MetadataValue.json(report.examples),
+    }
+    return dg.Output(request, metadata=metadata)
+
+
+def build_delivery_jobs(
+    integration_keys: Iterable[str], adapters: Iterable[type[IESAdapter]]
+) -> tuple[dg.JobDefinition, dg.JobDefinition]:
+    """deliver_job and check_job for these integrations (the partitions) and adapters (whose
+    resource keys the ops need)."""
+    partitions = dg.StaticPartitionsDefinition(sorted(set(integration_keys)))
+    resource_keys = {"app_db"}.union(*(a.resource_keys for a in adapters))
+
+    @dg.op(description="Reads the Launchpad settings of this run.")
+    def delivery_request(config: DeliveryConfig) -> DeliveryRequest:
+        return DeliveryRequest(
+            subscription_ids=list(config.subscription_ids),
+            limit=config.limit,
+            dry_run=config.dry_run,
+        )
+
+    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    def fix_data(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+        """Fills data the partner requires and the order lacks (Kroton: gender)."""
+        with _runner(context, context.resources.app_db, request) as (runner, call):
+            return _output(context, runner.fix_data(), call, request)  # type: ignore[return-value]
+
+    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    def prepare(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+        """The partner's step before registering: Kroton's sync_courses (catalog search for two
+        valid offers), Estácio's LGPD consent. Nothing for partners without one."""
+        with _runner(context, context.resources.app_db, request) as (runner, call):
+            return _output(context, runner.prepare(), call, request)  # type: ignore[return-value]
+
+    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    def register(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+        """Sends the registrations due. Marks each subscription as being sent first."""
+        with _runner(context, context.resources.app_db, request) as (runner, call):
+            return _output(context, runner.register(), call, request)  # type: ignore[return-value]
+
+    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    def check(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+        """Asks the partner what became of registered students; stops at a final status."""
+        with _runner(context, context.resources.app_db, request) as (runner, call):
+            return _output(context, runner.check(), call, request)  # type: ignore[return-value]
+
+    @dg.job(
+        partitions_def=partitions,
+        tags={**DELIVERY_TAGS, "anubis/flow": "deliver"},
+        description="Due subscriptions of one integration: fix data → prepare → register.",
+    )
+    def deliver_job() -> None:
+        register(prepare(fix_data(delivery_request())))
+
+    @dg.job(
+        partitions_def=partitions,
+        tags={**DELIVERY_TAGS, "anubis/flow": "check"},
+        description="Registered subscriptions of one integration: status at the partner.",
+    )
+    def check_job() -> None:
+        check(delivery_request())
+
+    return deliver_job, check_job

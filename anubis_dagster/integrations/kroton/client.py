@@ -1,0 +1,137 @@
+"""Kroton's HTTP endpoints (reference §2) over the shared `ApiClient`.
+
+Two quotas: the API (token calls included) and the catalog. The OAuth token is cached in
+`integration_tokens` for every process and renewed on expiry or on a 401.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
+from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter
+from anubis_dagster.clients.tokens import TokenStore
+from anubis_dagster.db.models import Subscription
+from anubis_dagster.integrations.kroton.resources import KrotonApiResource, KrotonCatalogResource
+
+REGISTER_PATH = "/ms/inscricao/v4/captacao/inscricao"
+CPF_PATH = "/ms/inscricao/v4/captacao/inscricao/cpf/{cpf}"
+CPF_CQRS_PATH = "/ms/inscricaocqrs/captacao/v5/inscricao/cpf/{cpf}"
+INSCRIPTION_PATH = "/ms/inscricao/v4/captacao/inscricao/{inscricao}/sistema/{sistema}"
+CATALOG_PATH = "/elasticlayer/middleware/oferta/_search"
+
+
+class TokenUnavailable(RuntimeError):
+    """Kroton did not give us a token; the calls that needed it are retried later."""
+
+
+class KrotonClient:
+    def __init__(
+        self,
+        api: KrotonApiResource,
+        catalog: KrotonCatalogResource,
+        ctx: CallContext,
+        *,
+        bucket_prefix: str = "kroton",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._api_settings = api
+        limiter = RateLimiter(
+            ctx.db_url,
+            f"{bucket_prefix}:api",
+            Quota.parse(api.rate_limit, name="API_KROTON_RATE_LIMIT"),
+        )
+        self.api = ApiClient(
+            name="kroton",
+            base_url=api.base_url,
+            limiter=limiter,
+            ctx=ctx,
+            auth_headers=self._auth_headers,
+            on_unauthorized=self._drop_token,
+            timeout=httpx.Timeout(api.timeout_seconds, connect=5.0),
+            transport=transport,
+        )
+        self.catalog = ApiClient(
+            name="kroton-catalog",
+            base_url=catalog.base_url,
+            limiter=RateLimiter(
+                ctx.db_url,
+                f"{bucket_prefix}:catalog",
+                Quota.parse(catalog.rate_limit, name="CATALOG_KROTON_RATE_LIMIT"),
+            ),
+            ctx=ctx,
+            auth_headers=lambda: {"Authorization": f"apiKey {catalog.api_key}"},
+            timeout=httpx.Timeout(catalog.timeout_seconds, connect=5.0),
+            transport=transport,
+        )
+        self.tokens = TokenStore(ctx.db_url, ctx.integration_id or 0, "oauth2", self._fetch_token)
+        self._token: str | None = None
+
+    def close(self) -> None:
+        self.api.close()
+        self.catalog.close()
+
+    # --- auth ---------------------------------------------------------------------------------
+    def _fetch_token(self) -> tuple[str, float]:
+        settings = self._api_settings
+        result = self.api.request(
+            "oauth_token",
+            "POST",
+            "/oauth2/token",
+            form={
+                "grant_type": "client_credentials",
+                "client_id": settings.client_id,
+                "client_secret": settings.secret,
+                "scope": settings.subscription,
+            },
+            use_auth=False,
+        )
+        body = result.body if isinstance(result.body, dict) else {}
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not result.ok or not isinstance(token, str) or not token:
+            raise TokenUnavailable(f"Kroton token request failed: {result.describe()}")
+        try:
+            return token, float(lifetime or 300)
+        except (TypeError, ValueError):
+            return token, 300.0
+
+    def _auth_headers(self) -> dict[str, str]:
+        self._token = self.tokens.get()
+        return {
+            "Authorization": f"Bearer {self._token}",
+            "Ocp-Apim-Subscription-Key": self._api_settings.subscription,
+        }
+
+    def _drop_token(self) -> None:
+        self.tokens.invalidate(self._token)
+
+    # --- endpoints ----------------------------------------------------------------------------
+    def search_offers(self, query: dict, subscription: Subscription) -> HttpResult:
+        return self.catalog.request(
+            "catalog_search", "POST", CATALOG_PATH, subscription=subscription, json_body=query
+        )
+
+    def register(self, body: dict, subscription: Subscription) -> HttpResult:
+        return self.api.request(
+            "register",
+            "POST",
+            REGISTER_PATH,
+            subscription=subscription,
+            json_body=body,
+            idempotent=False,
+        )
+
+    def inscriptions_by_cpf(
+        self, cpf: str, subscription: Subscription, *, priority: Priority, cqrs: bool = False
+    ) -> HttpResult:
+        path = (CPF_CQRS_PATH if cqrs else CPF_PATH).format(cpf=cpf)
+        operation = "check_cpf" if priority is Priority.LOW else "find_by_cpf"
+        return self.api.request(
+            operation, "GET", path, subscription=subscription, priority=priority
+        )
+
+    def inscription(self, inscricao: str, sistema: str, subscription: Subscription) -> HttpResult:
+        path = INSCRIPTION_PATH.format(inscricao=inscricao, sistema=sistema)
+        return self.api.request(
+            "check_inscription", "GET", path, subscription=subscription, priority=Priority.LOW
+        )

@@ -1,0 +1,43 @@
+"""Kroton's answers → Anubis statuses (reference §2 and seed 001's tables). Pure functions."""
+
+from __future__ import annotations
+
+from anubis_dagster.core.routing import normalize
+from anubis_dagster.core.states import Status
+
+#: `inscricoes[].classificacao.descricao` → status (compared without case or accents)
+CLASSIFICATIONS: dict[str, Status] = {
+    "aluno": Status.ENROLLED,
+    "convocado": Status.ENROLLED,
+    "classificado": Status.REGISTERED,
+    "inscrito": Status.REGISTERED,
+    "itinerante": Status.REGISTERED,
+    "inscrito vg online": Status.REGISTERED,
+    "ausente": Status.DROPPED,
+    "desclassificado": Status.DROPPED,
+    "desclassificado por nota": Status.DROPPED,
+}
+
+#: registration processing status (register answer and inscription lookups) → status
+PROCESSING: dict[str, Status] = {
+    "NEW": Status.AWAITING_REGISTER,
+    "PROCESSING": Status.AWAITING_REGISTER,
+    "SUCCESS": Status.REGISTERED,
+    "ERROR": Status.FAILED,
+}
+
+
+def classification_status(description: object) -> Status | None:
+    """None for a classification the table does not know (logged, status kept)."""
+    if not isinstance(description, str):
+        return None
+    key = " ".join(normalize(description).split())
+    if key in CLASSIFICATIONS:
+        return CLASSIFICATIONS[key]
+    if key.startswith("desclassificado"):
+        return Status.DROPPED
+    return None
+
+
+def processing_status(value: object) -> Status | None:
+    return PROCESSING.get(str(value).strip().upper()) if value is not None else None
