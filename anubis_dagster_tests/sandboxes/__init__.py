@@ -1,0 +1,1 @@
+"""Tests of the IES sandbox servers, over real HTTP on port 0."""
