@@ -29,7 +29,7 @@ CATALOG_END_DATE = "2099-12-31"  # dtTerminoInscricao of open offers
 # --------------------------------------------------------------------------------------------
 # Kroton: the catalog (Elasticsearch `_source` documents served by the sandbox)
 # --------------------------------------------------------------------------------------------
-# Each Kroton offer in the marketplace carries in `offer.metadata.kroton` the keys the catalog
+# Each Kroton offer in the marketplace carries in `offer.metadata` (flat) the keys the catalog
 # search needs. A course with two or more active documents can be registered (first and second
 # option); "Filosofia" at unit 5003 has only one, so its orders end `empty_course`.
 KROTON_COURSES: list[dict[str, Any]] = [
