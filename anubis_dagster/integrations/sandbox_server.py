@@ -141,7 +141,7 @@ class SandboxSettings:
             RateLimit.parse(limit, bucket)
 
     def patched(self, patch: Mapping[str, Any]) -> Self:
-        """A copy with `patch` applied, types checked against the current values.
+        """A copy with `patch` applied, each value type-checked against the field's default.
 
         `rate_limits` may be a mapping of some buckets, or one "N/S" string for all of them.
         """
@@ -187,7 +187,8 @@ def _patched_rate_limits(current: Mapping[str, str], value: Any) -> dict[str, st
 
 
 def _coerced_like(current: Any, value: Any, key: str) -> Any:
-    """`value` converted to the type of `current`, or ValueError (bools are never numbers)."""
+    """`value` given the type of `current` (ints become floats, bools are never numbers), or
+    ValueError."""
     if isinstance(current, bool):
         accepted = isinstance(value, bool)
     elif isinstance(current, int):
@@ -395,6 +396,8 @@ class SandboxServer:
         self.port = port
         self.clock = clock
         self.lock = threading.RLock()
+        if settings is not None and not isinstance(settings, self.settings_class):
+            raise TypeError(f"{type(self).__name__} needs {self.settings_class.__name__}")
         self._settings = settings if settings is not None else self.settings_class()
         self._settings.validate()
         self._initial_settings = copy.deepcopy(self._settings)
@@ -514,7 +517,9 @@ class SandboxServer:
 
     # -- Python access to the control data ----------------------------------------------------
     def requests_log(self, since: int = 0) -> list[dict[str, Any]]:
-        """Logged requests with `seq` greater than `since`, oldest first."""
+        """Logged requests with `seq` greater than `since`, oldest first. Each entry: `seq`,
+        `ts` (arrival, Unix seconds), `method`, `path`, `api` (the bucket), `endpoint`,
+        `status`, `outcome` and `cpf` (digits, or None)."""
         with self.lock:
             return [dict(entry) for entry in self._log if entry["seq"] > since]
 
@@ -565,8 +570,10 @@ class SandboxServer:
     # -- answering a request ------------------------------------------------------------------
     def answer(self, request: SandboxRequest) -> Reply:
         """The full treatment of one request (called by the HTTP layer, from its threads)."""
-        control = self._find_route(self._control_routes, request)
-        if control is not None:
+        if request.path.startswith(CONTROL_PREFIX):
+            control = self._find_route(self._control_routes, request)
+            if control is None:
+                return Reply(404, {"error": "unknown control endpoint or method"})
             return self._run_handler(control, request)
         arrived_at = time.time()
         route = self._find_route(self._routes, request)
@@ -836,28 +843,24 @@ def build_parser(sandbox_class: type[SandboxServer]) -> argparse.ArgumentParser:
             f"--{bucket}-rate-limit",
             metavar="N/S",
             dest=f"rate_limit_{bucket}",
-            default=limit,
-            help=f"requests/seconds allowed in the {bucket} bucket",
+            help=f"requests/seconds allowed in the {bucket} bucket (default {limit})",
         )
     return parser
 
 
 def settings_from_args(
-    settings_class: type[SandboxSettings], args: argparse.Namespace, argv: list[str]
+    settings_class: type[SandboxSettings], args: argparse.Namespace
 ) -> SandboxSettings:
+    """Settings from parsed flags; a bucket's own flag wins over `--rate-limit`."""
     values = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(settings_class)
         if f.name != "rate_limits"
     }
-    limits = dict(settings_class().rate_limits)
-    for bucket in limits:
-        per_bucket_given = any(a.startswith(f"--{bucket}-rate-limit") for a in argv)
-        if args.rate_limit and not per_bucket_given:
-            limits[bucket] = args.rate_limit
-        else:
-            limits[bucket] = getattr(args, f"rate_limit_{bucket}")
-    values["rate_limits"] = limits
+    values["rate_limits"] = {
+        bucket: getattr(args, f"rate_limit_{bucket}") or args.rate_limit or default
+        for bucket, default in settings_class().rate_limits.items()
+    }
     settings = settings_class(**values)
     settings.validate()
     return settings
@@ -865,13 +868,10 @@ def settings_from_args(
 
 def run_main(sandbox_class: type[SandboxServer], argv: list[str] | None = None) -> int:
     """The body of each sandbox's `main`: parse flags, then serve in the foreground."""
-    import sys
-
-    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(sandbox_class)
-    args = parser.parse_args(arguments)
+    args = parser.parse_args(argv)
     try:
-        settings = settings_from_args(sandbox_class.settings_class, args, arguments)
+        settings = settings_from_args(sandbox_class.settings_class, args)
     except ValueError as error:
         parser.error(str(error))
     sandbox = sandbox_class(settings, host=args.host, port=args.port)

@@ -261,6 +261,7 @@ def test_control_endpoints_are_not_rate_limited_faulted_or_logged(
     for _ in range(5):
         assert http.get("/__sandbox/health").json() == {"status": "ok", "sandbox": "Kroton"}
         assert http.get("/__sandbox/stats").status_code == 200
+    assert http.get("/__sandbox/reset").status_code == 404  # wrong method: still not logged
     assert http.get("/__sandbox/requests").json() == []
 
 
@@ -540,7 +541,7 @@ def test_catalog_answers_like_elasticsearch(http: httpx.Client) -> None:
 
 
 def test_the_reference_query_excludes_inactive_and_expired_offers(http: httpx.Client) -> None:
-    must = [
+    must: list[dict[str, Any]] = [
         {"match": {"dsCurso": {"query": "direito", "operator": "AND"}}},
         {"match": {"idUnidadeOrigem": 5001}},
         {"match": {"dsTipoCurso": "GRADUACAO"}},
@@ -816,7 +817,7 @@ def test_flags_become_settings() -> None:
     ]  # fmt: skip
     args = build_parser(KrotonSandbox).parse_args(argv)
     assert (args.host, args.port) == ("127.0.0.1", 8701)
-    settings = settings_from_args(KrotonSandboxSettings, args, argv)
+    settings = settings_from_args(KrotonSandboxSettings, args)
     assert isinstance(settings, KrotonSandboxSettings)
     assert settings == KrotonSandboxSettings(
         seed=3, error_rate=0.1, latency_ms=20.0, timeout_rate=0.05, hang_seconds=5.0,

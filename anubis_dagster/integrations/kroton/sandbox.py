@@ -29,7 +29,6 @@ from typing import Any
 from anubis_dagster.demo.catalog import kroton_catalog_documents
 from anubis_dagster.integrations.sandbox_server import (
     BRAZILIAN_STATES,
-    Clock,
     Handler,
     Reply,
     Route,
@@ -117,23 +116,14 @@ class KrotonSandbox(SandboxServer):
 
     _settings: KrotonSandboxSettings
 
-    def __init__(
-        self,
-        settings: KrotonSandboxSettings | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.catalog = kroton_catalog_documents()
-        self._offers_by_id = {doc["id"]: doc for doc in self.catalog}
-        super().__init__(settings, host, port, clock)
-
     @property
     def settings(self) -> KrotonSandboxSettings:
         return self._settings
 
     # -- state --------------------------------------------------------------------------------
     def reset_state(self) -> None:
+        self.catalog = kroton_catalog_documents()
+        self._offers_by_id = {doc["id"]: doc for doc in self.catalog}
         self._tokens: dict[str, float] = {}  # access token -> expiry on the sandbox clock
         self._tokens_issued = 0
         self._inscriptions: list[Inscription] = []
