@@ -835,15 +835,21 @@ def build_parser(sandbox_class: type[SandboxServer]) -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(flag, type=type(default), default=default, help=help_text)
+    # SUPPRESS: an absent flag leaves no attribute, so a bucket's own flag can win over the
+    # general one and the help does not print "default: None".
     parser.add_argument(
-        "--rate-limit", metavar="N/S", help="one REQUESTS/SECONDS limit for every bucket"
+        "--rate-limit",
+        metavar="N/S",
+        default=argparse.SUPPRESS,
+        help="one REQUESTS/SECONDS limit for every bucket",
     )
     for bucket, limit in defaults.rate_limits.items():
         parser.add_argument(
             f"--{bucket}-rate-limit",
             metavar="N/S",
             dest=f"rate_limit_{bucket}",
-            help=f"requests/seconds allowed in the {bucket} bucket (default {limit})",
+            default=argparse.SUPPRESS,
+            help=f"requests/seconds allowed in the {bucket} bucket (default: {limit})",
         )
     return parser
 
@@ -857,8 +863,9 @@ def settings_from_args(
         for f in dataclasses.fields(settings_class)
         if f.name != "rate_limits"
     }
+    general_limit = getattr(args, "rate_limit", None)
     values["rate_limits"] = {
-        bucket: getattr(args, f"rate_limit_{bucket}") or args.rate_limit or default
+        bucket: getattr(args, f"rate_limit_{bucket}", None) or general_limit or default
         for bucket, default in settings_class().rate_limits.items()
     }
     settings = settings_class(**values)
