@@ -62,14 +62,40 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from anubis_dagster.definitions import defs
     from anubis_dagster.instance import get_instance
-    from anubis_dagster.runner import run_pass
+    from anubis_dagster.runner import run_pass, run_until
 
-    result = run_pass(defs, get_instance(), settle_seconds=args.settle_seconds)
+    if args.watch:
+        result = run_until(
+            defs, get_instance(), watch_seconds=args.watch, settle_seconds=args.settle_seconds
+        )
+    else:
+        result = run_pass(defs, get_instance(), settle_seconds=args.settle_seconds)
     if result.failed:
         for job, run_id, _ in result.failed:
             print(f"FAILED: {job} run {run_id} (see it in the Dagster UI)", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_names_import(args: argparse.Namespace) -> int:
+    from anubis_dagster.reference_data.names import SAMPLE_CSV, import_names, read_names_csv
+    from anubis_dagster.resources import prepare_database
+
+    url = default_database_url()
+    prepare_database(url)
+    path = Path(args.file) if args.file else SAMPLE_CSV
+    with session_scope(url) as session:
+        count = import_names(session, read_names_csv(path))
+    print(f"imported {count} name rows from {path}")
+    return 0
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    if args.ies == "kroton":
+        from anubis_dagster.integrations.kroton.sandbox import main as serve
+    else:
+        from anubis_dagster.integrations.estacio.sandbox import main as serve
+    return int(serve(args.sandbox_args) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=SETTLE_SECONDS,
         help="leave orders younger than this for the next pass",
     )
+    run.add_argument(
+        "--watch",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="keep passing while work falls due within SECONDS",
+    )
     run.set_defaults(func=_cmd_run)
+
+    names = sub.add_parser("names", help="IBGE names census").add_subparsers(
+        dest="names_command", required=True
+    )
+    names_import = names.add_parser("import", help="import a name,gender,frequency CSV")
+    names_import.add_argument("file", nargs="?")
+    names_import.set_defaults(func=_cmd_names_import)
+
+    sandbox = sub.add_parser("sandbox", help="serve an IES sandbox over HTTP", add_help=False)
+    sandbox.add_argument("ies", choices=["kroton", "estacio"])
+    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+    sandbox.set_defaults(func=_cmd_sandbox)
     return parser
 
 

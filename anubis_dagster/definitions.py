@@ -14,6 +14,7 @@ from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
 
 
@@ -25,7 +26,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     for adapter in adapters:
         resources.update(adapter.resources())
     return dg.Definitions(
-        jobs=[intake_job, deliver_job, check_job],
+        jobs=[intake_job, deliver_job, check_job, import_names_job],
         sensors=[paid_orders_sensor],
         resources=resources,
     )

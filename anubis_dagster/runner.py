@@ -1,25 +1,34 @@
 """`anubis run`: one full pass, in process, of what the sensors would ask for now.
 
-For operators and scripts that do not run the Dagster daemon. Runs are executed with
-`execute_in_process` on the configured instance, so they show in the UI like any other.
-The intake watermark of this command is its own (`cursors` table, name `anubis_run/paid_orders`)
-and independent of the sensor's cursor: if both are used, orders are read twice and ingested
-once (intake is idempotent).
+For operators and scripts that do not run the Dagster daemon: intake of new paid orders, then,
+for each enabled integration, a deliver run if delivery work is due and a check run if status
+checks are due. Runs use `execute_in_process` on the configured instance, so they show in the
+UI like any other. This command keeps its own intake watermark (`cursors` table, name
+`anubis_run/paid_orders`), independent of the sensor's cursor: if both are used, orders are read
+twice and ingested once (intake is idempotent).
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import dagster as dg
+from sqlalchemy import select
 
-from anubis_dagster.db.models import Cursor
+from anubis_dagster.db.models import Cursor, Integration
+from anubis_dagster.delivery.due import deliver_statuses, has_due, next_due_at
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
-from anubis_dagster.intake.planning import SETTLE_SECONDS, plan_batches
+from anubis_dagster.intake.planning import plan_batches
+from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.resources import AppDatabase
 
 INTAKE_CURSOR = "anubis_run/paid_orders"
+#: what the runs print on the terminal; everything is in the run log (UI) whatever this says
+CONSOLE_LOG_LEVEL = os.environ.get("ANUBIS_CONSOLE_LOG_LEVEL", "WARNING")
 
 
 @dataclass
@@ -44,37 +53,133 @@ def _write_cursor(app_db: AppDatabase, name: str, value: str) -> None:
         session.add(row)
 
 
-def run_pass(
+def run_intake(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
+    result: PassResult,
     *,
-    settle_seconds: float = SETTLE_SECONDS,
-    echo: Callable[[str], None] = print,
-) -> PassResult:
-    result = PassResult()
+    settle_seconds: float | None,
+    echo: Callable[[str], None],
+    silent_when_idle: bool = False,
+) -> None:
     app_db = AppDatabase()
     source = OrdersSource()
     source.ensure_table()  # an empty embedded source is not an error
-
     intake = defs.resolve_job_def("intake_job")
     cursor = OrderKey.from_json(_read_cursor(app_db, INTAKE_CURSOR))
+    ran = False
+    quiet = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}}
     while batches := plan_batches(source, cursor, settle_seconds=settle_seconds):
         for batch in batches:
             outcome = intake.execute_in_process(
-                run_config=batch.run_config(),
+                run_config={**batch.run_config(), **quiet},
                 instance=instance,
                 tags={"anubis/job": "intake", "anubis/trigger": "anubis run"},
                 raise_on_error=False,
             )
+            ran = True
             result.runs.append(("intake_job", outcome.run_id, outcome.success))
             echo(
                 f"intake_job {outcome.run_id[:8]}: {batch.size} orders, "
                 f"{'ok' if outcome.success else 'FAILED'}"
             )
             if not outcome.success:
-                return result  # the watermark stays before the failed batch
+                return  # the watermark stays before the failed batch
             cursor = batch.until
             _write_cursor(app_db, INTAKE_CURSOR, cursor.to_json())
-    if not result.runs:
+    if not ran and not silent_when_idle:
         echo("intake: no new paid orders")
+
+
+def run_due_work(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    result: PassResult,
+    *,
+    echo: Callable[[str], None],
+) -> None:
+    app_db = AppDatabase()
+    with app_db.session() as session:
+        integrations = [
+            (i.id, i.key, i.type)
+            for i in session.scalars(select(Integration).where(Integration.enabled.is_(True)))
+        ]
+    for integration_id, key, integration_type in integrations:
+        adapter = adapter_class(integration_type)
+        for job_name, statuses in (
+            ("deliver_job", deliver_statuses(adapter)),
+            ("check_job", adapter.check_statuses),
+        ):
+            with app_db.session() as session:
+                due = has_due(session, integration_id, statuses)
+            if not due:
+                continue
+            outcome = defs.resolve_job_def(job_name).execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}},
+                partition_key=key,
+                instance=instance,
+                tags={"anubis/integration": key, "anubis/trigger": "anubis run"},
+                raise_on_error=False,
+            )
+            result.runs.append((job_name, outcome.run_id, outcome.success))
+            echo(f"{job_name}[{key}] {outcome.run_id[:8]}: {'ok' if outcome.success else 'FAILED'}")
+
+
+def run_pass(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    settle_seconds: float | None = None,
+    echo: Callable[[str], None] = print,
+    first: bool = True,
+) -> PassResult:
+    result = PassResult()
+    run_intake(
+        defs, instance, result, settle_seconds=settle_seconds, echo=echo, silent_when_idle=not first
+    )
+    if not result.failed:
+        run_due_work(defs, instance, result, echo=echo)
     return result
+
+
+def seconds_until_next_work() -> float | None:
+    """Seconds until the earliest scheduled work of any enabled integration (None: none)."""
+    app_db = AppDatabase()
+    soonest: datetime | None = None
+    with app_db.session() as session:
+        for integration in session.scalars(
+            select(Integration).where(Integration.enabled.is_(True))
+        ):
+            adapter = adapter_class(integration.type)
+            statuses = deliver_statuses(adapter) | adapter.check_statuses
+            when = next_due_at(session, integration.id, statuses)
+            if when is not None and (soonest is None or when < soonest):
+                soonest = when
+    if soonest is None:
+        return None
+    return max(0.0, (soonest - datetime.now(UTC)).total_seconds())
+
+
+def run_until(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    watch_seconds: float,
+    settle_seconds: float | None = None,
+    echo: Callable[[str], None] = print,
+) -> PassResult:
+    """Passes until nothing is left to do within `watch_seconds` (for demos and scripts)."""
+    deadline = time.monotonic() + watch_seconds
+    total = PassResult()
+    first = True
+    while True:
+        result = run_pass(defs, instance, settle_seconds=settle_seconds, echo=echo, first=first)
+        first = False
+        total.runs.extend(result.runs)
+        if result.failed:
+            return total
+        wait = seconds_until_next_work()
+        remaining = deadline - time.monotonic()
+        if wait is None or wait > remaining:
+            return total
+        time.sleep(max(0.5, min(wait, remaining)))

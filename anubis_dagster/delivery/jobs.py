@@ -18,7 +18,12 @@ from sqlalchemy import select
 from anubis_dagster.clients.http import CallContext
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
-from anubis_dagster.delivery.service import DeliveryRequest, StepReport, StepRunner
+from anubis_dagster.delivery.service import (
+    DeliveryRequest,
+    StepReport,
+    StepRunner,
+    release_claims,
+)
 from anubis_dagster.integrations.base import AdapterContext, IESAdapter, adapter_class
 from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
@@ -71,6 +76,10 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
     )
     try:
         yield runner, call
+    except BaseException:
+        # give this run's claims back at once instead of at lease expiry
+        release_claims(app_db.resolved_url, context.run_id)
+        raise
     finally:
         adapter.close()
 
@@ -122,29 +131,37 @@ def build_delivery_jobs(
         )
 
     @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
-    def fix_data(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+    def fix_data(
+        context: dg.OpExecutionContext, request: DeliveryRequest
+    ) -> dg.Output[DeliveryRequest]:
         """Fills data the partner requires and the order lacks (Kroton: gender)."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.fix_data(), call, request)  # type: ignore[return-value]
+            return _output(context, runner.fix_data(), call, request)
 
     @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
-    def prepare(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+    def prepare(
+        context: dg.OpExecutionContext, request: DeliveryRequest
+    ) -> dg.Output[DeliveryRequest]:
         """The partner's step before registering: Kroton's sync_courses (catalog search for two
         valid offers), Estácio's LGPD consent. Nothing for partners without one."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.prepare(), call, request)  # type: ignore[return-value]
+            return _output(context, runner.prepare(), call, request)
 
     @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
-    def register(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+    def register(
+        context: dg.OpExecutionContext, request: DeliveryRequest
+    ) -> dg.Output[DeliveryRequest]:
         """Sends the registrations due. Marks each subscription as being sent first."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.register(), call, request)  # type: ignore[return-value]
+            return _output(context, runner.register(), call, request)
 
     @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
-    def check(context: dg.OpExecutionContext, request: DeliveryRequest) -> DeliveryRequest:
+    def check(
+        context: dg.OpExecutionContext, request: DeliveryRequest
+    ) -> dg.Output[DeliveryRequest]:
         """Asks the partner what became of registered students; stops at a final status."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.check(), call, request)  # type: ignore[return-value]
+            return _output(context, runner.check(), call, request)
 
     @dg.job(
         partitions_def=partitions,

@@ -120,6 +120,17 @@ def claim_due(
     return ids
 
 
+def release_claims(db_url: str, run_id: str) -> int:
+    """Drop every claim of a run (its op failed); returns how many rows were released."""
+    with session_scope(db_url) as session:
+        result = session.execute(
+            update(Subscription)
+            .where(Subscription.claimed_by == run_id)
+            .values(claimed_by=None, claimed_until=None)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def _release(subscription: Subscription) -> None:
     subscription.claimed_by = None
     subscription.claimed_until = None
@@ -176,6 +187,9 @@ class StepRunner:
                     subscription = session.get(Subscription, subscription_id)
                     if subscription is None or subscription.claimed_by != self.run_id:
                         continue
+                    # hold no transaction (no lock) while the partner is called: attempt rows
+                    # are written by other sessions meanwhile; the outcome commits at the end
+                    session.commit()
                     try:
                         yield session, subscription
                     finally:

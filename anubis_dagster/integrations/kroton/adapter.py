@@ -268,7 +268,7 @@ class KrotonAdapter(IESAdapter):
             )
             if not isinstance(inscription, dict):
                 return Outcome.retry("inscription answer is not an object", label="check_garbage")
-            return self._status_of(inscription, result.body)
+            return self._status_of(inscription, result.body, subscription.status)
         result = self.client.inscriptions_by_cpf(
             subscription.cpf or "", subscription, priority=Priority.LOW, cqrs=True
         )
@@ -283,16 +283,24 @@ class KrotonAdapter(IESAdapter):
                 label="check_not_listed",
                 follow_up=result.body,
             )
-        return self._status_of(inscription, result.body)
+        return self._status_of(inscription, result.body, subscription.status)
 
-    def _status_of(self, inscription: dict[str, Any], source: Any) -> Outcome:
+    def _status_of(self, inscription: dict[str, Any], source: Any, current: str) -> Outcome:
+        """Processing status first (NEW/PROCESSING/ERROR); once processed, the classification
+        (reference table). An inscription still awaiting becomes `registered` first; its
+        classification is read at the next check."""
         processing = processing_status(inscription.get("status"))
+        external_id = _str(inscription.get("id"))
         if processing in (Status.AWAITING_REGISTER, Status.FAILED):
             return Outcome(
-                status=processing,
+                status=processing, follow_up=source, external_id=external_id, label=processing.value
+            )
+        if current == Status.AWAITING_REGISTER:
+            return Outcome(
+                status=Status.REGISTERED,
                 follow_up=source,
-                external_id=_str(inscription.get("id")),
-                label=processing.value if processing else "unchanged",
+                external_id=external_id,
+                label="registered",
             )
         description = (inscription.get("classificacao") or {}).get("descricao")
         status = classification_status(description)
@@ -302,12 +310,7 @@ class KrotonAdapter(IESAdapter):
                 self.ctx.log(
                     mask_text(f"unknown Kroton classification {description!r}; kept as registered")
                 )
-        return Outcome(
-            status=status,
-            follow_up=source,
-            external_id=_str(inscription.get("id")),
-            label=status.value,
-        )
+        return Outcome(status=status, follow_up=source, external_id=external_id, label=status.value)
 
 
 def _pick(body: Any, external_id: str | None) -> dict[str, Any] | None:

@@ -68,6 +68,7 @@ def kroton_resources() -> dict[str, dg.ConfigurableResource]:
             secret=dg.EnvVar("API_KROTON_SECRET"),
             subscription=dg.EnvVar("API_KROTON_SUBSCRIPTION"),
             rate_limit=api_quota,
+            timeout_seconds=float(os.environ.get("API_KROTON_TIMEOUT_SECONDS", "20")),
             base_url_captacao=_optional_env("API_KROTON_BASE_URL_CAPTACAO"),
             email=_optional_env("API_KROTON_EMAIL"),
             password=_optional_env("API_KROTON_PASSWORD"),
@@ -76,5 +77,6 @@ def kroton_resources() -> dict[str, dg.ConfigurableResource]:
             base_url=dg.EnvVar("CATALOG_KROTON_BASE_URL"),
             api_key=dg.EnvVar("CATALOG_KROTON_API_KEY"),
             rate_limit=catalog_quota,
+            timeout_seconds=float(os.environ.get("CATALOG_KROTON_TIMEOUT_SECONDS", "20")),
         ),
     }
