@@ -265,7 +265,9 @@ class StepRunner:
                 outcome=label,
             )
 
-        if outcome.transient and dead_letter:
+        if outcome.defer_until is not None:
+            subscription.scheduled_to = outcome.defer_until
+        elif outcome.transient and dead_letter:
             subscription.attempts += 1
             subscription.last_error = mask_text(outcome.error or "transient failure")
             delay = self.schedule.delay_after(subscription.attempts)
@@ -367,6 +369,10 @@ class StepRunner:
                 if found is not None:
                     self.apply(session, subscription, found, step="register", report=report)
                     continue
+            held = self.adapter.before_send(subscription)
+            if held is not None:
+                self.apply(session, subscription, held, step="register", report=report)
+                continue
             try:
                 payload = self.adapter.build_payload(subscription)
             except PayloadError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -47,10 +48,17 @@ class Outcome:
     ies_data: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
     label: str = ""  # short outcome name for counts, e.g. "registered", "http_5xx"
+    #: not now, and not a failure: come back at this time (e.g. outside a partner's daily
+    #: window); no attempt is counted
+    defer_until: datetime | None = None
 
     @classmethod
     def move(cls, status: Status, **kwargs: Any) -> Outcome:
         return cls(status=status, label=kwargs.pop("label", status.value), **kwargs)
+
+    @classmethod
+    def defer(cls, until: datetime, note: str) -> Outcome:
+        return cls(defer_until=until, note=note, label="deferred")
 
     @classmethod
     def retry(cls, error: str, **kwargs: Any) -> Outcome:
@@ -113,6 +121,11 @@ class IESAdapter:
 
     def prepare(self, subscription: Subscription) -> Outcome:
         raise NotImplementedError(f"{self.type} has no prepare step")
+
+    def before_send(self, subscription: Subscription) -> Outcome | None:
+        """A chance to hold a registration back before anything is sent (e.g. outside the
+        partner's daily window: return `Outcome.defer(...)`). None = go ahead."""
+        return None
 
     def build_payload(self, subscription: Subscription) -> dict[str, Any]:
         """The registration request body; raises `PayloadError` when the data can't make one."""
