@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.config.integrations import IntegrationsFile, load_integrations
 from anubis_dagster.delivery.jobs import build_delivery_jobs
+from anubis_dagster.delivery.sensors import build_due_work_sensor
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
@@ -27,7 +29,11 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
         resources.update(adapter.resources())
     return dg.Definitions(
         jobs=[intake_job, deliver_job, check_job, import_names_job],
-        sensors=[paid_orders_sensor],
+        sensors=[
+            paid_orders_sensor,
+            build_due_work_sensor(deliver_job, check_job),
+            alert_on_run_failure,
+        ],
         resources=resources,
     )
 

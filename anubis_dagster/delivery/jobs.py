@@ -9,15 +9,19 @@ leases live in the service, the partner's rules in the adapter.
 
 from collections.abc import Iterable
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 from sqlalchemy import select
 
+from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.http import CallContext
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.alerts import run_alerts
+from anubis_dagster.delivery.requeue import requeue, retry_now
 from anubis_dagster.delivery.service import (
     DeliveryRequest,
     StepReport,
@@ -32,14 +36,27 @@ DELIVERY_TAGS = {"anubis/job": "delivery"}
 
 
 class DeliveryConfig(dg.Config):
-    """Launchpad settings shared by the delivery and check jobs."""
+    """Launchpad settings shared by the delivery and check jobs (all optional)."""
 
     subscription_ids: list[int] = Field(
-        default_factory=list, description="work only on these subscriptions (empty = all due)"
+        default_factory=list,
+        description="work only on these subscriptions, now, whatever their schedule",
     )
     limit: int = Field(default=200, ge=0, description="at most this many per step")
     dry_run: bool = Field(
         default=False, description="build and show the payloads, masked, without sending"
+    )
+    requeue_ids: list[int] = Field(
+        default_factory=list,
+        description="send these failed/refused subscriptions back to the step they failed at",
+    )
+    requeue_failed_since: str = Field(
+        default="",
+        description="requeue every dead-lettered subscription of this integration that failed "
+        "since this time (ISO 8601, e.g. 2026-11-23T00:00:00+00:00)",
+    )
+    retry_now: bool = Field(
+        default=False, description="make every scheduled retry of this integration due now"
     )
 
 
@@ -84,10 +101,70 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
         adapter.close()
 
 
+def _operator_actions(
+    context: dg.OpExecutionContext, config: DeliveryConfig, app_db: AppDatabase
+) -> None:
+    key = context.partition_key
+    since = None
+    if config.requeue_failed_since:
+        try:
+            since = datetime.fromisoformat(config.requeue_failed_since)
+        except ValueError:
+            raise dg.Failure(
+                "requeue_failed_since must be an ISO 8601 time such as 2026-11-23T00:00:00+00:00"
+            ) from None
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    with app_db.session() as session:
+        integration = session.scalars(select(Integration).where(Integration.key == key)).one()
+        if config.requeue_ids or since:
+            report = requeue(
+                session,
+                integration.id,
+                ids=list(config.requeue_ids),
+                failed_since=since,
+                run_id=context.run_id,
+            )
+            context.log.info(f"requeued {len(report.requeued)}: {report.requeued[:50]}")
+            for skipped in report.skipped:
+                context.log.warning(f"not requeued #{skipped['id']}: {skipped['reason']}")
+            context.add_output_metadata(
+                {
+                    "requeued": dg.MetadataValue.json(report.requeued),
+                    "not_requeued": dg.MetadataValue.json(report.skipped),
+                }
+            )
+        if config.retry_now:
+            count = retry_now(session, integration.id)
+            context.log.info(f"retry now: {count} scheduled subscriptions are due now")
+
+
 def _output(
-    context: dg.OpExecutionContext, report: StepReport, call: CallContext, request: DeliveryRequest
+    context: dg.OpExecutionContext,
+    report: StepReport,
+    call: CallContext,
+    request: DeliveryRequest,
+    *,
+    last: bool = False,
 ) -> dg.Output[DeliveryRequest]:
     stats = {k: round(v, 2) for k, v in sorted(call.stats.items())}
+    request.reports.append(
+        {
+            "step": report.step,
+            "processed": report.processed,
+            "outcomes": dict(report.outcomes),
+            "dead_lettered": list(report.dead_lettered),
+            "stats": stats,
+        }
+    )
+    if last and not request.dry_run:
+        for alert in run_alerts(
+            job=context.job_name,
+            integration=context.partition_key,
+            run_id=context.run_id,
+            started_at=request.started_at,
+            reports=request.reports,
+        ):
+            send_alert(alert)
     context.log.info(
         f"{report.step}: {report.processed} subscriptions "
         + (", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "(nothing due)")
@@ -122,8 +199,12 @@ def build_delivery_jobs(
     partitions = dg.StaticPartitionsDefinition(sorted(set(integration_keys)))
     resource_keys = {"app_db"}.union(*(a.resource_keys for a in adapters))
 
-    @dg.op(description="Reads the Launchpad settings of this run.")
-    def delivery_request(config: DeliveryConfig) -> DeliveryRequest:
+    @dg.op(description="Reads the Launchpad settings; applies requeue and retry-now first.")
+    def delivery_request(
+        context: dg.OpExecutionContext, config: DeliveryConfig, app_db: AppDatabase
+    ) -> DeliveryRequest:
+        if config.requeue_ids or config.requeue_failed_since or config.retry_now:
+            _operator_actions(context, config, app_db)
         return DeliveryRequest(
             subscription_ids=list(config.subscription_ids),
             limit=config.limit,
@@ -153,7 +234,7 @@ def build_delivery_jobs(
     ) -> dg.Output[DeliveryRequest]:
         """Sends the registrations due. Marks each subscription as being sent first."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.register(), call, request)
+            return _output(context, runner.register(), call, request, last=True)
 
     @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
     def check(
@@ -161,7 +242,7 @@ def build_delivery_jobs(
     ) -> dg.Output[DeliveryRequest]:
         """Asks the partner what became of registered students; stops at a final status."""
         with _runner(context, context.resources.app_db, request) as (runner, call):
-            return _output(context, runner.check(), call, request)
+            return _output(context, runner.check(), call, request, last=True)
 
     @dg.job(
         partitions_def=partitions,

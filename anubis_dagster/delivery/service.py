@@ -46,11 +46,14 @@ def utcnow() -> datetime:
 
 @dataclass
 class DeliveryRequest:
-    """What the operator (Launchpad) or the sensor asked this run to do."""
+    """What the operator (Launchpad) or the sensor asked this run to do; each step adds its
+    summary to `reports`, for the run's closing summary alert."""
 
     subscription_ids: list[int] = field(default_factory=list)  # empty = everything due
     limit: int = 200
     dry_run: bool = False
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

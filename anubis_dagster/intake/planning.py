@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
 
-SETTLE_SECONDS = float(os.environ.get("ANUBIS_INTAKE_SETTLE_SECONDS", "10"))
+SETTLE_SECONDS = float(os.environ.get("ANUBIS_INTAKE_SETTLE_SECONDS", "5"))
 BATCH_SIZE = int(os.environ.get("ANUBIS_INTAKE_BATCH_SIZE", "1000"))
 MAX_RUNS_PER_TICK = int(os.environ.get("ANUBIS_INTAKE_MAX_RUNS_PER_TICK", "5"))
 

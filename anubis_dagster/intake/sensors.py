@@ -10,7 +10,7 @@ from anubis_dagster.intake.resources import OrdersSourceResource
 
 @dg.sensor(
     job=intake_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="New paid orders → intake runs (cursor on updated_at, id).",
 )

@@ -1,0 +1,61 @@
+"""Alerts to a Slack-compatible incoming webhook (`ANUBIS_SLACK_WEBHOOK_URL`).
+
+Without the variable, alerts go to the log only. Every message passes through `mask_text`
+before it leaves: alerts are read by people in a chat channel. A failing webhook never fails
+the run that wanted to alert: the alert is logged instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from anubis_dagster.core.masking import mask_text
+
+WEBHOOK_ENV = "ANUBIS_SLACK_WEBHOOK_URL"
+UI_URL_ENV = "ANUBIS_UI_URL"
+log = logging.getLogger("anubis.alerts")
+
+
+def run_url(run_id: str) -> str:
+    base = os.environ.get(UI_URL_ENV, "http://localhost:3000").rstrip("/")
+    return f"{base}/runs/{run_id}"
+
+
+@dataclass
+class Alert:
+    title: str
+    lines: list[str]
+    level: str = "info"  # info | warning | critical
+    run_id: str | None = None
+
+    def text(self) -> str:
+        icon = {
+            "info": ":information_source:",
+            "warning": ":warning:",
+            "critical": ":rotating_light:",
+        }
+        body = "\n".join(f"• {line}" for line in self.lines)
+        link = f"\n<{run_url(self.run_id)}|Open the run in Dagster>" if self.run_id else ""
+        return mask_text(f"{icon.get(self.level, '')} *{self.title}*\n{body}{link}")
+
+
+def send_alert(alert: Alert, *, webhook_url: str | None = None, timeout: float = 5.0) -> bool:
+    """Post `alert`; True if a webhook accepted it. Logs it in every case."""
+    text = alert.text()
+    log.log(logging.WARNING if alert.level != "info" else logging.INFO, "alert: %s", text)
+    url = webhook_url if webhook_url is not None else os.environ.get(WEBHOOK_ENV)
+    if not url:
+        return False
+    try:
+        response = httpx.post(url, json={"text": text}, timeout=timeout)
+        response.raise_for_status()
+        return True
+    except httpx.HTTPError as exc:
+        log.warning(
+            "alert webhook failed (%s); the alert above was not delivered", type(exc).__name__
+        )
+        return False

@@ -1,0 +1,144 @@
+"""Operator actions from the Launchpad: requeue dead-lettered or refused subscriptions, and make
+scheduled retries due now.
+
+A requeued subscription goes back to the step it failed at (read from its last status change),
+with its attempt count reset; the move is an event row like any other (`operation=requeue`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from anubis_dagster.core.states import FINAL_STATUSES, REQUEUEABLE, Status
+from anubis_dagster.db.models import Subscription, SubscriptionEvent
+from anubis_dagster.db.transitions import TRANSITION, transition
+
+#: status a subscription was in before it failed → where it resumes
+RESUME_AT: dict[Status, Status] = {
+    Status.TO_SYNC: Status.TO_SYNC,
+    Status.COURSE_FAILED: Status.TO_SYNC,
+    Status.EMPTY_COURSE: Status.TO_SYNC,
+    Status.TO_SYNC_LGPD: Status.TO_SYNC_LGPD,
+    Status.SYNC_LGPD_FAILED: Status.TO_SYNC_LGPD,
+    Status.TO_REGISTER: Status.TO_REGISTER,
+    Status.REGISTER_FAILED: Status.TO_REGISTER,
+    Status.AWAITING_REGISTER: Status.AWAITING_REGISTER,
+}
+
+
+@dataclass
+class RequeueReport:
+    requeued: list[int] = field(default_factory=list)
+    skipped: list[dict[str, object]] = field(default_factory=list)  # id + reason (no PII)
+
+
+def resume_status(session: Session, subscription: Subscription) -> Status | None:
+    """Where a failed/refused subscription should start again; None if it can't."""
+    current = Status(subscription.status)
+    if current is not Status.FAILED:
+        return RESUME_AT.get(current)
+    previous = session.scalar(
+        select(SubscriptionEvent.status)
+        .where(
+            SubscriptionEvent.subscription_id == subscription.id,
+            SubscriptionEvent.kind == TRANSITION,
+            SubscriptionEvent.status != Status.FAILED.value,
+        )
+        .order_by(SubscriptionEvent.id.desc())
+        .limit(1)
+    )
+    return RESUME_AT.get(Status(previous)) if previous else None
+
+
+def requeue(
+    session: Session,
+    integration_id: int,
+    *,
+    ids: list[int] | None = None,
+    failed_since: datetime | None = None,
+    run_id: str | None = None,
+) -> RequeueReport:
+    """Requeue the given subscriptions, and/or every dead-lettered one since `failed_since`."""
+    report = RequeueReport()
+    s = Subscription
+    chosen: list[Subscription] = []
+    if ids:
+        chosen.extend(
+            session.scalars(select(s).where(s.integration_id == integration_id, s.id.in_(ids)))
+        )
+        missing = set(ids) - {c.id for c in chosen}
+        report.skipped.extend(
+            {"id": i, "reason": "not a subscription of this integration"} for i in sorted(missing)
+        )
+    if failed_since is not None:
+        dead = select(SubscriptionEvent.subscription_id).where(
+            SubscriptionEvent.integration_id == integration_id,
+            SubscriptionEvent.kind == TRANSITION,
+            SubscriptionEvent.status == Status.FAILED.value,
+            SubscriptionEvent.created_at >= failed_since,
+        )
+        known = {c.id for c in chosen}
+        chosen.extend(
+            c
+            for c in session.scalars(
+                select(s).where(s.id.in_(dead), s.status == Status.FAILED.value).order_by(s.id)
+            )
+            if c.id not in known
+        )
+    for subscription in chosen:
+        if Status(subscription.status) not in REQUEUEABLE:
+            report.skipped.append(
+                {
+                    "id": subscription.id,
+                    "reason": f"status {subscription.status} is not requeueable",
+                }
+            )
+            continue
+        target = resume_status(session, subscription)
+        if target is None:
+            report.skipped.append(
+                {
+                    "id": subscription.id,
+                    "reason": "no step to resume at (it failed after registering)",
+                }
+            )
+            continue
+        try:
+            with session.begin_nested():
+                transition(
+                    session, subscription, target, operation="requeue", run_id=run_id, requeue=True
+                )
+                subscription.attempts = 0
+                subscription.scheduled_to = datetime.now(UTC)
+                subscription.claimed_by = subscription.claimed_until = None
+                session.flush()
+        except IntegrityError:
+            report.skipped.append(
+                {
+                    "id": subscription.id,
+                    "reason": "another active subscription now holds this student's CPF",
+                }
+            )
+            continue
+        report.requeued.append(subscription.id)
+    return report
+
+
+def retry_now(session: Session, integration_id: int) -> int:
+    """Every scheduled retry or check of this integration becomes due now; returns how many."""
+    now = datetime.now(UTC)
+    result = session.execute(
+        update(Subscription)
+        .where(
+            Subscription.integration_id == integration_id,
+            Subscription.status.not_in([st.value for st in FINAL_STATUSES]),
+            Subscription.scheduled_to > now,
+        )
+        .values(scheduled_to=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

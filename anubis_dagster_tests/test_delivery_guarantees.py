@@ -1,0 +1,220 @@
+"""Retry schedule, dead letter, requeue, retry-now, the due-work sensor and alerts, against
+the Kroton sandbox over real HTTP, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from anubis_dagster.alerts.sink import WebhookSink
+from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
+from anubis_dagster_tests.factories import make_cpf, make_order
+from anubis_dagster_tests.harness import Harness
+from anubis_dagster_tests.test_kroton_e2e import assert_attempts_match
+
+CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    server = WebhookSink()
+    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def harness(kroton: KrotonSandbox, anubis_env: str) -> Harness:
+    return Harness(anubis_env)
+
+
+@pytest.fixture
+def kroton(request: pytest.FixtureRequest) -> KrotonSandbox:
+    return request.getfixturevalue("kroton_sandbox")
+
+
+# the Kroton sandbox fixture of the Kroton suite, under another name
+from anubis_dagster_tests.test_kroton_e2e import kroton as kroton_sandbox  # noqa: E402, F401
+
+
+def no_personal_data(texts: list[str], cpfs: set[str]) -> None:
+    blob = "\n".join(texts)
+    found = {re.sub(r"\D", "", m) for m in CPF_PATTERN.findall(blob)}
+    assert not (found & cpfs), "a CPF reached an alert"
+    assert "@example.com.br" not in blob
+
+
+def test_transient_failures_follow_the_schedule_then_dead_letter_with_one_alert(
+    harness: Harness, kroton: KrotonSandbox, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s,0s")  # 3 tries in all
+    kroton.configure(error_rate=1.0)  # the partner is down
+    harness.ingest([make_order(i) for i in range(1, 4)])
+    runs = harness.deliver_until_settled()
+    assert runs == 3
+    assert harness.statuses() == {1: "failed", 2: "failed", 3: "failed"}
+    sub = harness.subscription(1)
+    assert sub.attempts == 3 and "HTTP 50" in (sub.last_error or "")
+    events = harness.events(1)
+    retries = [e for e in events if e.kind == "retry"]
+    assert len(retries) == 2 and "next try at" in (retries[0].error_message or "")
+    dead = [e for e in events if e.kind == "transition" and e.status == "failed"]
+    assert "retries exhausted after 3 attempts" in (dead[0].error_message or "")
+    exhausted = [t for t in sink.received if "exhausted their retries" in t]
+    assert len(exhausted) == 1 and "3 subscriptions" in exhausted[0]
+    no_personal_data(sink.received, {make_cpf(i) for i in range(1, 4)})
+    assert_attempts_match(harness, kroton)
+
+
+def test_the_schedule_spaces_retries_in_time(
+    harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "1h,2h")
+    kroton.configure(error_rate=1.0)
+    harness.ingest([make_order(1)])
+    before = datetime.now(UTC)
+    harness.deliver()
+    sub = harness.subscription(1)
+    assert sub.status == "course_failed" and sub.attempts == 1
+    assert sub.scheduled_to is not None
+    assert timedelta(minutes=59) < sub.scheduled_to - before < timedelta(minutes=61)
+    requests = len(kroton.requests_log())
+    harness.deliver()  # not due yet: nothing is sent
+    assert len(kroton.requests_log()) == requests
+    assert not harness.due("kroton")
+
+
+def test_permanent_refusals_skip_the_schedule(harness: Harness, kroton: KrotonSandbox) -> None:
+    harness.ingest([make_order(1, rg=None)])
+    harness.deliver()
+    sub = harness.subscription(1)
+    assert (sub.status, sub.attempts, sub.scheduled_to) == ("register_failed", 0, None)
+
+
+def test_requeue_by_id_and_since(
+    harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s")
+    harness.ingest([make_order(4, rg=None)])  # refused by Kroton: permanent, not a dead letter
+    harness.deliver()
+    kroton.configure(error_rate=1.0)
+    harness.ingest([make_order(i) for i in range(1, 4)])
+    harness.deliver_until_settled()
+    assert set(harness.statuses().values()) == {"failed", "register_failed"}
+    kroton.configure(error_rate=0.0)
+    # one by id: back to the step it failed at (registration: the catalog answer was cached
+    # from order 4), and on to the partner
+    one = harness.subscription(1).id
+    assert harness.deliver(requeue_ids=[one]).success
+    assert harness.statuses()[1] in ("awaiting_register", "registered")
+    assert harness.statuses()[2] == "failed"
+    requeue_event = [e for e in harness.events(1) if e.operation_name == "requeue"][0]
+    assert requeue_event.status == "to_register"
+    # every dead letter since an hour ago (the refused one is not a dead letter)
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert harness.deliver(requeue_failed_since=since).success
+    statuses = harness.statuses()
+    assert statuses[2] in ("awaiting_register", "registered")
+    assert statuses[3] in ("awaiting_register", "registered")
+    assert statuses[4] == "register_failed"
+    assert_attempts_match(harness, kroton)
+
+
+def test_retry_now_makes_scheduled_retries_due(
+    harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "6h")
+    kroton.configure(error_rate=1.0)
+    harness.ingest([make_order(1), make_order(2)])
+    harness.deliver()
+    assert not harness.due("kroton")
+    kroton.configure(error_rate=0.0)
+    assert harness.deliver(retry_now=True).success
+    assert set(harness.statuses().values()) <= {"awaiting_register", "registered"}
+
+
+def test_summary_and_quota_alerts_carry_no_personal_data(
+    harness: Harness, kroton: KrotonSandbox, sink: WebhookSink
+) -> None:
+    kroton.configure(rate_limits={"api": "3/1", "catalog": "100/60"})
+    harness.ingest([make_order(i) for i in range(1, 6)])
+    harness.deliver_until_settled()
+    summaries = [t for t in sink.received if "finished" in t]
+    assert summaries and "register: 5" in "".join(summaries)
+    assert any("quota saturated" in t for t in sink.received)
+    assert all("/runs/" in t for t in sink.received)
+    no_personal_data(sink.received, {make_cpf(i) for i in range(1, 6)})
+
+
+def test_run_failure_alert_is_masked(anubis_env: str, sink: WebhookSink) -> None:
+    from anubis_dagster.alerts.sensors import alert_on_run_failure, failure_alert
+
+    cpf = make_cpf(77)
+
+    @dg.op
+    def explode() -> None:
+        raise RuntimeError(f"boom for CPF {cpf[:3]}.{cpf[3:6]}.{cpf[6:9]}-{cpf[9:]} and a@b.com")
+
+    @dg.job
+    def doomed() -> None:
+        explode()
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = doomed.execute_in_process(instance=instance, raise_on_error=False)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    alert = failure_alert(context)
+    assert "Run failed: doomed" in alert.title
+    alert_on_run_failure(context)
+    assert len(sink.received) == 1
+    assert "explode" in sink.received[0]
+    no_personal_data(sink.received, {cpf})
+    assert "a@b.com" not in sink.received[0]
+
+
+def test_due_work_sensor_asks_only_when_work_is_due(
+    harness: Harness, kroton: KrotonSandbox
+) -> None:
+    from anubis_dagster.resources import AppDatabase
+
+    sensor = next(s for s in harness.defs.sensors if s.name == "due_work_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None = None):  # type: ignore[no-untyped-def]
+        context = dg.build_sensor_context(
+            cursor=cursor, instance=instance, resources={"app_db": AppDatabase()}
+        )
+        return sensor(context)
+
+    assert isinstance(tick(), dg.SkipReason)  # nothing at all
+    harness.ingest([make_order(1)])
+    result = tick()
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.run_requests
+    assert (request.job_name, request.partition_key) == ("deliver_job", "kroton")
+    # within the integration's interval: no second run
+    assert isinstance(tick(result.cursor), dg.SkipReason)
+    # a run of the same integration still going: wait for it
+    job = harness.defs.resolve_job_def("deliver_job")
+    instance.create_run_for_job(
+        job_def=job, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "kroton"}
+    )
+    skip = tick()
+    assert isinstance(skip, dg.SkipReason) and "in flight" in str(skip.skip_message)
+    # work scheduled in the future is not due
+    harness.deliver()
+    assert harness.statuses()[1] in ("awaiting_register", "registered")
+    fresh = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=fresh, resources={"app_db": AppDatabase()})
+    result = sensor(context)
+    flows = [r.job_name for r in result.run_requests] if isinstance(result, dg.SensorResult) else []
+    assert "deliver_job" not in flows
