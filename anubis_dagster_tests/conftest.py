@@ -24,6 +24,8 @@ from anubis_dagster import resources
 from anubis_dagster.db.migrate import upgrade
 from anubis_dagster.db.models import Base
 from anubis_dagster.db.session import get_engine
+from anubis_dagster.delivery import service
+from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox, KrotonSandboxSettings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ANUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -96,3 +98,29 @@ def anubis_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("ANUBIS_ORDERS_DATABASE_URL", f"sqlite:///{tmp_path / 'orders.db'}")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return db_url
+
+
+@pytest.fixture
+def kroton(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KrotonSandbox]:
+    """The Kroton sandbox on a free port, with Anubis's Kroton settings pointing at it, quick
+    processing, 1 s timeouts, retries due at once and checks without delay."""
+    sandbox = KrotonSandbox(
+        KrotonSandboxSettings(processing_delay=0.2, classification_step=0.3, hang_seconds=3)
+    )
+    url = sandbox.start()
+    for name, value in {
+        "API_KROTON_BASE_URL": url,
+        "API_KROTON_CLIENT_ID": "sandbox-client",
+        "API_KROTON_SECRET": "sandbox-secret",
+        "API_KROTON_SUBSCRIPTION": "sandbox-subscription",
+        "CATALOG_KROTON_BASE_URL": url,
+        "CATALOG_KROTON_API_KEY": "sandbox-catalog-key",
+        "API_KROTON_TIMEOUT_SECONDS": "1",
+        "CATALOG_KROTON_TIMEOUT_SECONDS": "1",
+        "ANUBIS_RETRY_SCHEDULE": "0s,0s,0s,0s,0s,0s,0s,0s",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(service, "FIRST_CHECK_SECONDS", 0)
+    monkeypatch.setattr(service, "CHECK_MIN_SECONDS", 0)
+    yield sandbox
+    sandbox.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from sqlalchemy import func, select
@@ -17,6 +17,9 @@ from anubis_dagster.delivery.due import deliver_statuses, has_due
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.integrations.base import adapter_class
+
+if TYPE_CHECKING:
+    from anubis_dagster.integrations.sandbox_server import SandboxServer
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -124,3 +127,13 @@ def op_metadata(result: dg.ExecuteInProcessResult, op: str) -> dict[str, Any]:
             data = event.event_specific_data.metadata  # type: ignore[union-attr]
             return {k: v.value for k, v in data.items()}
     raise AssertionError(f"no output of {op}")
+
+
+def sandbox_requests(sandbox: SandboxServer) -> int:
+    return sum(1 for r in sandbox.requests_log() if r["endpoint"] != "token")
+
+
+def assert_attempts_match(harness: Harness, sandbox: SandboxServer) -> None:
+    assert harness.attempt_rows() == sandbox_requests(sandbox)
+    tokens = sum(1 for r in sandbox.requests_log() if r["endpoint"] == "token")  # no subscription
+    assert harness.attempt_rows(with_subscription=False) - harness.attempt_rows() == tokens

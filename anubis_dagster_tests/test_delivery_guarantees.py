@@ -13,11 +13,9 @@ import pytest
 from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import make_cpf, make_order
-from anubis_dagster_tests.harness import Harness
-from anubis_dagster_tests.test_kroton_e2e import assert_attempts_match
+from anubis_dagster_tests.harness import Harness, assert_attempts_match
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
-pytest_plugins: list[str] = []
 
 
 @pytest.fixture
@@ -31,15 +29,6 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
 @pytest.fixture
 def harness(kroton: KrotonSandbox, anubis_env: str) -> Harness:
     return Harness(anubis_env)
-
-
-@pytest.fixture
-def kroton(request: pytest.FixtureRequest) -> KrotonSandbox:
-    return request.getfixturevalue("kroton_sandbox")
-
-
-# the Kroton sandbox fixture of the Kroton suite, under another name
-from anubis_dagster_tests.test_kroton_e2e import kroton as kroton_sandbox  # noqa: E402, F401
 
 
 def no_personal_data(texts: list[str], cpfs: set[str]) -> None:
@@ -113,7 +102,7 @@ def test_requeue_by_id_and_since(
     assert harness.deliver(requeue_ids=[one]).success
     assert harness.statuses()[1] in ("awaiting_register", "registered")
     assert harness.statuses()[2] == "failed"
-    requeue_event = [e for e in harness.events(1) if e.operation_name == "requeue"][0]
+    requeue_event = next(e for e in harness.events(1) if e.operation_name == "requeue")
     assert requeue_event.status == "to_register"
     # every dead letter since an hour ago (the refused one is not a dead letter)
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()

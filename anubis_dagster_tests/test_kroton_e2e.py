@@ -7,14 +7,12 @@ other than token calls (which belong to no subscription and have their own rows)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from anubis_dagster.delivery import service
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox, KrotonSandboxSettings
+from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
-from anubis_dagster_tests.harness import Harness, op_metadata
+from anubis_dagster_tests.harness import Harness, assert_attempts_match, op_metadata
 
 FILOSOFIA = {
     **KROTON_OFFER,
@@ -25,42 +23,8 @@ FILOSOFIA = {
 
 
 @pytest.fixture
-def kroton(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KrotonSandbox]:
-    sandbox = KrotonSandbox(
-        KrotonSandboxSettings(processing_delay=0.2, classification_step=0.3, hang_seconds=3)
-    )
-    url = sandbox.start()
-    for name, value in {
-        "API_KROTON_BASE_URL": url,
-        "API_KROTON_CLIENT_ID": "sandbox-client",
-        "API_KROTON_SECRET": "sandbox-secret",
-        "API_KROTON_SUBSCRIPTION": "sandbox-subscription",
-        "CATALOG_KROTON_BASE_URL": url,
-        "CATALOG_KROTON_API_KEY": "sandbox-catalog-key",
-        "API_KROTON_TIMEOUT_SECONDS": "1",
-        "CATALOG_KROTON_TIMEOUT_SECONDS": "1",
-        "ANUBIS_RETRY_SCHEDULE": "0s,0s,0s,0s,0s,0s,0s,0s",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(service, "FIRST_CHECK_SECONDS", 0)
-    monkeypatch.setattr(service, "CHECK_MIN_SECONDS", 0)
-    yield sandbox
-    sandbox.stop()
-
-
-@pytest.fixture
 def harness(kroton: KrotonSandbox, anubis_env: str) -> Harness:
     return Harness(anubis_env)
-
-
-def sandbox_requests(sandbox: KrotonSandbox) -> int:
-    return sum(1 for r in sandbox.requests_log() if r["endpoint"] != "token")
-
-
-def assert_attempts_match(harness: Harness, sandbox: KrotonSandbox) -> None:
-    assert harness.attempt_rows() == sandbox_requests(sandbox)
-    tokens = sum(1 for r in sandbox.requests_log() if r["endpoint"] == "token")
-    assert harness.attempt_rows(with_subscription=False) - harness.attempt_rows() == tokens
 
 
 def settle_checks(harness: Harness, sandbox: KrotonSandbox, rounds: int = 30) -> None:

@@ -1,8 +1,9 @@
 """One HTTP call to a partner, done the same way for every IES.
 
-Each attempt: wait for the shared quota, send with explicit timeouts, write exactly one
-`subscription_events` attempt row (masked request and response, HTTP status, duration, run id)
-in its own transaction, and one masked line in the run log. Then decide:
+Each attempt: wait for the shared quota, write exactly one `subscription_events` attempt row
+(masked request, run id; outcome `in_flight`) in its own transaction, send with explicit
+timeouts, complete the row (outcome, HTTP status, duration, masked response) and write one
+masked line in the run log. Then decide:
 
 - 2xx with a JSON body, or a 4xx: a definite answer, returned to the adapter;
 - 401 with token auth: drop the token and try once more with a new one;
@@ -37,7 +38,7 @@ from anubis_dagster.clients.rate_limit import Priority, RateLimiter, retry_after
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.db.transitions import record_attempt
+from anubis_dagster.db.transitions import finish_attempt, record_attempt
 
 MAX_STORED_TEXT = 2000
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
@@ -203,6 +204,7 @@ class ApiClient:
         all_headers = dict(headers or {})
         if use_auth and self._auth_headers is not None:
             all_headers.update(self._auth_headers())
+        attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
         started = time.perf_counter()
         status: int | None = None
         body: Any = None
@@ -231,34 +233,48 @@ class ApiClient:
             self.ctx.count("http_429")
         self.ctx.count("calls")
         self.ctx.count(f"calls_{operation}")
-        self._record(result, subscription, method, path, json_body, form)
+        self._record_end(attempt_id, result, subscription)
         return result
 
-    def _record(
+    def _record_start(
         self,
-        result: HttpResult,
+        operation: str,
         subscription: Subscription | None,
         method: str,
         path: str,
         json_body: Any,
         form: Mapping[str, str] | None,
-    ) -> None:
-        request = {"method": method, "url": f"{self.name}{_mask_path(path)}"}
+    ) -> int:
+        """Write the attempt row before the request leaves (outcome `in_flight`): a process
+        killed mid-request still leaves a trace of what it sent."""
+        request: dict[str, Any] = {"method": method, "url": f"{self.name}{_mask_path(path)}"}
         if json_body is not None:
             request["body"] = json_body
         if form is not None:
             request["form"] = dict(form)
         with session_scope(self.ctx.db_url) as session:
-            record_attempt(
+            event = record_attempt(
                 session,
                 subscription=subscription,
                 integration_id=self.ctx.integration_id,
-                operation=result.operation,
-                outcome=result.outcome,
+                operation=operation,
+                outcome="in_flight",
                 run_id=self.ctx.run_id,
+                request=request,
+            )
+            session.flush()
+            return event.id
+
+    def _record_end(
+        self, attempt_id: int, result: HttpResult, subscription: Subscription | None
+    ) -> None:
+        with session_scope(self.ctx.db_url) as session:
+            finish_attempt(
+                session,
+                attempt_id,
+                outcome=result.outcome,
                 http_status=result.status,
                 duration_ms=round(result.duration_ms, 1),
-                request=request,
                 response=_stored_body(result.body),
                 error=result.error,
             )

@@ -204,3 +204,24 @@ def record_note(
         response=response,
         outcome=outcome,
     )
+
+
+def finish_attempt(
+    session: Session,
+    attempt_id: int,
+    *,
+    outcome: str,
+    http_status: int | None,
+    duration_ms: float | None,
+    response: Any = None,
+    error: str | None = None,
+) -> None:
+    """Complete an attempt row written before its request left (`record_attempt`)."""
+    event = session.get(SubscriptionEvent, attempt_id)
+    if event is None:  # deleted meanwhile (retention): nothing to complete
+        return
+    event.outcome = outcome
+    event.http_status = http_status
+    event.duration_ms = duration_ms
+    event.response = mask_data(response) if response is not None else None
+    event.error_message = mask_text(error) if error else None
