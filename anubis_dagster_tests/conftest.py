@@ -118,6 +118,9 @@ def kroton(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KrotonS
         "API_KROTON_TIMEOUT_SECONDS": "1",
         "CATALOG_KROTON_TIMEOUT_SECONDS": "1",
         "ANUBIS_RETRY_SCHEDULE": "0s,0s,0s,0s,0s,0s,0s,0s",
+        # our side of the quota is generous in tests; tests that want 429s tighten the sandbox
+        "API_KROTON_RATE_LIMIT": "1000/60",
+        "CATALOG_KROTON_RATE_LIMIT": "1000/60",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(service, "FIRST_CHECK_SECONDS", 0)

@@ -207,3 +207,39 @@ def test_due_work_sensor_asks_only_when_work_is_due(
     result = sensor(context)
     flows = [r.job_name for r in result.run_requests] if isinstance(result, dg.SensorResult) else []
     assert "deliver_job" not in flows
+
+
+@pytest.mark.slow
+def test_fault_injection_suite_every_student_ends_right_exactly_once(
+    harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20% 5xx, 10% timeouts (half of them after Kroton acted), short-lived tokens and a
+    partner quota tighter than ours (429 bursts): every student ends registered or beyond,
+    none twice, and every request has its attempt row."""
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", ",".join(["0s"] * 20))
+    kroton.configure(
+        error_rate=0.2,
+        timeout_rate=0.1,
+        timeout_after_processing=True,
+        hang_seconds=1.5,
+        token_lifetime=1.0,
+        rate_limits={"api": "10/1", "catalog": "10/1"},
+        seed=11,
+    )
+    students = 20
+    harness.ingest([make_order(i) for i in range(1, students + 1)])
+    harness.deliver_until_settled(max_runs=40)
+    for _ in range(40):
+        if not any(s == "awaiting_register" for s in harness.statuses().values()):
+            break
+        harness.check()
+    statuses = harness.statuses()
+    assert set(statuses.values()) <= {"registered", "enrolled", "dropped"}, statuses
+    assert kroton.stats()["registrations_per_cpf"] == {
+        make_cpf(i): 1 for i in range(1, students + 1)
+    }
+    stats = kroton.stats()
+    assert stats["by_outcome"].get("fault_5xx", 0) > 0
+    assert stats["by_outcome"].get("fault_timeout", 0) > 0
+    assert stats["tokens_issued"] > 1
+    assert_attempts_match(harness, kroton)
