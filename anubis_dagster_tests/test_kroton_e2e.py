@@ -211,8 +211,9 @@ def test_two_deliver_runs_at_once_send_nothing_twice(
     harness.ingest([make_order(i) for i in range(1, 13)])
     results = harness.deliver_concurrently("kroton", 2)
     assert all(r.success for r in results)
-    processed = [op_metadata(r, "register")["processed"] for r in results]
-    assert sum(processed) == 12
+    outcomes = [op_metadata(r, "register")["outcomes"] for r in results]
+    errors = [e.error_message for i in range(1, 13) for e in harness.events(i) if e.kind == "retry"]
+    assert sum(op_metadata(r, "register")["processed"] for r in results) == 12, (outcomes, errors)
     assert set(harness.statuses().values()) <= {"awaiting_register", "registered"}
     assert kroton.stats()["registrations_per_cpf"] == {make_cpf(i): 1 for i in range(1, 13)}
     assert_attempts_match(harness, kroton)

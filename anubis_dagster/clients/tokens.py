@@ -14,6 +14,7 @@ from sqlalchemy import delete, select
 
 from anubis_dagster.db.models import IntegrationToken
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.db.upsert import upsert
 
 #: fetch() → (token, lifetime in seconds)
 TokenFetcher = Callable[[], tuple[str, float]]
@@ -51,15 +52,20 @@ class TokenStore:
         margin = min(self.margin, timedelta(seconds=lifetime / 2))
         valid_until = datetime.now(UTC) + timedelta(seconds=lifetime) - margin
         with session_scope(self.db_url) as session:
-            row = session.scalars(
-                select(IntegrationToken).where(
-                    IntegrationToken.integration_id == self.integration_id,
-                    IntegrationToken.key == self.key,
-                )
-            ).one_or_none() or IntegrationToken(integration_id=self.integration_id, key=self.key)
-            row.value = token
-            row.valid_until = valid_until
-            session.add(row)
+            now = datetime.now(UTC)
+            upsert(
+                session,
+                IntegrationToken,
+                {
+                    "integration_id": self.integration_id,
+                    "key": self.key,
+                    "value": token,
+                    "valid_until": valid_until,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+                key=("integration_id", "key"),
+            )
         return token
 
     def invalidate(self, token: str | None = None) -> None:

@@ -28,7 +28,12 @@ from anubis_dagster.delivery.service import (
     StepRunner,
     release_claims,
 )
-from anubis_dagster.integrations.base import AdapterContext, IESAdapter, adapter_class
+from anubis_dagster.integrations.base import (
+    AdapterContext,
+    AdapterNotConfigured,
+    IESAdapter,
+    adapter_class,
+)
 from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
 
@@ -74,15 +79,18 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
         run_id=context.run_id,
         log=context.log.info,
     )
-    adapter = adapter_class(integration.type)(
-        AdapterContext(
-            integration=integration,
-            call=call,
-            resources=context.resources,
-            dry_run=request.dry_run,
-            log=context.log.info,
+    try:
+        adapter = adapter_class(integration.type)(
+            AdapterContext(
+                integration=integration,
+                call=call,
+                resources=context.resources,
+                dry_run=request.dry_run,
+                log=context.log.info,
+            )
         )
-    )
+    except AdapterNotConfigured as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     runner = StepRunner(
         db_url=app_db.resolved_url,
         integration_id=integration.id,

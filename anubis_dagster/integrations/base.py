@@ -65,6 +65,11 @@ class Outcome:
         return cls(transient=True, error=error, label=kwargs.pop("label", "retry"), **kwargs)
 
 
+class AdapterNotConfigured(RuntimeError):
+    """The partner's settings are missing from the environment: the run fails at once (no
+    retries), with the message naming the variables to set."""
+
+
 class PayloadError(ValueError):
     """The subscription's data cannot make a valid request (permanent; message is masked)."""
 

@@ -21,8 +21,10 @@ from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import CatalogCacheEntry, Name, Subscription
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.db.upsert import upsert
 from anubis_dagster.integrations.base import (
     AdapterContext,
+    AdapterNotConfigured,
     IESAdapter,
     Outcome,
     PayloadError,
@@ -39,6 +41,10 @@ from anubis_dagster.integrations.kroton.resources import kroton_resources
 
 DEFAULT_CATALOG_CACHE_SECONDS = 3600
 OFFERS_NEEDED = 2  # first and second option
+
+
+class KrotonNotConfigured(AdapterNotConfigured):
+    """A Kroton run was asked for without Kroton's settings in the environment."""
 
 
 def _today() -> Any:
@@ -60,6 +66,12 @@ class KrotonAdapter(IESAdapter):
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
+        missing = (
+            ctx.resources.kroton_api.missing_settings()
+            + ctx.resources.kroton_catalog.missing_settings()
+        )
+        if missing:
+            raise KrotonNotConfigured(f"Kroton is not configured: set {', '.join(missing)}")
         self._client: KrotonClient | None = None
         self._catalog_memo: dict[str, Any] = {}
 
@@ -178,11 +190,13 @@ class KrotonAdapter(IESAdapter):
         except ValueError:
             return None, result  # never cache garbage
         with session_scope(self.ctx.call.db_url) as session:
-            entry = session.get(CatalogCacheEntry, key) or CatalogCacheEntry(
-                key=key, integration_id=self.ctx.integration.id
-            )
-            entry.response, entry.fetched_at = result.body, now
-            session.add(entry)
+            values = {
+                "key": key,
+                "integration_id": self.ctx.integration.id,
+                "response": result.body,
+                "fetched_at": now,
+            }
+            upsert(session, CatalogCacheEntry, values, key=("key",))
         self._catalog_memo[key] = result.body
         return result.body, result
 

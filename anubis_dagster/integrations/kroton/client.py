@@ -35,6 +35,7 @@ class KrotonClient:
         bucket_prefix: str = "kroton",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        assert api.base_url and catalog.base_url, "checked by KrotonAdapter (missing_settings)"
         self._api_settings = api
         limiter = RateLimiter(
             ctx.db_url,
