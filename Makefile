@@ -27,11 +27,14 @@ test: install
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: install
-	$(BIN)/ruff check anubis_dagster anubis_dagster_tests benchmarks
-	$(BIN)/ruff format --check anubis_dagster anubis_dagster_tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ui: install
-	$(BIN)/dagster dev -m anubis_dagster.definitions
+	@scripts/sandboxes.sh start
+	bash -c 'source scripts/sandbox.env && trap "scripts/sandboxes.sh stop" EXIT && \
+	  $(BIN)/dagster dev -m anubis_dagster.definitions'
+
 
 clean:
 	rm -rf .anubis

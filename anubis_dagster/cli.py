@@ -98,6 +98,12 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return int(serve(args.sandbox_args) or 0)
 
 
+def _cmd_webhook_sink(args: argparse.Namespace) -> int:
+    from anubis_dagster.alerts.sink import main as serve
+
+    return serve(["--port", str(args.port)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from anubis_dagster.intake.planning import SETTLE_SECONDS
 
@@ -152,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("ies", choices=["kroton", "estacio"])
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     sandbox.set_defaults(func=_cmd_sandbox)
+
+    sink = sub.add_parser("webhook-sink", help="a local Slack-compatible webhook that prints")
+    sink.add_argument("--port", type=int, default=8790)
+    sink.set_defaults(func=_cmd_webhook_sink)
     return parser
 
 

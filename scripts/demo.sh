@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The demo: fresh embedded data, generated orders from the four marketplaces, one full pass.
+# The demo: fresh embedded data (SQLite), the IES sandboxes, generated paid orders from the four
+# marketplaces, then Anubis end to end: intake, Kroton course sync + registration + checks,
+# Estácio consent + registration, alerts to a local webhook sink.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -7,17 +9,29 @@ export ANUBIS_HOME="${ANUBIS_HOME:-$PWD/.anubis}"
 export DAGSTER_HOME="${DAGSTER_HOME:-$ANUBIS_HOME/dagster_home}"
 mkdir -p "$ANUBIS_HOME/demo" "$DAGSTER_HOME"
 cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
-# the demo starts from scratch each time (its Dagster runs are kept, for the UI)
-rm -f "$ANUBIS_HOME"/anubis.db* "$ANUBIS_HOME"/orders.db*
+# shellcheck source=scripts/sandbox.env
+source scripts/sandbox.env
 
-echo "== generating demo orders"
+scripts/sandboxes.sh start
+trap 'scripts/sandboxes.sh stop' EXIT
+
+# the demo starts from scratch each time (its Dagster runs are kept, for the UI)
+rm -f "$ANUBIS_HOME"/anubis.db* "$ANUBIS_HOME"/orders.db* "$ANUBIS_HOME"/alerts.log
+
+echo "== demo orders: 60 paid orders from the four marketplaces, some invalid on purpose"
 $BIN/anubis orders generate --count 60 --seed 42 --out "$ANUBIS_HOME/demo/orders.jsonl"
 $BIN/anubis orders load "$ANUBIS_HOME/demo/orders.jsonl"
+$BIN/anubis names import
 
-echo "== one full pass (intake, then due work)"
-$BIN/anubis run --settle-seconds 0
+echo "== Anubis: intake, then due work, until the sandboxes settle (about a minute)"
+$BIN/anubis run --settle-seconds 0 --watch 75
 
-echo "== what became of the orders"
+echo
+echo "== what became of the orders (anubis status --by-origin)"
 $BIN/anubis status --by-origin
 echo
-echo "Open the Dagster UI on the same data with: make ui"
+echo "== alerts received by the webhook sink ($ANUBIS_HOME/alerts.log)"
+grep -c -- '^---$' "$ANUBIS_HOME/alerts.log" 2>/dev/null | sed 's/$/ messages; the last one:/' || true
+awk 'BEGIN{RS="---\n"} {last=$0} END{printf "%s", last}' "$ANUBIS_HOME/alerts.log" 2>/dev/null || true
+echo
+echo "Open the Dagster UI on the same data (sandboxes included) with: make ui"
