@@ -20,10 +20,10 @@ from sqlalchemy import select
 
 from anubis_dagster.db.models import FollowUp
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.definitions import build_definitions
 from anubis_dagster.demo.catalog import ESTACIO_OFFERS
 from anubis_dagster.integrations.estacio.payload import registration_body
 from anubis_dagster.integrations.estacio.sandbox import EstacioSandbox, EstacioSandboxSettings
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
 
@@ -44,12 +44,9 @@ def estacio_offer(cod_curso: str, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def estacio(
-    anubis_env: str, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EstacioSandbox]:
-    """The Estácio sandbox on a free port and Anubis's Estácio settings pointing at it. (The
-    `kroton` fixture sets Kroton's variables: the delivery ops need every adapter's resources.)
-    """
+def estacio(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[EstacioSandbox]:
+    """The Estácio sandbox on a free port, Anubis's Estácio settings pointing at it, a quota
+    of ours that never waits, 1 s timeouts and retries due at once."""
     sandbox = EstacioSandbox(EstacioSandboxSettings(hang_seconds=1.5, rate_limits=SANDBOX_LIMITS))
     url = sandbox.start()
     for name, value in {
@@ -68,6 +65,7 @@ def estacio(
         "API_ESTACIO_TIMEOUT_SECONDS": "1",
         "API_ONETRUST_TIMEOUT_SECONDS": "1",
         "API_ESTACIO_CEP_TIMEOUT_SECONDS": "1",
+        "ANUBIS_RETRY_SCHEDULE": "0s,0s,0s,0s,0s,0s,0s,0s",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("API_ESTACIO_REGISTER_WINDOW", raising=False)
@@ -409,6 +407,25 @@ def test_missing_credentials_fail_the_run_naming_them(
     result = harness.deliver("estacio")
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "API_ONETRUST_CLIENT_SECRET" in str(failures[0].event_specific_data)
+    (failure,) = failures  # at once: no op retries for a configuration problem
+    assert "Estácio is not configured" in str(failure.event_specific_data)
+    assert "API_ONETRUST_CLIENT_SECRET" in str(failure.event_specific_data)
     assert harness.statuses() == {1: "to_sync_lgpd"}
     assert estacio.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("API_ESTACIO_RATE_LIMIT", "40 per hour", "must look like REQUESTS/SECONDS"),
+        ("API_ONETRUST_RATE_LIMIT", "10/0", "must look like REQUESTS/SECONDS"),
+        ("API_ESTACIO_REGISTER_WINDOW", "8h-20h", "must look like HH:MM-HH:MM"),
+        ("API_ESTACIO_TIMEOUT_SECONDS", "soon", "positive number of seconds"),
+    ],
+)
+def test_a_malformed_setting_fails_the_load_naming_it(
+    name: str, value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=f"{name}.*{message}|{name} {message}"):
+        build_definitions()

@@ -16,6 +16,7 @@ from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
 from anubis_dagster.clients.rate_limit import Quota, RateLimiter
 from anubis_dagster.core.masking import mask_value
 from anubis_dagster.db.models import Subscription
+from anubis_dagster.integrations.base import AdapterNotConfigured
 from anubis_dagster.integrations.estacio.resources import (
     CEP_RATE_ENV,
     ESTACIO_RATE_ENV,
@@ -31,8 +32,9 @@ CEP_PATH = "/cep/{cep}"
 _CEP_IN_PATH = re.compile(r"^/cep/.*$")
 
 
-class EstacioNotConfigured(RuntimeError):
-    """Settings Estácio needs are not set; the message names the environment variables."""
+class EstacioNotConfigured(AdapterNotConfigured):
+    """Settings Estácio needs are not set; the message names the environment variables (the
+    run fails at once, without op retries)."""
 
 
 class _MaskedApiClient(ApiClient):
