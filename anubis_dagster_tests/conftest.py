@@ -34,8 +34,11 @@ BACKENDS = [b for b in os.environ.get("ANUBIS_TEST_BACKENDS", "sqlite,postgresql
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+def _database_name() -> str:
+    """Unique per test session and xdist worker: concurrent pytest runs on one machine (or one
+    server) never share, or drop, each other's database."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"p{os.getpid()}")[:10]
+    return f"anubis_test_{run}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}".lower()
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +51,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
     admin_url = make_url(POSTGRES_ADMIN_URL)
-    name = f"anubis_test_{_worker()}"
+    name = _database_name()
     try:
         admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -64,13 +67,35 @@ def postgres_url() -> str:
         pytest.skip(message)
     url = admin_url.set(database=name).render_as_string(hide_password=False)
     upgrade(url)
-    return url
+    yield url
+    get_engine(url).dispose()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _truncate_postgres(url: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with get_engine(url).begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def _assert_no_open_transactions(url: str) -> None:
+    """A test must not leave a session idle in a transaction: it would hold locks (and block
+    the next test's TRUNCATE) exactly as it would block other runs in production."""
+    import time
+
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+    )
+    for _ in range(20):
+        with get_engine(url).connect() as connection:
+            if not connection.execute(query).scalar():
+                return
+        time.sleep(0.1)
+    pytest.fail("the test left a PostgreSQL session idle in a transaction")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -87,6 +112,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         url = request.getfixturevalue("postgres_url")
         _truncate_postgres(url)
         yield url
+        _assert_no_open_transactions(url)
     resources._prepared.clear()
 
 

@@ -17,6 +17,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -167,8 +168,8 @@ class StepRunner:
         self._budget = request.limit
 
     # --- claiming -----------------------------------------------------------------------------
-    def _claimed(self, statuses: frozenset[Status]) -> Iterator[tuple[Session, Subscription]]:
-        """Yield each claimed subscription inside its own committed session."""
+    def _claimed_ids(self, statuses: frozenset[Status]) -> Iterator[int]:
+        """Claim due rows a few at a time and yield their ids (holding no session)."""
         seen: set[int] = set()
         while self._budget > 0:
             ids = claim_due(
@@ -186,17 +187,22 @@ class StepRunner:
             for subscription_id in ids:
                 seen.add(subscription_id)
                 self._budget -= 1
-                with session_scope(self.db_url) as session:
-                    subscription = session.get(Subscription, subscription_id)
-                    if subscription is None or subscription.claimed_by != self.run_id:
-                        continue
-                    # hold no transaction (no lock) while the partner is called: attempt rows
-                    # are written by other sessions meanwhile; the outcome commits at the end
-                    session.commit()
-                    try:
-                        yield session, subscription
-                    finally:
-                        _release(subscription)
+                yield subscription_id
+
+    @contextmanager
+    def _working_on(self, subscription_id: int) -> Iterator[tuple[Session, Subscription] | None]:
+        """One claimed subscription in its own session: committed and released at the end, rolled
+        back (and released at lease expiry) if the work raises. None if the claim was lost."""
+        with session_scope(self.db_url) as session:
+            subscription = session.get(Subscription, subscription_id)
+            if subscription is None or subscription.claimed_by != self.run_id:
+                yield None
+                return
+            # hold no transaction (no lock) while the partner is called: attempt rows are
+            # written by other sessions meanwhile; the outcome commits at the end
+            session.commit()
+            yield session, subscription
+            _release(subscription)
 
     # --- recording ----------------------------------------------------------------------------
     def apply(
@@ -334,71 +340,83 @@ class StepRunner:
     def fix_data(self) -> StepReport:
         report = StepReport("fix_data")
         statuses = self.adapter.prepare_statuses | {Status.TO_REGISTER}
-        for session, subscription in self._claimed(frozenset(statuses)):
-            if self.request.dry_run:
-                report.add("dry_run")
-                continue
-            changes = self.adapter.fix_data(subscription)
-            if changes:
-                record_note(
-                    session,
-                    subscription,
-                    kind=NOTE,
-                    operation="fix_data",
-                    run_id=self.run_id,
-                    response=changes,
-                    outcome="fixed",
-                )
-                report.add("fixed")
-            else:
-                report.add("unchanged")
+        for subscription_id in self._claimed_ids(frozenset(statuses)):
+            with self._working_on(subscription_id) as work:
+                if work is None:
+                    continue
+                session, subscription = work
+                if self.request.dry_run:
+                    report.add("dry_run")
+                    continue
+                changes = self.adapter.fix_data(subscription)
+                if changes:
+                    record_note(
+                        session,
+                        subscription,
+                        kind=NOTE,
+                        operation="fix_data",
+                        run_id=self.run_id,
+                        response=changes,
+                        outcome="fixed",
+                    )
+                    report.add("fixed")
+                else:
+                    report.add("unchanged")
         return report
 
     def prepare(self) -> StepReport:
         report = StepReport(self.adapter.prepare_label)
-        for session, subscription in self._claimed(self.adapter.prepare_statuses):
-            if self.request.dry_run:
-                report.add("dry_run", f"#{subscription.id}: would run {report.step}")
-                continue
-            outcome = self._safely(subscription, lambda s=subscription: self.adapter.prepare(s))
-            self.apply(session, subscription, outcome, step=report.step, report=report)
+        for subscription_id in self._claimed_ids(self.adapter.prepare_statuses):
+            with self._working_on(subscription_id) as work:
+                if work is None:
+                    continue
+                session, subscription = work
+                if self.request.dry_run:
+                    report.add("dry_run", f"#{subscription.id}: would run {report.step}")
+                    continue
+                outcome = self._safely(subscription, lambda s=subscription: self.adapter.prepare(s))
+                self.apply(session, subscription, outcome, step=report.step, report=report)
         return report
 
     def register(self) -> StepReport:
         report = StepReport("register")
-        for session, subscription in self._claimed(frozenset({Status.TO_REGISTER})):
-            if subscription.sending_since is not None and not self.request.dry_run:
-                found = self._safely(subscription, lambda s=subscription: self._find(s))
-                if found is not None:
-                    self.apply(session, subscription, found, step="register", report=report)
+        for subscription_id in self._claimed_ids(frozenset({Status.TO_REGISTER})):
+            with self._working_on(subscription_id) as work:
+                if work is None:
                     continue
-            held = self.adapter.before_send(subscription)
-            if held is not None:
-                self.apply(session, subscription, held, step="register", report=report)
-                continue
-            try:
-                payload = self.adapter.build_payload(subscription)
-            except PayloadError as exc:
+                session, subscription = work
+                if subscription.sending_since is not None and not self.request.dry_run:
+                    found = self._safely(subscription, lambda s=subscription: self._find(s))
+                    if found is not None:
+                        self.apply(session, subscription, found, step="register", report=report)
+                        continue
+                held = self.adapter.before_send(subscription)
+                if held is not None:
+                    self.apply(session, subscription, held, step="register", report=report)
+                    continue
+                try:
+                    payload = self.adapter.build_payload(subscription)
+                except PayloadError as exc:
+                    if self.request.dry_run:
+                        report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
+                        continue
+                    outcome = Outcome.move(
+                        Status.REGISTER_FAILED, error=str(exc), label="invalid_payload"
+                    )
+                    self.apply(session, subscription, outcome, step="register", report=report)
+                    continue
                 if self.request.dry_run:
-                    report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
+                    shown = json.dumps(mask_data(payload), ensure_ascii=False)
+                    self.log(f"dry run: subscription #{subscription.id} payload {shown}")
+                    report.add("dry_run", f"#{subscription.id}: {shown[:300]}")
                     continue
-                outcome = Outcome.move(
-                    Status.REGISTER_FAILED, error=str(exc), label="invalid_payload"
+                # the marker is committed before the request leaves
+                subscription.sending_since = utcnow()
+                session.commit()
+                outcome = self._safely(
+                    subscription, lambda s=subscription, p=payload: self.adapter.register(s, p)
                 )
                 self.apply(session, subscription, outcome, step="register", report=report)
-                continue
-            if self.request.dry_run:
-                shown = json.dumps(mask_data(payload), ensure_ascii=False)
-                self.log(f"dry run: subscription #{subscription.id} payload {shown}")
-                report.add("dry_run", f"#{subscription.id}: {shown[:300]}")
-                continue
-            # the marker is committed before the request leaves
-            subscription.sending_since = utcnow()
-            session.commit()
-            outcome = self._safely(
-                subscription, lambda s=subscription, p=payload: self.adapter.register(s, p)
-            )
-            self.apply(session, subscription, outcome, step="register", report=report)
         return report
 
     def _find(self, subscription: Subscription) -> Outcome | None:
@@ -417,12 +435,16 @@ class StepRunner:
 
     def check(self) -> StepReport:
         report = StepReport("check")
-        for session, subscription in self._claimed(self.adapter.check_statuses):
-            outcome = self._safely(subscription, lambda s=subscription: self.adapter.check(s))
-            subscription.checked_at = utcnow()
-            self.apply(
-                session, subscription, outcome, step="check", report=report, dead_letter=False
-            )
+        for subscription_id in self._claimed_ids(self.adapter.check_statuses):
+            with self._working_on(subscription_id) as work:
+                if work is None:
+                    continue
+                session, subscription = work
+                outcome = self._safely(subscription, lambda s=subscription: self.adapter.check(s))
+                subscription.checked_at = utcnow()
+                self.apply(
+                    session, subscription, outcome, step="check", report=report, dead_letter=False
+                )
         return report
 
     def _safely(self, subscription: Subscription, call: Callable[[], Any]) -> Any:
