@@ -24,6 +24,7 @@ from anubis_dagster.definitions import build_definitions
 from anubis_dagster.demo.catalog import ESTACIO_OFFERS
 from anubis_dagster.integrations.estacio.payload import registration_body
 from anubis_dagster.integrations.estacio.sandbox import EstacioSandbox, EstacioSandboxSettings
+from anubis_dagster.integrations.sandbox_server import Reply, SandboxRequest
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
 
@@ -283,7 +284,7 @@ def test_cpf_already_registered_is_registered_with_its_number(
     assert estacio.stats()["atl016"] == 1
     assert estacio.stats()["registrations_per_cpf"] == {make_cpf(1): 1}
     (moved,) = [e for e in harness.events(1) if e.kind == "transition" and e.status == "registered"]
-    assert "CPF already registered at Estácio (ATL016)" in moved.response["note"]
+    assert "CPF already registered at Estácio (ATL016)" in (moved.response or {})["note"]
     assert_attempts_match(harness, estacio, since=by_hand)
 
 
@@ -338,7 +339,7 @@ def test_interrupted_registration_resumes_without_a_second_one(
     harness.ingest([make_order(1, offer=ESTACIO_OFFER)])
     original, lost = estacio.answer, threading.Event()
 
-    def lose_the_first_registration_answer(request):  # type: ignore[no-untyped-def]
+    def lose_the_first_registration_answer(request: SandboxRequest) -> Reply:
         reply = original(request)
         if request.path == "/inscricao" and not lost.is_set():
             lost.set()
@@ -385,7 +386,7 @@ def test_registrations_wait_for_the_daily_window(
     assert timedelta(hours=1, minutes=58) < wait <= timedelta(hours=2)
     assert "register" not in estacio.stats()["by_endpoint"]
     notes = [e for e in harness.events(1) if e.kind == "note" and e.operation_name == "register"]
-    assert "outside Estácio's registration window" in notes[-1].response["note"]
+    assert "outside Estácio's registration window" in (notes[-1].response or {})["note"]
     assert op_metadata(result, "register")["outcomes"] == {"deferred": 1}
     assert not harness.due("estacio")
 

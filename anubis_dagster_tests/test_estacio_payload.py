@@ -197,6 +197,7 @@ def test_consent_receipt_only_from_an_explicit_answer() -> None:
 def test_success_needs_sucesso_true_and_a_number() -> None:
     answer = classify_registration("ok", 200, {"sucesso": True, "numeroInscricao": 202700001})
     assert answer.kind is Answer.REGISTERED and answer.numero == "202700001"
+    unclear: Any
     for unclear in (
         {"mensagem": "Solicitação recebida"},
         {"sucesso": True},

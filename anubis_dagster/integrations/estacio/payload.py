@@ -122,9 +122,10 @@ def registration_body(
     metadata = get_path(order, "offer.metadata") or {}
     course = get_path(order, "offer.course") or {}
     user = get_path(order, "base_user") or {}
-    address = user.get("address") if isinstance(user.get("address"), dict) else {}
-    if not isinstance(metadata, dict) or not isinstance(course, dict):
-        raise PayloadError("offer metadata and course must be objects")
+    if not isinstance(metadata, dict) or not isinstance(course, dict) or not isinstance(user, dict):
+        raise PayloadError("offer metadata, course and base_user must be objects")
+    found = user.get("address")
+    address: dict[str, Any] = found if isinstance(found, dict) else {}
     cep = digits(address.get("zipcode"))
     if len(cep) != 8:
         raise PayloadError("CEP must have 8 digits")
