@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -9,7 +11,7 @@ from anubis_dagster.db.models import Integration, Subscription
 
 
 def status_counts(session: Session, *, by_origin: bool = False) -> list[tuple[str, ...]]:
-    columns = [Integration.key, Subscription.status]
+    columns: list[Any] = [Integration.key, Subscription.status]
     if by_origin:
         columns.insert(1, Subscription.origin)
     query = (

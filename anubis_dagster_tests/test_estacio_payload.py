@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from anubis_dagster.core.masking import mask_data
 from anubis_dagster.integrations.base import PayloadError
-from anubis_dagster.integrations.estacio.client import _mask_attributes
 from anubis_dagster.integrations.estacio.mapping import (
     Answer,
     Lookup,
@@ -176,12 +176,12 @@ def test_consent_body() -> None:
 
 def test_stored_consent_hides_the_attribute_values() -> None:
     made = consent_body(order(), collection_token="tok", purpose_id="fin", topic_id="top")
-    stored = _mask_attributes(made)
+    stored = mask_data(made)
     assert stored["atributos"] == [
         {"atributo": "nome", "valor": "M. A. d. S."},
         {"atributo": "email", "valor": "a***@e***.br"},
     ]
-    unknown = _mask_attributes({"atributos": [{"atributo": "cidade", "valor": "Niterói"}]})
+    unknown = mask_data({"atributos": [{"atributo": "cidade", "valor": "Niterói"}]})
     assert unknown["atributos"] == [{"atributo": "cidade", "valor": "***"}]
     assert made["atributos"][0]["valor"] == "Maria Aparecida dos Santos"  # not changed in place
 

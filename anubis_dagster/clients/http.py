@@ -35,7 +35,7 @@ from tenacity import (
 )
 
 from anubis_dagster.clients.rate_limit import Priority, RateLimiter, retry_after_seconds
-from anubis_dagster.core.masking import mask_text
+from anubis_dagster.core.masking import mask_text, mask_url_path
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.db.transitions import finish_attempt, record_attempt
@@ -317,4 +317,4 @@ def _stored_body(body: Any) -> Any:
 
 
 def _mask_path(path: str) -> str:
-    return mask_text(path)
+    return mask_url_path(path)

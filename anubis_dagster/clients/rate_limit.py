@@ -23,6 +23,7 @@ from enum import IntEnum
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from anubis_dagster.db.models import RateLimitBucket, RateLimitSlot
 from anubis_dagster.db.session import get_engine, session_scope
@@ -123,7 +124,14 @@ class RateLimiter:
             free_at = oldest + timedelta(seconds=self.quota.period + self.quota.margin)
             return self._wait(free_at, now, session, bucket, priority)
 
-    def _wait(self, until, now, session, bucket, priority):  # type: ignore[no-untyped-def]
+    def _wait(
+        self,
+        until: datetime,
+        now: datetime,
+        session: Session,
+        bucket: RateLimitBucket,
+        priority: Priority,
+    ) -> float:
         wait = max(0.01, (until - now).total_seconds())
         if priority is Priority.HIGH:
             bucket.priority_demand_until = until + timedelta(seconds=self._max_poll)

@@ -24,7 +24,7 @@ _PHONE_RE = re.compile(r"(?<![\d.])(?:\+?55[\s-]?)?\(?\d{2}\)?[\s-]?9?\d{4}[\s-]
 _CPF_KEYS = {"cpf", "cpfcandidato", "documento"}
 _EMAIL_KEYS = {"email", "enderecoemail"}
 _PHONE_KEYS = {"phone", "phone_number", "celular", "numtelefonecelular", "telefone"}
-_NAME_KEYS = {"full_name", "name", "nome", "nomecandidato", "user_name"}
+_NAME_KEYS = {"full_name", "name", "nome", "nomecandidato", "user_name", "nome_completo"}
 _REDACT_KEYS = {
     "rg",
     "address",
@@ -117,9 +117,24 @@ def mask_data(data: Any) -> Any:
     """Recursively mask a JSON-like structure: by key where the key says what it is, by pattern
     in every other string."""
     if isinstance(data, Mapping):
+        if "atributo" in data and "valor" in data:
+            # OneTrust-style {atributo, valor} pairs: the value is about the person whatever
+            # the attribute; one we cannot recognise is hidden whole
+            value = data["valor"]
+            hidden = mask_value(str(data["atributo"]), value)
+            return {**data, "valor": "***" if hidden == value and value is not None else hidden}
         return {k: mask_value(str(k), v) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [mask_data(item) for item in data]
     if isinstance(data, str):
         return mask_text(data)
     return data
+
+
+_CEP_IN_PATH_RE = re.compile(r"(?<!\d)\d{5}-?\d{3}(?!\d)")
+
+
+def mask_url_path(path: str) -> str:
+    """A request path as stored and logged: CPFs, e-mails, phones and CEPs (`/cep/01310100`)
+    masked."""
+    return _CEP_IN_PATH_RE.sub("*****-***", mask_text(path))

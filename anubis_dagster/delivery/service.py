@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -374,7 +375,7 @@ class StepRunner:
                 if self.request.dry_run:
                     report.add("dry_run", f"#{subscription.id}: would run {report.step}")
                     continue
-                outcome = self._safely(subscription, lambda s=subscription: self.adapter.prepare(s))
+                outcome = self._safely(subscription, partial(self.adapter.prepare, subscription))
                 self.apply(session, subscription, outcome, step=report.step, report=report)
         return report
 
@@ -386,12 +387,15 @@ class StepRunner:
                     continue
                 session, subscription = work
                 if subscription.sending_since is not None and not self.request.dry_run:
-                    found = self._safely(subscription, lambda s=subscription: self._find(s))
+                    found = self._safely(subscription, partial(self._find, subscription))
                     if found is not None:
                         self.apply(session, subscription, found, step="register", report=report)
                         continue
-                held = self.adapter.before_send(subscription)
+                held = self._safely(subscription, partial(self.adapter.before_send, subscription))
                 if held is not None:
+                    if self.request.dry_run:
+                        report.add("dry_run_held", f"#{subscription.id}: {held.label}")
+                        continue
                     self.apply(session, subscription, held, step="register", report=report)
                     continue
                 try:
@@ -414,7 +418,7 @@ class StepRunner:
                 subscription.sending_since = utcnow()
                 session.commit()
                 outcome = self._safely(
-                    subscription, lambda s=subscription, p=payload: self.adapter.register(s, p)
+                    subscription, partial(self.adapter.register, subscription, payload)
                 )
                 self.apply(session, subscription, outcome, step="register", report=report)
         return report
@@ -440,7 +444,7 @@ class StepRunner:
                 if work is None:
                     continue
                 session, subscription = work
-                outcome = self._safely(subscription, lambda s=subscription: self.adapter.check(s))
+                outcome = self._safely(subscription, partial(self.adapter.check, subscription))
                 subscription.checked_at = utcnow()
                 self.apply(
                     session, subscription, outcome, step="check", report=report, dead_letter=False

@@ -2,12 +2,13 @@
 
 # No `from __future__ import annotations` here: Dagster reads op and sensor annotations at runtime.
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from anubis_dagster.intake.orders_source import OrderKey
+from anubis_dagster.intake.orders_source import OrderKey, OrderRow
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
 from anubis_dagster.integrations.base import initial_status_for
@@ -39,12 +40,12 @@ def ingest_paid_orders(
     """Validate, route and upsert one batch of paid orders. Idempotent: re-executing the run
     creates nothing new, so the retry policy and operators' re-runs are safe."""
     source = orders.get()
+    until = OrderKey.from_json(config.until)
+    chunks: Iterable[list[OrderRow]]
     if config.order_ids:
         chunks = [source.read_ids(config.order_ids)]
-    elif config.until:
-        chunks = source.read_range(
-            OrderKey.from_json(config.after), OrderKey.from_json(config.until)
-        )  # type: ignore[arg-type]
+    elif until is not None:
+        chunks = source.read_range(OrderKey.from_json(config.after), until)
     else:
         raise dg.Failure("intake_job needs `until` (a range) or `order_ids`")
 

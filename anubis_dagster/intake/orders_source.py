@@ -29,6 +29,8 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    ColumnElement,
+    Engine,
     Index,
     MetaData,
     String,
@@ -109,14 +111,14 @@ class OrdersSource:
         self.table = orders_table(table or os.environ.get(ORDERS_TABLE_ENV, "orders"))
 
     @property
-    def engine(self):  # type: ignore[no-untyped-def]
+    def engine(self) -> Engine:
         return get_engine(self.url)
 
     def ensure_table(self) -> None:
         """Create the orders table (embedded/demo databases only; never on the platform's)."""
         self.table.metadata.create_all(self.engine, tables=[self.table])
 
-    def _after(self, after: OrderKey | None):  # type: ignore[no-untyped-def]
+    def _after(self, after: OrderKey | None) -> ColumnElement[bool]:
         t = self.table.c
         if after is None:
             return t.checkout_step == "paid"

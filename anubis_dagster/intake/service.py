@@ -136,7 +136,7 @@ class _Batch:
                     Subscription.active_cpf.in_(cpfs),
                 )
             )
-            self.cpf_holders = {(i, c): sid for i, c, sid in held}
+            self.cpf_holders = {(i, c): sid for i, c, sid in held if c is not None}
 
 
 def ingest(

@@ -12,6 +12,7 @@ the integrations file. See "Adding an IES" in the README.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -168,14 +169,21 @@ def register_adapter(adapter: type[IESAdapter]) -> type[IESAdapter]:
 
 
 def adapter_class(integration_type: str) -> type[IESAdapter]:
+    """The adapter of an integration type. By convention the adapter of type `x` lives in
+    `anubis_dagster.integrations.x.adapter` and is imported on first use; an adapter living
+    elsewhere (e.g. a test's) registers itself when its module is imported."""
     for module in BUILTIN_ADAPTER_MODULES:
         importlib.import_module(module)  # registers the built-in adapters
+    if integration_type not in _ADAPTERS:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"anubis_dagster.integrations.{integration_type}.adapter")
     try:
         return _ADAPTERS[integration_type]
     except KeyError:
         raise UnknownIntegrationType(
-            f"no adapter registered for integration type {integration_type!r}; "
-            "import its module before building the definitions"
+            f"no adapter registered for integration type {integration_type!r}: expected "
+            f"anubis_dagster/integrations/{integration_type}/adapter.py, or import its module "
+            "before building the definitions"
         ) from None
 
 

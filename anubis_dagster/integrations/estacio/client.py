@@ -6,15 +6,12 @@ process through the app database. No tokens: static headers on every call.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
 from anubis_dagster.clients.rate_limit import Quota, RateLimiter
-from anubis_dagster.core.masking import mask_value
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import AdapterNotConfigured
 from anubis_dagster.integrations.estacio.resources import (
@@ -29,49 +26,11 @@ from anubis_dagster.integrations.estacio.resources import (
 REGISTER_PATH = "/inscricao"
 CONSENT_PATH = "/consentimento"
 CEP_PATH = "/cep/{cep}"
-_CEP_IN_PATH = re.compile(r"^/cep/.*$")
 
 
 class EstacioNotConfigured(AdapterNotConfigured):
     """Settings Estácio needs are not set; the message names the environment variables (the
     run fails at once, without op retries)."""
-
-
-class _MaskedApiClient(ApiClient):
-    """An `ApiClient` whose attempt rows also hide what the shared masker cannot recognise by
-    key: the values of OneTrust's `{atributo, valor}` pairs (a name under `valor`) and the
-    CEP in the lookup's URL path. What is sent is unchanged; only the stored copy differs."""
-
-    def _record_start(
-        self,
-        operation: str,
-        subscription: Subscription | None,
-        method: str,
-        path: str,
-        json_body: Any,
-        form: Mapping[str, str] | None,
-    ) -> int:
-        return super()._record_start(
-            operation,
-            subscription,
-            method,
-            _CEP_IN_PATH.sub("/cep/***", path),
-            _mask_attributes(json_body),
-            form,
-        )
-
-
-def _mask_attributes(body: Any) -> Any:
-    if not isinstance(body, dict) or not isinstance(body.get("atributos"), list):
-        return body
-    masked = []
-    for item in body["atributos"]:
-        if isinstance(item, dict) and "valor" in item:
-            value = item["valor"]
-            hidden = mask_value(str(item.get("atributo") or ""), value)
-            item = {**item, "valor": hidden if hidden != value or value is None else "***"}
-        masked.append(item)
-    return {**body, "atributos": masked}
 
 
 class EstacioClient:
@@ -92,7 +51,7 @@ class EstacioClient:
             )
         assert api.base_url and onetrust.base_url
         estacio_headers = {"x-canal": str(api.client_id), "x-api-key": str(api.token)}
-        self.api = _MaskedApiClient(
+        self.api = ApiClient(
             name="estacio",
             base_url=api.base_url,
             limiter=RateLimiter(
@@ -105,7 +64,7 @@ class EstacioClient:
             timeout=httpx.Timeout(api.timeout_seconds, connect=5.0),
             transport=transport,
         )
-        self.onetrust = _MaskedApiClient(
+        self.onetrust = ApiClient(
             name="onetrust",
             base_url=onetrust.base_url,
             limiter=RateLimiter(
@@ -122,7 +81,7 @@ class EstacioClient:
             transport=transport,
         )
         # assumption: the CEP lookup takes the registration API's headers
-        self.cep = _MaskedApiClient(
+        self.cep = ApiClient(
             name="estacio-cep",
             base_url=cep.base_url or api.base_url,
             limiter=RateLimiter(

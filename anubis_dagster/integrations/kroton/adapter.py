@@ -100,7 +100,8 @@ class KrotonAdapter(IESAdapter):
         from the IBGE census (`names`), else `NI` (seed 001's FixData rule)."""
         if subscription.gender in ("M", "F", "NI"):
             return None
-        gender, source = "NI", "default"
+        gender: str = "NI"
+        source = "default"
         with session_scope(self.ctx.call.db_url) as session:
             if subscription.first_name:
                 same_name = session.execute(
@@ -114,7 +115,7 @@ class KrotonAdapter(IESAdapter):
                     .order_by(func.count().desc())
                 ).first()
                 if same_name:
-                    gender, source = same_name[0], "same-name subscriptions"
+                    gender, source = same_name[0] or "NI", "same-name subscriptions"
                 else:
                     census = session.execute(
                         select(Name.gender)

@@ -61,7 +61,7 @@ class KrotonClient:
                 Quota.parse(catalog.rate_limit, name="CATALOG_KROTON_RATE_LIMIT"),
             ),
             ctx=ctx,
-            auth_headers=lambda: {"Authorization": f"apiKey {catalog.api_key}"},
+            auth_headers=lambda: {"Authorization": f"apiKey {catalog.api_key or ''}"},
             timeout=httpx.Timeout(catalog.timeout_seconds, connect=5.0),
             transport=transport,
         )
@@ -75,6 +75,7 @@ class KrotonClient:
     # --- auth ---------------------------------------------------------------------------------
     def _fetch_token(self) -> tuple[str, float]:
         settings = self._api_settings
+        assert settings.client_id and settings.secret and settings.subscription
         result = self.api.request(
             "oauth_token",
             "POST",
@@ -100,7 +101,7 @@ class KrotonClient:
         self._token = self.tokens.get()
         return {
             "Authorization": f"Bearer {self._token}",
-            "Ocp-Apim-Subscription-Key": self._api_settings.subscription,
+            "Ocp-Apim-Subscription-Key": self._api_settings.subscription or "",
         }
 
     def _drop_token(self) -> None:
