@@ -29,6 +29,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy anubis_dagster
 
 ui: install
 	@scripts/sandboxes.sh start
