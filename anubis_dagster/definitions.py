@@ -12,6 +12,7 @@ from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.config.integrations import IntegrationsFile, load_integrations
 from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.delivery.sensors import build_due_work_sensor
+from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
@@ -27,8 +28,12 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
     for adapter in adapters:
         resources.update(adapter.resources())
+    health = build_health_definitions(i.key for i in config.integrations)
     return dg.Definitions(
-        jobs=[intake_job, deliver_job, check_job, import_names_job],
+        assets=health.assets,
+        asset_checks=health.asset_checks,
+        schedules=health.schedules,
+        jobs=[intake_job, deliver_job, check_job, import_names_job, *(health.jobs or [])],
         sensors=[
             paid_orders_sensor,
             build_due_work_sensor(deliver_job, check_job),
