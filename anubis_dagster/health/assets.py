@@ -7,7 +7,7 @@ show. Business numbers come from `health.metrics`.
 # No `from __future__ import annotations`: Dagster reads annotations at runtime.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import dagster as dg
 from sqlalchemy import select
@@ -71,7 +71,9 @@ def build_health_definitions(integration_keys: Iterable[str]) -> dg.Definitions:
         cron_schedule="*/15 * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    def integration_health_schedule(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
+    def integration_health_schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> Iterator[dg.RunRequest]:
         for key in partitions.get_partition_keys():
             yield dg.RunRequest(
                 partition_key=key, run_key=f"{key}:{context.scheduled_execution_time}"
