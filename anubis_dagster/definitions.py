@@ -17,6 +17,7 @@ from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
 
@@ -32,8 +33,15 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=health.assets,
         asset_checks=health.asset_checks,
-        schedules=health.schedules,
-        jobs=[intake_job, deliver_job, check_job, import_names_job, *(health.jobs or [])],
+        schedules=[*(health.schedules or []), retention_schedule],
+        jobs=[
+            intake_job,
+            deliver_job,
+            check_job,
+            import_names_job,
+            retention_job,
+            *(health.jobs or []),
+        ],
         sensors=[
             paid_orders_sensor,
             build_due_work_sensor(deliver_job, check_job),
