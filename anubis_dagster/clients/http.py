@@ -34,7 +34,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from anubis_dagster.clients.rate_limit import Priority, RateLimiter, retry_after_seconds
+from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, retry_after_seconds
 from anubis_dagster.core.masking import mask_text, mask_url_path
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import session_scope
@@ -121,6 +121,30 @@ class ApiClient:
         self.max_quota_wait = max_quota_wait
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def for_partner(
+        cls,
+        *,
+        name: str,
+        base_url: str,
+        ctx: CallContext,
+        bucket: str,
+        quota: str,
+        quota_setting: str,
+        timeout_seconds: float,
+        **options: Any,
+    ) -> ApiClient:
+        """The usual construction: a quota read from `quota` ("REQUESTS/SECONDS"; a bad value
+        is reported under the setting's name) and a read timeout, connect timeout 5 s."""
+        return cls(
+            name=name,
+            base_url=base_url,
+            limiter=RateLimiter(ctx.db_url, bucket, Quota.parse(quota, name=quota_setting)),
+            ctx=ctx,
+            timeout=httpx.Timeout(timeout_seconds, connect=5.0),
+            **options,
         )
 
     def close(self) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 
 from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
-from anubis_dagster.clients.rate_limit import Quota, RateLimiter
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import AdapterNotConfigured
 from anubis_dagster.integrations.estacio.resources import (
@@ -51,47 +50,41 @@ class EstacioClient:
             )
         assert api.base_url and onetrust.base_url
         estacio_headers = {"x-canal": str(api.client_id), "x-api-key": str(api.token)}
-        self.api = ApiClient(
+        self.api = ApiClient.for_partner(
             name="estacio",
             base_url=api.base_url,
-            limiter=RateLimiter(
-                ctx.db_url,
-                f"{bucket_prefix}:api",
-                Quota.parse(api.rate_limit, name=ESTACIO_RATE_ENV),
-            ),
             ctx=ctx,
+            bucket=f"{bucket_prefix}:api",
+            quota=api.rate_limit,
+            quota_setting=ESTACIO_RATE_ENV,
+            timeout_seconds=api.timeout_seconds,
             auth_headers=lambda: dict(estacio_headers),
-            timeout=httpx.Timeout(api.timeout_seconds, connect=5.0),
             transport=transport,
         )
-        self.onetrust = ApiClient(
+        self.onetrust = ApiClient.for_partner(
             name="onetrust",
             base_url=onetrust.base_url,
-            limiter=RateLimiter(
-                ctx.db_url,
-                f"{bucket_prefix}:onetrust",
-                Quota.parse(onetrust.rate_limit, name=ONETRUST_RATE_ENV),
-            ),
             ctx=ctx,
+            bucket=f"{bucket_prefix}:onetrust",
+            quota=onetrust.rate_limit,
+            quota_setting=ONETRUST_RATE_ENV,
+            timeout_seconds=onetrust.timeout_seconds,
             auth_headers=lambda: {
                 "client_id": str(onetrust.client_id),
                 "client_secret": str(onetrust.client_secret),
             },
-            timeout=httpx.Timeout(onetrust.timeout_seconds, connect=5.0),
             transport=transport,
         )
         # assumption: the CEP lookup takes the registration API's headers
-        self.cep = ApiClient(
+        self.cep = ApiClient.for_partner(
             name="estacio-cep",
             base_url=cep.base_url or api.base_url,
-            limiter=RateLimiter(
-                ctx.db_url,
-                f"{bucket_prefix}:cep",
-                Quota.parse(cep.rate_limit, name=CEP_RATE_ENV),
-            ),
             ctx=ctx,
+            bucket=f"{bucket_prefix}:cep",
+            quota=cep.rate_limit,
+            quota_setting=CEP_RATE_ENV,
+            timeout_seconds=cep.timeout_seconds,
             auth_headers=lambda: dict(estacio_headers),
-            timeout=httpx.Timeout(cep.timeout_seconds, connect=5.0),
             transport=transport,
         )
 

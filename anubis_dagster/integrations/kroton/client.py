@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 
 from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
-from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter
+from anubis_dagster.clients.rate_limit import Priority
 from anubis_dagster.clients.tokens import TokenStore
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.kroton.resources import KrotonApiResource, KrotonCatalogResource
@@ -37,32 +37,27 @@ class KrotonClient:
     ) -> None:
         assert api.base_url and catalog.base_url, "checked by KrotonAdapter (missing_settings)"
         self._api_settings = api
-        limiter = RateLimiter(
-            ctx.db_url,
-            f"{bucket_prefix}:api",
-            Quota.parse(api.rate_limit, name="API_KROTON_RATE_LIMIT"),
-        )
-        self.api = ApiClient(
+        self.api = ApiClient.for_partner(
             name="kroton",
             base_url=api.base_url,
-            limiter=limiter,
             ctx=ctx,
+            bucket=f"{bucket_prefix}:api",
+            quota=api.rate_limit,
+            quota_setting="API_KROTON_RATE_LIMIT",
+            timeout_seconds=api.timeout_seconds,
             auth_headers=self._auth_headers,
             on_unauthorized=self._drop_token,
-            timeout=httpx.Timeout(api.timeout_seconds, connect=5.0),
             transport=transport,
         )
-        self.catalog = ApiClient(
+        self.catalog = ApiClient.for_partner(
             name="kroton-catalog",
             base_url=catalog.base_url,
-            limiter=RateLimiter(
-                ctx.db_url,
-                f"{bucket_prefix}:catalog",
-                Quota.parse(catalog.rate_limit, name="CATALOG_KROTON_RATE_LIMIT"),
-            ),
             ctx=ctx,
+            bucket=f"{bucket_prefix}:catalog",
+            quota=catalog.rate_limit,
+            quota_setting="CATALOG_KROTON_RATE_LIMIT",
+            timeout_seconds=catalog.timeout_seconds,
             auth_headers=lambda: {"Authorization": f"apiKey {catalog.api_key or ''}"},
-            timeout=httpx.Timeout(catalog.timeout_seconds, connect=5.0),
             transport=transport,
         )
         self.tokens = TokenStore(ctx.db_url, ctx.integration_id or 0, "oauth2", self._fetch_token)
