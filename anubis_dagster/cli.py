@@ -44,26 +44,30 @@ def _cmd_orders_generate(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.resources import prepare_database
-    from anubis_dagster.status import format_table, status_counts
+    from anubis_dagster.status import attempt_counts, format_table, status_counts
 
     url = default_database_url()
     prepare_database(url)
     with session_scope(url) as session:
         rows = status_counts(session, by_origin=args.by_origin)
+        attempts = attempt_counts(session)
     headers = (
-        ("integration", "origin", "status", "count")
+        ("integration", "origin", "status", "subscriptions")
         if args.by_origin
-        else ("integration", "status", "count")
+        else ("integration", "status", "subscriptions")
     )
     print(format_table(rows, headers))
+    print()
+    print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from anubis_dagster.definitions import defs
+    from anubis_dagster.definitions import build_definitions
     from anubis_dagster.instance import get_instance
     from anubis_dagster.runner import run_pass, run_until
 
+    defs = build_definitions()  # from the environment as it is now
     if args.watch:
         result = run_until(
             defs, get_instance(), watch_seconds=args.watch, settle_seconds=args.settle_seconds

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from sqlalchemy import select
 
+from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Cursor, Integration
 from anubis_dagster.delivery.due import deliver_statuses, has_due, next_due_at
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
@@ -114,13 +115,20 @@ def run_due_work(
                 due = has_due(session, integration_id, statuses)
             if not due:
                 continue
-            outcome = defs.resolve_job_def(job_name).execute_in_process(
-                run_config={"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}},
-                partition_key=key,
-                instance=instance,
-                tags={"anubis/integration": key, "anubis/trigger": "anubis run"},
-                raise_on_error=False,
-            )
+            try:
+                outcome = defs.resolve_job_def(job_name).execute_in_process(
+                    run_config={
+                        "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
+                    },
+                    partition_key=key,
+                    instance=instance,
+                    tags={"anubis/integration": key, "anubis/trigger": "anubis run"},
+                    raise_on_error=False,
+                )
+            except dg.DagsterError as exc:  # e.g. a resource setting missing at launch
+                result.runs.append((job_name, "-", False))
+                echo(f"{job_name}[{key}]: FAILED to start: {mask_text(str(exc))[:300]}")
+                continue
             result.runs.append((job_name, outcome.run_id, outcome.success))
             echo(f"{job_name}[{key}] {outcome.run_id[:8]}: {'ok' if outcome.success else 'FAILED'}")
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from anubis_dagster.db.models import Integration, Subscription
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 
 
 def status_counts(session: Session, *, by_origin: bool = False) -> list[tuple[str, ...]]:
@@ -17,6 +17,20 @@ def status_counts(session: Session, *, by_origin: bool = False) -> list[tuple[st
     query = (
         select(*columns, func.count())
         .join(Integration, Integration.id == Subscription.integration_id)
+        .group_by(*columns)
+        .order_by(*columns)
+    )
+    return [tuple(str(v) if v is not None else "-" for v in row) for row in session.execute(query)]
+
+
+def attempt_counts(session: Session) -> list[tuple[str, ...]]:
+    """Outbound HTTP attempts by integration, operation and outcome (every attempt has a row)."""
+    e = SubscriptionEvent
+    columns: list[Any] = [Integration.key, e.operation_name, e.outcome]
+    query = (
+        select(*columns, func.count())
+        .join(Integration, Integration.id == e.integration_id)
+        .where(e.kind == "attempt")
         .group_by(*columns)
         .order_by(*columns)
     )
@@ -37,5 +51,5 @@ def format_table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
     out = [line(headers), line(tuple("-" * w for w in widths))]
     out.extend(line(r) for r in rows)
     total = sum(int(r[-1]) for r in rows)
-    out.append(f"total subscriptions: {total}")
+    out.append(f"total: {total}")
     return "\n".join(out)
