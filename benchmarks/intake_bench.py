@@ -1,0 +1,641 @@
+"""Intake at scale: 100,000 generated paid orders through the orders source, the sensor and
+`intake_job`, on PostgreSQL (default) or SQLite.
+
+Why each number is here:
+
+- **load**: how long `OrdersSource.load` takes to fill the embedded/demo orders table;
+- **intake throughput**: orders/second through the real `intake_job` runs, one
+  `execute_in_process` per batch as `plan_batches` (the sensor's planner) cuts them, and the same
+  batches through `intake.service.ingest` alone, and runs that ingest nothing: Dagster's share;
+- **memory**: peak RSS of this process (`getrusage`; the orders are generated and loaded in a
+  child process so they don't count) and the tracemalloc peak of the intake loop;
+- **sensor tick**: `paid_orders_sensor` evaluated with `build_sensor_context`, on a 1k and a
+  100k table, with the cursor at the start, middle and end, to see whether a tick grows with the
+  table;
+- **re-ingest**: the same orders again (idempotency cost: nothing new may be created).
+
+    .venv/bin/python -m benchmarks.intake_bench            # 100k orders, PostgreSQL
+    .venv/bin/python -m benchmarks.intake_bench --sqlite   # the same on SQLite files
+    .venv/bin/python -m benchmarks.intake_bench --quick    # 10k orders
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import math
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+POSTGRES_ADMIN_ENV = "ANUBIS_BENCH_POSTGRES_URL"
+DEFAULT_POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DB_PREFIX = "anubis_bench_"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SMALL_TABLE = 1_000  # the "small" orders table of the sensor tick comparison
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting helpers (also used by kroton_quota_bench)
+# --------------------------------------------------------------------------------------------
+def machine_summary() -> dict[str, str]:
+    """What BENCHMARKS.md asks for next to each result: the machine, Python, PostgreSQL."""
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        memory = f"{total_kb / 1024**2:.1f} GiB"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "postgresql": _postgres_version(),
+    }
+
+
+def _postgres_version() -> str:
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(admin_url())
+        with engine.connect() as connection:
+            version = str(connection.execute(text("SHOW server_version")).scalar())
+        engine.dispose()
+        return version
+    except Exception:  # the benchmark may run on SQLite with no server around
+        return "not reachable"
+
+
+def machine_line() -> str:
+    """One line for the top of a report: where and when it was measured."""
+    m = machine_summary()
+    return (
+        f"{m['date']}; {m['cpus']} CPUs ({m['cpu']}), {m['memory']} RAM; Python {m['python']}; "
+        f"PostgreSQL {m['postgresql']}"
+    )
+
+
+def markdown_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); enough for ~50 samples."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def rss_now_mb() -> float:
+    """Current resident set size (VmRSS), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_peak_mb(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # kB on Linux
+
+
+# --------------------------------------------------------------------------------------------
+# Databases: fresh PostgreSQL databases or SQLite files, dropped at the end
+# --------------------------------------------------------------------------------------------
+def admin_url() -> str:
+    return os.environ.get(POSTGRES_ADMIN_ENV, DEFAULT_POSTGRES_ADMIN)
+
+
+class Databases:
+    """Hands out URLs of fresh, empty databases and removes them all on `close`."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._created: list[str] = []
+        self._dir = Path(tempfile.mkdtemp(prefix="anubis_bench_"))
+
+    def fresh(self, name: str) -> str:
+        if self.backend == "sqlite":
+            path = self._dir / f"{name}.db"
+            path.unlink(missing_ok=True)
+            return f"sqlite:///{path}"
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        db = DB_PREFIX + name
+        engine = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{db}"'))
+        engine.dispose()
+        self._created.append(db)
+        return make_url(admin_url()).set(database=db).render_as_string(hide_password=False)
+
+    @property
+    def home(self) -> Path:
+        return self._dir
+
+    def close(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        from anubis_dagster.db.session import get_engine
+
+        for url in _used_urls:  # close the pools before dropping their databases
+            get_engine(url).dispose()
+        get_engine.cache_clear()
+        if self._created:
+            engine = create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+            with engine.connect() as connection:
+                for db in self._created:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+            engine.dispose()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_used_urls: set[str] = set()
+
+
+def remember(url: str) -> str:
+    """Note a URL whose engine (cached by `get_engine`) must be disposed of at the end."""
+    _used_urls.add(url)
+    return url
+
+
+# --------------------------------------------------------------------------------------------
+# Orders: generated and loaded in a child process (so they never weigh on this one's RSS)
+# --------------------------------------------------------------------------------------------
+def orders_start_time(count: int) -> datetime:
+    """`updated_at` of the first order such that the last (at most 120 s apart each) is in the
+    past: the planner never reads past now - settle."""
+    return datetime.now(UTC) - timedelta(seconds=120 * count + 3600)
+
+
+def _generate_and_load(url: str, count: int, seed: int) -> tuple[float, float, float]:
+    """Child process: (generate seconds, load seconds, peak RSS MB)."""
+    from anubis_dagster.demo.orders import generate_orders
+    from anubis_dagster.intake.orders_source import OrdersSource
+
+    started = time.perf_counter()
+    orders = generate_orders(count, seed=seed, start_time=orders_start_time(count))
+    generated = time.perf_counter()
+    OrdersSource(url).load(orders)
+    loaded = time.perf_counter()
+    return generated - started, loaded - generated, rss_peak_mb()
+
+
+def load_orders(url: str, count: int, seed: int) -> tuple[float, float, float]:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_generate_and_load, url, count, seed).result()
+
+
+def analyze(url: str, enabled: bool = True) -> None:
+    """PostgreSQL: gather table statistics, as autovacuum would have by now.
+
+    The benchmark server may run with `autovacuum = off`; without statistics the planner
+    answers intake's per-chunk lookups (`_Batch` in intake.service) with a scan of the whole
+    subscriptions table, and every number then depends on the table's size. `--no-analyze`
+    shows that case."""
+    from sqlalchemy import text
+
+    from anubis_dagster.db.session import get_engine
+
+    engine = get_engine(remember(url))
+    if enabled and engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+
+
+def autovacuum_setting() -> str:
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(admin_url())
+        with engine.connect() as connection:
+            value = str(connection.execute(text("SHOW autovacuum")).scalar())
+        engine.dispose()
+        return value
+    except Exception:  # no server: SQLite run
+        return "-"
+
+
+# --------------------------------------------------------------------------------------------
+# The measurements
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Pass:
+    """One pass of the intake loop over every planned batch."""
+
+    name: str
+    seconds: float
+    orders: int
+    created: int
+    rss_peak_mb: float
+    rss_end_mb: float
+    traced_peak_mb: float | None = None
+
+    @property
+    def per_second(self) -> float:
+        return self.orders / self.seconds if self.seconds else float("nan")
+
+
+@contextmanager
+def app_env(app_url: str, orders_url: str) -> Iterator[None]:
+    """Point the resources' defaults (read at run time) at this pass's databases."""
+    from anubis_dagster import resources
+
+    saved = {k: os.environ.get(k) for k in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL")}
+    os.environ["ANUBIS_DATABASE_URL"] = remember(app_url)
+    os.environ["ANUBIS_ORDERS_DATABASE_URL"] = remember(orders_url)
+    resources.prepare_database(app_url)  # migrations are not what this measures
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def plan_all(orders_url: str, batch_size: int) -> tuple[list[Any], float, int]:
+    """Every batch, asked for tick after tick as the sensor would: (batches, seconds, ticks)."""
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.intake.planning import plan_batches
+
+    source = OrdersSource(orders_url)
+    batches: list[Any] = []
+    cursor, ticks = None, 0
+    started = time.perf_counter()
+    while planned := plan_batches(source, cursor, batch_size=batch_size):
+        ticks += 1
+        batches.extend(planned)
+        cursor = planned[-1].until
+    return batches, time.perf_counter() - started, ticks + 1  # + the tick that found nothing
+
+
+def job_pass(name: str, batches: list[Any], *, trace: bool = False) -> Pass:
+    """`intake_job` once per batch, on one ephemeral instance, as the sensor's runs."""
+    import dagster as dg
+
+    from anubis_dagster.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("intake_job")
+    instance = dg.DagsterInstance.ephemeral()
+    orders = created = 0
+    if trace:
+        tracemalloc.start()
+    started = time.perf_counter()
+    for batch in batches:
+        result = job.execute_in_process(
+            run_config={**batch.run_config(), **QUIET},
+            instance=instance,
+            tags={"anubis/job": "intake", "anubis/orders": str(batch.size)},
+        )
+        summary = result.output_for_node("ingest_paid_orders")
+        orders += summary["orders"]
+        created += summary["created"]
+    seconds = time.perf_counter() - started
+    traced = None
+    if trace:
+        traced = tracemalloc.get_traced_memory()[1] / 1024**2
+        tracemalloc.stop()
+    return Pass(name, seconds, orders, created, rss_peak_mb(), rss_now_mb(), traced)
+
+
+def empty_run_ms(samples: int = 25) -> float:
+    """Dagster's own cost of one intake run: median time of runs whose order ids match
+    nothing (the op reads no order and writes nothing)."""
+    import dagster as dg
+
+    from anubis_dagster.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("intake_job")
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"ingest_paid_orders": {"config": {"order_ids": [10**15]}}}, **QUIET}
+    timings = []
+    for _ in range(samples + 2):
+        started = time.perf_counter()
+        job.execute_in_process(run_config=config, instance=instance)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings[2:]) * 1000
+
+
+def service_pass(name: str, app_url: str, orders_url: str, batches: list[Any]) -> Pass:
+    """The op's loop without Dagster: read each batch's range in chunks, `ingest` each chunk in
+    its own session (what `ingest_paid_orders` does)."""
+    from anubis_dagster.db.session import session_scope
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
+    from anubis_dagster.integrations.base import initial_status_for
+
+    source = OrdersSource(orders_url)
+    report = IntakeReport()
+    started = time.perf_counter()
+    for batch in batches:
+        today = datetime.now(UTC).date()
+        with session_scope(app_url) as session:
+            routes = load_routes(session, initial_status_for)
+        for rows in source.read_range(batch.after, batch.until):
+            with session_scope(app_url) as session:
+                report.merge(ingest(session, rows, routes, today=today, run_id="bench"))
+    seconds = time.perf_counter() - started
+    return Pass(name, seconds, report.orders, report.created, rss_peak_mb(), rss_now_mb())
+
+
+@dataclass
+class Ticks:
+    table_rows: int
+    cursor: str
+    requests: int  # run requests in one tick
+    keys: int  # order keys the tick read
+    median_ms: float
+    p95_ms: float
+    query_median_ms: float  # the tick's one SQL query (`next_keys`) alone
+    read_median_ms: float | None  # an intake run's reading of the next 1000 orders (`read_range`)
+
+
+def sensor_ticks(orders_url: str, table_rows: int, samples: int) -> list[Ticks]:
+    """`paid_orders_sensor` with the cursor at the start, middle and end of the table.
+
+    The context gets a Dagster instance, as the daemon's has: without one, every evaluation
+    builds an ephemeral instance (~40 ms of Alembic stamping) and that is all one would see."""
+    import dagster as dg
+
+    from anubis_dagster.intake import planning
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.intake.resources import OrdersSourceResource
+    from anubis_dagster.intake.sensors import paid_orders_sensor
+
+    source = OrdersSource(orders_url)
+    keys = source.next_keys(None, horizon=datetime.now(UTC), limit=table_rows + 1)
+    middle = len(keys) // 2
+    cursors = {"start": None, "middle": keys[middle - 1], "end": keys[-1]}
+    # what an intake run started from that cursor reads: the next (up to) 1000 orders
+    read_until = {
+        "start": keys[min(999, len(keys) - 1)],
+        "middle": keys[min(middle + 999, len(keys) - 1)],
+    }
+    limit = planning.BATCH_SIZE * planning.MAX_RUNS_PER_TICK
+    instance = dg.DagsterInstance.ephemeral()
+    out = []
+    for where, cursor in cursors.items():
+        timings, queries, reads, requests, read = [], [], [], 0, 0
+        for _ in range(samples + 3):  # the first ticks warm the engine and caches
+            context = dg.build_sensor_context(
+                cursor=cursor.to_json() if cursor else None,
+                resources={"orders": OrdersSourceResource(url=orders_url)},
+                instance=instance,
+            )
+            started = time.perf_counter()
+            result = paid_orders_sensor(context)
+            timings.append(time.perf_counter() - started)
+            if isinstance(result, dg.SensorResult):
+                requests = len(result.run_requests or [])
+                read = sum(int(r.tags["anubis/orders"]) for r in result.run_requests or [])
+            horizon = datetime.now(UTC) - timedelta(seconds=planning.SETTLE_SECONDS)
+            started = time.perf_counter()
+            source.next_keys(cursor, horizon=horizon, limit=limit)
+            queries.append(time.perf_counter() - started)
+            if where in read_until:
+                started = time.perf_counter()
+                for _chunk in source.read_range(cursor, read_until[where]):
+                    pass
+                reads.append(time.perf_counter() - started)
+        timings, queries, reads = timings[3:], queries[3:], reads[3:]
+        out.append(
+            Ticks(
+                table_rows,
+                where,
+                requests,
+                read,
+                statistics.median(timings) * 1000,
+                percentile(timings, 95) * 1000,
+                statistics.median(queries) * 1000,
+                statistics.median(reads) * 1000 if reads else None,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.intake_bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--count", type=int, default=100_000, help="orders (default 100000)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="orders per intake run")
+    backend = parser.add_mutually_exclusive_group()
+    backend.add_argument("--sqlite", action="store_true", help="SQLite files instead")
+    backend.add_argument("--postgres", action="store_true", help="PostgreSQL (the default)")
+    parser.add_argument("--quick", action="store_true", help="10k orders, fewer tick samples")
+    parser.add_argument("--ticks", type=int, default=50, help="sensor ticks per measurement")
+    parser.add_argument(
+        "--trace-batches",
+        type=int,
+        default=10,
+        help="batches run under tracemalloc (it slows Python down, so not the timed passes)",
+    )
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="PostgreSQL: no ANALYZE after loading and after the first passes",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.ticks = min(args.count, 10_000), min(args.ticks, 20)
+        args.trace_batches = min(args.trace_batches, 3)
+
+    backend_name = "sqlite" if args.sqlite else "postgresql"
+    dbs = Databases(backend_name)
+    os.environ["ANUBIS_HOME"] = str(dbs.home / "home")
+    os.environ.pop("DAGSTER_HOME", None)
+    os.environ.setdefault("ANUBIS_OP_RETRY_DELAY_SECONDS", "0")
+    print(f"intake benchmark: {args.count} orders, batch {args.batch_size}, {backend_name}")
+    try:
+        results = run(args, dbs)
+    finally:
+        dbs.close()
+    print()
+    print(results)
+    return 0
+
+
+def run(args: argparse.Namespace, dbs: Databases) -> str:
+    """Every measurement, in an order that keeps each pass on a fresh app database."""
+    rss_start = rss_now_mb()
+    load_at_start = load_average()
+    orders_url = dbs.fresh("orders")
+    small_url = dbs.fresh("orders_1k")
+    small = min(SMALL_TABLE, args.count)
+    say("generating and loading orders (child process)")
+    gen_s, load_s, loader_rss = load_orders(orders_url, args.count, args.seed)
+    load_orders(small_url, small, args.seed)
+    analyze(orders_url, args.analyze)
+    analyze(small_url, args.analyze)
+
+    say("sensor ticks")
+    ticks = sensor_ticks(small_url, small, args.ticks) + sensor_ticks(
+        orders_url, args.count, args.ticks
+    )
+    batches, plan_s, plan_ticks = plan_all(orders_url, args.batch_size)
+    say(f"{len(batches)} batches planned in {plan_ticks} ticks ({plan_s:.2f} s)")
+
+    job_app = dbs.fresh("app")
+    with app_env(job_app, orders_url):
+        say("intake_job pass")
+        first = job_pass("intake_job, first time", batches)
+        say(f"  {first.per_second:.0f} orders/s")
+        analyze(job_app, args.analyze)
+        empty_ms = empty_run_ms()
+        say("intake_job pass again (idempotency)")
+        again = job_pass("intake_job, same orders again", batches)
+        say(f"  {again.per_second:.0f} orders/s, {again.created} created")
+    service_app = dbs.fresh("app_service")
+    with app_env(service_app, orders_url):
+        say("intake.service.ingest pass")
+        service = service_pass("intake.service.ingest only", service_app, orders_url, batches)
+        say(f"  {service.per_second:.0f} orders/s")
+        analyze(service_app, args.analyze)
+        say("intake.service.ingest pass again (idempotency)")
+        service_again = service_pass(
+            "intake.service.ingest only, same orders again", service_app, orders_url, batches
+        )
+        say(f"  {service_again.per_second:.0f} orders/s, {service_again.created} created")
+    traced_batches = batches[: args.trace_batches]
+    with app_env(dbs.fresh("app_trace"), orders_url):
+        say(f"intake_job under tracemalloc ({len(traced_batches)} batches)")
+        traced = job_pass("intake_job under tracemalloc", traced_batches, trace=True)
+
+    runs = max(1, len(batches))
+    # Dagster's cost per run, measured where the database work is small (the second passes)
+    # and where it is not (the first passes, noisier: ±10% between runs on this machine)
+    overhead_ms = (again.seconds - service_again.seconds) / runs * 1000
+    overhead_first_ms = (first.seconds - service.seconds) / runs * 1000
+    rows: list[tuple[Any, ...]] = [
+        ("backend / revision", f"{dbs.backend} / {git_revision()}"),
+        ("load average at start / end", f"{load_at_start} / {load_average()}"),
+        (
+            "server autovacuum / ANALYZE by the benchmark",
+            f"{autovacuum_setting()} / {'yes' if args.analyze else 'no'}"
+            if dbs.backend == "postgresql"
+            else "- (SQLite)",
+        ),
+        ("orders", f"{args.count:,}"),
+        ("generate orders (demo generator)", f"{gen_s:.1f} s"),
+        (
+            "load orders source (`OrdersSource.load`)",
+            f"{load_s:.1f} s ({args.count / load_s:,.0f} orders/s)",
+        ),
+        (
+            "plan every batch (sensor planner, tick after tick)",
+            f"{plan_s:.2f} s, {plan_ticks} ticks, {runs} runs of ≤{args.batch_size}",
+        ),
+    ]
+    for p in (first, service, again, service_again):
+        rows.append(
+            (p.name, f"{p.seconds:.1f} s, **{p.per_second:,.0f} orders/s**, {p.created:,} created")
+        )
+    rows += [
+        ("Dagster's cost of one intake run (an empty run, median)", f"{empty_ms:.0f} ms"),
+        (
+            "job − service per run (2nd passes / 1st passes)",
+            f"{overhead_ms:.0f} ms / {overhead_first_ms:.0f} ms (noise: a few % of the pass)",
+        ),
+        ("RSS at start (imports done)", f"{rss_start:.0f} MB"),
+        (
+            "RSS after 1st / 2nd intake_job pass",
+            f"{first.rss_end_mb:.0f} MB / {again.rss_end_mb:.0f} MB",
+        ),
+        ("peak RSS, intake_job passes (getrusage)", f"{again.rss_peak_mb:.0f} MB"),
+        ("peak RSS, whole benchmark (getrusage)", f"{traced.rss_peak_mb:.0f} MB"),
+        ("peak RSS of the loader child (all orders as dicts)", f"{loader_rss:.0f} MB"),
+        (
+            f"tracemalloc peak, intake_job loop ({traced.orders:,} orders)",
+            f"{traced.traced_peak_mb:.1f} MB",
+        ),
+    ]
+    tick_rows = [
+        (
+            f"{t.table_rows:,}",
+            t.cursor,
+            t.requests,
+            f"{t.keys:,}",
+            f"{t.median_ms:.1f} ms",
+            f"{t.p95_ms:.1f} ms",
+            f"{t.query_median_ms:.1f} ms",
+            f"{t.read_median_ms:.1f} ms" if t.read_median_ms is not None else "-",
+        )
+        for t in ticks
+    ]
+    return "\n".join(
+        [
+            machine_line(),
+            "",
+            markdown_table(("measure", "result"), rows),
+            "",
+            markdown_table(
+                (
+                    "orders table",
+                    "cursor",
+                    "runs asked",
+                    "orders in them",
+                    "tick median",
+                    "tick p95",
+                    "its query alone (median)",
+                    "`read_range` of the next 1000 (median)",
+                ),
+                tick_rows,
+            ),
+        ]
+    )
+
+
+def load_average() -> str:
+    """The 1-minute load average: other work on the machine moves every number here."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
