@@ -79,30 +79,43 @@ def test_late_arriving_rows_are_not_skipped(orders_url: str) -> None:
     assert [b.until.id for b in first] == [1]
     # order 3 commits late, stamped before order 2 but after the first tick's cursor
     source.load([make_order(3, updated_at=now - timedelta(seconds=5))])
-    second = planning.plan_batches(source, first[-1].until, now=now + timedelta(seconds=30),
-                                   settle_seconds=10)
+    second = planning.plan_batches(
+        source, first[-1].until, now=now + timedelta(seconds=30), settle_seconds=10
+    )
     keys = source.next_keys(first[-1].until, horizon=now + timedelta(seconds=20), limit=10)
     assert [k.id for k in keys] == [3, 2]
     assert second[-1].until.id == 2
 
 
-def test_the_tick_reads_only_keys_from_the_index(orders_url: str) -> None:
-    """The sensor's query uses the (checkout_step, updated_at, id) index, not a table scan."""
+def test_the_tick_seeks_to_the_cursor_in_the_index(orders_url: str) -> None:
+    """The sensor's query is a range scan of the (checkout_step, updated_at, id) index that
+    starts at the cursor: its cost does not grow with the table (see BENCHMARKS.md)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
     source = OrdersSource(orders_url)
     source.load([make_order(i) for i in range(1, 50)])
-    from sqlalchemy import text
-
+    t = source.table.c
+    cursor = OrderKey(datetime(2026, 11, 1, 10, 0, 10, tzinfo=UTC), 10)
+    query = (
+        select(t.updated_at, t.id)
+        .where(source._after(cursor), t.updated_at <= datetime(2027, 1, 1, tzinfo=UTC))
+        .order_by(t.updated_at, t.id)
+        .limit(10)
+    )
+    compiled = query.compile(source.engine)
     with source.engine.connect() as connection:
-        plan = connection.execute(
-            text(
-                "EXPLAIN QUERY PLAN SELECT updated_at, id FROM orders WHERE checkout_step='paid' "
-                "AND (updated_at > :u OR (updated_at = :u AND id > :i)) AND updated_at <= :h "
-                "ORDER BY updated_at, id LIMIT 10"
-            ),
-            {"u": "2026-11-01 00:00:00", "i": 0, "h": "2027-01-01 00:00:00"},
+        plan = connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {compiled}",
+            tuple(compiled.params[k] for k in compiled.positiontup),
         ).fetchall()
     detail = " ".join(str(row[-1]) for row in plan)
-    assert "ix_orders_step_updated_id" in detail and "COVERING INDEX" in detail
+    assert "COVERING INDEX ix_orders_step_updated_id" in detail
+    assert "(updated_at,id)>(?,?)" in detail  # the cursor bounds the scan, not a filter after it
+    assert [
+        k.id for k in source.next_keys(cursor, horizon=datetime(2027, 1, 1, tzinfo=UTC), limit=3)
+    ] == [11, 12, 13]
 
 
 def test_order_key_round_trip() -> None:

@@ -92,14 +92,16 @@ class RateLimiter:
 
     def try_acquire(self, priority: Priority = Priority.HIGH) -> float:
         """Take a slot if one is free now (returns 0), else return seconds to wait."""
-        now = self._now()
-        window_start = now - timedelta(seconds=self.quota.period + self.quota.margin)
         with session_scope(self.db_url) as session:
             bucket = session.scalars(
                 select(RateLimitBucket)
                 .where(RateLimitBucket.bucket == self.bucket)
                 .with_for_update()
             ).one()
+            # the clock is read once the bucket is ours: a wait for the lock must not age the
+            # slot we are about to take (it would be freed before the partner frees it)
+            now = self._now()
+            window_start = now - timedelta(seconds=self.quota.period + self.quota.margin)
             if bucket.blocked_until and bucket.blocked_until > now:
                 return self._wait(bucket.blocked_until, now, session, bucket, priority)
             if (

@@ -36,8 +36,9 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    or_,
+    literal,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -119,15 +120,14 @@ class OrdersSource:
         self.table.metadata.create_all(self.engine, tables=[self.table])
 
     def _after(self, after: OrderKey | None) -> ColumnElement[bool]:
+        """Paid orders after `after`. A row-value comparison, so the index scan starts at the
+        cursor (an OR of two conditions is only a filter, and re-reads from the start)."""
         t = self.table.c
         if after is None:
             return t.checkout_step == "paid"
         return and_(
             t.checkout_step == "paid",
-            or_(
-                t.updated_at > after.updated_at,
-                and_(t.updated_at == after.updated_at, t.id > after.id),
-            ),
+            tuple_(t.updated_at, t.id) > tuple_(literal(after.updated_at, UTCDateTime()), after.id),
         )
 
     def next_keys(self, after: OrderKey | None, *, horizon: datetime, limit: int) -> list[OrderKey]:
@@ -153,10 +153,8 @@ class OrdersSource:
                 select(t.id, t.updated_at, t.payload)
                 .where(
                     self._after(cursor),
-                    or_(
-                        t.updated_at < until.updated_at,
-                        and_(t.updated_at == until.updated_at, t.id <= until.id),
-                    ),
+                    tuple_(t.updated_at, t.id)
+                    <= tuple_(literal(until.updated_at, UTCDateTime()), until.id),
                 )
                 .order_by(t.updated_at, t.id)
                 .limit(chunk_size)
