@@ -9,6 +9,7 @@ Everything stored in an event is masked first: events are read by people.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -73,6 +74,8 @@ def create_subscription(
     run_id: str | None,
     error: str | None = None,
     response: Any = None,
+    order_updated_at: datetime | None = None,
+    scheduled_to: datetime | None = None,
 ) -> Subscription:
     """Create a subscription in one of the initial statuses, with its decision event."""
     check_transition(None, status)
@@ -90,6 +93,8 @@ def create_subscription(
         active_cpf=cpf if cpf and holds_cpf(status) else None,
         attempts=0,
         last_error=mask_text(error) if error else None,
+        order_updated_at=order_updated_at,
+        scheduled_to=scheduled_to,
     )
     session.add(subscription)
     session.flush()  # assigns the id the event refers to

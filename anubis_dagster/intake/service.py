@@ -237,10 +237,9 @@ def _ingest_one(
         run_id=run_id,
         error=error,
         response={"problems": [p.as_dict() for p in problems]} if problems else None,
+        order_updated_at=row.updated_at,
+        scheduled_to=datetime.now(UTC) if target is route.initial_status else None,  # due now
     )
-    subscription.order_updated_at = row.updated_at
-    if target is route.initial_status:
-        subscription.scheduled_to = datetime.now(UTC)  # due at once
     batch.existing[(route.integration_id, row.id)] = subscription
     _hold_cpf(batch, route, cpf, subscription)
     report.created += 1
