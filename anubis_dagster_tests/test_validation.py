@@ -21,8 +21,8 @@ def test_a_complete_order_is_valid() -> None:
 @pytest.mark.parametrize(
     ("overrides", "field", "message"),
     [
-        ({"cpf": "529.982.247-24"}, "base_user.cpf", "CPF check digits do not match"),
-        ({"cpf": "111.111.111-11"}, "base_user.cpf", "CPF cannot be one repeated digit"),
+        ({"cpf": "52998224724"}, "base_user.cpf", "CPF check digits do not match"),
+        ({"cpf": "11111111111"}, "base_user.cpf", "CPF cannot be one repeated digit"),
         ({"cpf": "5299822472"}, "base_user.cpf", "CPF must have 11 digits"),
         ({"email": "maria@"}, "base_user.email", "e-mail is not a valid address"),
         ({"email": "maria silva@x.com"}, "base_user.email", "e-mail is not a valid address"),
@@ -95,3 +95,100 @@ def test_messages_never_repeat_the_value() -> None:
     order = make_order(1, cpf="52998224724", email="maria@", phone_number="123")
     for message in problems_of(order).values():
         assert "52998224724" not in message and "maria@" not in message
+
+
+CONTROL = "holds control, invisible or invalid characters"
+TEMPLATE = "holds characters that are not allowed (template or markup syntax)"
+NAME_CHARS = "a name may only hold letters, spaces, apostrophes, hyphens and dots"
+PLACEHOLDER = "birth date 1900-01-01 is a placeholder, not a date of birth"
+NOT_A_DATE = "birth date must be a date in the form YYYY-MM-DD"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"full_name": ["Maria", "Silva"]}, "base_user.full_name", "must be text, not a list"),
+        ({"full_name": {"first": "Maria"}}, "base_user.full_name", "must be text, not an object"),
+        ({"full_name": 42}, "base_user.full_name", "must be text, not a number"),
+        ({"email": True}, "base_user.email", "must be text, not a boolean"),
+        ({"full_name": "M" * 121}, "base_user.full_name", "is longer than 120 characters"),
+        ({"full_name": "Maria\x00Silva"}, "base_user.full_name", CONTROL),
+        ({"full_name": "Maria\u202eSilva"}, "base_user.full_name", CONTROL),
+        ({"full_name": "Maria 😀 Silva"}, "base_user.full_name", "holds symbols or emoji"),
+        ({"full_name": "{{7*7}} Silva"}, "base_user.full_name", TEMPLATE),
+        ({"full_name": "Robert'); DROP TABLE x;--"}, "base_user.full_name", NAME_CHARS),
+        ({"cpf": "529a982b247c25"}, "base_user.cpf", "may only hold digits and separators"),
+        ({"birth_date": "1900-01-01"}, "base_user.birth_date", PLACEHOLDER),
+        ({"birth_date": "2030-01-01"}, "base_user.birth_date", "birth date is in the future"),
+        ({"birth_date": "0001-01-01"}, "base_user.birth_date", "birth date is before 1900"),
+        ({"birth_date": 19980412}, "base_user.birth_date", "must be text, not a number"),
+        ({"birth_date": "9999-99-99"}, "base_user.birth_date", NOT_A_DATE),
+        ({"id": 2**63}, "base_user.id", "must be an integer between 1 and 9223372036854775807"),
+        ({"id": "12"}, "base_user.id", "must be an integer id, not text"),
+    ],
+)
+def test_every_field_is_bounded(overrides: dict, field: str, message: str) -> None:
+    assert problems_of(make_order(1, **overrides)) == {field: message}
+
+
+def test_a_cpf_as_a_number_is_not_text() -> None:
+    order = make_order(1)
+    order["base_user"]["cpf"] = 52998224725  # a number loses leading zeros
+    assert problems_of(order) == {"base_user.cpf": "must be text, not a number"}
+
+
+def test_names_with_accents_apostrophes_and_hyphens_are_fine() -> None:
+    assert problems_of(make_order(1, full_name="Ana-Lúcia D'Ávila Conceição Jr.")) == {}
+
+
+def test_order_ids_must_be_integers_in_range() -> None:
+    for bad, message in [
+        (True, "must be an integer id, not a boolean"),
+        (2.7, "must be an integer id, not a number"),
+        (0, "must be an integer between 1 and 9223372036854775807"),
+        (10**30, "must be an integer between 1 and 9223372036854775807"),
+    ]:
+        order = make_order(1)
+        order["id"] = bad
+        assert problems_of(order)["id"] == message
+    order = make_order(1)
+    order["offer"]["university_id"] = [10]
+    assert problems_of(order) == {"offer.university_id": "must be an integer id, not a list"}
+
+
+def test_the_whole_document_is_bounded() -> None:
+    order = make_order(1)
+    order["offer"]["metadata"]["notes"] = "x" * (10 * 1024 * 1024)
+    assert problems_of(order) == {"order": "order document is larger than 262144 characters"}
+    order = make_order(1)
+    order["offer"]["metadata"]["bad"] = "a\x00b"
+    order["offer"]["metadata"]["score"] = float("nan")
+    order["offer"]["metadata"]["big"] = 10**40
+    order["offer"]["metadata"]["lone"] = "\ud800"
+    order["offer"]["metadata"]["x\x00" * 50] = 1  # a hostile key is not echoed in the reason
+    assert problems_of(order) == {
+        "offer.metadata.bad": "holds a NUL character",
+        "offer.metadata.score": "must be a finite number",
+        "offer.metadata.big": "number does not fit 64 bits",
+        "offer.metadata.lone": "holds an invalid Unicode character (lone surrogate)",
+    }
+    deep: dict = {}
+    node = deep
+    for _ in range(10_000):
+        node["a"] = {}
+        node = node["a"]
+    order = make_order(1)
+    order["offer"]["metadata"] = deep
+    assert problems_of(order) == {"order": "order document is nested deeper than 32"}
+
+
+def test_amounts_are_finite_numbers_in_range() -> None:
+    order = make_order(1)
+    order["price"] = float("inf")
+    order["offer"]["discount_percentage"] = 140
+    order["offer"]["course"]["university_offer"]["full_price"] = "599,90"
+    assert problems_of(order) == {
+        "price": "must be a finite number",
+        "offer.discount_percentage": "must be between 0 and 100",
+        "offer.course.university_offer.full_price": "must be a number, not text",
+    }

@@ -3,11 +3,19 @@
 Each rule answers with a `Problem` naming the field and saying, in words an operator can act on,
 what is wrong. Messages never repeat the offending value: they end up in the run log and in
 alerts, and the value is often personal data.
+
+Orders are free JSON from the marketplaces, so every field is bounded here by what the app DB
+columns and the IES accept: text where text is expected (a list in `full_name` is a problem, never
+`str(list)`), lengths, no NUL, control or invisible characters, integer ids that fit a bigint,
+finite numbers, plausible birth dates, and a bounded document. An order that passes can be
+written and sent; one that fails becomes an `invalid` subscription with these reasons.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
@@ -17,6 +25,11 @@ from anubis_dagster.core.orders import ORIGINS, PAID, digits, get_path
 
 MIN_BIRTH_DATE = date(1900, 1, 1)
 MIN_AGE_YEARS = 14  # youngest plausible student (técnico courses)
+MAX_AGE_YEARS = 110
+MAX_ID = 2**63 - 1  # bigint: the orders table's and subscriptions' order_id
+MAX_DOCUMENT_CHARS = 256 * 1024  # a real order is ~2 KB; the payload is stored and re-read
+MAX_DEPTH = 32
+MAX_AMOUNT = 10_000_000
 
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
 # Brazilian area codes (DDD) in use.
@@ -25,6 +38,71 @@ _VALID_DDD = {
     43, 44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74,
     75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97, 98, 99,
 }  # fmt: skip
+
+#: Text fields and their maximum length: the app DB columns they reach (origin 40, first name
+#: 80) and what the IES forms take. Present fields must be text within the bound.
+TEXT_LIMITS: dict[str, int] = {
+    "origin": 40,
+    "checkout_step": 40,
+    "base_user.cpf": 20,
+    "base_user.full_name": 120,
+    "base_user.email": 254,
+    "base_user.phone_number": 20,
+    "base_user.birth_date": 32,
+    "base_user.gender": 20,
+    "base_user.rg": 20,
+    "base_user.address.zipcode": 10,
+    "base_user.address.address": 200,
+    "base_user.address.address_number": 20,
+    "base_user.address.neighborhood": 100,
+    "base_user.address.city": 100,
+    "base_user.address.state": 40,
+    "base_user.address.complement": 100,
+    "offer.uuid": 64,
+    "offer.course.name": 200,
+    "offer.course.level": 60,
+    "offer.course.kind": 60,
+    "offer.course.shift": 60,
+    "offer.course.campus.name": 200,
+    "offer.course.campus.city": 100,
+    "offer.course.campus.state": 40,
+    "offer.course.university_offer.enrollment_semester": 10,
+    "offer.course.university_offer.stock_type": 40,
+}
+
+#: Ids: integers (not booleans, not 2.7) that fit a bigint.
+ID_FIELDS = (
+    "id",
+    "base_user.id",
+    "offer.id",
+    "offer.university_id",
+    "offer.education_group_id",
+    "offer.course.id",
+    "offer.course.campus.id",
+    "offer.course.university_offer.id",
+)
+
+#: Amounts and scores: finite numbers within a range.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "price": (0, MAX_AMOUNT),
+    "offer.offered_price": (0, MAX_AMOUNT),
+    "offer.discount_percentage": (0, 100),
+    "offer.course.university_offer.full_price": (0, MAX_AMOUNT),
+    "base_user.last_enem_score": (0, 1000),
+    "base_user.last_enem_year": (1998, 2100),
+}
+
+# Characters a person's data never holds: template/markup syntax. Control, format (RTL marks,
+# zero-width), private-use, unassigned and surrogate code points and emoji are refused by category.
+_FORBIDDEN_CHARS = set("{}<>$`\\|^~")
+_FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "So"}
+_ALLOWED_SYMBOLS = {"°"}  # "N°" in addresses
+_NAME_PUNCTUATION = set(" '-.’")
+_DIGITS_AND = {
+    "base_user.cpf": set("0123456789.- "),
+    "base_user.phone_number": set("0123456789()+-. "),
+    "base_user.address.zipcode": set("0123456789.- "),
+}
 
 #: Fields every order needs, whatever the integration.
 BASE_REQUIRED_FIELDS = (
@@ -86,15 +164,23 @@ def check_phone(value: object) -> str | None:
 
 
 def check_birth_date(value: object, today: date) -> str | None:
+    if not isinstance(value, str):
+        return "birth date must be text in the form YYYY-MM-DD"
     try:
-        born = date.fromisoformat(str(value)[:10])
+        born = date.fromisoformat(value[:10])
     except ValueError:
         return "birth date must be a date in the form YYYY-MM-DD"
     if born < MIN_BIRTH_DATE:
         return "birth date is before 1900"
+    if born == MIN_BIRTH_DATE:
+        return "birth date 1900-01-01 is a placeholder, not a date of birth"
+    if born > today:
+        return "birth date is in the future"
     age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
     if age < MIN_AGE_YEARS:
         return f"birth date gives an age under {MIN_AGE_YEARS}"
+    if age > MAX_AGE_YEARS:
+        return f"birth date gives an age over {MAX_AGE_YEARS}"
     return None
 
 
@@ -115,35 +201,159 @@ _FIELD_CHECKS = {
 }
 
 
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "not text"
+
+
+def check_text(field: str, value: object, limit: int) -> str | None:
+    """Type, length and characters of a text field (None: fine)."""
+    if not isinstance(value, str):
+        return f"must be text, not {_kind(value)}"
+    if len(value) > limit:
+        return f"is longer than {limit} characters"
+    allowed = _DIGITS_AND.get(field)
+    for char in value:
+        if allowed is not None:
+            if char not in allowed:
+                return "may only hold digits and separators"
+            continue
+        if char in _FORBIDDEN_CHARS:
+            return "holds characters that are not allowed (template or markup syntax)"
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES and char not in _ALLOWED_SYMBOLS:
+            if category == "So":
+                return "holds symbols or emoji"
+            return "holds control, invisible or invalid characters"
+        if field == "base_user.full_name" and not (
+            category[0] in "LM" or char in _NAME_PUNCTUATION
+        ):
+            return "a name may only hold letters, spaces, apostrophes, hyphens and dots"
+    return None
+
+
+def check_id(value: object) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return (
+            f"must be an integer id, not {_kind(value) if not isinstance(value, str) else 'text'}"
+        )
+    if not 1 <= value <= MAX_ID:
+        return f"must be an integer between 1 and {MAX_ID}"
+    return None
+
+
+def check_number(value: object, low: float, high: float) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number, not {_kind(value) if not isinstance(value, str) else 'text'}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if not low <= value <= high:
+        return f"must be between {low:g} and {high:g}"
+    return None
+
+
+def _safe_key(key: object) -> str:
+    """A key as it may appear in a reason: hostile keys (long, odd characters) are not echoed."""
+    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_]{1,40}", key) else "?"
+
+
+def scan_document(order: object) -> list[Problem]:
+    """Whole-document bounds: size, depth, and values no column or IES can hold anywhere in it
+    (NUL, lone surrogates, NaN/Infinity, integers beyond 64 bits). Iterative: a hostile document
+    cannot exhaust the stack."""
+    problems: dict[str, str] = {}
+    size = 0
+    stack: list[tuple[object, str, int]] = [(order, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            problems.setdefault("order", f"order document is nested deeper than {MAX_DEPTH}")
+            continue
+        if isinstance(node, dict):
+            size += 2
+            for key, value in node.items():
+                size += len(key) + 4 if isinstance(key, str) else 8
+                name = _safe_key(key)
+                stack.append((value, f"{path}.{name}" if path else name, depth + 1))
+        elif isinstance(node, list):
+            size += 2
+            stack.extend((item, f"{path}[]", depth + 1) for item in node)
+        elif isinstance(node, str):
+            size += len(node) + 2
+            field = path or "order"
+            if "\x00" in node:
+                problems.setdefault(field, "holds a NUL character")
+            elif any("\ud800" <= c <= "\udfff" for c in node):
+                problems.setdefault(field, "holds an invalid Unicode character (lone surrogate)")
+        elif isinstance(node, float):
+            size += 8
+            if not math.isfinite(node):
+                problems.setdefault(path or "order", "must be a finite number")
+        elif isinstance(node, int) and not isinstance(node, bool):
+            size += 8
+            if not -MAX_ID - 1 <= node <= MAX_ID:
+                problems.setdefault(path or "order", "number does not fit 64 bits")
+        else:
+            size += 4
+        if size > MAX_DOCUMENT_CHARS:
+            problems.setdefault(
+                "order", f"order document is larger than {MAX_DOCUMENT_CHARS} characters"
+            )
+            break
+    return [Problem(f, m) for f, m in problems.items()]
+
+
 def validate_order(
     order: object, *, today: date, required_fields: tuple[str, ...] | list[str] = ()
 ) -> list[Problem]:
-    """All problems of `order` (empty list = valid). `required_fields` are the integration's own
-    (from its routing filter), added to `BASE_REQUIRED_FIELDS`."""
+    """All problems of `order` (empty list = valid), at most one per field. `required_fields`
+    are the integration's own (from its routing filter), added to `BASE_REQUIRED_FIELDS`."""
     if not isinstance(order, dict):
         return [Problem("order", "order is not a JSON object")]
-    problems: list[Problem] = []
+    problems: dict[str, str] = {}
     required = dict.fromkeys([*BASE_REQUIRED_FIELDS, *required_fields])
     for field in required:
-        if _is_blank(get_path(order, field)):
-            problems.append(Problem(field, "required field is missing"))
-    missing = {p.field for p in problems}
+        value = get_path(order, field)
+        if _is_blank(value) or value == []:
+            problems[field] = "required field is missing"
 
-    if "origin" not in missing and get_path(order, "origin") not in ORIGINS:
-        problems.append(Problem("origin", f"origin must be one of {', '.join(ORIGINS)}"))
-    if "checkout_step" not in missing and get_path(order, "checkout_step") != PAID:
-        problems.append(Problem("checkout_step", "order is not paid"))
+    def present(field: str) -> object | None:
+        value = get_path(order, field)
+        return None if field in problems or _is_blank(value) else value
+
+    for field, limit in TEXT_LIMITS.items():
+        value = present(field)
+        if value is not None and (message := check_text(field, value, limit)):
+            problems[field] = message
+    for field in ID_FIELDS:
+        value = present(field)
+        if value is not None and (message := check_id(value)):
+            problems[field] = message
+    for field, (low, high) in NUMBER_RANGES.items():
+        value = present(field)
+        if value is not None and (message := check_number(value, low, high)):
+            problems[field] = message
+
+    if (origin := present("origin")) is not None and origin not in ORIGINS:
+        problems["origin"] = f"origin must be one of {', '.join(ORIGINS)}"
+    if (step := present("checkout_step")) is not None and step != PAID:
+        problems["checkout_step"] = "order is not paid"
 
     for field, check in _FIELD_CHECKS.items():
-        value = get_path(order, field)
-        if field in missing or _is_blank(value):
-            continue
-        message = check(value)
-        if message:
-            problems.append(Problem(field, message))
-    birth = get_path(order, "base_user.birth_date")
-    if "base_user.birth_date" not in missing and not _is_blank(birth):
-        message = check_birth_date(birth, today)
-        if message:
-            problems.append(Problem("base_user.birth_date", message))
-    return problems
+        value = present(field)
+        if value is not None and (message := check(value)):
+            problems[field] = message
+    birth = present("base_user.birth_date")
+    if birth is not None and (message := check_birth_date(birth, today)):
+        problems["base_user.birth_date"] = message
+
+    for problem in scan_document(order):
+        problems.setdefault(problem.field, problem.message)
+    return [Problem(f, m) for f, m in problems.items()]
