@@ -1,0 +1,193 @@
+"""Redaction of secrets by value, before any text is stored or shown.
+
+Masking by key name alone leaks: Kroton's subscription key travels as the OAuth `scope`, the
+OneTrust collection-point token sits in the consent body as `pontoColetaToken`, and an exception
+may quote a URL or a header. So every configured secret *value* is registered here once per
+process (by the settings model, or from the environment where the definitions are built) and
+replaced wherever it shows up: as typed, URL-encoded, form-encoded, JSON-escaped or base64.
+Values under secret-looking keys, `Bearer`/`Basic`/`apiKey` credentials and passwords inside
+URLs are redacted even when nobody registered them.
+
+Plain Python: no environment reads (callers pass `os.environ` to `secret_values_from`), no
+Dagster. `core.masking.mask_text`/`mask_data` call `redact` first, so every masking call also
+redacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words and numbers everywhere
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+
+# Credentials in an Authorization-style header value, whoever wrote them.
+# The credential must hold a digit or symbol, so prose ("Basic information") is left alone.
+_AUTH_SCHEME_RE = re.compile(
+    r"\b(Bearer|Basic|apiKey)(\s+|=)(?=[A-Za-z0-9+/=._~\-]*[0-9+/=_~\-])[A-Za-z0-9+/=._~\-]{6,}",
+    re.IGNORECASE,
+)
+# `scheme://user:password@host`: the password, whether or not it was registered.
+_URL_PASSWORD_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)([^\s/@]+)(@)")
+
+# Normalised (lower case, letters and digits only) key names whose values are secrets.
+_SECRET_KEYS = {
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "pwd",
+    "apikey",
+    "xapikey",
+    "subscription",
+    "subscriptionkey",
+    "ocpapimsubscriptionkey",
+    "authorization",
+    "proxyauthorization",
+    "clientsecret",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "pontocoletatoken",
+    "cookie",
+    "setcookie",
+}
+_SECRET_KEY_SUFFIXES = ("secret", "token", "password", "passwd", "apikey", "subscriptionkey")
+
+# Environment variable names whose values are secrets (…SECRET…, …TOKEN…, …API_KEY…).
+_SECRET_ENV_RE = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSWD|API_?KEY|SUBSCRIPTION|PRIVATE_KEY|CREDENTIAL|WEBHOOK"
+)
+# …but these name settings about a secret, not the secret itself.
+_NOT_SECRET_ENV_SUFFIXES = (
+    "_RATE_LIMIT",
+    "_TIMEOUT",
+    "_TIMEOUT_SECONDS",
+    "_SECONDS",
+    "_TTL",
+    "_FILE",
+    "_PATH",
+    "_ENABLED",
+)
+
+
+def _forms(secret: str) -> set[str]:
+    """Every spelling in which `secret` can reach a text: as is, URL- and form-encoded,
+    JSON-escaped, base64."""
+    encoded = quote(secret, safe="")
+    forms = {
+        secret,
+        encoded,
+        re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        base64.b64encode(secret.encode()).decode().rstrip("="),
+        base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+    }
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Add secret values to the process-wide registry (empty and very short ones are ignored,
+    or they would redact ordinary words)."""
+    global _pattern
+    added = {
+        v.strip() for v in values if isinstance(v, str) and len(v.strip()) >= MIN_SECRET_LENGTH
+    }
+    with _lock:
+        if added <= _secrets:
+            return
+        _secrets.update(added)
+        forms = set().union(*(_forms(s) for s in _secrets))
+        # longest first: a secret that contains another is replaced whole
+        alternatives = sorted(forms, key=lambda f: (-len(f), f))
+        _pattern = re.compile("|".join(re.escape(f) for f in alternatives))
+
+
+def registered_count() -> int:
+    """How many secret values are registered (for `anubis doctor` and tests)."""
+    return len(_secrets)
+
+
+def clear_secrets() -> None:
+    """Forget every registered value (tests only)."""
+    global _pattern
+    with _lock:
+        _secrets.clear()
+        _pattern = None
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret, credential header value and URL password replaced."""
+    if not text:
+        return text
+    pattern = _pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return _URL_PASSWORD_RE.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a value stored under `key` is a credential whatever it looks like."""
+    normalized = re.sub(r"[^a-z0-9]", "", key.lower())
+    return normalized in _SECRET_KEYS or normalized.endswith(_SECRET_KEY_SUFFIXES)
+
+
+def redact_data(data: Any) -> Any:
+    """A JSON-like structure with secret-keyed values hidden and every string redacted."""
+    if isinstance(data, Mapping):
+        return {
+            k: (
+                REDACTED
+                if is_secret_key(str(k)) and v is not None and not isinstance(v, bool)
+                else redact_data(v)
+            )
+            for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [redact_data(item) for item in data]
+    if isinstance(data, str):
+        return redact(data)
+    return data
+
+
+def is_secret_variable(name: str) -> bool:
+    """Whether an environment variable named `name` holds a secret."""
+    upper = name.upper()
+    return bool(_SECRET_ENV_RE.search(upper)) and not upper.endswith(_NOT_SECRET_ENV_SUFFIXES)
+
+
+def secret_values_from(environ: Mapping[str, str]) -> list[str]:
+    """The secret values in an environment: every secret-named variable, and the password in
+    any `*_URL`/`*_DSN` (`postgresql://user:pw@host/db`)."""
+    values: list[str] = []
+    for name, value in environ.items():
+        if not value:
+            continue
+        if is_secret_variable(name):
+            values.append(value)
+        if name.upper().endswith(("_URL", "_DSN", "_URI")):
+            password = _url_password(value)
+            if password:
+                values.append(password)
+    return values
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url.strip()).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
