@@ -236,6 +236,30 @@ class CatalogCacheEntry(Base):
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class IntakeQuarantine(Timestamps, Base):
+    """A paid order intake could not process: an unreadable payload, or a write the database
+    refused. Recorded with its reason so the batch and the intake watermark move past it;
+    `resolved_at` is set when the order is later ingested (corrected at the source, or
+    re-ingested by an operator with `intake_job`'s `order_ids`)."""
+
+    __tablename__ = "intake_quarantine"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # the integration the order was routed to; "" when it could not be routed (unreadable)
+    integration_key: Mapped[str] = mapped_column(String(60), nullable=False, default="")
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # unreadable | write_failed
+    reason: Mapped[str] = mapped_column(Text, nullable=False)  # masked
+    order_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("order_id", "integration_key", name="uq_intake_quarantine_order"),
+        Index("ix_intake_quarantine_open", "resolved_at", "id"),
+    )
+
+
 class Cursor(Base):
     """Named cursors kept by Anubis itself (e.g. `anubis run`'s intake watermark)."""
 
@@ -251,6 +275,7 @@ __all__ = [
     "FollowUp",
     "Integration",
     "IntegrationFilter",
+    "IntakeQuarantine",
     "IntegrationToken",
     "Name",
     "RateLimitBucket",
