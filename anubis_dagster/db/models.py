@@ -123,6 +123,9 @@ class Subscription(Timestamps, Base):
     external_id: Mapped[str | None] = mapped_column(String(80))  # added: IES inscription id
     # added: the adapter's working data (chosen offers, consent receipt, location codes…)
     ies_data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # added: when LGPD retention removed this row's personal data (maintenance/pii.py); a later
+    # change (updated_at past it) makes the row due again
+    anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),

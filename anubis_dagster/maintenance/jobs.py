@@ -1,9 +1,12 @@
-"""retention_job: keeps Dagster's run storage from growing forever (weekly).
+"""retention_job (weekly): Dagster's run storage and the app DB's personal data do not grow
+or linger forever.
 
-Dagster's event log on PostgreSQL keeps every run's events; Anubis's own record of attempts is
-the app DB (`subscription_events`, kept), so Dagster runs older than
-`ANUBIS_RUN_RETENTION_DAYS` (default 90) are deleted, with their events. Stale catalog answers
-are dropped too.
+- Dagster's event log on PostgreSQL keeps every run's events; Anubis's own record of attempts is
+  the app DB (`subscription_events`), so Dagster runs older than `ANUBIS_RUN_RETENTION_DAYS`
+  (default 90) are deleted, with their events. Stale catalog answers are dropped too.
+- LGPD: personal data of subscriptions that reached the end of their road, and every attempt's
+  request/response, are dropped after `ANUBIS_PII_RETENTION_DAYS` (default 365); outcomes,
+  statuses, timestamps and counts are kept (rules in `maintenance/pii.py`).
 
 # No `from __future__ import annotations`: Dagster reads op annotations at runtime.
 """
@@ -16,6 +19,7 @@ from pydantic import Field
 from sqlalchemy import delete
 
 from anubis_dagster.db.models import CatalogCacheEntry
+from anubis_dagster.maintenance import pii
 from anubis_dagster.resources import AppDatabase
 
 BATCH = 200
@@ -51,9 +55,41 @@ def delete_old_runs(
     return dg.Output(deleted, metadata={"runs_deleted": deleted, "cutoff": cutoff.isoformat()})
 
 
-@dg.job(description="Deletes old Dagster runs (the app DB keeps every attempt).")
+class PiiRetentionConfig(dg.Config):
+    pii_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="days personal data is kept; empty = ANUBIS_PII_RETENTION_DAYS (default 365)",
+    )
+    batch_size: int = Field(default=pii.DEFAULT_BATCH_SIZE, ge=1, le=10_000)
+
+
+@dg.op
+def anonymize_personal_data(
+    context: dg.OpExecutionContext, config: PiiRetentionConfig, app_db: AppDatabase
+) -> dg.Output[int]:
+    """Drops the app DB's personal data past its retention; the count lands in the run metadata
+    so an auditor can see what each run removed."""
+    days = config.pii_retention_days or pii.pii_retention_days_from_env()
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    report = pii.apply_retention(app_db.session, cutoff, batch_size=config.batch_size)
+    context.log.info(
+        f"anonymised {report.subscriptions_anonymized} subscriptions and dropped "
+        f"{report.event_payloads_dropped} event payloads older than {cutoff:%Y-%m-%d}"
+    )
+    return dg.Output(
+        report.subscriptions_anonymized,
+        metadata={**report.as_metadata(), "cutoff": cutoff.isoformat()},
+    )
+
+
+@dg.job(
+    description="Deletes old Dagster runs and drops the app DB's personal data past its "
+    "retention (LGPD); outcomes and counts are kept."
+)
 def retention_job() -> None:
     delete_old_runs()
+    anonymize_personal_data()
 
 
 retention_schedule = dg.ScheduleDefinition(
