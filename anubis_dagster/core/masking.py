@@ -1,24 +1,77 @@
-"""Masking of personal data before it reaches the Dagster run log, alerts or exception text.
+"""Masking of personal data and secrets before they reach the Dagster run log, alerts, event
+rows or exception text.
 
 The ops team reads run logs and Slack; LGPD says they must not see students' CPFs, e-mails,
-phones, names or addresses there. The app DB keeps the full data (it is the system of record);
-everything that leaves it for a human goes through this module.
+phones, names or addresses there, and no credential may be stored or shown at all. Every text
+first goes through `core.redaction` (secrets by value and by key name), then personal data is
+masked by pattern. The app DB keeps the full order (it is the system of record); everything
+written for a human goes through this module.
 
 CPF masking follows the Brazilian government's publication rule (digits 4 to 9 visible:
 ``***.456.789-**``), which keeps enough to tell two students apart in a log without exposing the
 number.
+
+Free text is masked around what must stay usable: URLs (a run link broken by the phone pattern
+is useless), run ids (UUIDs), timestamps and labelled ids (`order 1234567890`) are left as they
+are; inside a URL only a CPF (after `/cpf/` or a valid 11-digit one), an e-mail or a personal
+query parameter is masked.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
-_CPF_RE = re.compile(r"(?<!\d)(\d{3})\.?(\d{3})\.?(\d{3})-?(\d{2})(?!\d)")
+from anubis_dagster.core.redaction import REDACTED, is_secret_key, redact, redact_data
+
+# --- patterns -------------------------------------------------------------------------------
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# CPF with dots, dashes, spaces or nothing between its groups: 529.982.247-25, 529 982 247 25
+_CPF_RE = re.compile(
+    r"(?<![\d.])(\d{3})([.\s-]?)(\d{3})([.\s-]?)(\d{3})([.\s/-]?)(\d{2})(?!\d|\.\d)"
+)
 # Brazilian phones: optional +55, optional (DDD), 8 or 9 digit number with optional separators.
-_PHONE_RE = re.compile(r"(?<![\d.])(?:\+?55[\s-]?)?\(?\d{2}\)?[\s-]?9?\d{4}[\s-]?\d{4}(?![\d.])")
+_PHONE_RE = re.compile(
+    r"(?<![\d.])(?:\+?55[\s.-]?)?(?:\(\d{2}\)|\d{2})[\s.-]?(?:9[\s.-]?)?\d{4}[\s.-]?\d{4}"
+    r"(?!\d|\.\d)"
+)
+_CEP_LABELLED_RE = re.compile(r"\b(CEP)(\s*:?\s*)\d{5}-?\d{3}(?!\d)", re.IGNORECASE)
+
+_NAME_WORD = r"[A-ZÀ-Ý](?:[A-Za-zÀ-ÿ'’-]+|\.)"
+_NAME_LINK = r"(?:d[aeo]s?|D[aeo]s?|di|du|del|dell[ao]|van|von)"
+_NAME_BODY = rf"{_NAME_WORD}(?:[ \t]+(?:{_NAME_LINK}[ \t]+)?{_NAME_WORD}){{0,6}}"
+# a capitalised name after a word that announces a person
+_NAME_AFTER_RE = re.compile(
+    r"\b((?i:candidat[ao](?:\(a\))?|alun[ao](?:\(a\))?|estudante|student|"
+    r"sra?\.|srta\.|senhora?|dona))([ \t]+)"
+    rf"({_NAME_BODY})"
+)
+# after "Nome:" / "Name:" the name may be in any case
+_NAME_LABELLED_RE = re.compile(
+    r"\b((?i:nome(?:[ \t]+(?:d[oa][ \t]+)?(?:candidat[ao]|alun[ao]|estudante))?|name|"
+    r"full[ _]name)[ \t]*[:=])([ \t]*)"
+    r"([A-Za-zÀ-ÿ'’-]+(?:[ \t]+[A-Za-zÀ-ÿ'’-]+){0,6})"
+)
+_ADDRESS_WORD = r"(?:[A-ZÀ-Ý0-9][\wÀ-ÿ'’./-]*|d[aeo]s?|e|km|n[º°o]\.?)"
+_ADDRESS_RE = re.compile(
+    r"\b((?i:rua|avenida|av\.?|travessa|trav\.|tv\.|alameda|al\.|rodovia|rod\.|"
+    r"praça|praca|pça\.?|estrada|estr\.|viela|largo|ladeira))([ \t]+)"
+    rf"{_ADDRESS_WORD}(?:[ \t]+{_ADDRESS_WORD}){{0,7}}"
+    r"(?:,[ \t]*(?:n[º°o]\.?[ \t]*)?\d+[A-Za-z]?)?"
+    r"(?:[ \t]*[-,]?[ \t]*(?i:apto|apt|ap|bloco|bl|casa|sala|cj|conj|andar)\.?[ \t]*\w+)?"
+)
+
+# Spans left intact: URLs (masked by their own rules), UUIDs, timestamps, labelled ids.
+_PROTECTED_RE = re.compile(
+    r"(?P<url>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>|\"'`]+)"
+    r"|(?P<uuid>\b[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\b)"
+    r"|(?P<time>\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
+    r"(?:Z|[+-]\d{2}:?\d{2})?(?!\d))"
+    r"|(?P<id>\b(?i:order|pedido|subscription|subscri[cç][aã]o|inscri[cç][aã]o|offer|oferta|"
+    r"run|attempt|event|batch|job|step|id)s?(?i:[ _-]?id)?[\"']?[ \t]*[#:=]?[ \t]*[\"']?#?\d+\b)"
+)
 
 # Keys whose values are personal data, in the platform's and the partners' vocabularies.
 _CPF_KEYS = {"cpf", "cpfcandidato", "documento"}
@@ -41,15 +94,24 @@ _REDACT_KEYS = {
     "birth_date",
     "datanascimento",
     "birthday",
-    "access_token",
-    "client_secret",
-    "password",
-    "secret",
 }
 
 
 def _digits(value: str) -> str:
     return re.sub(r"\D", "", value)
+
+
+def is_valid_cpf(value: str) -> bool:
+    """Whether `value`'s digits are a CPF with matching check digits (tells a CPF in a URL
+    from an 11-digit id)."""
+    digits = _digits(value)
+    if len(digits) != 11 or digits == digits[0] * 11:
+        return False
+    for size in (9, 10):
+        total = sum(int(d) * w for d, w in zip(digits[:size], range(size + 1, 1, -1), strict=True))
+        if (total * 10 % 11) % 10 != int(digits[size]):
+            return False
+    return True
 
 
 def mask_cpf(cpf: str | None) -> str:
@@ -88,11 +150,87 @@ def mask_name(name: str | None) -> str:
     return " ".join(f"{part[0]}." for part in str(name).split() if part)
 
 
-def mask_text(text: str) -> str:
-    """Scrub CPFs, e-mails and phone numbers out of free text (errors, IES messages)."""
+def _cpf_match(match: re.Match[str]) -> str:
+    separators = {match.group(2), match.group(4), match.group(6)}
+    groups = (match.group(1), match.group(3), match.group(5), match.group(7))
+    if separators == {"."} and all(int(g) <= 255 for g in groups):
+        return match.group(0)  # an IPv4 address, not a CPF
+    digits = "".join(groups)
+    if separators == {""} and digits[2] == "9" and not is_valid_cpf(digits):
+        return mask_phone(digits)  # 11 bare digits: a mobile (DDD + 9…), not a CPF
+    return mask_cpf(match.group(0))
+
+
+def _mask_plain(text: str) -> str:
+    """Personal data in text that holds no protected span."""
+    text = _NAME_LABELLED_RE.sub(lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text)
+    text = _NAME_AFTER_RE.sub(lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text)
+    text = _ADDRESS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
-    text = _CPF_RE.sub(lambda m: mask_cpf(m.group(0)), text)
+    text = _CPF_RE.sub(_cpf_match, text)
+    text = _CEP_LABELLED_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****-***", text)
     return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+_PERSONAL_PARAM_MASKS: dict[str, Callable[[str], str]] = {
+    **{key: mask_cpf for key in _CPF_KEYS},
+    **{key: mask_email for key in _EMAIL_KEYS},
+    **{key: mask_phone for key in _PHONE_KEYS},
+    **{key: mask_name for key in _NAME_KEYS},
+}
+
+
+def _mask_url_piece(piece: str, previous: str) -> str:
+    decoded = unquote(piece)
+    if previous.lower() in _CPF_KEYS or (
+        _CPF_RE.fullmatch(decoded) is not None and is_valid_cpf(decoded)
+    ):
+        return mask_cpf(decoded)
+    return _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), piece)
+
+
+def _mask_url(url: str) -> str:
+    """A URL with its structure intact: CPFs in path segments, e-mails and personal or secret
+    query parameters masked; ids and run ids left alone."""
+    base, hash_mark, fragment = url.partition("#")
+    path, question, query = base.partition("?")
+    segments = path.split("/")
+    masked_path = "/".join(
+        _mask_url_piece(s, segments[i - 1] if i else "") for i, s in enumerate(segments)
+    )
+    params = []
+    for param in query.split("&") if question else []:
+        key, equals, value = param.partition("=")
+        normalized = unquote(key).lower()
+        if is_secret_key(normalized) and value:
+            value = REDACTED
+        elif normalized in _PERSONAL_PARAM_MASKS and value:
+            value = _PERSONAL_PARAM_MASKS[normalized](unquote(value))
+        elif normalized in _REDACT_KEYS and value:
+            value = "***"
+        else:
+            value = _mask_url_piece(value, "")
+        params.append(f"{key}{equals}{value}")
+    return masked_path + question + "&".join(params) + hash_mark + fragment
+
+
+def _mask_pii_text(text: str) -> str:
+    out: list[str] = []
+    position = 0
+    for match in _PROTECTED_RE.finditer(text):
+        out.append(_mask_plain(text[position : match.start()]))
+        out.append(_mask_url(match.group(0)) if match.group("url") else match.group(0))
+        position = match.end()
+    out.append(_mask_plain(text[position:]))
+    return "".join(out)
+
+
+def mask_text(text: str) -> str:
+    """Scrub secrets, then CPFs, e-mails, phones, names and addresses out of free text (errors,
+    IES messages, log lines, alerts), leaving URLs, run ids and timestamps usable."""
+    if not text:
+        return text
+    return _mask_pii_text(redact(text))
 
 
 def mask_value(key: str, value: Any) -> Any:
@@ -100,6 +238,8 @@ def mask_value(key: str, value: Any) -> Any:
     normalized = key.lower()
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str | bytes) and is_secret_key(normalized):
+        return REDACTED
     if normalized in _CPF_KEYS:
         return mask_cpf(str(value))
     if normalized in _EMAIL_KEYS:
@@ -110,12 +250,10 @@ def mask_value(key: str, value: Any) -> Any:
         return mask_name(value)
     if normalized in _REDACT_KEYS and not isinstance(value, Mapping | list):
         return "***"
-    return mask_data(value)
+    return _mask_structure(value)
 
 
-def mask_data(data: Any) -> Any:
-    """Recursively mask a JSON-like structure: by key where the key says what it is, by pattern
-    in every other string."""
+def _mask_structure(data: Any) -> Any:
     if isinstance(data, Mapping):
         if "atributo" in data and "valor" in data:
             # OneTrust-style {atributo, valor} pairs: the value is about the person whatever
@@ -125,16 +263,22 @@ def mask_data(data: Any) -> Any:
             return {**data, "valor": "***" if hidden == value and value is not None else hidden}
         return {k: mask_value(str(k), v) for k, v in data.items()}
     if isinstance(data, list | tuple):
-        return [mask_data(item) for item in data]
+        return [_mask_structure(item) for item in data]
     if isinstance(data, str):
-        return mask_text(data)
+        return _mask_pii_text(data)
     return data
+
+
+def mask_data(data: Any) -> Any:
+    """Recursively mask a JSON-like structure: secrets first (by value and by key), then
+    personal data by key where the key says what it is, by pattern in every other string."""
+    return _mask_structure(redact_data(data))
 
 
 _CEP_IN_PATH_RE = re.compile(r"(?<!\d)\d{5}-?\d{3}(?!\d)")
 
 
 def mask_url_path(path: str) -> str:
-    """A request path as stored and logged: CPFs, e-mails, phones and CEPs (`/cep/01310100`)
-    masked."""
-    return _CEP_IN_PATH_RE.sub("*****-***", mask_text(path))
+    """A request path as stored and logged: secrets, CPFs, e-mails, personal query parameters
+    and CEPs (`/cep/01310100`) masked; other ids intact."""
+    return _CEP_IN_PATH_RE.sub("*****-***", _mask_url(redact(path)))

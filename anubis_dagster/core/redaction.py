@@ -148,12 +148,9 @@ def is_secret_key(key: str) -> bool:
 def redact_data(data: Any) -> Any:
     """A JSON-like structure with secret-keyed values hidden and every string redacted."""
     if isinstance(data, Mapping):
+        # only text under a secret key is hidden whole: `{"subscription": 42}` is an id
         return {
-            k: (
-                REDACTED
-                if is_secret_key(str(k)) and v is not None and not isinstance(v, bool)
-                else redact_data(v)
-            )
+            k: REDACTED if isinstance(v, str | bytes) and is_secret_key(str(k)) else redact_data(v)
             for k, v in data.items()
         }
     if isinstance(data, list | tuple):
