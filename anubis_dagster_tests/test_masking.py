@@ -1,10 +1,14 @@
+import pytest
+
 from anubis_dagster.core.masking import (
+    is_valid_cpf,
     mask_cpf,
     mask_data,
     mask_email,
     mask_name,
     mask_phone,
     mask_text,
+    mask_url_path,
 )
 
 
@@ -61,3 +65,118 @@ def test_structures_are_masked_by_key_and_by_pattern() -> None:
         assert secret not in flat, secret
     assert masked["dadosPessoais"]["endereco"]["uf"] == "SP"
     assert masked["dadosPessoais"]["sexo"] == "F"
+
+
+# --- item 7: masking never breaks a link and misses no personal data -------------------------
+
+RUN_ID = "0b5c1f7e-1234-4567-8901-123456789012"
+
+KEPT_INTACT = [
+    f"<http://localhost:3000/runs/{RUN_ID}|Open the run in Dagster>",
+    f"https://dagster.example.com/runs/{RUN_ID}",
+    "http://dagster.example.com/runs/11975405666?tab=logs",
+    "https://example.com/orders/12345678901234567890/items",
+    "https://example.com/a/1197540566/b/21987654321",
+    "http://127.0.0.1:8080/ms/inscricao/v4/captacao/inscricao/1234567/sistema/OLIMPO",
+    f"run {RUN_ID} failed",
+    f"run id {RUN_ID[:8]}",
+    "at 2026-11-27T18:08:02.123456+00:00",
+    "at 2026-11-27 18:08:02",
+    "at 2026-11-27T18:08:02Z",
+    "born 1990-01-01",
+    "order 1234567890",
+    "order_id=11975405666",
+    "orders 1197540566 done",
+    "subscription #1234567890",
+    '{"order_id": 11975405666}',
+    "pedido 2198765432 recusado",
+    "HTTP 503 in 1234 ms",
+    "HTTP 429, retry after 30 s",
+    "register subscription #12: 201 ok in 45 ms",
+    "took 1234567 ms",
+    "version 1.2.3 on 192.168.100.10:5432",
+    "Basic information about the Aluno → enrolled mapping",
+    "status Aluno, Convocado → enrolled",
+    "10.5% error rate, 500 pending",
+    "quota 100/300 exceeded",
+    "MS004 offer not found",
+]
+
+
+@pytest.mark.parametrize("text", KEPT_INTACT)
+def test_links_ids_timestamps_and_numbers_stay_intact(text: str) -> None:
+    assert mask_text(text) == text
+
+
+# (text, what must not survive, what the masked text must contain)
+MASKED = [
+    ("CPF 529 982 247 25", "529 982 247 25", "***.982.247-**"),
+    ("CPF 529.982.247-25", "529.982.247-25", "***.982.247-**"),
+    ("CPF 52998224725", "52998224725", "***.982.247-**"),
+    ("CPF 529-982-247-25", "529-982-247-25", "***.982.247-**"),
+    ("CPF 529.982.247.25", "529.982.247.25", "***.982.247-**"),
+    ("CPF 529.982.247/25", "529.982.247/25", "***.982.247-**"),
+    ("CPF 529.982.247 25.", "529.982.247 25", "***.982.247-**"),
+    ("cpf:52998224725,", "52998224725", "***.982.247-**"),
+    ("mail maria.silva@gmail.com", "maria.silva@gmail.com", "m***@g***.com"),
+    ("tel (11) 97540-5666", "97540-5666", "**66"),
+    ("tel 11 97540 5666", "97540 5666", "**66"),
+    ("tel 11 9 7540-5666", "7540-5666", "**66"),
+    ("tel +55 11 97540-5666", "97540-5666", "**66"),
+    ("tel 11975405666.", "11975405666", "**66"),
+    ("tel (11)3456-7890", "3456-7890", "**90"),
+    ("Candidata Maria da Silva já inscrita", "Maria da Silva", "Candidata M. d. S."),
+    ("Candidato João Pedro", "João Pedro", "Candidato J. P."),
+    ("candidato(a) Ana Beatriz Souza", "Ana Beatriz", "A. B. S."),
+    ("Aluno JOÃO PEDRO DOS SANTOS matriculado", "JOÃO PEDRO", "J. P. D. S."),
+    ("Aluna Fernanda Oliveira", "Fernanda Oliveira", "Aluna F. O."),
+    ("Nome: maria souza; ok", "maria souza", "Nome: m. s."),
+    ("nome do candidato: Carlos Eduardo", "Carlos Eduardo", "C. E."),
+    ("Sr. José Alves e Sra. Ana Lima", "José Alves", "Sr. J. A."),
+    ("Sr. José Alves e Sra. Ana Lima", "Ana Lima", "Sra. A. L."),
+    ("mora na Rua Augusta, 123 perto", "Augusta", "Rua ***"),
+    ("Rua das Flores, nº 45", "Flores", "Rua ***"),
+    ("Av. Paulista 1000, São Paulo", "Paulista", "Av. ***"),
+    ("Avenida Brasil, 500 - apto 12", "Brasil, 500", "Avenida ***"),
+    ("Travessa do Comércio 45", "Comércio", "Travessa ***"),
+    ("Alameda Santos, 200", "Santos", "Alameda ***"),
+    ("Rodovia BR-101 km 5", "BR-101", "Rodovia ***"),
+    ("Praça da Sé, 10", "Sé", "Praça ***"),
+    ("CEP 01310-100", "01310-100", "CEP *****-***"),
+    (
+        "404 for url 'http://127.0.0.1:8080/ms/inscricao/v4/captacao/inscricao/cpf/52998224725'",
+        "52998224725",
+        "/cpf/***.982.247-**'",
+    ),
+    ("GET https://x.com/a?email=maria@x.com&page=2", "maria@x.com", "page=2"),
+    ("GET https://x.com/a?cpf=52998224725&page=2", "52998224725", "cpf=***.982.247-**&page=2"),
+    ("GET https://x.com/a/52998224725/b", "52998224725", "https://x.com/a/***.982.247-**/b"),
+    ("GET https://x.com/a?phone=11975405666", "11975405666", "phone=(**) *****-**66"),
+    (f"run {RUN_ID}: CPF 529 982 247 25", "529 982 247 25", RUN_ID),
+]
+
+
+@pytest.mark.parametrize(("text", "hidden", "shown"), MASKED)
+def test_personal_data_in_free_text_is_masked(text: str, hidden: str, shown: str) -> None:
+    masked = mask_text(text)
+    assert hidden not in masked
+    assert shown in masked
+
+
+def test_url_path_masks_cpf_and_cep_but_keeps_ids() -> None:
+    assert mask_url_path("/inscricao/cpf/52998224725") == "/inscricao/cpf/***.982.247-**"
+    assert mask_url_path("/cep/01310100") == "/cep/*****-***"
+    assert mask_url_path("/inscricao/1234567/sistema/OLIMPO") == "/inscricao/1234567/sistema/OLIMPO"
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("52998224725", True),
+        ("529.982.247-25", True),
+        ("52998224724", False),
+        ("11111111111", False),
+    ],
+)
+def test_cpf_check_digits(value: str, valid: bool) -> None:
+    assert is_valid_cpf(value) is valid

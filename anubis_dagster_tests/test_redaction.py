@@ -1,0 +1,155 @@
+"""Redaction by value: every configured secret, in every spelling, is gone before any text is
+stored or shown (issue 9 item 3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+from urllib.parse import quote, quote_plus, urlencode
+
+import pytest
+
+from anubis_dagster.core import redaction
+from anubis_dagster.core.masking import mask_data, mask_text
+from anubis_dagster.core.redaction import (
+    REDACTED,
+    redact,
+    redact_data,
+    register_secrets,
+    secret_values_from,
+)
+
+SECRET = "s3cr3t/Key+with spaces&é"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry() -> Iterator[None]:
+    """Each test starts with only its own secrets, and the process registry is restored."""
+    saved = set(redaction._secrets)
+    redaction.clear_secrets()
+    yield
+    redaction.clear_secrets()
+    register_secrets(saved)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        SECRET,
+        quote(SECRET, safe=""),
+        re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(SECRET, safe="")),
+        quote_plus(SECRET),
+        urlencode({"scope": SECRET}),
+        json.dumps(SECRET),
+        json.dumps(SECRET, ensure_ascii=False),
+        json.dumps({"pontoColetaToken": SECRET}),
+        base64.b64encode(SECRET.encode()).decode(),
+    ],
+)
+def test_every_spelling_of_a_registered_secret_is_redacted(spelling: str) -> None:
+    register_secrets([SECRET])
+    text = f"before {spelling} after"
+    redacted = redact(text)
+    assert "s3cr3t" not in redacted
+    assert REDACTED in redacted
+    assert redacted.startswith("before ") and redacted.endswith(" after")
+
+
+def test_short_and_empty_values_are_not_registered() -> None:
+    register_secrets(["", None, "abc", "   "])
+    assert redaction.registered_count() == 0
+    assert redact("abc abc") == "abc abc"
+
+
+def test_longest_secret_wins_when_one_contains_another() -> None:
+    register_secrets(["token-1234", "token-1234-extra"])
+    assert redact("x token-1234-extra y") == f"x {REDACTED} y"
+
+
+def test_unregistered_credentials_in_headers_and_urls_are_redacted() -> None:
+    assert "abc123" not in redact("Authorization: Bearer eyJabc123.def")
+    assert "dXNlcjpwYXNz" not in redact("Authorization: Basic dXNlcjpwYXNzMQ==")
+    assert "k3y" not in redact("Authorization: apiKey k3y-99887766")
+    assert redact("postgresql://anubis:hunter22@db:5432/anubis") == (
+        f"postgresql://anubis:{REDACTED}@db:5432/anubis"
+    )
+    # prose and URLs without a password are left alone
+    assert redact("Basic information, Bearer of news") == "Basic information, Bearer of news"
+    assert redact("http://localhost:3000/runs/abc") == "http://localhost:3000/runs/abc"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "pontoColetaToken",
+        "password",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "subscription",
+        "Ocp-Apim-Subscription-Key",
+        "Authorization",
+    ],
+)
+def test_values_under_secret_keys_are_redacted(key: str) -> None:
+    data = {"outer": [{key: "opaque-value-1", "keep": "visible"}]}
+    assert redact_data(data) == {"outer": [{key: REDACTED, "keep": "visible"}]}
+
+
+@pytest.mark.parametrize("key", ["token_type", "subscription_id", "expires_in", "tokens", "id"])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert redact_data({key: "bearer"}) == {key: "bearer"}
+
+
+def test_numbers_under_a_secret_looking_key_are_ids_not_secrets() -> None:
+    assert redact_data({"subscription": 42}) == {"subscription": 42}
+
+
+def test_secret_values_from_the_environment() -> None:
+    environ = {
+        "API_KROTON_SECRET": "kroton-secret",
+        "API_KROTON_SUBSCRIPTION": "kroton-subscription",
+        "API_KROTON_PASSWORD": "kroton-password",
+        "CATALOG_KROTON_API_KEY": "catalog-key",
+        "API_ESTACIO_NEW_TOKEN": "estacio-token",
+        "API_ONETRUST_CLIENT_SECRET": "onetrust-secret",
+        "API_ONETRUST_TOKEN": "onetrust-token",
+        "ANUBIS_SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/XYZ",
+        "ANUBIS_DATABASE_URL": "postgresql+psycopg://anubis:db%40pass@db/anubis",
+        "ANUBIS_ORDERS_URL": "postgresql://reader@db/orders",
+        "API_KROTON_RATE_LIMIT": "100/300",
+        "API_ONETRUST_TIMEOUT_SECONDS": "20",
+        "API_KROTON_CLIENT_ID": "client-id",
+        "API_KROTON_BASE_URL": "https://api.kroton.example",
+        "EMPTY_SECRET": "",
+    }
+    assert sorted(secret_values_from(environ)) == sorted(
+        [
+            "kroton-secret",
+            "kroton-subscription",
+            "kroton-password",
+            "catalog-key",
+            "estacio-token",
+            "onetrust-secret",
+            "onetrust-token",
+            "https://hooks.slack.com/services/T0/B0/XYZ",
+            "db@pass",
+        ]
+    )
+
+
+def test_masking_redacts_first() -> None:
+    """Every existing masking call (event rows, log lines, alerts) also redacts."""
+    register_secrets(["kroton-subscription-key"])
+    form = {"grant_type": "client_credentials", "scope": "kroton-subscription-key"}
+    assert mask_data({"form": form})["form"]["scope"] == REDACTED
+    assert "kroton-subscription-key" not in mask_text(
+        "token call failed for scope=kroton-subscription-key CPF 529.982.247-25"
+    )
+    assert "529.982.247-25" not in mask_text("scope=kroton-subscription-key CPF 529.982.247-25")
