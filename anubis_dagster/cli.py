@@ -105,7 +105,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _cmd_webhook_sink(args: argparse.Namespace) -> int:
     from anubis_dagster.alerts.sink import main as serve
 
-    return serve(["--port", str(args.port)])
+    return serve(["--port", str(args.port), "--host", args.host])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sink = sub.add_parser("webhook-sink", help="a local Slack-compatible webhook that prints")
     sink.add_argument("--port", type=int, default=8790)
+    sink.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     sink.set_defaults(func=_cmd_webhook_sink)
     return parser
 

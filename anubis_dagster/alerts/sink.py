@@ -42,8 +42,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class WebhookSink(ThreadingHTTPServer):
-    def __init__(self, port: int = 0, log_path: Path | None = None, echo: bool = False) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(
+        self,
+        port: int = 0,
+        log_path: Path | None = None,
+        echo: bool = False,
+        host: str = "127.0.0.1",  # 0.0.0.0 in a container, so other containers can post
+    ) -> None:
+        super().__init__((host, port), _Handler)
         self.received: list[str] = []
         self.log_path = log_path
         self.echo = echo
@@ -60,8 +66,9 @@ class WebhookSink(ThreadingHTTPServer):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anubis webhook-sink")
     parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     args = parser.parse_args(argv)
-    sink = WebhookSink(args.port, log_path=anubis_home() / "alerts.log", echo=True)
+    sink = WebhookSink(args.port, log_path=anubis_home() / "alerts.log", echo=True, host=args.host)
     print(f"webhook sink listening on {sink.url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sink.serve_forever()
