@@ -9,7 +9,12 @@ from __future__ import annotations
 import dagster as dg
 
 from anubis_dagster.alerts.sensors import alert_on_run_failure
-from anubis_dagster.config.integrations import IntegrationsFile, load_integrations
+from anubis_dagster.config.integrations import (
+    ConfigError,
+    IntegrationsFile,
+    load_integrations,
+    settings_problems,
+)
 from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.delivery.sensors import build_due_work_sensor
 from anubis_dagster.health.assets import build_health_definitions
@@ -20,10 +25,18 @@ from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.settings import get_settings
 
 
 def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
+    """Everything Dagster loads. The environment and the integrations file are validated
+    first: a bad setting stops the load with a message naming it (`SettingsError`,
+    `ConfigError`), not a failure hours later in a run."""
+    get_settings()  # SettingsError lists every bad variable
     config = config or load_integrations()
+    problems = settings_problems(config)
+    if problems:
+        raise ConfigError("invalid integrations:\n" + "\n".join(f"  - {p}" for p in problems))
     adapters = {adapter_class(i.type) for i in config.integrations}
     deliver_job, check_job = build_delivery_jobs((i.key for i in config.integrations), adapters)
     resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}

@@ -7,6 +7,7 @@ import pytest
 
 from anubis_dagster.config.integrations import ConfigError, load_integrations
 from anubis_dagster.definitions import build_definitions
+from anubis_dagster.settings import SettingsError
 from anubis_dagster_tests.harness import QUIET
 
 
@@ -14,7 +15,7 @@ def test_a_malformed_quota_fails_the_load_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("API_KROTON_RATE_LIMIT", "100 per 5 minutes")
-    with pytest.raises(ValueError, match="API_KROTON_RATE_LIMIT must look like REQUESTS/SECONDS"):
+    with pytest.raises(ValueError, match="API_KROTON_RATE_LIMIT: must look like REQUESTS/SECONDS"):
         build_definitions()
 
 
@@ -48,5 +49,5 @@ def test_the_integrations_file_is_validated(tmp_path, monkeypatch) -> None:  # t
     with pytest.raises(ConfigError, match="unknown filter keys: universities"):
         load_integrations(bad)
     monkeypatch.setenv("ANUBIS_INTEGRATIONS_FILE", str(tmp_path / "missing.yaml"))
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(SettingsError, match="ANUBIS_INTEGRATIONS_FILE: no such file"):
         load_integrations()

@@ -3,11 +3,14 @@
 `anubis_dagster/config/integrations.yaml` is the versioned default; `ANUBIS_INTEGRATIONS_FILE`
 points at another. The file is the source of truth: each run syncs it into `integrations` and
 `integration_filters`, so operators change routing with a reviewed commit, not ad-hoc SQL.
+
+Each integration's `settings` block is validated by its adapter's `settings_model` (a pydantic
+model with `extra="forbid"`, built on `IntegrationSettings`): an unknown key or a wrong type is
+an error naming the integration and the key, at load, not a `KeyError` hours later in a run.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.orders import ORIGINS
 from anubis_dagster.core.routing import FILTER_KEY_PATHS, NON_MATCH_KEYS
 from anubis_dagster.db.models import Integration, IntegrationFilter
+from anubis_dagster.settings import check_retry_schedule, get_settings
 
 DEFAULT_FILE = Path(__file__).with_name("integrations.yaml")
 FILE_ENV = "ANUBIS_INTEGRATIONS_FILE"
@@ -26,6 +30,26 @@ FILE_ENV = "ANUBIS_INTEGRATIONS_FILE"
 
 class ConfigError(ValueError):
     """The integrations file is missing or invalid; the message says where."""
+
+
+class IntegrationSettings(BaseModel):
+    """The `settings` every integration accepts; an adapter's `settings_model` extends it.
+
+    Strict types: `catalog_cache_seconds: "3600"` is a mistake to report, not to coerce."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    retry_schedule: str | None = Field(
+        default=None,
+        description="this integration's retry schedule (overrides ANUBIS_RETRY_SCHEDULE)",
+    )
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_retry_schedule(value)
+        return value
 
 
 class FilterConfig(BaseModel):
@@ -90,18 +114,74 @@ class IntegrationsFile(BaseModel):
 
 
 def config_path() -> Path:
-    return Path(os.environ.get(FILE_ENV) or DEFAULT_FILE)
+    return Path(get_settings().anubis_integrations_file or DEFAULT_FILE)
 
 
 def load_integrations(path: Path | None = None) -> IntegrationsFile:
+    """Parse and validate the file, each integration's `settings` included (for the adapters
+    that are registered; an unknown `type` is reported by `settings_problems`)."""
     path = path or config_path()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return IntegrationsFile.model_validate(raw)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"integrations file not found: {path}") from exc
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"invalid integrations file {path}:\n{exc}") from exc
+        config = IntegrationsFile.model_validate(raw)
+    except FileNotFoundError:
+        raise ConfigError(f"integrations file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid integrations file {path}: not YAML ({exc})") from None
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, _errors(exc, raw))) from None
+    problems = settings_problems(config, unknown_types=False)
+    if problems:
+        raise ConfigError(_describe(path, problems))
+    return config
+
+
+def settings_problems(config: IntegrationsFile, *, unknown_types: bool = True) -> list[str]:
+    """Every integration's `settings` against its adapter's `settings_model`; one line per
+    problem, naming the integration and the key. `unknown_types`: report an integration whose
+    adapter is not registered (False while only parsing the file: a test adapter registers
+    itself later, when its module is imported)."""
+    from anubis_dagster.integrations.base import UnknownIntegrationType, adapter_class
+
+    problems = []
+    for item in config.integrations:
+        try:
+            model = adapter_class(item.type).settings_model
+        except UnknownIntegrationType:
+            if unknown_types:
+                problems.append(f"integration {item.key!r}: unknown type {item.type!r}")
+            continue
+        try:
+            model.model_validate(item.settings)
+        except ValidationError as exc:
+            for error in exc.errors():
+                key = ".".join(str(part) for part in error["loc"])
+                where = f"settings.{key}" if key else "settings"
+                message = str(error["msg"]).removeprefix("Value error, ")
+                problems.append(f"integration {item.key!r}: {where}: {message}")
+    return problems
+
+
+def _errors(exc: ValidationError, raw: Any) -> list[str]:
+    """Pydantic's errors as `integration 'key': path: message` lines."""
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        where = ""
+        if len(loc) >= 2 and loc[0] == "integrations" and isinstance(loc[1], int):
+            try:
+                where = f"integration {raw['integrations'][loc[1]].get('key')!r}: "
+            except (KeyError, IndexError, TypeError, AttributeError):
+                where = f"integrations[{loc[1]}]: "
+            loc = loc[2:]
+        path = ".".join(str(part) for part in loc)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}{path + ': ' if path else ''}{message}")
+    return lines
+
+
+def _describe(path: Path, problems: list[str]) -> str:
+    return f"invalid integrations file {path}:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
 def sync_integrations(session: Session, config: IntegrationsFile) -> dict[str, Integration]:

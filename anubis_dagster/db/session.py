@@ -3,11 +3,12 @@
 `ANUBIS_DATABASE_URL` selects the database (`postgresql://…` or `sqlite:///…`); without it the
 app DB is `.anubis/anubis.db` under `ANUBIS_HOME` (default: `.anubis` in the working directory).
 Engines hide bound parameters in error messages: an IntegrityError must not print a CPF.
+Both variables are read through the validated settings (`anubis_dagster.settings`), so a URL
+with an unknown scheme fails at load with a readable message instead of deep in SQLAlchemy.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -17,12 +18,14 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from anubis_dagster.settings import get_settings
+
 ANUBIS_HOME_ENV = "ANUBIS_HOME"
 DATABASE_URL_ENV = "ANUBIS_DATABASE_URL"
 
 
 def anubis_home() -> Path:
-    home = Path(os.environ.get(ANUBIS_HOME_ENV, ".anubis")).resolve()
+    home = get_settings().home()
     home.mkdir(parents=True, exist_ok=True)
     return home
 
@@ -36,7 +39,7 @@ def normalize_url(url: str) -> str:
 
 
 def default_database_url() -> str:
-    url = os.environ.get(DATABASE_URL_ENV)
+    url = get_settings().database_url()
     return normalize_url(url) if url else f"sqlite:///{anubis_home() / 'anubis.db'}"
 
 

@@ -12,6 +12,7 @@ the integrations file. See "Adding an IES" in the README.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib
 from collections.abc import Callable, Mapping
@@ -20,8 +21,10 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import dagster as dg
+from pydantic import BaseModel
 
 from anubis_dagster.clients.http import CallContext
+from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
 
@@ -107,6 +110,8 @@ class IESAdapter:
     check_statuses: ClassVar[frozenset[Status]] = frozenset()
     #: Dagster resource keys this adapter reads from `ctx.resources`
     resource_keys: ClassVar[frozenset[str]] = frozenset()
+    #: validates the integration's `settings` in the integrations file (`extra="forbid"`)
+    settings_model: ClassVar[builtins.type[BaseModel]] = IntegrationSettings
 
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from anubis_dagster.clients.http import ApiClient
 from anubis_dagster.clients.rate_limit import Quota, RateLimiter
+from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Subscription
@@ -36,6 +37,7 @@ class TinyApiResource(dg.ConfigurableResource):
 @register_adapter
 class TinyAdapter(IESAdapter):
     type = "tiny_ies"
+    settings_model = IntegrationSettings  # only the shared keys (retry_schedule)
     initial_status = Status.TO_REGISTER  # no prepare step: registered straight away
     resource_keys: ClassVar[frozenset[str]] = frozenset({"tiny_api"})
 

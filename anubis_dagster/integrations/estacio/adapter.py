@@ -55,6 +55,7 @@ from anubis_dagster.integrations.estacio.resources import (
     OneTrustResource,
     estacio_resources,
 )
+from anubis_dagster.integrations.estacio.settings import EstacioSettings
 
 ATL016_NOTE = "CPF already registered at Estácio (ATL016): treated as registered"
 
@@ -66,6 +67,7 @@ def _now() -> datetime:
 @register_adapter
 class EstacioAdapter(IESAdapter):
     type = "estacio"
+    settings_model = EstacioSettings
     initial_status = Status.TO_SYNC_LGPD
     prepare_statuses: ClassVar[frozenset[Status]] = frozenset(
         {Status.TO_SYNC_LGPD, Status.SYNC_LGPD_FAILED}

@@ -1,8 +1,8 @@
 """Estácio's, OneTrust's and the CEP lookup's credentials and quotas as Dagster resources.
 
 Environment names are the current service's (reference §3), so operators move over without
-renaming anything. Quotas and the daily window are read when the code location loads, and a
-malformed one fails the load with the variable's name.
+renaming anything. Quotas, timeouts and the daily window come from the settings validated when
+the code location loads (`anubis_dagster.settings`): a malformed one fails the load naming it.
 
 Why credentials are optional here, unlike Kroton's: the delivery ops require the resources of
 every configured adapter, and Dagster resolves a required `dg.EnvVar` for every run of those
@@ -14,13 +14,12 @@ names of what is missing.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from pydantic import Field, field_validator
 
 from anubis_dagster.clients.rate_limit import Quota
 from anubis_dagster.integrations.estacio.mapping import RegisterWindow
+from anubis_dagster.settings import get_settings
 
 # the current service's volumes, which the reference says to treat as the limits (§3)
 DEFAULT_ESTACIO_RATE_LIMIT = "40/3600"  # 40 registrations per run, hourly
@@ -127,60 +126,36 @@ def _missing(values: dict[str, str | None]) -> list[str]:
     return [name for name, value in values.items() if not value]
 
 
-def _env(name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def _setting(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _seconds(name: str) -> float:
-    text = _setting(name, str(DEFAULT_TIMEOUT_SECONDS))
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def estacio_resources() -> dict[str, dg.ConfigurableResource]:
-    """The three resources, keyed as `EstacioAdapter.resource_keys` says."""
-    estacio_quota = _setting(ESTACIO_RATE_ENV, DEFAULT_ESTACIO_RATE_LIMIT)
-    onetrust_quota = _setting(ONETRUST_RATE_ENV, DEFAULT_ONETRUST_RATE_LIMIT)
-    cep_quota = _setting(CEP_RATE_ENV, DEFAULT_CEP_RATE_LIMIT)
-    for value, name in (
-        (estacio_quota, ESTACIO_RATE_ENV),
-        (onetrust_quota, ONETRUST_RATE_ENV),
-        (cep_quota, CEP_RATE_ENV),
-    ):
-        Quota.parse(value, name=name)  # a typo fails the load, naming the variable
-    window = os.environ.get(WINDOW_ENV) or None
-    RegisterWindow.parse(window, name=WINDOW_ENV)
+    """The three resources, keyed as `EstacioAdapter.resource_keys` says. A set credential
+    becomes a `dg.EnvVar` (resolved at run start, never shown); an unset one stays None."""
+    settings = get_settings()
+
+    def env(name: str) -> dg.EnvVar | None:
+        return dg.EnvVar(name) if settings.is_set(name) else None
+
     return {
         "estacio_api": EstacioApiResource(
-            base_url=_env("API_ESTACIO_NEW_BASE_URL"),
-            client_id=_env("API_ESTACIO_CLIENT_ID"),
-            token=_env("API_ESTACIO_NEW_TOKEN"),
-            rate_limit=estacio_quota,
-            timeout_seconds=_seconds("API_ESTACIO_TIMEOUT_SECONDS"),
-            register_window=window,
+            base_url=env("API_ESTACIO_NEW_BASE_URL"),
+            client_id=env("API_ESTACIO_CLIENT_ID"),
+            token=env("API_ESTACIO_NEW_TOKEN"),
+            rate_limit=settings.api_estacio_rate_limit,
+            timeout_seconds=settings.api_estacio_timeout_seconds,
+            register_window=settings.api_estacio_register_window,
         ),
         "estacio_onetrust": OneTrustResource(
-            base_url=_env("API_ONETRUST_BASE_URL"),
-            client_id=_env("API_ONETRUST_CLIENT_ID"),
-            client_secret=_env("API_ONETRUST_CLIENT_SECRET"),
-            finalidade_id=_env("API_ONETRUST_FINALIDADE_ID"),
-            topico_id=_env("API_ONETRUST_TOPICO_ID"),
-            token=_env("API_ONETRUST_TOKEN"),
-            rate_limit=onetrust_quota,
-            timeout_seconds=_seconds("API_ONETRUST_TIMEOUT_SECONDS"),
+            base_url=env("API_ONETRUST_BASE_URL"),
+            client_id=env("API_ONETRUST_CLIENT_ID"),
+            client_secret=env("API_ONETRUST_CLIENT_SECRET"),
+            finalidade_id=env("API_ONETRUST_FINALIDADE_ID"),
+            topico_id=env("API_ONETRUST_TOPICO_ID"),
+            token=env("API_ONETRUST_TOKEN"),
+            rate_limit=settings.api_onetrust_rate_limit,
+            timeout_seconds=settings.api_onetrust_timeout_seconds,
         ),
         "estacio_cep": EstacioCepResource(
-            base_url=_env("API_ESTACIO_CEP_BASE_URL"),
-            rate_limit=cep_quota,
-            timeout_seconds=_seconds("API_ESTACIO_CEP_TIMEOUT_SECONDS"),
+            base_url=env("API_ESTACIO_CEP_BASE_URL"),
+            rate_limit=settings.api_estacio_cep_rate_limit,
+            timeout_seconds=settings.api_estacio_cep_timeout_seconds,
         ),
     }

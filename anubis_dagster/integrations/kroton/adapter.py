@@ -38,6 +38,7 @@ from anubis_dagster.integrations.kroton.payload import (
     valid_offers,
 )
 from anubis_dagster.integrations.kroton.resources import kroton_resources
+from anubis_dagster.integrations.kroton.settings import KrotonSettings
 
 DEFAULT_CATALOG_CACHE_SECONDS = 3600
 OFFERS_NEEDED = 2  # first and second option
@@ -54,6 +55,7 @@ def _today() -> Any:
 @register_adapter
 class KrotonAdapter(IESAdapter):
     type = "kroton"
+    settings_model = KrotonSettings
     initial_status = Status.TO_SYNC
     prepare_statuses: ClassVar[frozenset[Status]] = frozenset(
         {Status.TO_SYNC, Status.COURSE_FAILED}

@@ -4,17 +4,17 @@ Node service, so operators can move over without renaming anything).
 Credentials are `dg.EnvVar`s, so their values never show in the UI. Every integration's
 resources are built for every delivery run, so an unset credential is not an error here (an
 Estácio run must not need Kroton's secrets): `missing_settings()` names what is unset and the
-Kroton adapter refuses to start a Kroton run without it. A malformed quota fails the load.
+Kroton adapter refuses to start a Kroton run without it. Quotas and timeouts come from the
+validated settings (`anubis_dagster.settings`), so a malformed one fails the load naming it.
 """
 
 from __future__ import annotations
-
-import os
 
 import dagster as dg
 from pydantic import Field, field_validator
 
 from anubis_dagster.clients.rate_limit import Quota
+from anubis_dagster.settings import Settings, get_settings
 
 DEFAULT_RATE_LIMIT = "100/300"  # Kroton: 100 requests per 5 minutes, API and catalog each
 
@@ -71,33 +71,35 @@ class KrotonCatalogResource(dg.ConfigurableResource):
         return [name for name, value in values.items() if not value]
 
 
-def _optional_env(name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if os.environ.get(name) else None
+def _optional_env(settings: Settings, name: str) -> dg.EnvVar | None:
+    """A set variable as a `dg.EnvVar` (its value resolved at run start, never shown)."""
+    return dg.EnvVar(name) if settings.is_set(name) else None
 
 
 def kroton_resources() -> dict[str, dg.ConfigurableResource]:
-    """Secrets as `dg.EnvVar`s (read when a run starts); quotas read now, a malformed one
-    fails the code location's load naming its variable."""
-    api_quota = os.environ.get("API_KROTON_RATE_LIMIT", DEFAULT_RATE_LIMIT)
-    catalog_quota = os.environ.get("CATALOG_KROTON_RATE_LIMIT", DEFAULT_RATE_LIMIT)
-    Quota.parse(api_quota, name="API_KROTON_RATE_LIMIT")
-    Quota.parse(catalog_quota, name="CATALOG_KROTON_RATE_LIMIT")
+    """Secrets as `dg.EnvVar`s (read when a run starts); quotas and timeouts from the
+    settings validated at load."""
+    settings = get_settings()
+
+    def env(name: str) -> dg.EnvVar | None:
+        return _optional_env(settings, name)
+
     return {
         "kroton_api": KrotonApiResource(
-            base_url=_optional_env("API_KROTON_BASE_URL"),
-            client_id=_optional_env("API_KROTON_CLIENT_ID"),
-            secret=_optional_env("API_KROTON_SECRET"),
-            subscription=_optional_env("API_KROTON_SUBSCRIPTION"),
-            rate_limit=api_quota,
-            timeout_seconds=float(os.environ.get("API_KROTON_TIMEOUT_SECONDS", "20")),
-            base_url_captacao=_optional_env("API_KROTON_BASE_URL_CAPTACAO"),
-            email=_optional_env("API_KROTON_EMAIL"),
-            password=_optional_env("API_KROTON_PASSWORD"),
+            base_url=env("API_KROTON_BASE_URL"),
+            client_id=env("API_KROTON_CLIENT_ID"),
+            secret=env("API_KROTON_SECRET"),
+            subscription=env("API_KROTON_SUBSCRIPTION"),
+            rate_limit=settings.api_kroton_rate_limit,
+            timeout_seconds=settings.api_kroton_timeout_seconds,
+            base_url_captacao=env("API_KROTON_BASE_URL_CAPTACAO"),
+            email=env("API_KROTON_EMAIL"),
+            password=env("API_KROTON_PASSWORD"),
         ),
         "kroton_catalog": KrotonCatalogResource(
-            base_url=_optional_env("CATALOG_KROTON_BASE_URL"),
-            api_key=_optional_env("CATALOG_KROTON_API_KEY"),
-            rate_limit=catalog_quota,
-            timeout_seconds=float(os.environ.get("CATALOG_KROTON_TIMEOUT_SECONDS", "20")),
+            base_url=env("CATALOG_KROTON_BASE_URL"),
+            api_key=env("CATALOG_KROTON_API_KEY"),
+            rate_limit=settings.catalog_kroton_rate_limit,
+            timeout_seconds=settings.catalog_kroton_timeout_seconds,
         ),
     }

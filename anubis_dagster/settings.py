@@ -1,0 +1,572 @@
+"""Every environment variable Anubis reads, in one typed model, validated once at load.
+
+Why one model: a mistyped quota, a negative timeout or a database URL with the wrong scheme
+used to pass silently and fail hours later inside a run. `get_settings()` reads the whole
+environment into `Settings` and raises `SettingsError` listing every problem, each naming its
+variable and what is wrong, before any job, sensor or command starts. The definitions load calls
+it, so a bad value stops the code location with that message; the `anubis` CLI prints it and
+exits 1; `anubis doctor` prints it with the effective configuration.
+
+Field names are the variables' names in lower case (`ANUBIS_LEASE_SECONDS` →
+`anubis_lease_seconds`), so a search for a variable finds its field. An empty variable counts as
+unset (shells and Compose files often export empty values). Secret values are `SecretStr`
+(never in a `repr`, the doctor prints `set`) and are handed to the redaction registry
+(`core.redaction.register_secrets`) whenever they are loaded, so they are redacted by value.
+
+The model is cached by the values of its variables: tests that `monkeypatch.setenv` get a fresh
+model on the next `get_settings()`, and a process whose environment does not change validates
+once. `reset_settings()` drops the cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+#: environment prefixes that belong to Anubis; an unknown variable with one of them is a typo
+OWNED_PREFIXES = ("ANUBIS_", "API_KROTON_", "CATALOG_KROTON_", "API_ESTACIO_", "API_ONETRUST_")
+#: variables of the test suite and the benchmarks, not of the application
+TEST_ONLY_PREFIXES = ("ANUBIS_TEST_", "ANUBIS_BENCH_")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class SettingsError(ValueError):
+    """The environment holds invalid settings. The message lists every problem, one per line,
+    each starting with the variable's name; it never carries a secret's value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems)
+        )
+
+
+def _field(
+    default: Any,
+    meaning: str,
+    *,
+    group: str,
+    shown_default: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A settings field with what the README table needs: its group and shown default."""
+    extra: dict[str, Any] = {"group": group, "shown_default": shown_default}
+    return Field(default=default, description=meaning, json_schema_extra=extra, **constraints)
+
+
+def _seconds(default: float, meaning: str, *, group: str, minimum: float = 0.0) -> Any:
+    """A duration in seconds: a finite number, strictly above `minimum` (default: > 0)."""
+    return _field(default, meaning, group=group, gt=minimum, allow_inf_nan=False)
+
+
+class Settings(BaseModel):
+    """The application's environment. See the module docstring for the rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    # --- storage ------------------------------------------------------------------------------
+    anubis_home: str = _field(".anubis", "local data of the embedded default", group="storage")
+    anubis_database_url: SecretStr | None = _field(
+        None,
+        "app DB (`postgresql://…` in production); its password is a secret",
+        group="storage",
+        shown_default="`sqlite:///$ANUBIS_HOME/anubis.db`",
+    )
+    anubis_orders_database_url: SecretStr | None = _field(
+        None,
+        "database holding the paid orders (the marketplace's); its password is a secret",
+        group="storage",
+        shown_default="`sqlite:///$ANUBIS_HOME/orders.db`",
+    )
+    anubis_orders_table: str = _field(
+        "orders", "table or view of paid orders (must exist; see the contract)", group="storage"
+    )
+    anubis_integrations_file: str | None = _field(
+        None,
+        "integrations, routing filters, per-origin and per-integration settings",
+        group="storage",
+        shown_default="`anubis_dagster/config/integrations.yaml`",
+    )
+    dagster_home: str | None = _field(
+        None,
+        "Dagster instance (copy of `dagster.yaml`; production: `deploy/postgres/dagster.yaml`)",
+        group="storage",
+        shown_default="`$ANUBIS_HOME/dagster_home`",
+    )
+
+    # --- intake -------------------------------------------------------------------------------
+    anubis_intake_settle_seconds: float = _field(
+        5.0,
+        "orders younger than this wait for the next tick",
+        group="intake",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    anubis_intake_batch_size: int = _field(
+        1000, "orders per intake run", group="intake", ge=1, le=100_000
+    )
+    anubis_intake_max_runs_per_tick: int = _field(
+        5, "intake runs one sensor tick may request", group="intake", ge=1, le=1000
+    )
+
+    # --- delivery -----------------------------------------------------------------------------
+    anubis_retry_schedule: str = _field(
+        "1m,5m,30m,2h,6h,12h,24h",
+        "waits between scheduled retries, then dead letter (an integration's "
+        "`settings.retry_schedule` overrides it)",
+        group="delivery",
+    )
+    anubis_lease_seconds: float = _seconds(
+        600.0, "how long a run's claim on a subscription lasts if the run dies", group="delivery"
+    )
+    anubis_first_check_seconds: float = _seconds(
+        120.0, "first status check after registering", group="delivery"
+    )
+    anubis_check_min_seconds: float = _seconds(
+        600.0,
+        "shortest wait between status checks (a quarter of the age, bounded)",
+        group="delivery",
+    )
+    anubis_check_max_seconds: float = _seconds(
+        86400.0, "longest wait between status checks", group="delivery"
+    )
+    anubis_op_retry_delay_seconds: float = _field(
+        10.0,
+        "Dagster op retry delay (unexpected exceptions)",
+        group="delivery",
+        ge=0,
+        allow_inf_nan=False,
+    )
+
+    # --- alerts and operations ----------------------------------------------------------------
+    anubis_slack_webhook_url: SecretStr | None = _field(
+        None,
+        "Slack-compatible incoming webhook for alerts (a secret)",
+        group="alerts",
+        shown_default="unset (log only)",
+    )
+    anubis_ui_url: str = _field(
+        "http://localhost:3000", "base of the run links in alerts", group="alerts"
+    )
+    anubis_quota_alert_seconds: float = _seconds(
+        120.0, "quota wait in one run that raises a quota-saturated alert", group="alerts"
+    )
+    anubis_console_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
+        "WARNING", "console log level of `anubis run`", group="alerts"
+    )
+    anubis_run_retention_days: int = _field(
+        90, "Dagster runs older than this are deleted weekly", group="alerts", ge=1
+    )
+
+    # --- Kroton -------------------------------------------------------------------------------
+    api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
+    api_kroton_client_id: str | None = _field(None, "OAuth2 client id", group="kroton")
+    api_kroton_secret: SecretStr | None = _field(None, "OAuth2 client secret", group="kroton")
+    api_kroton_subscription: SecretStr | None = _field(
+        None, "OAuth2 scope and APIM subscription key", group="kroton"
+    )
+    api_kroton_rate_limit: str = _field(
+        "100/300", "Kroton API quota, `REQUESTS/SECONDS` (token calls count)", group="kroton"
+    )
+    api_kroton_timeout_seconds: float = _seconds(20.0, "read timeout", group="kroton")
+    api_kroton_base_url_captacao: str | None = _field(
+        None, "captação API (accepted for compatibility; no flow uses it yet)", group="kroton"
+    )
+    api_kroton_email: str | None = _field(None, "captação API user", group="kroton")
+    api_kroton_password: SecretStr | None = _field(None, "captação API password", group="kroton")
+    catalog_kroton_base_url: str | None = _field(
+        None, "Kroton catalog (Elasticsearch middleware)", group="kroton"
+    )
+    catalog_kroton_api_key: SecretStr | None = _field(None, "catalog API key", group="kroton")
+    catalog_kroton_rate_limit: str = _field(
+        "100/300", "catalog quota, `REQUESTS/SECONDS`", group="kroton"
+    )
+    catalog_kroton_timeout_seconds: float = _seconds(20.0, "read timeout", group="kroton")
+
+    # --- Estácio, OneTrust, CEP ---------------------------------------------------------------
+    api_estacio_new_base_url: str | None = _field(None, "Estácio registration API", group="estacio")
+    api_estacio_client_id: str | None = _field(None, "`x-canal` header", group="estacio")
+    api_estacio_new_token: SecretStr | None = _field(None, "`x-api-key` header", group="estacio")
+    api_estacio_rate_limit: str = _field(
+        "40/3600", "Estácio API quota, `REQUESTS/SECONDS`", group="estacio"
+    )
+    api_estacio_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
+    api_estacio_register_window: str | None = _field(
+        None,
+        "daily registration window, e.g. `08:00-20:00` (America/Sao_Paulo); overrides the "
+        "integration's `register_window`",
+        group="estacio",
+        shown_default="unset (always)",
+    )
+    api_estacio_cep_base_url: str | None = _field(
+        None,
+        "CEP lookup (municipality and district codes)",
+        group="estacio",
+        shown_default="Estácio's base URL",
+    )
+    api_estacio_cep_rate_limit: str = _field(
+        "120/60", "CEP lookup quota, `REQUESTS/SECONDS`", group="estacio"
+    )
+    api_estacio_cep_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
+    api_onetrust_base_url: str | None = _field(None, "Estácio's OneTrust consent", group="estacio")
+    api_onetrust_client_id: str | None = _field(None, "`client_id` header", group="estacio")
+    api_onetrust_client_secret: SecretStr | None = _field(
+        None, "`client_secret` header", group="estacio"
+    )
+    api_onetrust_finalidade_id: str | None = _field(None, "consent purpose id", group="estacio")
+    api_onetrust_topico_id: str | None = _field(None, "consent topic id", group="estacio")
+    api_onetrust_token: SecretStr | None = _field(None, "collection point token", group="estacio")
+    api_onetrust_rate_limit: str = _field(
+        "10/150", "OneTrust quota, `REQUESTS/SECONDS`", group="estacio"
+    )
+    api_onetrust_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
+
+    # --- validators ---------------------------------------------------------------------------
+    @field_validator("anubis_database_url", "anubis_orders_database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator(
+        "api_kroton_base_url",
+        "api_kroton_base_url_captacao",
+        "catalog_kroton_base_url",
+        "api_estacio_new_base_url",
+        "api_estacio_cep_base_url",
+        "api_onetrust_base_url",
+        "anubis_ui_url",
+    )
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_http_url(value)
+        return value
+
+    @field_validator("anubis_slack_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_http_url(value.get_secret_value())
+            except ValueError:
+                # the URL itself is the credential: say what is wrong without echoing it
+                raise ValueError("must be an http(s):// URL with a host") from None
+        return value
+
+    @field_validator(
+        "api_kroton_rate_limit",
+        "catalog_kroton_rate_limit",
+        "api_estacio_rate_limit",
+        "api_estacio_cep_rate_limit",
+        "api_onetrust_rate_limit",
+    )
+    @classmethod
+    def _quota(cls, value: str) -> str:
+        check_quota(value)
+        return value
+
+    @field_validator("anubis_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        check_retry_schedule(value)
+        return value
+
+    @field_validator("api_estacio_register_window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        check_window(value)
+        return value
+
+    @field_validator("anubis_orders_table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not _IDENTIFIER.fullmatch(value):
+            raise ValueError("must be a table name (letters, digits and underscores, at most 63)")
+        return value
+
+    @field_validator("anubis_integrations_file")
+    @classmethod
+    def _file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError("no such file")
+        return value
+
+    @field_validator("anubis_console_log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Settings:
+        if self.anubis_check_min_seconds > self.anubis_check_max_seconds:
+            raise ValueError(
+                "ANUBIS_CHECK_MIN_SECONDS must not exceed ANUBIS_CHECK_MAX_SECONDS "
+                f"({self.anubis_check_min_seconds:g} > {self.anubis_check_max_seconds:g})"
+            )
+        return self
+
+    # --- reading ------------------------------------------------------------------------------
+    @classmethod
+    def variables(cls) -> tuple[str, ...]:
+        """The environment variables of the model, in declaration order."""
+        return tuple(name.upper() for name in cls.model_fields)
+
+    @classmethod
+    def secret_variables(cls) -> frozenset[str]:
+        return frozenset(
+            name.upper()
+            for name, info in cls.model_fields.items()
+            if "SecretStr" in str(info.annotation)
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Validate the environment; `SettingsError` lists every problem found."""
+        env = os.environ if environ is None else environ
+        values = {name.lower(): env[name] for name in cls.variables() if env.get(name, "").strip()}
+        try:
+            return cls.model_validate({k: v.strip() for k, v in values.items()})
+        except ValidationError as exc:
+            raise SettingsError(_problems(exc, values)) from None
+
+    # --- derived values -----------------------------------------------------------------------
+    def home(self) -> Path:
+        return Path(self.anubis_home).resolve()
+
+    def database_url(self) -> str | None:
+        """The app DB URL as configured (None = the embedded SQLite default)."""
+        return _plain(self.anubis_database_url)
+
+    def orders_database_url(self) -> str | None:
+        return _plain(self.anubis_orders_database_url)
+
+    def secret_values(self) -> list[str]:
+        """Every secret value loaded: secret fields and the passwords in database URLs."""
+        values = [
+            field.get_secret_value()
+            for name in sorted(self.secret_variables())
+            if (field := getattr(self, name.lower())) is not None
+        ]
+        for url in (self.database_url(), self.orders_database_url()):
+            password = url_password(url)
+            if password:
+                values.append(password)
+        return [value for value in values if value]
+
+    def is_set(self, variable: str) -> bool:
+        return getattr(self, variable.lower()) is not None
+
+    def effective(self) -> Iterator[tuple[str, str, str]]:
+        """(variable, shown value, source) for the doctor: secrets as `set`, passwords hidden."""
+        for name in type(self).model_fields:
+            variable = name.upper()
+            value = getattr(self, name)
+            source = "env" if name in self.model_fields_set else "default"
+            if value is None:
+                shown = "unset"
+            elif variable in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL"):
+                shown = hide_password(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                shown = "set"
+            else:
+                shown = str(value)
+            yield variable, shown, source
+
+
+def _plain(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _problems(exc: ValidationError, values: Mapping[str, str]) -> list[str]:
+    """One line per error: `VARIABLE: what is wrong (got 'value')`; secrets never echoed."""
+    secrets = Settings.secret_variables()
+    problems = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not loc:  # a check across fields names its variables itself
+            problems.append(message)
+            continue
+        variable = loc[0].upper()
+        raw = values.get(loc[0])
+        shown = "" if raw is None or variable in secrets else f" (got {raw!r})"
+        if error["type"] in _READABLE:
+            message = _READABLE[error["type"]].format(**error.get("ctx", {}))
+        problems.append(f"{variable}: {message}{shown}")
+    return problems
+
+
+#: pydantic's wording for the common errors, in the words of a settings file
+_READABLE = {
+    "greater_than": "must be above {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "literal_error": "must be one of " + ", ".join(LOG_LEVELS),
+}
+
+
+# --- value checks (also used by the per-integration settings models) -------------------------
+def check_http_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s):// URL with a host")
+
+
+def check_database_url(value: str) -> None:
+    """A SQLAlchemy URL of a backend Anubis supports; messages never echo the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "is not a database URL (expected postgresql://user:password@host/db or sqlite:///path)"
+        ) from None
+    backend = url.drivername.split("+", 1)[0]
+    if backend not in DATABASE_SCHEMES:
+        raise ValueError(f"unsupported database {backend!r} (use postgresql://… or sqlite:///…)")
+    if backend != "sqlite" and not url.host:
+        raise ValueError("a PostgreSQL URL needs a host (postgresql://user:password@host/db)")
+    if backend != "sqlite" and not url.database:
+        raise ValueError("a PostgreSQL URL needs a database name (…@host/db)")
+
+
+def url_password(value: str | None) -> str | None:
+    if not value:
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(value).password
+    except Exception:  # an invalid URL fails validation elsewhere; nothing to redact here
+        return None
+
+
+def hide_password(value: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(value).render_as_string(hide_password=True)
+    except Exception:
+        return "set (unparsable)"
+
+
+def check_quota(value: str) -> None:
+    from anubis_dagster.clients.rate_limit import Quota
+
+    try:
+        Quota.parse(value, name="quota")
+    except ValueError:
+        raise ValueError(
+            "must look like REQUESTS/SECONDS with both above 0 (e.g. 100/300)"
+        ) from None
+
+
+def check_retry_schedule(value: str) -> None:
+    from anubis_dagster.core.retry_schedule import parse_schedule
+
+    delays = parse_schedule(value)  # ValueError names the bad item
+    if any(delay.total_seconds() <= 0 for delay in delays):
+        raise ValueError("every retry delay must be above 0 (e.g. 1m,5m,30m,2h)")
+    if any(not math.isfinite(delay.total_seconds()) for delay in delays):
+        raise ValueError("every retry delay must be finite")
+
+
+def check_window(value: str | None, zone: str | None = None) -> None:
+    from anubis_dagster.integrations.estacio.mapping import RegisterWindow
+
+    try:
+        RegisterWindow.parse(value, name="window", zone=zone)
+    except ValueError as exc:
+        message = re.sub(r", got .*$", "", str(exc))
+        raise ValueError(message.removeprefix("window ").removeprefix(": ")) from None
+
+
+# --- the cached instance --------------------------------------------------------------------
+_cache: tuple[tuple[str | None, ...], Settings] | None = None
+
+
+def get_settings() -> Settings:
+    """The validated settings of this process (re-read when one of its variables changed)."""
+    global _cache
+    key = tuple(os.environ.get(name) for name in Settings.variables())
+    cached = _cache
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    settings = Settings.from_env()
+    _register(settings)
+    _cache = (key, settings)
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests; the next `get_settings()` reads the environment)."""
+    global _cache
+    _cache = None
+
+
+def _register(settings: Settings) -> None:
+    """Hand every secret value to the redaction registry, so it is redacted by value."""
+    try:
+        from anubis_dagster.core.redaction import register_secrets
+    except ModuleNotFoundError:  # TEMPORARY: core/redaction.py is being written (secrets area)
+        return
+    register_secrets(settings.secret_values())
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Variables with an Anubis prefix that no setting reads: almost always a typo. Each entry
+    says which known variable it probably meant."""
+    env = os.environ if environ is None else environ
+    known = Settings.variables()
+    found = []
+    for name in sorted(env):
+        if not name.startswith(OWNED_PREFIXES) or name.startswith(TEST_ONLY_PREFIXES):
+            continue
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        found.append(f"{name}: no such setting{hint}")
+    return found
+
+
+def markdown_table() -> str:
+    """The README's table of variables, generated from the model so it cannot drift."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    secrets = Settings.secret_variables()
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        shown = extra.get("shown_default")
+        if shown is None:
+            shown = "—" if info.default is None else f"`{info.default}`"
+        meaning = info.description or ""
+        if name.upper() in secrets and "secret" not in meaning:
+            meaning += " (secret)"
+        lines.append(f"| `{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(lines)
