@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import dagster as dg
+import pytest
+from sqlalchemy import select
 
+from anubis_dagster.alerts.sink import WebhookSink
+from anubis_dagster.db.models import IntakeQuarantine
+from anubis_dagster.db.session import default_database_url, session_scope
 from anubis_dagster.definitions import defs
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
+from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
@@ -32,9 +39,7 @@ def test_intake_run_reports_counts_in_its_metadata(anubis_env: str) -> None:
         [make_order(1), make_order(2, email="x@"), make_order(3, offer=ESTACIO_OFFER), unrouted]
     )
     assert result.success
-    (materialization,) = [
-        e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
-    ]
+    (materialization,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = materialization.event_specific_data.metadata  # type: ignore[union-attr]
     assert metadata["created"].value == 3
     assert metadata["unrouted"].value == 1
@@ -63,9 +68,23 @@ def test_no_valid_cpf_appears_unmasked_in_the_run_log(anubis_env: str) -> None:
     assert "aluno1@example.com.br" not in text
 
 
-def test_a_database_failure_fails_the_run_after_ingesting_the_rest(
-    anubis_env: str, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    server = WebhookSink()
+    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
+    yield server
+    server.shutdown()
+
+
+def committed(source: OrdersSource) -> int | None:
+    with session_scope(default_database_url()) as session:
+        key = read_watermark(session, source.watermark_name)
+    return key.id if key else None
+
+
+def test_a_poison_order_is_quarantined_alerted_once_and_the_watermark_moves_past_it(
+    anubis_env: str, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sqlalchemy.exc import OperationalError
 
     from anubis_dagster.intake import service
@@ -73,22 +92,85 @@ def test_a_database_failure_fails_the_run_after_ingesting_the_rest(
     real = service.create_subscription
 
     def flaky(session, **kwargs):  # type: ignore[no-untyped-def]
-        if kwargs["order_id"] == 2:
+        if kwargs["order_id"] in (2, 4):
             raise OperationalError("INSERT", {}, Exception("server closed the connection"))
         return real(session, **kwargs)
 
     monkeypatch.setattr(service, "create_subscription", flaky)
     source = OrdersSource()
-    source.load([make_order(1), make_order(2), make_order(3)])
+    source.load([make_order(i) for i in range(1, 6)])
     (batch,) = plan_batches(source, None)
     job = defs.resolve_job_def("intake_job")
     config = batch.run_config()
-    result = job.execute_in_process(run_config=config, raise_on_error=False)
-    assert not result.success
-    failure = result.failure_data_for_node("ingest_paid_orders")
-    assert failure is not None and "1 orders could not be written" in str(failure.error)
+    result = job.execute_in_process(run_config=config, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
+    assert (metadata["created"].value, metadata["quarantined"].value) == (3, 2)
+    assert [q["order_id"] for q in metadata["quarantined_examples"].value] == [2, 4]
+    assert committed(source) == 5  # the batch and the watermark moved past the poison orders
+    alerts = [t for t in sink.received if "quarantined" in t]
+    assert len(alerts) == 1 and "order 2 (kroton)" in alerts[0] and "order 4" in alerts[0]
 
     monkeypatch.setattr(service, "create_subscription", real)
-    rerun = job.execute_in_process(run_config=config)  # the operator's re-execution
-    assert rerun.success
-    assert rerun.output_for_node("ingest_paid_orders")["created"] == 1
+    rerun = job.execute_in_process(  # the operator re-ingests them once the cause is fixed
+        run_config={"ops": {"ingest_paid_orders": {"config": {"order_ids": [2, 4]}}}}
+    )
+    assert rerun.output_for_node("ingest_paid_orders")["created"] == 2
+    with session_scope(default_database_url()) as session:
+        entries = session.scalars(select(IntakeQuarantine)).all()
+    assert [(q.order_id, q.resolved_at is not None) for q in entries] == [(2, True), (4, True)]
+
+
+def test_a_database_outage_fails_the_run_and_keeps_the_watermark(
+    anubis_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from anubis_dagster.intake import service
+
+    def down(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    real, real_quarantine = service.create_subscription, service._upsert_quarantine
+    monkeypatch.setattr(service, "create_subscription", down)
+    monkeypatch.setattr(service, "_upsert_quarantine", down)
+    source = OrdersSource()
+    source.load([make_order(1), make_order(2)])
+    (batch,) = plan_batches(source, None)
+    job = defs.resolve_job_def("intake_job")
+    result = job.execute_in_process(run_config=batch.run_config(), raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("ingest_paid_orders")
+    assert failure is not None and "could be neither written nor quarantined" in str(failure.error)
+    assert committed(source) is None  # the next run starts before these orders
+
+    monkeypatch.setattr(service, "create_subscription", real)
+    monkeypatch.setattr(service, "_upsert_quarantine", real_quarantine)
+    rerun = job.execute_in_process(run_config=batch.run_config())
+    assert rerun.output_for_node("ingest_paid_orders")["created"] == 2
+    assert committed(source) == 2
+
+
+def test_a_missing_orders_table_is_one_clear_failure(
+    anubis_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_ORDERS_TABLE", "platform_orders")
+    OrdersSource(table="orders").load([make_order(1)])  # another table exists, not this one
+    result = defs.resolve_job_def("intake_job").execute_in_process(
+        run_config={
+            "ops": {
+                "ingest_paid_orders": {
+                    "config": {"until": '{"updated_at": "2026-11-01T10:00:01+00:00", "id": 1}'}
+                }
+            }
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("ingest_paid_orders")
+    assert failure is not None
+    assert "ANUBIS_ORDERS_TABLE: the orders table or view 'platform_orders' does not exist" in str(
+        failure.error
+    )
+    assert not OrdersSource().exists()  # intake never creates it

@@ -10,7 +10,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from anubis_dagster.config.integrations import load_integrations, sync_integrations
-from anubis_dagster.db.models import Subscription, SubscriptionEvent
+from anubis_dagster.db.models import IntakeQuarantine, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.intake.orders_source import OrderRow, parse_timestamp
 from anubis_dagster.intake.service import ingest, load_routes
@@ -124,14 +124,39 @@ def test_unrouted_orders_are_counted_not_stored(db_url: str) -> None:
     ]
 
 
-def test_garbage_payload_is_unrouted_and_the_batch_goes_on(db_url: str) -> None:
+def quarantine(session: Session) -> list[IntakeQuarantine]:
+    return list(session.scalars(select(IntakeQuarantine).order_by(IntakeQuarantine.id)))
+
+
+def test_an_unreadable_payload_is_quarantined_and_the_batch_goes_on(db_url: str) -> None:
+    stamp = parse_timestamp("2026-11-01T00:00:00+00:00")
     with session_scope(db_url) as session:
         sync_integrations(session, load_integrations())
         routes = load_routes(session, initial_status_for)
-        garbage = OrderRow(1, parse_timestamp("2026-11-01T00:00:00+00:00"), "{not json")
-        report = ingest(session, [garbage, *rows(make_order(2))], routes, today=TODAY)
-    assert report.unrouted == [{"order_id": 1, "reason": "order payload is not a JSON object"}]
-    assert report.created == 1
+        garbage = [
+            OrderRow(1, stamp, "{not json"),
+            OrderRow(3, stamp, '["a", "list"]'),
+            OrderRow(4, stamp, '{"price": NaN}'),
+            OrderRow(5, stamp, "[" * 100_000),
+        ]
+        report = ingest(session, [*garbage, *rows(make_order(2))], routes, today=TODAY)
+    assert report.created == 1 and report.unrouted == [] and report.errors == 0
+    assert [(q["order_id"], q["kind"], q["reason"]) for q in report.quarantined] == [
+        (1, "unreadable", "order payload is not valid JSON"),
+        (3, "unreadable", "order payload is not a JSON object"),
+        (4, "unreadable", "order payload is not valid JSON"),
+        (5, "unreadable", "order payload is nested too deeply to read"),
+    ]
+    with session_scope(db_url) as session:
+        stored = [
+            (q.order_id, q.integration_key, q.kind, q.resolved_at) for q in quarantine(session)
+        ]
+    assert stored == [
+        (1, "", "unreadable", None),
+        (3, "", "unreadable", None),
+        (4, "", "unreadable", None),
+        (5, "", "unreadable", None),
+    ]
 
 
 def test_a_corrected_order_is_validated_again(db_url: str) -> None:
@@ -151,7 +176,7 @@ def test_a_corrected_order_is_validated_again(db_url: str) -> None:
     assert events == ["invalid", "to_sync"]
 
 
-def test_a_database_error_on_one_order_loses_nothing_else(
+def test_a_write_the_database_refuses_is_quarantined_then_resolved(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from anubis_dagster.intake import service
@@ -160,12 +185,71 @@ def test_a_database_error_on_one_order_loses_nothing_else(
 
     def flaky(session, **kwargs):  # type: ignore[no-untyped-def]
         if kwargs["order_id"] == 2:
-            raise OperationalError("INSERT", {}, Exception("connection reset"))
+            raise OperationalError("INSERT", {}, Exception("value too long for maria@x.com.br"))
         return real(session, **kwargs)
 
     monkeypatch.setattr(service, "create_subscription", flaky)
     report = run_intake(db_url, make_order(1), make_order(2), make_order(3))
-    assert (report.created, report.errors, report.error_orders) == (2, 1, [2])
+    assert (report.created, report.errors) == (2, 0)
+    (entry,) = report.quarantined
+    assert entry["order_id"] == 2 and entry["integration"] == "kroton"
+    assert entry["kind"] == "write_failed"
+    assert entry["reason"].startswith("the database refused the write (OperationalError)")
+    assert "maria@x.com.br" not in entry["reason"]  # masked
+    with session_scope(db_url) as session:
+        (row,) = quarantine(session)
+        assert (row.order_id, row.integration_key, row.attempts, row.resolved_at) == (
+            2,
+            "kroton",
+            1,
+            None,
+        )
+        assert row.dagster_run_id == "test-run"
+    again = run_intake(db_url, make_order(2))  # still failing: one row, counted again
+    assert len(again.quarantined) == 1
     monkeypatch.setattr(service, "create_subscription", real)
     retry = run_intake(db_url, make_order(1), make_order(2), make_order(3))
-    assert (retry.created, retry.unchanged) == (1, 2)
+    assert (retry.created, retry.unchanged, retry.quarantined) == (1, 2, [])
+    with session_scope(db_url) as session:
+        (row,) = quarantine(session)
+        assert row.attempts == 2 and row.resolved_at is not None
+        assert [s.order_id for s in subs(session)] == [1, 3, 2]
+
+
+def test_when_even_the_quarantine_cannot_be_written_the_order_is_an_error(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is down: nothing can be recorded, so the order counts as an error (the run
+    fails and the watermark stays before it) instead of being silently skipped."""
+    from anubis_dagster.intake import service
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(service, "create_subscription", broken)
+    monkeypatch.setattr(service, "_upsert_quarantine", broken)
+    report = run_intake(db_url, make_order(1))
+    assert (report.errors, report.error_orders, report.quarantined) == (1, [1], [])
+
+
+def test_hostile_values_of_an_invalid_order_are_stored_bounded(db_url: str) -> None:
+    order = make_order(1, full_name="Maria" * 2_000_000, email="a\x00b@x.com")
+    order["origin"] = "quero_bolsa" + "x" * 100
+    order["offer"]["metadata"]["nan"] = float("nan")
+    order["offer"]["metadata"]["lone"] = "\ud800"
+    order["offer"]["metadata"]["big"] = 10**30
+    report = run_intake(db_url, order)
+    assert report.quarantined == [] and report.unrouted == [
+        {"order_id": 1, "reason": "no integration filter matches the order"}
+    ]
+    order["origin"] = "quero_bolsa"
+    report = run_intake(db_url, order)
+    assert report.created == 1 and report.quarantined == []
+    with session_scope(db_url) as session:
+        (sub,) = subs(session)
+        assert sub.status == "invalid"
+        assert len(sub.payload["base_user"]["full_name"]) == 80
+        assert "\x00" not in sub.payload["base_user"]["email"]
+        assert sub.payload["offer"]["metadata"]["nan"] is None
+        assert sub.payload["offer"]["metadata"]["big"] is None
+        assert sub.first_name is not None and len(sub.first_name) <= 80

@@ -357,3 +357,47 @@ def validate_order(
     for problem in scan_document(order):
         problems.setdefault(problem.field, problem.message)
     return [Problem(f, m) for f, m in problems.items()]
+
+
+#: What is kept of an invalid order: enough for an operator to see what was wrong, bounded so
+#: any column and the JSON column of both backends accept it (the original stays at the source).
+STORED_STRING_CHARS = 200
+_STORED_FIELD_CHARS = {"origin": 40, "checkout_step": 40, "base_user.full_name": 80}
+
+
+def storable_copy(order: dict[str, object]) -> dict[str, object]:
+    """A copy of an invalid `order` that any backend stores: strings cut to a few hundred
+    characters (fields that reach a column to its length), NUL and lone surrogates replaced,
+    NaN/Infinity and integers beyond 64 bits dropped, nesting and size bounded."""
+    budget = [MAX_DOCUMENT_CHARS]
+
+    def clean_text(text: str, limit: int) -> str:
+        text = text[:limit].replace("\x00", "\ufffd")
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+        budget[0] -= len(text) + 2
+        return text
+
+    def copy(node: object, path: str, depth: int) -> object:
+        if budget[0] <= 0 or depth > MAX_DEPTH:
+            return None
+        if isinstance(node, dict):
+            out: dict[str, object] = {}
+            for key, value in node.items():
+                if budget[0] <= 0:
+                    break
+                name = clean_text(str(key), STORED_STRING_CHARS)
+                out[name] = copy(value, f"{path}.{name}" if path else name, depth + 1)
+            return out
+        if isinstance(node, list):
+            return [copy(item, f"{path}[]", depth + 1) for item in node[:1000] if budget[0] > 0]
+        if isinstance(node, str):
+            return clean_text(node, _STORED_FIELD_CHARS.get(path, STORED_STRING_CHARS))
+        budget[0] -= 8
+        if isinstance(node, float) and not math.isfinite(node):
+            return None
+        if isinstance(node, int) and not isinstance(node, bool) and abs(node) > MAX_ID:
+            return None
+        return node
+
+    result = copy(order, "", 0)
+    return result if isinstance(result, dict) else {}

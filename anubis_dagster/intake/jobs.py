@@ -2,20 +2,24 @@
 
 # No `from __future__ import annotations` here: Dagster reads op and sensor annotations at runtime.
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from anubis_dagster.intake.orders_source import OrderKey, OrderRow
+from anubis_dagster.alerts.webhook import Alert, send_alert
+from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
+from anubis_dagster.intake.watermark import advance_watermark
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
 
 UNROUTED_EXAMPLES = 20
+QUARANTINE_ALERT_EXAMPLES = 10
+#: a run past this is resolved by run monitoring; the sensor stops waiting for it too
+INTAKE_MAX_RUNTIME_SECONDS = 1800
 
 
 class IntakeConfig(dg.Config):
@@ -25,6 +29,21 @@ class IntakeConfig(dg.Config):
     after: str = Field(default="", description="cursor JSON of the last order before the range")
     until: str = Field(default="", description="cursor JSON of the last order in the range")
     order_ids: list[int] = Field(default_factory=list, description="ingest just these orders")
+
+
+def _alert_quarantined(report: IntakeReport, run_id: str) -> None:
+    """One alert per run that quarantined orders: ids and reasons (masked), never the data."""
+    lines = [
+        f"{len(report.quarantined)} orders could not be ingested and were quarantined; the rest "
+        "of the batch went on",
+        *(
+            f"order {q['order_id']} ({q['integration'] or 'unreadable'}): {q['reason']}"
+            for q in report.quarantined[:QUARANTINE_ALERT_EXAMPLES]
+        ),
+        "see `SELECT * FROM intake_quarantine WHERE resolved_at IS NULL`; fix the order at the "
+        "source (its updated_at moves) or re-ingest it with intake_job's `order_ids`",
+    ]
+    send_alert(Alert("Intake quarantined orders", lines, level="warning", run_id=run_id))
 
 
 @dg.op(
@@ -38,29 +57,52 @@ def ingest_paid_orders(
     orders: OrdersSourceResource,
 ) -> dg.Output[dict[str, int]]:
     """Validate, route and upsert one batch of paid orders. Idempotent: re-executing the run
-    creates nothing new, so the retry policy and operators' re-runs are safe."""
+    creates nothing new, so the retry policy and operators' re-runs are safe. A range is
+    committed chunk by chunk together with the intake watermark, so the next run starts where
+    this one really got to, whatever happens to it afterwards."""
     source = orders.get()
+    after = OrderKey.from_json(config.after)
     until = OrderKey.from_json(config.until)
-    chunks: Iterable[list[OrderRow]]
-    if config.order_ids:
-        chunks = [source.read_ids(config.order_ids)]
-    elif until is not None:
-        chunks = source.read_range(OrderKey.from_json(config.after), until)
-    else:
-        raise dg.Failure("intake_job needs `until` (a range) or `order_ids`")
+    if not config.order_ids and until is None:
+        raise dg.Failure("intake_job needs `until` (a range) or `order_ids`", allow_retries=False)
 
     report = IntakeReport()
     today = datetime.now(UTC).date()
     with app_db.session() as session:
         routes = load_routes(session, initial_status_for)
-    for rows in chunks:
-        with app_db.session() as session:
-            report.merge(ingest(session, rows, routes, today=today, run_id=context.run_id))
+    try:
+        if config.order_ids:
+            rows = source.read_ids(config.order_ids)
+            with app_db.session() as session:
+                report.merge(ingest(session, rows, routes, today=today, run_id=context.run_id))
+        else:
+            assert until is not None
+            committed = True  # every chunk so far written or quarantined: the watermark follows
+            chunk_after = after
+            for rows in source.read_range(after, until):
+                last = OrderKey(rows[-1].updated_at, rows[-1].id)
+                with app_db.session() as session:
+                    chunk = ingest(session, rows, routes, today=today, run_id=context.run_id)
+                    committed = committed and not chunk.errors
+                    if committed:
+                        advance_watermark(
+                            session, source.watermark_name, after=chunk_after, until=last
+                        )
+                report.merge(chunk)
+                chunk_after = last
+            if committed:  # the range may end past its last row (an order moved on meanwhile)
+                with app_db.session() as session:
+                    advance_watermark(
+                        session, source.watermark_name, after=chunk_after, until=until
+                    )
+    except OrdersTableMissing as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     context.log.info(
         f"intake: {report.orders} orders, {report.created} new subscriptions, "
         f"{report.unchanged} already known, {report.revalidated} validated again, "
-        f"{len(report.unrouted)} unrouted, {report.errors} errors"
+        f"{len(report.unrouted)} unrouted, {len(report.quarantined)} quarantined, "
+        f"{report.errors} errors"
     )
     for outcome, count in sorted(report.by_outcome.items()):
         context.log.info(f"  {outcome}: {count}")
@@ -70,15 +112,20 @@ def ingest_paid_orders(
         "unchanged": report.unchanged,
         "revalidated": report.revalidated,
         "unrouted": len(report.unrouted),
+        "quarantined": len(report.quarantined),
         "errors": report.errors,
         "by_integration_origin_status": dg.MetadataValue.json(dict(report.by_outcome)),
         "unrouted_examples": dg.MetadataValue.json(report.unrouted[:UNROUTED_EXAMPLES]),
+        "quarantined_examples": dg.MetadataValue.json(report.quarantined[:UNROUTED_EXAMPLES]),
     }
+    if report.quarantined:
+        _alert_quarantined(report, context.run_id)
     if report.errors:
         raise dg.Failure(
             description=(
-                f"{report.errors} orders could not be written (database errors); the rest of the "
-                "batch was ingested. Re-execute this run once the database is healthy."
+                f"{report.errors} orders could be neither written nor quarantined (the app "
+                "database failed); the rest of the batch was ingested and the intake watermark "
+                "stays before them. Re-execute this run once the database is healthy."
             ),
             metadata={**metadata, "failed_order_ids": dg.MetadataValue.json(report.error_orders)},
         )
@@ -86,10 +133,14 @@ def ingest_paid_orders(
         "orders": report.orders,
         "created": report.created,
         "unrouted": len(report.unrouted),
+        "quarantined": len(report.quarantined),
     }
     return dg.Output(summary, metadata=metadata)
 
 
-@dg.job(tags={"anubis/job": "intake"}, description="Paid orders → validated, routed subscriptions.")
+@dg.job(
+    tags={"anubis/job": "intake", "dagster/max_runtime": str(INTAKE_MAX_RUNTIME_SECONDS)},
+    description="Paid orders → validated, routed subscriptions.",
+)
 def intake_job() -> None:
     ingest_paid_orders()
