@@ -5,6 +5,7 @@ anubis orders load FILE           load JSON Lines orders into the configured ord
 anubis orders generate -o FILE    write realistic demo orders (all four marketplaces)
 anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status
+anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
 """
 
 from __future__ import annotations
@@ -102,6 +103,19 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return int(serve(args.sandbox_args) or 0)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 1 when any problem is found, so deploy scripts can gate on it."""
+    from anubis_dagster.doctor import diagnose
+    from anubis_dagster.settings import markdown_table
+
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    report = diagnose()
+    print(report.render())
+    return 1 if report.problems else 0
+
+
 def _cmd_webhook_sink(args: argparse.Namespace) -> int:
     from anubis_dagster.alerts.sink import main as serve
 
@@ -163,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     sandbox.set_defaults(func=_cmd_sandbox)
 
+    doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
+    doctor.add_argument(
+        "--markdown", action="store_true", help="print the README's table of variables instead"
+    )
+    doctor.set_defaults(func=_cmd_doctor)
+
     sink = sub.add_parser("webhook-sink", help="a local Slack-compatible webhook that prints")
     sink.add_argument("--port", type=int, default=8790)
     sink.add_argument("--host", default="127.0.0.1", help="interface to listen on")
@@ -171,8 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from anubis_dagster.config.integrations import ConfigError
+    from anubis_dagster.settings import SettingsError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (SettingsError, ConfigError) as exc:  # a bad setting: its message, no traceback
+        print(f"anubis: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

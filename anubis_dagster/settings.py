@@ -532,10 +532,8 @@ def reset_settings() -> None:
 
 def _register(settings: Settings) -> None:
     """Hand every secret value to the redaction registry, so it is redacted by value."""
-    try:
-        from anubis_dagster.core.redaction import register_secrets
-    except ModuleNotFoundError:  # TEMPORARY: core/redaction.py is being written (secrets area)
-        return
+    from anubis_dagster.core.redaction import register_secrets
+
     register_secrets(settings.secret_values())
 
 
