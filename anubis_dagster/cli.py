@@ -26,11 +26,33 @@ def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def _cmd_orders_load(args: argparse.Namespace) -> int:
-    from anubis_dagster.intake.orders_source import OrdersSource, read_jsonl
+    """All or nothing: every line is checked first; any bad line loads nothing (exit 1) unless
+    `--skip-bad`, which loads the good lines and reports the bad ones."""
+    from anubis_dagster.intake.orders_source import OrdersSource, read_orders_file
 
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return 1
+    checked = read_orders_file(path)
+    for error in checked.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if checked.errors and not args.skip_bad:
+        print(
+            f"{len(checked.errors)} errors: nothing loaded (fix the lines above, or pass "
+            f"--skip-bad to load the {len(checked.orders)} good orders)",
+            file=sys.stderr,
+        )
+        return 1
     source = OrdersSource()
-    count = source.load(read_jsonl(Path(args.file)))
-    print(f"loaded {count} orders into {source.engine.url.render_as_string(hide_password=True)}")
+    count = source.load(checked.orders)
+    notes = []
+    if checked.repeated:
+        notes.append(f"{checked.repeated} identical repeated lines loaded once")
+    if checked.errors:
+        notes.append(f"{len(checked.errors)} errors skipped")
+    where = source.engine.url.render_as_string(hide_password=True)
+    print(f"loaded {count} orders into {where}" + (f" ({'; '.join(notes)})" if notes else ""))
     return 0
 
 
@@ -136,8 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     orders = sub.add_parser("orders", help="the orders source").add_subparsers(
         dest="orders_command", required=True
     )
-    load = orders.add_parser("load", help="load a JSON Lines file of orders")
+    load = orders.add_parser(
+        "load", help="load a JSON Lines file of orders (all or nothing; demo/sandbox tool)"
+    )
     load.add_argument("file")
+    load.add_argument(
+        "--skip-bad", action="store_true", help="load the good lines and report the bad ones"
+    )
     load.set_defaults(func=_cmd_orders_load)
     gen = orders.add_parser("generate", help="write demo orders as JSON Lines")
     gen.add_argument("-o", "--out", required=True)
