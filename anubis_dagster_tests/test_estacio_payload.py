@@ -241,7 +241,7 @@ def test_unknown_refusal_codes_and_transport_failures_are_retried() -> None:
         ("http_5xx", True),
         ("timeout", True),
         ("malformed", True),
-        ("transport_error", True),
+        ("lost_answer", True),
         ("rate_limited", False),
         ("connection_error", False),
         ("unauthorized", False),

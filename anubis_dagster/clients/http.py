@@ -3,18 +3,24 @@
 Each attempt: wait for the shared quota, write exactly one `subscription_events` attempt row
 (masked request, run id; outcome `in_flight`) in its own transaction, send with explicit
 timeouts, complete the row (outcome, HTTP status, duration, masked response) and write one
-masked line in the run log. Then decide:
+masked line in the run log.
 
-- 2xx with a JSON body, or a 4xx: a definite answer, returned to the adapter;
-- 401 with token auth: drop the token and try once more with a new one;
-- 429: block the bucket for `Retry-After` (every process waits) and retry;
-- connection refused / connect timeout: nothing reached the partner, retry;
-- read timeout, 5xx, or a 2xx that is not JSON: retried only for calls that are safe to repeat
-  (`idempotent=True`); for a registration the outcome is unknown and goes back to the caller,
-  which asks the partner before sending again.
+What a failure proves decides what may happen next (DESIGN.md, "Unknown outcome"):
+
+- only an error that proves the request never left (connection refused, DNS, connect or pool
+  timeout: `HttpOutcome.CONNECTION_ERROR`) is safe to send again blindly;
+- any other failure after the request left (read timeout, connection closed or reset before the
+  answer, truncated or unreadable body, 5xx) may hide an action the partner took: for a write
+  (`idempotent=False`) it goes back to the caller as an *unknown outcome*, and the delivery layer
+  asks the partner before any resend; reads are retried here;
+- 429 blocks the bucket for `Retry-After` (every process waits) and retries; a 401 drops the
+  token and retries once; a second 401/403 means our credentials are refused: `CredentialsRefused`
+  stops the integration's batch instead of failing every student one by one;
+- a partner that cannot be reached at all (only connection errors, after the quick retries)
+  raises `PartnerUnreachable`, for the same reason.
 
 At most `quick_retries` attempts per call (tenacity); after that the last result is returned
-with `transient=True` and the persisted retry schedule takes over.
+and the persisted retry schedule takes over.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -34,6 +41,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, retry_after_seconds
 from anubis_dagster.core.masking import mask_text, mask_url_path
 from anubis_dagster.db.models import Subscription
@@ -44,18 +52,62 @@ MAX_STORED_TEXT = 2000
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
 
 
+class HttpOutcome(StrEnum):
+    """What one request came to. A `StrEnum`, so it is stored and logged as its value."""
+
+    OK = "ok"  # 2xx with a readable body
+    HTTP_4XX = "http_4xx"  # the partner refused the request: a definite answer
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"  # 429: not processed
+    UNAUTHORIZED = "unauthorized"  # 401/403: not processed
+    TIMEOUT = "timeout"  # read/write timeout after the request left
+    LOST_ANSWER = "lost_answer"  # connection closed or reset, or protocol error, after sending
+    MALFORMED = "malformed"  # an answer we cannot read (not JSON, cut short)
+    CONNECTION_ERROR = "connection_error"  # never left: refused, DNS, connect or pool timeout
+
+
+#: outcomes that prove the partner did nothing with the request
+NOT_PROCESSED = frozenset(
+    {
+        HttpOutcome.HTTP_4XX,
+        HttpOutcome.RATE_LIMITED,
+        HttpOutcome.UNAUTHORIZED,
+        HttpOutcome.CONNECTION_ERROR,
+    }
+)
+#: failures after which the partner may have acted without us knowing
+UNKNOWN_OUTCOMES = frozenset(
+    {HttpOutcome.HTTP_5XX, HttpOutcome.TIMEOUT, HttpOutcome.LOST_ANSWER, HttpOutcome.MALFORMED}
+)
+
+
 @dataclass
 class CallContext:
-    """Who is calling: where attempt rows go and which run they belong to."""
+    """Who is calling: where attempt rows go and which run they belong to.
+
+    `results` keeps every request's result in order, so the delivery layer can tell, for one
+    step, whether a write may have reached the partner (see `writes_since`). `before_write`, when
+    set, is called right before a write leaves (after the quota wait): it may raise
+    `SendCancelled` to stop it, e.g. when the run's claim on the subscription has expired.
+    """
 
     db_url: str
     integration_id: int | None
     run_id: str | None = None
     log: Callable[[str], None] = field(default=logging.getLogger("anubis.http").info)
     stats: dict[str, float] = field(default_factory=dict)  # calls, quota waits… for metadata
+    results: list[HttpResult] = field(default_factory=list)
+    before_write: Callable[[Subscription], None] | None = None
 
     def count(self, key: str, amount: float = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount
+
+    def mark(self) -> int:
+        """A position in `results`, to ask later what happened since."""
+        return len(self.results)
+
+    def writes_since(self, mark: int) -> list[HttpResult]:
+        return [r for r in self.results[mark:] if r.write]
 
 
 @dataclass
@@ -63,40 +115,47 @@ class HttpResult:
     operation: str
     status: int | None
     body: Any
-    outcome: str  # ok, http_4xx, http_5xx, rate_limited, unauthorized, timeout, …
+    outcome: HttpOutcome
     duration_ms: float
     headers: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
-    delivered: bool = True  # False when the request certainly never reached the partner
+    write: bool = False  # a request that changes something at the partner (not repeatable)
 
     @property
     def ok(self) -> bool:
-        return self.outcome == "ok"
+        return self.outcome is HttpOutcome.OK
+
+    @property
+    def delivered(self) -> bool:
+        """False when the request certainly never reached the partner."""
+        return self.outcome is not HttpOutcome.CONNECTION_ERROR
 
     @property
     def transient(self) -> bool:
         """A failure worth trying again later (the partner's side, not our data)."""
-        return self.outcome in {
-            "http_5xx",
-            "rate_limited",
-            "timeout",
-            "connection_error",
-            "malformed",
-            "unauthorized",
-        }
+        return self.outcome not in (HttpOutcome.OK, HttpOutcome.HTTP_4XX)
 
     @property
     def unknown_outcome(self) -> bool:
         """The partner may have acted on the request although we got no usable answer."""
-        return self.delivered and self.outcome in {"http_5xx", "timeout", "malformed"}
+        return self.outcome in UNKNOWN_OUTCOMES
+
+    @property
+    def may_have_acted(self) -> bool:
+        """Anything but a proof of nothing done: a 2xx counts (even one we cannot read)."""
+        return self.outcome not in NOT_PROCESSED
 
     def describe(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else self.outcome
+        where = f"HTTP {self.status}" if self.status is not None else self.outcome.value
         return f"{self.operation}: {where}" + (f" ({self.error})" if self.error else "")
 
 
 class ApiClient:
-    """HTTP to one partner API (one base URL, one quota)."""
+    """HTTP to one partner API (one base URL, one quota).
+
+    `credential_settings` names the settings behind this API's credentials, for the message of
+    a `CredentialsRefused`/`PartnerUnreachable` (e.g. `API_KROTON_SECRET`).
+    """
 
     def __init__(
         self,
@@ -109,8 +168,9 @@ class ApiClient:
         on_unauthorized: Callable[[], None] | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         quick_retries: int = 3,
-        max_quota_wait: float = 900,
+        max_quota_wait: float = 300,
         transport: httpx.BaseTransport | None = None,
+        credential_settings: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.limiter = limiter
@@ -119,6 +179,7 @@ class ApiClient:
         self._on_unauthorized = on_unauthorized
         self.quick_retries = quick_retries
         self.max_quota_wait = max_quota_wait
+        self.credential_settings = credential_settings
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
         )
@@ -143,7 +204,7 @@ class ApiClient:
             base_url=base_url,
             limiter=RateLimiter(ctx.db_url, bucket, Quota.parse(quota, name=quota_setting)),
             ctx=ctx,
-            timeout=httpx.Timeout(timeout_seconds, connect=5.0),
+            timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
             **options,
         )
 
@@ -164,8 +225,12 @@ class ApiClient:
         idempotent: bool = True,
         use_auth: bool = True,
     ) -> HttpResult:
+        """Send with quick retries; returns the last result. Raises `CredentialsRefused` when
+        the partner still refuses us after a fresh token, `PartnerUnreachable` when no attempt
+        reached it, `QuotaWaitTooLong` when the quota is spent for longer than we wait."""
         # a 401 is retried once, right after dropping the token; a second 401 is an answer
-        auth = {"refreshed": False, "retry_now": False}
+        auth = {"refreshed": not (use_auth and self._on_unauthorized), "retry_now": False}
+        write = not idempotent
 
         def attempt() -> HttpResult:
             result = self._send_once(
@@ -178,25 +243,29 @@ class ApiClient:
                 headers,
                 priority,
                 use_auth,
+                write,
             )
             auth["retry_now"] = False
-            if result.outcome == "unauthorized" and self._on_unauthorized and not auth["refreshed"]:
+            if result.outcome is HttpOutcome.UNAUTHORIZED and not auth["refreshed"]:
                 auth["refreshed"] = auth["retry_now"] = True
+                assert self._on_unauthorized is not None
                 self._on_unauthorized()
             return result
 
         def should_retry(result: HttpResult) -> bool:
-            if result.outcome in ("rate_limited", "connection_error"):
-                return True
-            if result.outcome == "unauthorized":
+            if result.outcome in (HttpOutcome.RATE_LIMITED, HttpOutcome.CONNECTION_ERROR):
+                return True  # nothing was processed: safe for writes too
+            if result.outcome is HttpOutcome.UNAUTHORIZED:
                 return auth["retry_now"]
-            return idempotent and result.outcome in ("http_5xx", "timeout", "malformed")
+            # after any other failure a write may have acted: the caller must ask first
+            return not write and result.outcome in UNKNOWN_OUTCOMES
 
         def wait(state: RetryCallState) -> float:
             result = state.outcome.result() if state.outcome else None
-            if result is not None and result.outcome == "rate_limited":
-                return 0.0  # the limiter itself waits out the block
-            if result is not None and result.outcome == "unauthorized":
+            if result is not None and result.outcome in (
+                HttpOutcome.RATE_LIMITED,  # the limiter itself waits out the block
+                HttpOutcome.UNAUTHORIZED,
+            ):
                 return 0.0
             return min(4.0, 0.5 * 2 ** (state.attempt_number - 1))
 
@@ -207,7 +276,20 @@ class ApiClient:
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
             reraise=True,
         )
-        return retrying(attempt)
+        result: HttpResult = retrying(attempt)
+        if result.outcome is HttpOutcome.UNAUTHORIZED:
+            raise CredentialsRefused(
+                f"{self.name} refused our credentials ({result.describe()})",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+        if result.outcome is HttpOutcome.CONNECTION_ERROR:
+            raise PartnerUnreachable(
+                f"{self.name} cannot be reached ({result.describe()}, {self.quick_retries} tries)",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+        return result
 
     def _send_once(
         self,
@@ -220,6 +302,7 @@ class ApiClient:
         headers: Mapping[str, str] | None,
         priority: Priority,
         use_auth: bool,
+        write: bool,
     ) -> HttpResult:
         acquired = self.limiter.acquire(priority, max_wait=self.max_quota_wait)
         if acquired.waited > 0.01:
@@ -228,13 +311,14 @@ class ApiClient:
         all_headers = dict(headers or {})
         if use_auth and self._auth_headers is not None:
             all_headers.update(self._auth_headers())
+        if write and subscription is not None and self.ctx.before_write is not None:
+            self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
         attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
         started = time.perf_counter()
         status: int | None = None
         body: Any = None
         response_headers: Mapping[str, str] = {}
         error: str | None = None
-        delivered = True
         try:
             response = self._http.request(
                 method, path, json=json_body, data=form, headers=all_headers
@@ -242,21 +326,26 @@ class ApiClient:
             status = response.status_code
             response_headers = response.headers
             body, outcome, error = _classify(response)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            outcome, error, delivered = "connection_error", type(exc).__name__, False
-        except httpx.TimeoutException as exc:
-            outcome, error = "timeout", type(exc).__name__
-        except httpx.HTTPError as exc:
-            outcome, error = "transport_error", f"{type(exc).__name__}: {mask_text(str(exc))}"
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # raised before a byte of the request is written: provably not sent
+            outcome, error = HttpOutcome.CONNECTION_ERROR, type(exc).__name__
+        except httpx.TimeoutException as exc:  # read or write timeout: it may have arrived
+            outcome, error = HttpOutcome.TIMEOUT, type(exc).__name__
+        except httpx.HTTPError as exc:  # closed, reset, cut short, garbled: it may have arrived
+            outcome, error = (
+                HttpOutcome.LOST_ANSWER,
+                f"{type(exc).__name__}: {mask_text(str(exc))}"[:300],
+            )
         duration_ms = (time.perf_counter() - started) * 1000
         result = HttpResult(
-            operation, status, body, outcome, duration_ms, response_headers, error, delivered
+            operation, status, body, outcome, duration_ms, response_headers, error, write
         )
-        if outcome == "rate_limited":
+        if outcome is HttpOutcome.RATE_LIMITED:
             self.limiter.block_for(retry_after_seconds(response_headers.get("retry-after")))
             self.ctx.count("http_429")
         self.ctx.count("calls")
         self.ctx.count(f"calls_{operation}")
+        self.ctx.results.append(result)
         self._record_end(attempt_id, result, subscription)
         return result
 
@@ -296,7 +385,7 @@ class ApiClient:
             finish_attempt(
                 session,
                 attempt_id,
-                outcome=result.outcome,
+                outcome=result.outcome.value,
                 http_status=result.status,
                 duration_ms=round(result.duration_ms, 1),
                 response=_stored_body(result.body),
@@ -306,13 +395,13 @@ class ApiClient:
         status = result.status if result.status is not None else "-"
         self.ctx.log(
             mask_text(
-                f"{result.operation} {who}: {status} {result.outcome} "
+                f"{result.operation} {who}: {status} {result.outcome.value} "
                 f"in {result.duration_ms:.0f} ms" + (f" ({result.error})" if result.error else "")
             )
         )
 
 
-def _classify(response: httpx.Response) -> tuple[Any, str, str | None]:
+def _classify(response: httpx.Response) -> tuple[Any, HttpOutcome, str | None]:
     """(parsed body, outcome, error) of a response that arrived."""
     status = response.status_code
     text = response.text
@@ -322,16 +411,16 @@ def _classify(response: httpx.Response) -> tuple[Any, str, str | None]:
     except ValueError:
         body, parsed = text[:MAX_STORED_TEXT], False
     if status == 429:
-        return body, "rate_limited", "partner quota exceeded"
+        return body, HttpOutcome.RATE_LIMITED, "partner quota exceeded"
     if status == 401 or status == 403:
-        return body, "unauthorized", f"HTTP {status}"
+        return body, HttpOutcome.UNAUTHORIZED, f"HTTP {status}"
     if status >= 500:
-        return body, "http_5xx", f"HTTP {status}"
+        return body, HttpOutcome.HTTP_5XX, f"HTTP {status}"
     if status >= 400:
-        return body, "http_4xx", None
+        return body, HttpOutcome.HTTP_4XX, None
     if not parsed or (body is None and status != 204):
-        return body, "malformed", "answer is not JSON"
-    return body, "ok", None
+        return body, HttpOutcome.MALFORMED, "answer is not JSON"
+    return body, HttpOutcome.OK, None
 
 
 def _stored_body(body: Any) -> Any:

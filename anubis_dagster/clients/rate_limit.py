@@ -148,7 +148,8 @@ class RateLimiter:
                 return Acquired(waited=self._clock() - started)
             if self._clock() - started + wait > max_wait:
                 raise QuotaWaitTooLong(
-                    f"quota {self.bucket} would need more than {max_wait:.0f}s of waiting"
+                    f"quota {self.bucket} would need more than {max_wait:.0f}s of waiting",
+                    retry_in=wait,
                 )
             self._sleep(min(wait, self._max_poll) if priority is Priority.LOW else wait)
 
@@ -177,7 +178,12 @@ class RateLimiter:
 
 
 class QuotaWaitTooLong(RuntimeError):
-    """The quota is spent for longer than this run should wait: try again in a later run."""
+    """The quota is spent for longer than this run should wait: try again in a later run
+    (`retry_in`: the limiter's estimate of the seconds until a slot frees)."""
+
+    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 def retry_after_seconds(value: str | None, default: float = 1.0) -> float:

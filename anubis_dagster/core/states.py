@@ -27,6 +27,9 @@ class Status(StrEnum):
     AWAITING_REGISTER = "awaiting_register"
     REGISTER_FAILED = "register_failed"
     REGISTERED = "registered"
+    #: a registration may have reached a partner that offers no way to ask: held for an
+    #: operator, never sent again on its own (requeue once the partner confirms it is absent)
+    UNKNOWN = "unknown"
     # follow-up at the IES
     ENROLLED = "enrolled"
     DROPPED = "dropped"
@@ -49,8 +52,9 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.COURSE_FAILED: frozenset({S.TO_REGISTER, S.EMPTY_COURSE, S.COURSE_FAILED, S.FAILED}),
     S.EMPTY_COURSE: frozenset(),
     S.TO_REGISTER: frozenset(
-        {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER}
+        {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER, S.UNKNOWN}
     ),
+    S.UNKNOWN: frozenset(),
     S.AWAITING_REGISTER: frozenset({S.REGISTERED, S.FAILED, S.AWAITING_REGISTER}),
     S.REGISTERED: frozenset({S.ENROLLED, S.DROPPED, S.FAILED, S.REGISTERED}),
     S.REGISTER_FAILED: frozenset(),
@@ -64,7 +68,7 @@ REQUEUE_TARGETS = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.AWAITIN
 #: Statuses an operator may requeue from: the dead letter and the permanent refusals, once the
 #: cause has been fixed (e.g. an offer code corrected).
 REQUEUEABLE = frozenset(
-    {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED}
+    {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED, S.UNKNOWN}
 )
 
 #: No more work will happen on these without an operator.

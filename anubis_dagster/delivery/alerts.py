@@ -52,6 +52,21 @@ def run_alerts(
                 run_id,
             )
         )
+    held = [i for r in reports for i in r.get("held_for_review", [])]
+    if held:
+        shown = ", ".join(f"#{i}" for i in held[:20]) + (" …" if len(held) > 20 else "")
+        alerts.append(
+            Alert(
+                f"{len(held)} registrations to {integration} have an unknown outcome",
+                [
+                    f"now `unknown` (held, not sent again): {shown}",
+                    f"ask {integration} whether they arrived; requeue those that did not "
+                    "(requeue_ids in the Launchpad)",
+                ],
+                "critical",
+                run_id,
+            )
+        )
     waited = sum(float(r["stats"].get("quota_wait_seconds", 0)) for r in reports)
     refused = sum(int(r["stats"].get("http_429", 0)) for r in reports)
     if waited >= QUOTA_ALERT_SECONDS or refused:

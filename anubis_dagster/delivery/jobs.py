@@ -17,6 +17,7 @@ from pydantic import Field
 from sqlalchemy import select
 
 from anubis_dagster.alerts.webhook import send_alert
+from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
@@ -101,6 +102,14 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
     )
     try:
         yield runner, call
+    except PartnerProblem as problem:
+        # credentials refused or partner unreachable: one failed run (one alert), nobody charged
+        release_claims(app_db.resolved_url, context.run_id)
+        raise dg.Failure(
+            description=f"{key}: batch stopped, no student charged an attempt: "
+            + mask_text(problem.describe()),
+            allow_retries=False,
+        ) from None
     except BaseException:
         # give this run's claims back at once instead of at lease expiry
         release_claims(app_db.resolved_url, context.run_id)
@@ -161,6 +170,7 @@ def _output(
             "processed": report.processed,
             "outcomes": dict(report.outcomes),
             "dead_lettered": list(report.dead_lettered),
+            "held_for_review": list(report.held_for_review),
             "stats": stats,
         }
     )

@@ -28,6 +28,8 @@ RESUME_AT: dict[Status, Status] = {
     Status.TO_REGISTER: Status.TO_REGISTER,
     Status.REGISTER_FAILED: Status.TO_REGISTER,
     Status.AWAITING_REGISTER: Status.AWAITING_REGISTER,
+    # the operator confirmed at the partner that the registration did not arrive
+    Status.UNKNOWN: Status.TO_REGISTER,
 }
 
 
@@ -108,12 +110,16 @@ def requeue(
                 }
             )
             continue
+        was_unknown = Status(subscription.status) is Status.UNKNOWN
         try:
             with session.begin_nested():
                 transition(
                     session, subscription, target, operation="requeue", run_id=run_id, requeue=True
                 )
                 subscription.attempts = 0
+                if was_unknown:
+                    # a person checked at the partner that it did not arrive: send again
+                    subscription.sending_since = None
                 subscription.scheduled_to = datetime.now(UTC)
                 subscription.claimed_by = subscription.claimed_until = None
                 session.flush()

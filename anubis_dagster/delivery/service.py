@@ -26,13 +26,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
+from anubis_dagster.clients.rate_limit import QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.retry_schedule import RetrySchedule
 from anubis_dagster.core.states import FINAL_STATUSES, Status, is_allowed
 from anubis_dagster.db.models import FollowUp, Subscription
 from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.db.transitions import NOTE, RETRY, record_note, transition
-from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError
+from anubis_dagster.delivery.outcomes import still_unknown, write_may_have_acted
+from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, ResendGuard
 
 LEASE_SECONDS = float(os.environ.get("ANUBIS_LEASE_SECONDS", "600"))
 CLAIM_CHUNK = 5  # rows claimed at a time: small, so a slow partner holds few leases
@@ -64,6 +67,8 @@ class StepReport:
     processed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     dead_lettered: list[int] = field(default_factory=list)
+    #: sent to a partner that cannot be asked, answer lost: `unknown`, for a person to settle
+    held_for_review: list[int] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
 
     def add(self, label: str, example: str | None = None) -> None:
@@ -165,8 +170,10 @@ class StepRunner:
         self.schedule = schedule or RetrySchedule.from_env(
             (adapter.ctx.settings or {}).get("retry_schedule")
         )
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
         self._budget = request.limit
+        self.call = adapter.ctx.call
+        self.call.before_write = self._fence
 
     # --- claiming -----------------------------------------------------------------------------
     def _claimed_ids(self, statuses: frozenset[Status]) -> Iterator[int]:
@@ -203,7 +210,69 @@ class StepRunner:
             # written by other sessions meanwhile; the outcome commits at the end
             session.commit()
             yield session, subscription
+            if not self._still_ours(session, subscription_id):
+                # our lease ran out during a long call and another run took the row: its
+                # work wins; ours is dropped (any send was fenced by `_fence`)
+                session.rollback()
+                self.log(f"subscription #{subscription_id}: claim lost; outcome not recorded")
+                return
             _release(subscription)
+
+    def _still_ours(self, session: Session, subscription_id: int) -> bool:
+        query = select(Subscription.claimed_by).where(Subscription.id == subscription_id)
+        if get_engine(self.db_url).dialect.name == "postgresql":
+            query = query.with_for_update()
+        return session.scalar(query) == self.run_id
+
+    def _fence(self, subscription: Subscription) -> None:
+        """Right before a write leaves: renew this run's claim, or refuse to send if the claim
+        ran out (a quota wait can outlast a lease) and another run may be sending already."""
+        with session_scope(self.db_url) as session:
+            renewed = session.execute(
+                update(Subscription)
+                .where(Subscription.id == subscription.id, Subscription.claimed_by == self.run_id)
+                .values(claimed_until=utcnow() + timedelta(seconds=self.lease_seconds))
+            )
+            if not renewed.rowcount:  # type: ignore[attr-defined]
+                raise SendCancelled(f"subscription #{subscription.id}: claim lost before sending")
+
+    def _each(
+        self,
+        statuses: frozenset[Status],
+        report: StepReport,
+        work: Callable[[Session, Subscription, StepReport], None],
+    ) -> StepReport:
+        """Run `work` on every due subscription; a partner-wide problem stops the batch."""
+        for subscription_id in self._claimed_ids(statuses):
+            try:
+                with self._working_on(subscription_id) as held:
+                    if held is None:
+                        continue
+                    session, subscription = held
+                    try:
+                        work(session, subscription, report)
+                    except PartnerProblem as problem:
+                        self._note_stop(session, subscription, problem, report.step)
+                        raise
+            except SendCancelled as cancelled:
+                report.add("claim_lost", mask_text(str(cancelled)))
+                self.log(mask_text(str(cancelled)))
+        return report
+
+    def _note_stop(
+        self, session: Session, subscription: Subscription, problem: PartnerProblem, step: str
+    ) -> None:
+        """The student keeps its place: no attempt counted, a note says why nothing happened."""
+        record_note(
+            session,
+            subscription,
+            kind=NOTE,
+            operation=step,
+            run_id=self.run_id,
+            error=f"batch stopped, no attempt counted: {problem.describe()}",
+            outcome="batch_stopped",
+        )
+        session.commit()
 
     # --- recording ----------------------------------------------------------------------------
     def apply(
@@ -216,100 +285,89 @@ class StepRunner:
         report: StepReport,
         dead_letter: bool = True,
     ) -> None:
-        now = utcnow()
+        """Record one step's outcome: data, status move, then the next time to look at it."""
+        self._merge_data(session, subscription, outcome)
+        outcome = self._move(session, subscription, outcome, step)
+        label = self._schedule(session, subscription, outcome, step, report, dead_letter)
+        report.add(
+            label,
+            f"#{subscription.id}: {label}"
+            + (f" ({mask_text(outcome.error)})" if outcome.error else ""),
+        )
+
+    def _merge_data(self, session: Session, subscription: Subscription, outcome: Outcome) -> None:
         if outcome.ies_data:
             subscription.ies_data = {**(subscription.ies_data or {}), **outcome.ies_data}
         if outcome.external_id:
             subscription.external_id = outcome.external_id
         if outcome.follow_up is not None:
             self._write_follow_up(session, subscription, outcome)
-        if not outcome.unknown:
-            subscription.sending_since = None
-        label = outcome.label or (outcome.status.value if outcome.status else "unchanged")
 
+    def _move(
+        self, session: Session, subscription: Subscription, outcome: Outcome, step: str
+    ) -> Outcome:
+        """Apply the status move the outcome asks for, if the machine allows it."""
         current = Status(subscription.status)
-        if (
-            outcome.status is not None
-            and outcome.status is not current
-            and not is_allowed(current, outcome.status)
-        ):
-            # the partner reports something our machine has no move for: keep, and say so
-            record_note(
-                session,
-                subscription,
-                kind=NOTE,
-                operation=step,
-                run_id=self.run_id,
-                error=f"partner reported {outcome.status.value}; no move from "
-                f"{current.value}, status kept",
-                outcome="ignored",
-            )
-            self.log(
-                f"subscription #{subscription.id}: partner reported {outcome.status.value} "
-                f"while {current.value}; kept"
-            )
-            outcome.status = None
-            label = "ignored"
-        if outcome.status is not None and outcome.status is not current:
-            transition(
-                session,
-                subscription,
-                outcome.status,
-                operation=step,
-                run_id=self.run_id,
-                error=outcome.error,
-                response={"note": outcome.note} if outcome.note else None,
-            )
-            if not outcome.transient:
-                subscription.attempts = 0
-            if outcome.status in (Status.REGISTERED, Status.AWAITING_REGISTER):
-                subscription.sent_at = subscription.sent_at or now
-        elif outcome.note:
-            record_note(
-                session,
-                subscription,
-                kind=NOTE,
-                operation=step,
-                run_id=self.run_id,
-                response={"note": outcome.note},
-                outcome=label,
-            )
-
-        if outcome.defer_until is not None:
-            subscription.scheduled_to = outcome.defer_until
-        elif outcome.transient and dead_letter:
-            subscription.attempts += 1
-            subscription.last_error = mask_text(outcome.error or "transient failure")
-            delay = self.schedule.delay_after(subscription.attempts)
-            if delay is None:
-                reason = (
-                    f"retries exhausted after {subscription.attempts} attempts; "
-                    f"last error: {outcome.error}"
-                )
-                transition(
-                    session,
-                    subscription,
-                    Status.FAILED,
-                    operation=step,
-                    run_id=self.run_id,
-                    error=reason,
-                )
-                subscription.scheduled_to = None
-                report.dead_lettered.append(subscription.id)
-                label = "dead_letter"
-            else:
-                subscription.scheduled_to = now + delay
+        target = outcome.status
+        if target is None or target is current:
+            if outcome.note:
                 record_note(
                     session,
                     subscription,
-                    kind=RETRY,
+                    kind=NOTE,
                     operation=step,
                     run_id=self.run_id,
-                    error=f"attempt {subscription.attempts} failed: {outcome.error}; "
-                    f"next try at {subscription.scheduled_to:%Y-%m-%d %H:%M:%S} UTC",
-                    outcome=label,
+                    response={"note": outcome.note},
+                    outcome=outcome.label or "unchanged",
                 )
-        elif Status(subscription.status) in self.adapter.check_statuses:
+            return outcome
+        if not is_allowed(current, target):
+            # the partner reports something our machine has no move for: keep, and say so
+            message = f"partner reported {target.value}; no move from {current.value}, kept"
+            record_note(
+                session,
+                subscription,
+                kind=NOTE,
+                operation=step,
+                run_id=self.run_id,
+                error=message,
+                outcome="ignored",
+            )
+            self.log(f"subscription #{subscription.id}: {message}")
+            return outcome.with_(status=None, label="ignored")
+        transition(
+            session,
+            subscription,
+            target,
+            operation=step,
+            run_id=self.run_id,
+            error=outcome.error,
+            response={"note": outcome.note} if outcome.note else None,
+        )
+        if not outcome.transient:
+            subscription.attempts = 0
+        if target in (Status.REGISTERED, Status.AWAITING_REGISTER):
+            subscription.sent_at = subscription.sent_at or utcnow()
+        return outcome
+
+    def _schedule(
+        self,
+        session: Session,
+        subscription: Subscription,
+        outcome: Outcome,
+        step: str,
+        report: StepReport,
+        dead_letter: bool,
+    ) -> str:
+        """When to look at the subscription next; returns the outcome's label."""
+        now = utcnow()
+        label = outcome.label or (outcome.status.value if outcome.status else "unchanged")
+        status = Status(subscription.status)
+        if outcome.defer_until is not None:
+            subscription.scheduled_to = outcome.defer_until  # not a failure: nothing counted
+        elif outcome.transient and dead_letter:
+            return self._count_failure(session, subscription, outcome, step, report, label)
+        elif status in self.adapter.check_statuses:
             # followed at the partner: soon after registering, then sparser
             delay = (
                 next_check_delay(subscription, now)
@@ -317,15 +375,53 @@ class StepRunner:
                 else timedelta(seconds=FIRST_CHECK_SECONDS)
             )
             subscription.scheduled_to = now + delay
-        elif Status(subscription.status) in FINAL_STATUSES:
+        elif status in FINAL_STATUSES:
             subscription.scheduled_to = None
         else:
             subscription.scheduled_to = now  # the next step may start at once
-        report.add(
-            label,
-            f"#{subscription.id}: {label}"
-            + (f" ({mask_text(outcome.error)})" if outcome.error else ""),
+        return label
+
+    def _count_failure(
+        self,
+        session: Session,
+        subscription: Subscription,
+        outcome: Outcome,
+        step: str,
+        report: StepReport,
+        label: str,
+    ) -> str:
+        """A transient failure costs the student one attempt: next try, or the dead letter."""
+        subscription.attempts += 1
+        subscription.last_error = mask_text(outcome.error or "transient failure")
+        delay = self.schedule.delay_after(subscription.attempts)
+        if delay is None:
+            reason = (
+                f"retries exhausted after {subscription.attempts} attempts; "
+                f"last error: {outcome.error}"
+            )
+            transition(
+                session,
+                subscription,
+                Status.FAILED,
+                operation=step,
+                run_id=self.run_id,
+                error=reason,
+            )
+            subscription.scheduled_to = None
+            report.dead_lettered.append(subscription.id)
+            return "dead_letter"
+        subscription.scheduled_to = utcnow() + delay
+        record_note(
+            session,
+            subscription,
+            kind=RETRY,
+            operation=step,
+            run_id=self.run_id,
+            error=f"attempt {subscription.attempts} failed: {outcome.error}; "
+            f"next try at {subscription.scheduled_to:%Y-%m-%d %H:%M:%S} UTC",
+            outcome=label,
         )
+        return label
 
     def _write_follow_up(
         self, session: Session, subscription: Subscription, outcome: Outcome
@@ -339,126 +435,193 @@ class StepRunner:
 
     # --- steps --------------------------------------------------------------------------------
     def fix_data(self) -> StepReport:
-        report = StepReport("fix_data")
-        statuses = self.adapter.prepare_statuses | {Status.TO_REGISTER}
-        for subscription_id in self._claimed_ids(frozenset(statuses)):
-            with self._working_on(subscription_id) as work:
-                if work is None:
-                    continue
-                session, subscription = work
-                if self.request.dry_run:
-                    report.add("dry_run")
-                    continue
-                changes = self.adapter.fix_data(subscription)
-                if changes:
-                    record_note(
-                        session,
-                        subscription,
-                        kind=NOTE,
-                        operation="fix_data",
-                        run_id=self.run_id,
-                        response=changes,
-                        outcome="fixed",
-                    )
-                    report.add("fixed")
-                else:
-                    report.add("unchanged")
-        return report
+        statuses = frozenset(self.adapter.prepare_statuses | {Status.TO_REGISTER})
+        return self._each(statuses, StepReport("fix_data"), self._fix_one)
+
+    def _fix_one(self, session: Session, subscription: Subscription, report: StepReport) -> None:
+        if self.request.dry_run:
+            report.add("dry_run")
+            return
+        changes = self.adapter.fix_data(subscription)
+        if not changes:
+            report.add("unchanged")
+            return
+        record_note(
+            session,
+            subscription,
+            kind=NOTE,
+            operation="fix_data",
+            run_id=self.run_id,
+            response=changes,
+            outcome="fixed",
+        )
+        report.add("fixed")
 
     def prepare(self) -> StepReport:
         report = StepReport(self.adapter.prepare_label)
-        for subscription_id in self._claimed_ids(self.adapter.prepare_statuses):
-            with self._working_on(subscription_id) as work:
-                if work is None:
-                    continue
-                session, subscription = work
-                if self.request.dry_run:
-                    report.add("dry_run", f"#{subscription.id}: would run {report.step}")
-                    continue
-                outcome = self._safely(subscription, partial(self.adapter.prepare, subscription))
-                self.apply(session, subscription, outcome, step=report.step, report=report)
-        return report
+        return self._each(self.adapter.prepare_statuses, report, self._prepare_one)
+
+    def _prepare_one(
+        self, session: Session, subscription: Subscription, report: StepReport
+    ) -> None:
+        if self.request.dry_run:
+            report.add("dry_run", f"#{subscription.id}: would run {report.step}")
+            return
+        outcome = self._safely(subscription, partial(self.adapter.prepare, subscription))
+        self.apply(session, subscription, outcome, step=report.step, report=report)
+
+    def check(self) -> StepReport:
+        return self._each(self.adapter.check_statuses, StepReport("check"), self._check_one)
+
+    def _check_one(self, session: Session, subscription: Subscription, report: StepReport) -> None:
+        outcome = self._safely(subscription, partial(self.adapter.check, subscription))
+        subscription.checked_at = utcnow()
+        self.apply(session, subscription, outcome, step="check", report=report, dead_letter=False)
 
     def register(self) -> StepReport:
         report = StepReport("register")
-        for subscription_id in self._claimed_ids(frozenset({Status.TO_REGISTER})):
-            with self._working_on(subscription_id) as work:
-                if work is None:
-                    continue
-                session, subscription = work
-                if subscription.sending_since is not None and not self.request.dry_run:
-                    found = self._safely(subscription, partial(self._find, subscription))
-                    if found is not None:
-                        self.apply(session, subscription, found, step="register", report=report)
-                        continue
-                held = self._safely(subscription, partial(self.adapter.before_send, subscription))
-                if held is not None:
-                    if self.request.dry_run:
-                        report.add("dry_run_held", f"#{subscription.id}: {held.label}")
-                        continue
-                    self.apply(session, subscription, held, step="register", report=report)
-                    continue
-                try:
-                    payload = self.adapter.build_payload(subscription)
-                except PayloadError as exc:
-                    if self.request.dry_run:
-                        report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
-                        continue
-                    outcome = Outcome.move(
-                        Status.REGISTER_FAILED, error=str(exc), label="invalid_payload"
-                    )
-                    self.apply(session, subscription, outcome, step="register", report=report)
-                    continue
-                if self.request.dry_run:
-                    shown = json.dumps(mask_data(payload), ensure_ascii=False)
-                    self.log(f"dry run: subscription #{subscription.id} payload {shown}")
-                    report.add("dry_run", f"#{subscription.id}: {shown[:300]}")
-                    continue
-                # the marker is committed before the request leaves
-                subscription.sending_since = utcnow()
-                session.commit()
-                outcome = self._safely(
-                    subscription, partial(self.adapter.register, subscription, payload)
-                )
-                self.apply(session, subscription, outcome, step="register", report=report)
-        return report
+        return self._each(frozenset({Status.TO_REGISTER}), report, self._register_one)
 
-    def _find(self, subscription: Subscription) -> Outcome | None:
-        found = self.adapter.find_existing(subscription)
+    def _register_one(
+        self, session: Session, subscription: Subscription, report: StepReport
+    ) -> None:
+        """Settle an earlier unknown send first; then hold, refuse or send with the marker."""
+        earlier = subscription.sending_since is not None and not self.request.dry_run
+        if earlier and self._settle_earlier_send(session, subscription, report):
+            return
+        # an unknown send to a partner that refuses duplicates is settled by the resend only
+        unresolved = earlier and self.adapter.resend_guard is ResendGuard.PARTNER_REFUSES_DUPLICATES
+        held = self._safely(subscription, partial(self.adapter.before_send, subscription))
+        if held is not None:
+            if self.request.dry_run:
+                report.add("dry_run_held", f"#{subscription.id}: {held.label}")
+                return
+            self.apply(session, subscription, held, step="register", report=report)
+            return
+        payload = self._payload(session, subscription, report)
+        if payload is not None:
+            self._send(session, subscription, payload, report, unresolved=unresolved)
+
+    def _payload(
+        self, session: Session, subscription: Subscription, report: StepReport
+    ) -> dict[str, Any] | None:
+        """The request body, or None when there is nothing to send (refused, or a dry run)."""
+        try:
+            payload = self.adapter.build_payload(subscription)
+        except PayloadError as exc:
+            if self.request.dry_run:
+                report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
+                return None
+            refused = Outcome.move(Status.REGISTER_FAILED, error=str(exc), label="invalid_payload")
+            subscription.sending_since = None
+            self.apply(session, subscription, refused, step="register", report=report)
+            return None
+        if self.request.dry_run:
+            shown = json.dumps(mask_data(payload), ensure_ascii=False)
+            self.log(f"dry run: subscription #{subscription.id} payload {shown}")
+            report.add("dry_run", f"#{subscription.id}: {shown[:300]}")
+            return None
+        return payload
+
+    def _send(
+        self,
+        session: Session,
+        subscription: Subscription,
+        payload: dict[str, Any],
+        report: StepReport,
+        *,
+        unresolved: bool,
+    ) -> None:
+        """The marker is committed before the request leaves; what it becomes afterwards is
+        decided from the write requests the adapter made (`delivery.outcomes`)."""
+        earlier_marker = subscription.sending_since
+        subscription.sending_since = utcnow()
+        session.commit()
+        mark = self.call.mark()
+        try:
+            outcome = self._safely(
+                subscription, partial(self.adapter.register, subscription, payload)
+            )
+        except PartnerProblem:
+            acted = write_may_have_acted(self.call.writes_since(mark))
+            subscription.sending_since = (
+                subscription.sending_since if acted or unresolved else earlier_marker
+            )
+            raise
+        unknown = still_unknown(
+            definite=outcome.definite,
+            writes=self.call.writes_since(mark),
+            adapter_says_unknown=outcome.unknown,
+            unresolved_before=unresolved,
+        )
+        if unknown and self.adapter.resend_guard is ResendGuard.NONE:
+            outcome = self._hold_for_review(subscription, outcome.error, report)
+        subscription.sending_since = subscription.sending_since if unknown else None
+        self.apply(session, subscription, outcome, step="register", report=report)
+
+    def _settle_earlier_send(
+        self, session: Session, subscription: Subscription, report: StepReport
+    ) -> bool:
+        """A previous send had no clear answer (lost, or the process died): find out before
+        sending again. True when this settled the subscription for this run."""
+        guard = self.adapter.resend_guard
+        if guard is ResendGuard.PARTNER_REFUSES_DUPLICATES:
+            self.log(
+                f"register #{subscription.id}: a previous send had no clear answer; sending "
+                f"again, {self.adapter.type} refuses a CPF it already registered"
+            )
+            return False
+        if guard is ResendGuard.NONE:
+            held = self._hold_for_review(subscription, "the previous send had no answer", report)
+            self.apply(session, subscription, held, step="register", report=report)
+            return True
+        found = self._safely(subscription, partial(self.adapter.find_existing, subscription))
         if found is None:
             self.log(
                 f"register #{subscription.id}: a previous send had no clear answer; "
                 "not found at the partner, sending again"
             )
-            return None
-        found.note = found.note or (
-            "a previous send had no clear answer; found at the partner, not sent again"
+            return False
+        if found.definite:
+            subscription.sending_since = None
+            found = found.with_(
+                note=found.note
+                or f"a previous send had no clear answer; found at the partner "
+                f"({found.label}), not sent again"
+            )
+        self.log(
+            f"register #{subscription.id}: lookup after an unclear send: {found.label}"
+            + (f" ({mask_text(found.error)})" if found.error else "")
         )
-        self.log(f"register #{subscription.id}: {found.note}")
-        return found
+        self.apply(session, subscription, found, step="register", report=report)
+        return True
 
-    def check(self) -> StepReport:
-        report = StepReport("check")
-        for subscription_id in self._claimed_ids(self.adapter.check_statuses):
-            with self._working_on(subscription_id) as work:
-                if work is None:
-                    continue
-                session, subscription = work
-                outcome = self._safely(subscription, partial(self.adapter.check, subscription))
-                subscription.checked_at = utcnow()
-                self.apply(
-                    session, subscription, outcome, step="check", report=report, dead_letter=False
-                )
-        return report
+    def _hold_for_review(
+        self, subscription: Subscription, error: str | None, report: StepReport
+    ) -> Outcome:
+        report.held_for_review.append(subscription.id)
+        return Outcome.move(
+            Status.UNKNOWN,
+            error=f"the registration may have reached {self.adapter.type}, which cannot be "
+            f"asked; held for review, not sent again ({error or 'no clear answer'})",
+            label="held_unknown",
+        )
 
     def _safely(self, subscription: Subscription, call: Callable[[], Any]) -> Any:
-        """Run an adapter call; a bug or a garbage answer that raises becomes a transient
-        failure of this subscription (masked), not of the whole batch."""
+        """Run an adapter call. A bug or a garbage answer that raises becomes a transient
+        failure of this subscription (masked), not of the whole batch; a quota spent for longer
+        than the run waits defers it (no attempt counted); a partner-wide problem and a lost
+        claim go up to stop the batch or skip the subscription."""
         try:
             return call()
+        except (PartnerProblem, SendCancelled):
+            raise
+        except QuotaWaitTooLong as exc:
+            until = utcnow() + timedelta(seconds=min(900.0, max(60.0, exc.retry_in)))
+            return Outcome.defer(
+                until, note=f"{mask_text(str(exc))}; next try at {until:%H:%M:%S} UTC"
+            )
         except Exception as exc:  # reported per subscription; the batch goes on
             message = mask_text(f"{type(exc).__name__}: {exc}")[:500]
             self.log(f"subscription #{subscription.id}: unexpected error {message}")
-            return Outcome.retry(
-                message, label="error", unknown=subscription.sending_since is not None
-            )
+            return Outcome.retry(message, label="error")

@@ -16,8 +16,9 @@ import builtins
 import contextlib
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -29,15 +30,29 @@ from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
 
 
-@dataclass
+class ResendGuard(StrEnum):
+    """How a registration whose answer was lost can be settled before anything is resent."""
+
+    #: `find_existing` asks the partner (e.g. Kroton's inscriptions by CPF)
+    ASK = "ask"
+    #: the partner refuses a second registration of a CPF and says so (Estácio's ATL016), so
+    #: the resend itself is the question: it cannot register the student twice
+    PARTNER_REFUSES_DUPLICATES = "partner_refuses_duplicates"
+    #: no way to know: the subscription is held as `unknown` for an operator, never resent
+    NONE = "none"
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What one step did to one subscription, for the generic code to record.
+    """What one step did to one subscription, for the generic code to record (immutable: use
+    `with_(...)` for a changed copy).
 
     - `status`: the status to move to (None = stays where it is);
     - `transient`: the step failed for a reason that may pass (retry on the schedule);
     - `error`: what went wrong, in the partner's words when it gave any (masked before storage);
-    - `unknown`: a registration may have reached the partner without a usable answer: the next
-      try asks the partner before sending again;
+    - `unknown`: the adapter's own view that a registration may have reached the partner
+      without a usable answer. The delivery layer decides this for every adapter anyway, from
+      the write requests it saw (`delivery.outcomes.settle_write`);
     - `external_id`, `follow_up`: the partner's id for the registration and its full answer;
     - `ies_data`: adapter working data to merge into `subscription.ies_data`;
     - `note`: a remark for the event row when nothing failed (e.g. "CPF already registered").
@@ -67,6 +82,14 @@ class Outcome:
     @classmethod
     def retry(cls, error: str, **kwargs: Any) -> Outcome:
         return cls(transient=True, error=error, label=kwargs.pop("label", "retry"), **kwargs)
+
+    def with_(self, **changes: Any) -> Outcome:
+        return replace(self, **changes)
+
+    @property
+    def definite(self) -> bool:
+        """The partner gave an answer that settles the step (a move that is not a retry)."""
+        return self.status is not None and not self.transient
 
 
 class AdapterNotConfigured(RuntimeError):
@@ -112,6 +135,8 @@ class IESAdapter:
     resource_keys: ClassVar[frozenset[str]] = frozenset()
     #: validates the integration's `settings` in the integrations file (`extra="forbid"`)
     settings_model: ClassVar[builtins.type[BaseModel]] = IntegrationSettings
+    #: how a registration with a lost answer is settled before a resend (safe default: held)
+    resend_guard: ClassVar[ResendGuard] = ResendGuard.NONE
 
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
@@ -147,10 +172,10 @@ class IESAdapter:
 
     def find_existing(self, subscription: Subscription) -> Outcome | None:
         """Ask the partner whether this student is already registered (after an unknown
-        outcome). An Outcome moving the subscription on when found; None when not found.
-        Adapters without a way to ask return None and registration is sent again (the
-        partner's own duplicate-CPF refusal is then the guard)."""
-        return None
+        outcome; only called when `resend_guard` is `ASK`). An Outcome moving the subscription
+        on when found (or a transient one when the partner could not be asked); None when the
+        partner certainly does not have it."""
+        raise NotImplementedError(f"{self.type} cannot ask the partner about a registration")
 
     def check(self, subscription: Subscription) -> Outcome:
         raise NotImplementedError(f"{self.type} has no status check")

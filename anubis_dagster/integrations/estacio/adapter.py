@@ -29,6 +29,7 @@ from anubis_dagster.integrations.base import (
     IESAdapter,
     Outcome,
     PayloadError,
+    ResendGuard,
     register_adapter,
 )
 from anubis_dagster.integrations.estacio.client import EstacioClient, EstacioNotConfigured
@@ -77,6 +78,9 @@ class EstacioAdapter(IESAdapter):
     resource_keys: ClassVar[frozenset[str]] = frozenset(
         {"estacio_api", "estacio_onetrust", "estacio_cep"}
     )
+    #: no way to ask Estácio about a CPF, but it answers ATL016 to a CPF it already registered
+    #: (reference §3): after a lost answer the resend is the question, never a second inscription
+    resend_guard = ResendGuard.PARTNER_REFUSES_DUPLICATES
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
@@ -146,26 +150,23 @@ class EstacioAdapter(IESAdapter):
         """Hold the registration outside Estácio's daily window (no attempt counted), and
         fetch the municipality/district codes of the student's CEP once: they are kept in
         `ies_data["location"]`, so a retried registration does not ask again."""
-        unknown = subscription.sending_since is not None  # keep a pending unknown outcome
         if self.window is not None and not self.ctx.dry_run:
             opening = self.window.next_start(_now())
             if opening is not None:
-                held = Outcome.defer(
+                return Outcome.defer(
                     opening,
                     note=f"outside Estácio's registration window ({self.window.describe()}); "
                     f"next try at {opening:%Y-%m-%d %H:%M} local time",
                 )
-                held.unknown = unknown
-                return held
         try:
-            return self._ensure_location(subscription, unknown)
+            return self._ensure_location(subscription)
         except Exception as exc:  # before_send runs unguarded: never fail the whole batch
             if self.ctx.dry_run:
                 return None
             message = mask_text(f"{type(exc).__name__}: {exc}")[:500]
-            return Outcome.retry(f"CEP lookup: {message}", label="error", unknown=unknown)
+            return Outcome.retry(f"CEP lookup: {message}", label="error")
 
-    def _ensure_location(self, subscription: Subscription, unknown: bool) -> Outcome | None:
+    def _ensure_location(self, subscription: Subscription) -> Outcome | None:
         cep = cep_of(subscription.payload)
         if len(cep) != 8:
             return None  # build_payload refuses it, with the reason
@@ -176,7 +177,7 @@ class EstacioAdapter(IESAdapter):
             except QuotaWaitTooLong:
                 if self.ctx.dry_run:
                     return None
-                return self._quota_spent("Estácio CEP lookup", self._cep.rate_limit, unknown)
+                return self._quota_spent("Estácio CEP lookup", self._cep.rate_limit)
             answer = classify_location(result.outcome, result.status, result.body, cep)
             if answer.kind is not Lookup.FOUND:
                 if self.ctx.dry_run:
@@ -186,9 +187,7 @@ class EstacioAdapter(IESAdapter):
                         Status.REGISTER_FAILED, error=answer.message, label="cep_not_found"
                     )
                 return Outcome.retry(
-                    f"{answer.message} ({_describe(result)})",
-                    label=f"cep_{result.outcome}",
-                    unknown=unknown,
+                    f"{answer.message} ({_describe(result)})", label=f"cep_{result.outcome}"
                 )
             location = answer.location or {}
             self._locations[cep] = location
@@ -245,8 +244,7 @@ class EstacioAdapter(IESAdapter):
         except QuotaWaitTooLong:
             # nothing left in this call (quota waits happen before sending)
             held = self._quota_spent("Estácio", self._api.rate_limit)
-            held.ies_data = {"campus_refused": refused}
-            return held
+            return held.with_(ies_data={"campus_refused": refused})
         return self._outcome(answer, result, payload, metadata, refused, note)
 
     def _send(
@@ -306,7 +304,7 @@ class EstacioAdapter(IESAdapter):
                 label="invalid",
             )
         # unclear or transient: try again on the schedule; when the request may have been
-        # processed, the resend is guarded by Estácio's ATL016 (see find_existing)
+        # processed, the resend is guarded by Estácio's ATL016 (see `resend_guard`)
         return Outcome.retry(
             f"{_describe(result)}: {answer.message}" if answer.message else _describe(result),
             unknown=answer.unknown,
@@ -314,28 +312,16 @@ class EstacioAdapter(IESAdapter):
             ies_data={"campus_refused": refused},
         )
 
-    def find_existing(self, subscription: Subscription) -> Outcome | None:
-        """Estácio has no way to ask about a CPF (no status endpoint is known): after an unknown
-        outcome the registration is sent again, and Estácio itself is the guard: a CPF it
-        already registered answers ATL016, which becomes `registered` with its number."""
-        self.ctx.log(
-            f"register #{subscription.id}: previous answer unclear; Estácio cannot be asked, "
-            "sending again (a registered CPF answers ATL016)"
-        )
-        return None
-
     # --- helpers ------------------------------------------------------------------------------
-    def _quota_spent(self, which: str, rate_limit: str, unknown: bool = False) -> Outcome:
+    def _quota_spent(self, which: str, rate_limit: str) -> Outcome:
         """Our share of a partner's quota is spent for longer than a run waits: come back
         later without counting an attempt (a backlog must not dead-letter students)."""
         quota = Quota.parse(rate_limit, name=which)
         delay = timedelta(seconds=min(900.0, max(60.0, quota.period / 4)))
         until = _now() + delay
-        held = Outcome.defer(
+        return Outcome.defer(
             until, note=f"{which} quota ({rate_limit}) spent; next try at {until:%H:%M:%S} UTC"
         )
-        held.unknown = unknown
-        return held
 
 
 def _window(api: EstacioApiResource, settings: Any) -> RegisterWindow | None:

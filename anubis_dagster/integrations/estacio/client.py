@@ -60,6 +60,11 @@ class EstacioClient:
             timeout_seconds=api.timeout_seconds,
             auth_headers=lambda: dict(estacio_headers),
             transport=transport,
+            credential_settings=(
+                "API_ESTACIO_NEW_BASE_URL",
+                "API_ESTACIO_CLIENT_ID",
+                "API_ESTACIO_NEW_TOKEN",
+            ),
         )
         self.onetrust = ApiClient.for_partner(
             name="onetrust",
@@ -74,6 +79,11 @@ class EstacioClient:
                 "client_secret": str(onetrust.client_secret),
             },
             transport=transport,
+            credential_settings=(
+                "API_ONETRUST_BASE_URL",
+                "API_ONETRUST_CLIENT_ID",
+                "API_ONETRUST_CLIENT_SECRET",
+            ),
         )
         # assumption: the CEP lookup takes the registration API's headers
         self.cep = ApiClient.for_partner(
@@ -86,6 +96,7 @@ class EstacioClient:
             timeout_seconds=cep.timeout_seconds,
             auth_headers=lambda: dict(estacio_headers),
             transport=transport,
+            credential_settings=("API_ESTACIO_CEP_BASE_URL", "API_ESTACIO_NEW_TOKEN"),
         )
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from anubis_dagster.core.masking import mask_text
 DEFAULT_TIMEZONE = "America/Sao_Paulo"
 
 #: answers of ours (`HttpResult.outcome`) after which the request may have been processed
-_MAYBE_PROCESSED = frozenset({"http_5xx", "timeout", "malformed", "transport_error"})
+_MAYBE_PROCESSED = frozenset({"http_5xx", "timeout", "malformed", "lost_answer"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from anubis_dagster.integrations.base import (
     IESAdapter,
     Outcome,
     PayloadError,
+    ResendGuard,
     register_adapter,
 )
 from anubis_dagster.integrations.kroton.client import KrotonClient
@@ -65,6 +66,7 @@ class KrotonAdapter(IESAdapter):
         {Status.AWAITING_REGISTER, Status.REGISTERED}
     )
     resource_keys: ClassVar[frozenset[str]] = frozenset({"kroton_api", "kroton_catalog"})
+    resend_guard = ResendGuard.ASK  # inscriptions by CPF
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
@@ -240,9 +242,10 @@ class KrotonAdapter(IESAdapter):
         body = result.body if isinstance(result.body, dict) else {"text": result.body}
         if result.status == 409:  # Kroton already has this CPF: adopt its inscription
             found = self.find_existing(subscription)
-            if found is not None:
-                found.note = "Kroton refused a duplicate CPF; its existing inscription adopted"
-                return found
+            if found is not None and found.definite:
+                return found.with_(
+                    note="Kroton refused a duplicate CPF; its existing inscription adopted"
+                )
         return Outcome.move(
             Status.REGISTER_FAILED,
             error=_messages(body) or result.describe(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import httpx
 
+from anubis_dagster.clients.errors import PartnerUnreachable
 from anubis_dagster.clients.http import ApiClient, CallContext, HttpResult
 from anubis_dagster.clients.rate_limit import Priority
 from anubis_dagster.clients.tokens import TokenStore
@@ -21,8 +22,8 @@ INSCRIPTION_PATH = "/ms/inscricao/v4/captacao/inscricao/{inscricao}/sistema/{sis
 CATALOG_PATH = "/elasticlayer/middleware/oferta/_search"
 
 
-class TokenUnavailable(RuntimeError):
-    """Kroton did not give us a token; the calls that needed it are retried later."""
+API_CREDENTIALS = ("API_KROTON_CLIENT_ID", "API_KROTON_SECRET", "API_KROTON_SUBSCRIPTION")
+CATALOG_CREDENTIALS = ("CATALOG_KROTON_BASE_URL", "CATALOG_KROTON_API_KEY")
 
 
 class KrotonClient:
@@ -48,6 +49,7 @@ class KrotonClient:
             auth_headers=self._auth_headers,
             on_unauthorized=self._drop_token,
             transport=transport,
+            credential_settings=("API_KROTON_BASE_URL", *API_CREDENTIALS),
         )
         self.catalog = ApiClient.for_partner(
             name="kroton-catalog",
@@ -59,6 +61,7 @@ class KrotonClient:
             timeout_seconds=catalog.timeout_seconds,
             auth_headers=lambda: {"Authorization": f"apiKey {catalog.api_key or ''}"},
             transport=transport,
+            credential_settings=CATALOG_CREDENTIALS,
         )
         self.tokens = TokenStore(ctx.db_url, ctx.integration_id or 0, "oauth2", self._fetch_token)
         self._token: str | None = None
@@ -69,6 +72,9 @@ class KrotonClient:
 
     # --- auth ---------------------------------------------------------------------------------
     def _fetch_token(self) -> tuple[str, float]:
+        """A new OAuth token. A 401/403 raises `CredentialsRefused` (from the client); a token
+        endpoint that keeps failing is Kroton being down for us: `PartnerUnreachable`, so the
+        batch stops instead of every student paying for it."""
         settings = self._api_settings
         assert settings.client_id and settings.secret and settings.subscription
         result = self.api.request(
@@ -86,7 +92,11 @@ class KrotonClient:
         body = result.body if isinstance(result.body, dict) else {}
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if not result.ok or not isinstance(token, str) or not token:
-            raise TokenUnavailable(f"Kroton token request failed: {result.describe()}")
+            raise PartnerUnreachable(
+                f"Kroton's token endpoint gave no token ({result.describe()})",
+                partner="kroton",
+                settings=("API_KROTON_BASE_URL", *API_CREDENTIALS),
+            )
         try:
             return token, float(lifetime or 300)
         except (TypeError, ValueError):
