@@ -3,9 +3,10 @@
 For operators and scripts that do not run the Dagster daemon: intake of new paid orders, then,
 for each enabled integration, a deliver run if delivery work is due and a check run if status
 checks are due. Runs use `execute_in_process` on the configured instance, so they show in the
-UI like any other. This command keeps its own intake watermark (`cursors` table, name
-`anubis_run/paid_orders`), independent of the sensor's cursor: if both are used, orders are read
-twice and ingested once (intake is idempotent).
+UI like any other. Intake starts from the watermark intake runs commit in the app DB (the same
+one the sensor plans from), so a failed run's orders are read again by the next pass, and the
+sensor and this command never skip each other's orders. Delivery runs even when intake failed:
+subscriptions already ingested do not wait for new orders.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import dagster as dg
 from sqlalchemy import select
 
 from anubis_dagster.core.masking import mask_text
-from anubis_dagster.db.models import Cursor, Integration
+from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.due import deliver_statuses, has_due, next_due_at
-from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
+from anubis_dagster.intake.orders_source import OrdersSource, missing_table_message
 from anubis_dagster.intake.planning import plan_batches
+from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.resources import AppDatabase
 
-INTAKE_CURSOR = "anubis_run/paid_orders"
 #: what the runs print on the terminal; everything is in the run log (UI) whatever this says
 CONSOLE_LOG_LEVEL = os.environ.get("ANUBIS_CONSOLE_LOG_LEVEL", "WARNING")
 
@@ -41,19 +42,6 @@ class PassResult:
         return [r for r in self.runs if not r[2]]
 
 
-def _read_cursor(app_db: AppDatabase, name: str) -> str | None:
-    with app_db.session() as session:
-        row = session.get(Cursor, name)
-        return row.value if row else None
-
-
-def _write_cursor(app_db: AppDatabase, name: str, value: str) -> None:
-    with app_db.session() as session:
-        row = session.get(Cursor, name) or Cursor(name=name, value=value)
-        row.value = value
-        session.add(row)
-
-
 def run_intake(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -65,12 +53,19 @@ def run_intake(
 ) -> None:
     app_db = AppDatabase()
     source = OrdersSource()
-    source.ensure_table()  # an empty embedded source is not an error
+    if not source.exists():  # never created here: one clear error naming the variable
+        result.runs.append(("intake_job", "-", False))
+        echo(f"intake: FAILED: {missing_table_message(source.url, source.table.name)}")
+        return
     intake = defs.resolve_job_def("intake_job")
-    cursor = OrderKey.from_json(_read_cursor(app_db, INTAKE_CURSOR))
     ran = False
     quiet = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}}
-    while batches := plan_batches(source, cursor, settle_seconds=settle_seconds):
+    while True:
+        with app_db.session() as session:
+            committed = read_watermark(session, source.watermark_name)
+        batches = plan_batches(source, committed, settle_seconds=settle_seconds)
+        if not batches:
+            break
         for batch in batches:
             outcome = intake.execute_in_process(
                 run_config={**batch.run_config(), **quiet},
@@ -85,9 +80,12 @@ def run_intake(
                 f"{'ok' if outcome.success else 'FAILED'}"
             )
             if not outcome.success:
-                return  # the watermark stays before the failed batch
-            cursor = batch.until
-            _write_cursor(app_db, INTAKE_CURSOR, cursor.to_json())
+                return  # the committed watermark stays before the failed batch
+        with app_db.session() as session:
+            reached = read_watermark(session, source.watermark_name)
+        if reached is None or reached < batches[-1].until:  # guard: never loop on one range
+            echo("intake: the watermark did not move; stopping this pass")
+            break
     if not ran and not silent_when_idle:
         echo("intake: no new paid orders")
 
@@ -145,8 +143,7 @@ def run_pass(
     run_intake(
         defs, instance, result, settle_seconds=settle_seconds, echo=echo, silent_when_idle=not first
     )
-    if not result.failed:
-        run_due_work(defs, instance, result, echo=echo)
+    run_due_work(defs, instance, result, echo=echo)  # even if intake failed: others are due
     return result
 
 

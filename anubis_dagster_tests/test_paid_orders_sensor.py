@@ -8,11 +8,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import func, select
 
+from anubis_dagster.alerts.sink import WebhookSink
+from anubis_dagster.db.models import Subscription
+from anubis_dagster.db.session import default_database_url as anubis_db
+from anubis_dagster.db.session import session_scope
+from anubis_dagster.definitions import defs
 from anubis_dagster.intake import planning
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
+from anubis_dagster.intake.watermark import read_watermark
+from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.factories import make_order
 
 
@@ -21,51 +29,166 @@ def orders_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'orders.db'}"
 
 
-def tick(orders_url: str, cursor: str | None):  # type: ignore[no-untyped-def]
+def tick(orders_url: str, cursor: str | None, instance: dg.DagsterInstance | None = None):  # type: ignore[no-untyped-def]
+    """One evaluation, with the app DB from the environment (`anubis_env`)."""
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"orders": OrdersSourceResource(url=orders_url)}
+        cursor=cursor,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        resources={"orders": OrdersSourceResource(url=orders_url), "app_db": AppDatabase()},
     )
     return paid_orders_sensor(context)
 
 
-def test_skips_when_idle(orders_url: str) -> None:
-    OrdersSource(orders_url).ensure_table()
-    result = tick(orders_url, None)
-    assert isinstance(result, dg.SkipReason)
-    assert "no new paid orders" in str(result.skip_message)
+def request_of(result):  # type: ignore[no-untyped-def]
+    assert isinstance(result, dg.SensorResult), result
+    (request,) = result.run_requests
+    config = request.run_config["ops"]["ingest_paid_orders"]["config"]
+    return request, config
 
 
-def test_cursor_moves_and_run_keys_are_per_batch(
-    orders_url: str, monkeypatch: pytest.MonkeyPatch
+def launch(request: dg.RunRequest, instance: dg.DagsterInstance) -> bool:
+    """Run what the sensor asked for, as the daemon would (same instance, config and tags)."""
+    job = defs.resolve_job_def("intake_job")
+    result = job.execute_in_process(
+        run_config=request.run_config,
+        instance=instance,
+        tags={**request.tags, "dagster/run_key": request.run_key or ""},
+        raise_on_error=False,
+    )
+    return result.success
+
+
+@pytest.fixture
+def env_orders(anubis_env: str, tmp_path: Path) -> str:
+    """The orders source the jobs read (`anubis_env` points ANUBIS_ORDERS_DATABASE_URL here)."""
+    return f"sqlite:///{tmp_path / 'orders.db'}"
+
+
+def test_skips_when_idle(env_orders: str) -> None:
+    OrdersSource(env_orders).ensure_table()
+    result = tick(env_orders, None)
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    assert "no new paid orders" in str(result.skip_reason.skip_message)
+
+
+def test_one_run_per_tick_from_the_committed_watermark(
+    env_orders: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(planning, "BATCH_SIZE", 2)
-    source = OrdersSource(orders_url)
+    monkeypatch.setattr(planning, "BATCH_SIZE", 2)  # several batches, still one run
+    instance = dg.DagsterInstance.ephemeral()
+    source = OrdersSource(env_orders)
     source.load([make_order(i) for i in range(1, 6)])
-    result = tick(orders_url, None)
-    assert isinstance(result, dg.SensorResult)
-    sizes = [r.tags["anubis/orders"] for r in result.run_requests]
-    assert sizes == ["2", "2", "1"]
-    keys = [r.run_key for r in result.run_requests]
-    assert len(set(keys)) == 3 and all(k.startswith("intake:") for k in keys)
-    assert json.loads(result.cursor)["id"] == 5
-    # consecutive batches chain: each run's range starts where the previous ended
-    configs = [r.run_config["ops"]["ingest_paid_orders"]["config"] for r in result.run_requests]
-    assert configs[0]["after"] == ""
-    assert configs[1]["after"] == configs[0]["until"]
-    # the next tick, from the new cursor, has nothing to do
-    assert isinstance(tick(orders_url, result.cursor), dg.SkipReason)
-    # a newly paid order moves it on, with a new run key
+    request, config = request_of(result := tick(env_orders, None, instance))
+    assert request.tags["anubis/orders"] == "5"
+    assert config["after"] == "" and json.loads(config["until"])["id"] == 5
+    assert request.run_key.startswith("intake:start..")
+    # not launched yet: the committed watermark has not moved, the range is asked for again
+    again, _ = request_of(tick(env_orders, result.cursor, instance))
+    assert again.run_key != request.run_key and again.run_key.endswith("#attempt1")
+    assert launch(again, instance)
+    with session_scope(anubis_db()) as session:
+        assert read_watermark(session, source.watermark_name).id == 5  # type: ignore[union-attr]
+    idle = tick(env_orders, result.cursor, instance)
+    assert not idle.run_requests and "no new paid orders" in str(idle.skip_reason.skip_message)
     source.load([make_order(6)])
-    later = tick(orders_url, result.cursor)
-    assert later.run_requests[0].run_key not in keys
-    assert json.loads(later.cursor)["id"] == 6
+    later, later_config = request_of(tick(env_orders, idle.cursor, instance))
+    assert json.loads(later_config["after"])["id"] == 5
+    assert json.loads(later_config["until"])["id"] == 6
+    assert later.run_key not in (request.run_key, again.run_key)
 
 
-def test_unpaid_orders_are_not_read(orders_url: str) -> None:
+def test_a_failed_run_leaves_its_orders_to_the_next_tick(
+    env_orders: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anubis_dagster.intake import jobs
+
+    instance = dg.DagsterInstance.ephemeral()
+    OrdersSource(env_orders).load([make_order(i) for i in range(1, 4)])
+    first = tick(env_orders, None, instance)
+    request, _ = request_of(first)
+    real = jobs.ingest
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(jobs, "ingest", crash)
+    assert not launch(request, instance)  # failed (its retries too)
+    monkeypatch.setattr(jobs, "ingest", real)
+    retry = tick(env_orders, first.cursor, instance)
+    retry_request, retry_config = request_of(retry)
+    assert retry_config == request.run_config["ops"]["ingest_paid_orders"]["config"]
+    assert retry_request.run_key == request.run_key + "#attempt1"
+    assert launch(retry_request, instance)
+    with session_scope(anubis_db()) as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 3
+    assert not tick(env_orders, retry.cursor, instance).run_requests
+
+
+def test_no_second_run_while_one_is_queued_or_in_flight(
+    env_orders: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anubis_dagster import intake
+
+    instance = dg.DagsterInstance.ephemeral()
+    OrdersSource(env_orders).load([make_order(1)])
+    first = tick(env_orders, None, instance)
+    request, _ = request_of(first)
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("intake_job"),
+        run_config=request.run_config,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags=request.tags,
+    )
+    waiting = tick(env_orders, first.cursor, instance)
+    assert isinstance(waiting, dg.SkipReason)
+    assert f"intake run {run.run_id[:8]} is NOT_STARTED" in str(waiting.skip_message)
+    start = dg.DagsterEvent(event_type_value="PIPELINE_START", job_name="intake_job")
+    instance.report_dagster_event(start, run_id=run.run_id)  # the worker started it
+    waiting = tick(env_orders, first.cursor, instance)
+    assert f"intake run {run.run_id[:8]} is STARTED" in str(waiting.skip_message)
+    instance.report_run_canceled(run)  # cancelled before it committed: its orders come back
+    again, _ = request_of(tick(env_orders, first.cursor, instance))
+    assert again.run_key == request.run_key + "#attempt1"
+
+    # a run that was created but never launched stops holding intake back after a grace time
+    stuck = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("intake_job"),
+        run_config=request.run_config,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    assert isinstance(tick(env_orders, first.cursor, instance), dg.SkipReason)
+    monkeypatch.setattr(intake.sensors, "NOT_STARTED_GRACE_SECONDS", -1)
+    assert request_of(tick(env_orders, first.cursor, instance))
+    assert instance.get_run_by_id(stuck.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+
+
+def test_a_missing_orders_table_is_one_skip_reason_and_one_alert(
+    env_orders: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = WebhookSink()
+    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", sink.start())
+    monkeypatch.setenv("ANUBIS_ORDERS_TABLE", "platform_orders")
+    try:
+        cursor = None
+        for _ in range(3):
+            result = tick(env_orders, cursor, None)
+            assert isinstance(result, dg.SensorResult) and not result.run_requests
+            message = str(result.skip_reason.skip_message)
+            assert "ANUBIS_ORDERS_TABLE: the orders table or view 'platform_orders'" in message
+            cursor = result.cursor
+        assert len(sink.received) == 1 and "platform_orders" in sink.received[0]
+        assert not OrdersSource(env_orders).exists()  # the sensor never creates it
+        OrdersSource(env_orders).load([make_order(1)])
+        assert request_of(tick(env_orders, cursor, None))
+    finally:
+        sink.shutdown()
+
+
+def test_unpaid_orders_are_not_read(env_orders: str) -> None:
     pending = make_order(1)
     pending["checkout_step"] = "checkout"
-    OrdersSource(orders_url).load([pending])
-    assert isinstance(tick(orders_url, None), dg.SkipReason)
+    OrdersSource(env_orders).load([pending])
+    assert not tick(env_orders, None).run_requests
 
 
 def test_late_arriving_rows_are_not_skipped(orders_url: str) -> None:

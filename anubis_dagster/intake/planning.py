@@ -1,5 +1,9 @@
 """How the paid-orders stream is cut into intake runs. Shared by the sensor and `anubis run`.
 
+Both plan from the intake watermark the runs *committed* in the app DB (`intake.watermark`),
+never from an optimistic position of their own: a run that failed or never launched leaves its
+orders to the next plan.
+
 Orders are read in (updated_at, id) order after a cursor. Rows newer than `settle_seconds` are
 left for the next tick: an order whose transaction commits a little after its `updated_at` was
 stamped (a "late-arriving row") is still read, because the cursor never passes a moment whose
@@ -8,15 +12,16 @@ rows may still be in flight.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
+from anubis_dagster.settings import get_settings
 
-SETTLE_SECONDS = float(os.environ.get("ANUBIS_INTAKE_SETTLE_SECONDS", "5"))
-BATCH_SIZE = int(os.environ.get("ANUBIS_INTAKE_BATCH_SIZE", "1000"))
-MAX_RUNS_PER_TICK = int(os.environ.get("ANUBIS_INTAKE_MAX_RUNS_PER_TICK", "5"))
+# validated by the settings model (ranges, types); module constants so tests can patch them
+SETTLE_SECONDS = get_settings().anubis_intake_settle_seconds
+BATCH_SIZE = get_settings().anubis_intake_batch_size
+MAX_RUNS_PER_TICK = get_settings().anubis_intake_max_runs_per_tick
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,21 @@ def plan_batches(
         batches.append(IntakeBatch(after=after, until=chunk[-1], size=len(chunk)))
         after = chunk[-1]
     return batches
+
+
+def plan_run(
+    source: OrdersSource,
+    committed: OrderKey | None,
+    *,
+    now: datetime | None = None,
+    settle_seconds: float | None = None,
+) -> IntakeBatch | None:
+    """The sensor's next intake run: every settled order after the committed watermark, up to
+    `BATCH_SIZE * MAX_RUNS_PER_TICK`, in one run (the run commits it chunk by chunk), so the
+    sensor never needs a second run while one is in flight. None: nothing to read."""
+    batches = plan_batches(source, committed, now=now, settle_seconds=settle_seconds)
+    if not batches:
+        return None
+    return IntakeBatch(
+        after=committed, until=batches[-1].until, size=sum(batch.size for batch in batches)
+    )
