@@ -75,7 +75,7 @@ def test_invalid_order_keeps_field_level_reasons(db_url: str) -> None:
             {"field": "base_user.birth_date", "message": "birth date is before 1900"},
         ]
     }
-    assert "base_user.email: e-mail is not a valid address" in event.error_message
+    assert "base_user.email - e-mail is not a valid address" in event.error_message
 
 
 def test_one_active_subscription_per_cpf_per_integration(db_url: str) -> None:

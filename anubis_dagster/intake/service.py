@@ -117,7 +117,8 @@ class IntakeReport:
 
 
 def _problems_text(problems: list[Problem]) -> str:
-    return "; ".join(f"{p.field}: {p.message}" for p in problems)
+    # "field - message", not "field: message": masking reads "full_name: …" as a labelled name
+    return "; ".join(f"{p.field} - {p.message}" for p in problems)
 
 
 def _reject_constant(name: str) -> Any:
