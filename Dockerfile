@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# The Anubis user-code image: one image for every process of the production topology.
+#
+#   docker build -t anubis:dev .                     (from the repository root)
+#
+# Default command: the gRPC code server on :4000, which the webserver and the daemon load the
+# code from (deploy/postgres/workspace.yaml) and which launches the run workers. The same image
+# runs `dagster-daemon run`, `dagster-webserver`, the IES sandboxes (`anubis sandbox kroton|estacio`),
+# the webhook sink and one-shot commands (`anubis db upgrade`): see deploy/docker-compose.yml.
+# The Dagster instance baked in is the production one (PostgreSQL from DAGSTER_PG_* variables);
+# no secret is baked in: they all come from the environment at run time.
+
+ARG PYTHON_VERSION=3.11
+
+# --- build: wheels of the package and its pinned dependencies (no dev extra) -------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml setup.cfg README.md ./
+COPY anubis_dagster ./anubis_dagster
+RUN pip wheel --wheel-dir /wheels .
+
+# --- runtime ----------------------------------------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    DAGSTER_HOME=/opt/dagster/dagster_home \
+    ANUBIS_HOME=/opt/anubis/data
+# tini as PID 1: the code server forks run workers, and a container's PID 1 must reap them and
+# pass SIGTERM on, or a stopped container leaves zombies and runs that never hear the signal.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /wheels /wheels
+RUN pip install --no-index --find-links=/wheels anubis_dagster && rm -rf /wheels
+# The production instance and the workspace that loads the code from the gRPC code server.
+COPY deploy/postgres/dagster.yaml deploy/postgres/workspace.yaml ${DAGSTER_HOME}/
+RUN useradd --create-home --uid 10001 anubis \
+    && mkdir -p "${ANUBIS_HOME}" \
+    && chown -R anubis:anubis "${DAGSTER_HOME}" "${ANUBIS_HOME}"
+USER anubis
+WORKDIR /opt/anubis
+EXPOSE 4000
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["dagster", "api", "grpc", "-m", "anubis_dagster.definitions", "-h", "0.0.0.0", "-p", "4000"]
