@@ -16,7 +16,7 @@ from anubis_dagster.config.integrations import (
     settings_problems,
 )
 from anubis_dagster.delivery.jobs import build_delivery_jobs
-from anubis_dagster.delivery.sensors import build_due_work_sensor
+from anubis_dagster.delivery.sensors import build_due_work_sensor, build_release_claims_sensors
 from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
@@ -38,7 +38,11 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     if problems:
         raise ConfigError("invalid integrations:\n" + "\n".join(f"  - {p}" for p in problems))
     adapters = {adapter_class(i.type) for i in config.integrations}
-    deliver_job, check_job = build_delivery_jobs((i.key for i in config.integrations), adapters)
+    deliver_job, check_job = build_delivery_jobs(
+        (i.key for i in config.integrations),
+        adapters,
+        {i.key: adapter_class(i.type) for i in config.integrations},
+    )
     resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
     for adapter in adapters:
         resources.update(adapter.resources())
@@ -58,9 +62,13 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
         sensors=[
             paid_orders_sensor,
             build_due_work_sensor(deliver_job, check_job),
+            *build_release_claims_sensors(deliver_job, check_job),
             alert_on_run_failure,
         ],
         resources=resources,
+        # every job's ops in its run worker's process: no step subprocesses (seconds per step,
+        # and orphans when a worker is killed); jobs that need parallel steps set their own
+        executor=dg.in_process_executor,
     )
 
 

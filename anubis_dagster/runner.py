@@ -2,11 +2,12 @@
 
 For operators and scripts that do not run the Dagster daemon: intake of new paid orders, then,
 for each enabled integration, a deliver run if delivery work is due and a check run if status
-checks are due. Runs use `execute_in_process` on the configured instance, so they show in the
-UI like any other. Intake starts from the watermark intake runs commit in the app DB (the same
-one the sensor plans from), so a failed run's orders are read again by the next pass, and the
-sensor and this command never skip each other's orders. Delivery runs even when intake failed:
-subscriptions already ingested do not wait for new orders.
+checks are due. Runs are created with the code location's origin and executed in this process
+(`launching.execute_job_run`), so the UI shows their job, partition status and re-execution
+like those the daemon launches. Intake starts from the watermark intake runs commit in the app
+DB (the same one the sensor plans from), so a failed run's orders are read again by the next
+pass, and the sensor and this command never skip each other's orders. Delivery runs even when
+intake failed: subscriptions already ingested do not wait for new orders.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from anubis_dagster.intake.orders_source import OrdersSource, missing_table_mess
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.launching import execute_job_run
 from anubis_dagster.resources import AppDatabase
 
 #: what the runs print on the terminal; everything is in the run log (UI) whatever this says
@@ -67,11 +69,12 @@ def run_intake(
         if not batches:
             break
         for batch in batches:
-            outcome = intake.execute_in_process(
+            outcome = execute_job_run(
+                defs,
+                intake.name,
+                instance,
                 run_config={**batch.run_config(), **quiet},
-                instance=instance,
                 tags={"anubis/job": "intake", "anubis/trigger": "anubis run"},
-                raise_on_error=False,
             )
             ran = True
             result.runs.append(("intake_job", outcome.run_id, outcome.success))
@@ -114,14 +117,15 @@ def run_due_work(
             if not due:
                 continue
             try:
-                outcome = defs.resolve_job_def(job_name).execute_in_process(
+                outcome = execute_job_run(
+                    defs,
+                    job_name,
+                    instance,
                     run_config={
                         "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}
                     },
                     partition_key=key,
-                    instance=instance,
                     tags={"anubis/integration": key, "anubis/trigger": "anubis run"},
-                    raise_on_error=False,
                 )
             except dg.DagsterError as exc:  # e.g. a resource setting missing at launch
                 result.runs.append((job_name, "-", False))

@@ -4,10 +4,15 @@ The partition key is the integration's `key`; each op builds that integration's 
 hands the work to `delivery.service.StepRunner`. Ops stay thin: claiming, outcomes, retries and
 leases live in the service, the partner's rules in the adapter.
 
+Both jobs run their ops in the run worker's own process (`in_process_executor`): the ops are
+sequential, a step subprocess would only add seconds to every handoff, and a worker killed by
+the platform must not leave a step process behind that keeps sending and reporting. Each
+partition carries the tags the run queue and run monitoring act on (see `partition_tags`).
+
 # No `from __future__ import annotations`: Dagster reads op annotations at runtime.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +24,7 @@ from sqlalchemy import select
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
+from anubis_dagster.clients.rate_limit import Quota
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.alerts import run_alerts
@@ -39,6 +45,56 @@ from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
 
 DELIVERY_TAGS = {"anubis/job": "delivery"}
+#: the run queue's per-integration limit key (dagster.yaml): `<integration>:<flow>`
+SLOT_TAG = "anubis/slot"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+#: at most this many subscriptions per step and run (the Launchpad's `limit`)
+BATCH_LIMIT = 200
+#: a run's fixed cost before its first call: process start, code load, token, catalog warm-up
+BASE_RUNTIME_SECONDS = 120
+#: partner calls a student costs in the worst ordinary case (prepare, register, a quick retry,
+#: a share of token calls); a status check is one call and a retry
+CALLS_PER_STUDENT = {"deliver": 4, "check": 2}
+#: no call is counted faster than this, whatever the quota allows (latency, our own writes)
+MIN_SECONDS_PER_CALL = 0.5
+#: the HTTP client's longest wait for a quota slot (`ApiClient.max_quota_wait`): under a quota
+#: whose window is longer, a run defers the student instead of waiting, so that quota does not
+#: stretch the run
+MAX_QUOTA_WAIT_SECONDS = 300
+
+
+def seconds_per_call(adapter: type[IESAdapter]) -> float:
+    """Spacing of calls under the adapter's slowest quota a run waits for (its resources'
+    `rate_limit`; quotas with windows past the longest quota wait are not waited for)."""
+    spacing = 0.0
+    for resource in adapter.resources().values():
+        rate_limit = getattr(resource, "rate_limit", None)
+        if isinstance(rate_limit, str):
+            quota = Quota.parse(rate_limit, name=type(resource).__name__)
+            if quota.period <= MAX_QUOTA_WAIT_SECONDS:
+                spacing = max(spacing, quota.period / quota.limit)
+    return spacing
+
+
+def max_runtime_seconds(adapter: type[IESAdapter], flow: str, students: int) -> int:
+    """How long a run of `students` may take before run monitoring ends it: a fixed start, the
+    calls each student needs, and two calls per student at the slowest quota's pace. A worker
+    that died with its code server is resolved after this, so the due sensor sizes it from the
+    batch it asks for; the Launchpad and re-executions get a full batch."""
+    students = max(1, min(students, BATCH_LIMIT))
+    per_student = CALLS_PER_STUDENT[flow] * MIN_SECONDS_PER_CALL
+    per_student += (2 if flow == "deliver" else 1) * seconds_per_call(adapter)
+    return int(BASE_RUNTIME_SECONDS + students * per_student)
+
+
+def partition_tags(
+    key: str, flow: str, adapter: type[IESAdapter] | None, students: int = BATCH_LIMIT
+) -> dict[str, str]:
+    """Tags of a deliver/check run of integration `key`: its queue slot and its max runtime."""
+    tags = {SLOT_TAG: f"{key}:{flow}", "anubis/integration": key, "anubis/flow": flow}
+    if adapter is not None:
+        tags[MAX_RUNTIME_TAG] = str(max_runtime_seconds(adapter, flow, students))
+    return tags
 
 
 class DeliveryConfig(dg.Config):
@@ -48,7 +104,7 @@ class DeliveryConfig(dg.Config):
         default_factory=list,
         description="work only on these subscriptions, now, whatever their schedule",
     )
-    limit: int = Field(default=200, ge=0, description="at most this many per step")
+    limit: int = Field(default=BATCH_LIMIT, ge=0, description="at most this many per step")
     dry_run: bool = Field(
         default=False, description="build and show the payloads, masked, without sending"
     )
@@ -155,6 +211,13 @@ def _operator_actions(
             context.log.info(f"retry now: {count} scheduled subscriptions are due now")
 
 
+def _run_still_going(context: dg.OpExecutionContext) -> bool:
+    """False when run monitoring or an operator already ended this run (failed, canceling): a
+    "finished" summary must never follow the failure alert of the same run."""
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is None or run.status == dg.DagsterRunStatus.STARTED
+
+
 def _output(
     context: dg.OpExecutionContext,
     report: StepReport,
@@ -174,7 +237,7 @@ def _output(
             "stats": stats,
         }
     )
-    if last and not request.dry_run:
+    if last and not request.dry_run and _run_still_going(context):
         for alert in run_alerts(
             job=context.job_name,
             integration=context.partition_key,
@@ -209,13 +272,29 @@ def _output(
     return dg.Output(request, metadata=metadata)
 
 
+def _partitioned_config(
+    keys: list[str], flow: str, adapter_by_key: Mapping[str, type[IESAdapter]]
+) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
+    """No run config of its own (the Launchpad starts empty); each partition's tags put its
+    runs in their integration's queue slot with a max runtime, however they are launched."""
+    return dg.PartitionedConfig(
+        partitions_def=dg.StaticPartitionsDefinition(keys),
+        run_config_for_partition_key_fn=lambda _key: {},
+        tags_for_partition_key_fn=lambda key: partition_tags(key, flow, adapter_by_key.get(key)),
+    )
+
+
 def build_delivery_jobs(
-    integration_keys: Iterable[str], adapters: Iterable[type[IESAdapter]]
+    integration_keys: Iterable[str],
+    adapters: Iterable[type[IESAdapter]],
+    adapter_by_key: Mapping[str, type[IESAdapter]] | None = None,
 ) -> tuple[dg.JobDefinition, dg.JobDefinition]:
     """deliver_job and check_job for these integrations (the partitions) and adapters (whose
-    resource keys the ops need)."""
-    partitions = dg.StaticPartitionsDefinition(sorted(set(integration_keys)))
+    resource keys the ops need); `adapter_by_key` sizes each partition's max runtime."""
+    keys = sorted(set(integration_keys))
+    adapters = list(adapters)
     resource_keys = {"app_db"}.union(*(a.resource_keys for a in adapters))
+    by_key = dict(adapter_by_key or {})
 
     @dg.op(description="Reads the Launchpad settings; applies requeue and retry-now first.")
     def delivery_request(
@@ -263,7 +342,8 @@ def build_delivery_jobs(
             return _output(context, runner.check(), call, request, last=True)
 
     @dg.job(
-        partitions_def=partitions,
+        config=_partitioned_config(keys, "deliver", by_key),
+        executor_def=dg.in_process_executor,
         tags={**DELIVERY_TAGS, "anubis/flow": "deliver"},
         description="Due subscriptions of one integration: fix data → prepare → register.",
     )
@@ -271,7 +351,8 @@ def build_delivery_jobs(
         register(prepare(fix_data(delivery_request())))
 
     @dg.job(
-        partitions_def=partitions,
+        config=_partitioned_config(keys, "check", by_key),
+        executor_def=dg.in_process_executor,
         tags={**DELIVERY_TAGS, "anubis/flow": "check"},
         description="Registered subscriptions of one integration: status at the partner.",
     )

@@ -1,40 +1,118 @@
-"""due_work_sensor: asks for a deliver or check run of an integration when its work is due.
+"""due_work_sensor: asks for a deliver or check run of an integration when its work is due;
+release_claims_of_failed/canceled_runs: give a dead run's subscriptions back at once.
 
 "Due" = a subscription in a status the flow works on whose `scheduled_to` has come (new ones,
-retries whose time has come, checks due), not claimed by a live run. A flow of an integration
-gets at most one run per the integration's `interval` (minutes), and none while one is queued
-or running (dagster.yaml also caps runs per partition). The tick is a few indexed queries.
+retries whose time has come, checks due), not claimed by a live run. New students (never
+attempted) are asked for on the next tick: the paid→sent path must not wait for the
+integration's `interval`, which paces only retries and status checks. While a run of the flow
+is queued, none is added; while one is running, one more may wait in the queue for new
+students (dagster.yaml's `anubis/slot` limit holds it until the slot is free).
+
+A run record never holds its integration forever: a CANCELING run counts as in flight (it may
+still be sending), but a run past its `dagster/max_runtime` plus a monitoring poll is treated
+as dead (run monitoring is about to fail it), so the sensor never waits on a record alone.
 
 # No `from __future__ import annotations`: Dagster reads sensor annotations at runtime.
 """
 
 import json
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
-from anubis_dagster.db.models import Integration
+from anubis_dagster.core.states import Status
+from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.delivery.due import deliver_statuses, has_due
+from anubis_dagster.delivery.jobs import BATCH_LIMIT, MAX_RUNTIME_TAG, partition_tags
+from anubis_dagster.delivery.service import release_claims
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.resources import AppDatabase
 
-ACTIVE_STATUSES = [
+WAITING_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
 ]
+RUNNING_STATUSES = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+ACTIVE_STATUSES = WAITING_STATUSES + RUNNING_STATUSES
+#: a run past its max runtime by more than this is not waited for (monitoring polls ~20 s)
+DEAD_RUN_GRACE_SECONDS = 60
+#: how often the sensor looks; the daemon evaluates sensors every 5 s at best
+DUE_SENSOR_INTERVAL_SECONDS = 5
 
 
-def run_in_flight(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
+def _past_max_runtime(record: dg.RunRecord, now: float) -> bool:
+    limit = record.dagster_run.tags.get(MAX_RUNTIME_TAG)
+    if not limit or record.start_time is None:
+        return False
+    try:
+        return now - record.start_time > float(limit) + DEAD_RUN_GRACE_SECONDS
+    except ValueError:
+        return False
+
+
+def runs_in_flight(
+    instance: dg.DagsterInstance, job_name: str, partition: str, now: float | None = None
+) -> tuple[int, int]:
+    """(waiting, running) runs of this job and partition that are still alive."""
+    now = time.time() if now is None else now
     records = instance.get_run_records(
         filters=dg.RunsFilter(
             job_name=job_name, statuses=ACTIVE_STATUSES, tags={"dagster/partition": partition}
         ),
+        limit=20,
+    )
+    waiting = running = 0
+    for record in records:
+        status = record.dagster_run.status
+        if status in WAITING_STATUSES:
+            waiting += 1
+        elif not _past_max_runtime(record, now):
+            running += 1
+    return waiting, running
+
+
+def last_run_failed(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
+    """Whether the latest run of this job and partition failed: new students then wait for the
+    integration's `interval` like retries, so a run that cannot start (missing credentials, the
+    partner down) is not relaunched, and alerted, on every tick."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=job_name, tags={"dagster/partition": partition}),
         limit=1,
     )
-    return bool(records)
+    return bool(records) and records[0].dagster_run.status == dg.DagsterRunStatus.FAILURE
+
+
+def run_in_flight(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
+    """Whether a live run of this job and partition is queued, starting, running or canceling."""
+    return sum(runs_in_flight(instance, job_name, partition)) > 0
+
+
+def count_due(
+    session: Session,
+    integration_id: int,
+    statuses: frozenset[Status],
+    *,
+    fresh_only: bool = False,
+    limit: int = BATCH_LIMIT,
+) -> int:
+    """How many subscriptions are due now (at most `limit`), or only never-attempted ones."""
+    if not statuses:
+        return 0
+    s = Subscription
+    now = datetime.now(UTC)
+    query = select(s.id).where(
+        s.integration_id == integration_id,
+        s.status.in_([st.value for st in statuses]),
+        or_(s.scheduled_to.is_(None), s.scheduled_to <= now),
+        or_(s.claimed_until.is_(None), s.claimed_until < now),
+    )
+    if fresh_only:
+        query = query.where(s.attempts == 0)
+    return int(session.scalar(select(func.count()).select_from(query.limit(limit).subquery())) or 0)
 
 
 def build_due_work_sensor(
@@ -42,9 +120,10 @@ def build_due_work_sensor(
 ) -> dg.SensorDefinition:
     @dg.sensor(
         jobs=[deliver_job, check_job],
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=DUE_SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Due deliveries, retries and checks → one run per integration and flow.",
+        description="New students at once, due retries and checks per `interval` → one run "
+        "per integration and flow.",
     )
     def due_work_sensor(
         context: dg.SensorEvaluationContext, app_db: AppDatabase
@@ -63,19 +142,29 @@ def build_due_work_sensor(
                     ("check", check_job, adapter.check_statuses),
                 ):
                     slot = f"{integration.key}:{flow}"
-                    if now - last_asked.get(slot, 0) < integration.interval * 60:
+                    paced = now - last_asked.get(slot, 0) < integration.interval * 60
+                    # new students skip the pacing; retries and checks wait for `interval`
+                    fresh = (
+                        flow == "deliver"
+                        and count_due(session, integration.id, statuses, fresh_only=True, limit=1)
+                        > 0
+                        and not last_run_failed(context.instance, job.name, integration.key)
+                    )
+                    if paced and not fresh:
                         continue
-                    if not has_due(session, integration.id, statuses):
+                    if not fresh and not has_due(session, integration.id, statuses):
                         continue
-                    if run_in_flight(context.instance, job.name, integration.key):
+                    queued, running = runs_in_flight(context.instance, job.name, integration.key)
+                    if queued or (running and not fresh):
                         waiting.append(slot)
                         continue
+                    students = count_due(session, integration.id, statuses)
                     requests.append(
                         dg.RunRequest(
                             job_name=job.name,
                             partition_key=integration.key,
                             run_key=f"{slot}:{int(now)}",
-                            tags={"anubis/integration": integration.key, "anubis/flow": flow},
+                            tags=partition_tags(integration.key, flow, adapter, students),
                         )
                     )
                     last_asked[slot] = now
@@ -85,3 +174,31 @@ def build_due_work_sensor(
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(last_asked))
 
     return due_work_sensor
+
+
+def build_release_claims_sensors(
+    deliver_job: dg.JobDefinition, check_job: dg.JobDefinition
+) -> list[dg.SensorDefinition]:
+    """A deliver/check run that ended without finishing (its worker died and monitoring failed
+    or canceled it) still holds its claims until the lease expires (10 minutes by default).
+    Releasing them at once lets the retry or the next run continue the work now; a student
+    whose request may have left is still asked about by CPF before any resend."""
+
+    def build(status: dg.DagsterRunStatus) -> dg.SensorDefinition:
+        @dg.run_status_sensor(
+            run_status=status,
+            monitored_jobs=[deliver_job, check_job],
+            minimum_interval_seconds=DUE_SENSOR_INTERVAL_SECONDS,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            name=f"release_claims_of_{status.value.lower()}_runs",
+            description=f"Gives the claims of a delivery run that ended {status.value} back "
+            "at once (no lease wait).",
+        )
+        def release(context: dg.RunStatusSensorContext, app_db: AppDatabase) -> None:
+            released = release_claims(app_db.resolved_url, context.dagster_run.run_id)
+            if released:
+                context.log.info(f"released {released} claims of {context.dagster_run.run_id}")
+
+        return release
+
+    return [build(dg.DagsterRunStatus.FAILURE), build(dg.DagsterRunStatus.CANCELED)]
