@@ -61,6 +61,7 @@ def diagnose() -> Report:
     try:
         settings = get_settings()
         report.settings = list(settings.effective())
+        report.problems += settings.production_problems()
     except SettingsError as exc:
         settings = None
         report.problems += exc.problems
@@ -89,7 +90,7 @@ def _integrations(report: Report, settings: Settings | None) -> IntegrationsFile
         report.integrations.append(
             f"{item.key} (type {item.type}, {state}, every {item.interval} min): {shown}"
         )
-    report.problems += settings_problems(config)
+    report.problems += settings_problems(config, production=True)
     return config
 
 

@@ -8,13 +8,13 @@ shortens the wait (the test suite sets it to 0).
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from anubis_dagster.settings import get_settings
 
 OP_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2,
-    delay=float(os.environ.get("ANUBIS_OP_RETRY_DELAY_SECONDS", "10")),
+    delay=get_settings().anubis_op_retry_delay_seconds,
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )

@@ -12,7 +12,6 @@ intake failed: subscriptions already ingested do not wait for new orders.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,9 +29,10 @@ from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.launching import execute_job_run
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.settings import get_settings
 
 #: what the runs print on the terminal; everything is in the run log (UI) whatever this says
-CONSOLE_LOG_LEVEL = os.environ.get("ANUBIS_CONSOLE_LOG_LEVEL", "WARNING")
+CONSOLE_LOG_LEVEL = get_settings().anubis_console_log_level
 
 
 @dataclass

@@ -175,6 +175,12 @@ class Settings(BaseModel):
     anubis_run_retention_days: int = _field(
         90, "Dagster runs older than this are deleted weekly", group="alerts", ge=1
     )
+    anubis_pii_retention_days: int = _field(
+        365,
+        "personal data of finished subscriptions older than this is anonymised (LGPD)",
+        group="alerts",
+        ge=1,
+    )
 
     # --- Kroton -------------------------------------------------------------------------------
     api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
@@ -373,6 +379,14 @@ class Settings(BaseModel):
                 values.append(password)
         return [value for value in values if value]
 
+    def production_problems(self) -> list[str]:
+        """Values that load (the tests use them) but are wrong in production: the doctor's."""
+        try:
+            check_retry_schedule(self.anubis_retry_schedule, allow_zero=False)
+        except ValueError as exc:
+            return [f"ANUBIS_RETRY_SCHEDULE: {exc} (got {self.anubis_retry_schedule!r})"]
+        return []
+
     def is_set(self, variable: str) -> bool:
         return getattr(self, variable.lower()) is not None
 
@@ -487,11 +501,14 @@ def check_quota(value: str) -> None:
         ) from None
 
 
-def check_retry_schedule(value: str) -> None:
+def check_retry_schedule(value: str, *, allow_zero: bool = True) -> None:
+    """A schedule `parse_schedule` reads. A 0 delay (retry at once) loads, because the test
+    suite relies on it, but `anubis doctor` refuses it (`allow_zero=False`): in production it
+    spends a student's every attempt within one run during a short outage."""
     from anubis_dagster.core.retry_schedule import parse_schedule
 
     delays = parse_schedule(value)  # ValueError names the bad item
-    if any(delay.total_seconds() <= 0 for delay in delays):
+    if not allow_zero and any(delay.total_seconds() <= 0 for delay in delays):
         raise ValueError("every retry delay must be above 0 (e.g. 1m,5m,30m,2h)")
     if any(not math.isfinite(delay.total_seconds()) for delay in delays):
         raise ValueError("every retry delay must be finite")

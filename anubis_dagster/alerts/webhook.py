@@ -8,12 +8,12 @@ the run that wanted to alert: the alert is logged instead.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import httpx
 
 from anubis_dagster.core.masking import mask_text
+from anubis_dagster.settings import get_settings
 
 WEBHOOK_ENV = "ANUBIS_SLACK_WEBHOOK_URL"
 UI_URL_ENV = "ANUBIS_UI_URL"
@@ -21,7 +21,7 @@ log = logging.getLogger("anubis.alerts")
 
 
 def run_url(run_id: str) -> str:
-    base = os.environ.get(UI_URL_ENV, "http://localhost:3000").rstrip("/")
+    base = get_settings().anubis_ui_url.rstrip("/")
     return f"{base}/runs/{run_id}"
 
 
@@ -47,7 +47,8 @@ def send_alert(alert: Alert, *, webhook_url: str | None = None, timeout: float =
     """Post `alert`; True if a webhook accepted it. Logs it in every case."""
     text = alert.text()
     log.log(logging.WARNING if alert.level != "info" else logging.INFO, "alert: %s", text)
-    url = webhook_url if webhook_url is not None else os.environ.get(WEBHOOK_ENV)
+    secret = get_settings().anubis_slack_webhook_url
+    url = webhook_url if webhook_url is not None else (secret and secret.get_secret_value())
     if not url:
         return False
     try:

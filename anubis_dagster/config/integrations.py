@@ -136,15 +136,24 @@ def load_integrations(path: Path | None = None) -> IntegrationsFile:
     return config
 
 
-def settings_problems(config: IntegrationsFile, *, unknown_types: bool = True) -> list[str]:
+def settings_problems(
+    config: IntegrationsFile, *, unknown_types: bool = True, production: bool = False
+) -> list[str]:
     """Every integration's `settings` against its adapter's `settings_model`; one line per
     problem, naming the integration and the key. `unknown_types`: report an integration whose
     adapter is not registered (False while only parsing the file: a test adapter registers
-    itself later, when its module is imported)."""
+    itself later, when its module is imported). `production`: also refuse what only tests
+    should use (a 0 retry delay), as `anubis doctor` does."""
     from anubis_dagster.integrations.base import UnknownIntegrationType, adapter_class
 
     problems = []
     for item in config.integrations:
+        schedule = item.settings.get("retry_schedule")
+        if production and isinstance(schedule, str):
+            try:
+                check_retry_schedule(schedule, allow_zero=False)
+            except ValueError as exc:
+                problems.append(f"integration {item.key!r}: settings.retry_schedule: {exc}")
         try:
             model = adapter_class(item.type).settings_model
         except UnknownIntegrationType:

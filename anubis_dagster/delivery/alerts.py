@@ -5,13 +5,13 @@ subscription ids only: no personal data can be in them."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from anubis_dagster.alerts.webhook import Alert
+from anubis_dagster.settings import get_settings
 
-QUOTA_ALERT_SECONDS = float(os.environ.get("ANUBIS_QUOTA_ALERT_SECONDS", "120"))
+QUOTA_ALERT_SECONDS = get_settings().anubis_quota_alert_seconds
 
 
 def run_alerts(

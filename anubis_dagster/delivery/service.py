@@ -14,7 +14,6 @@ Guarantees kept here, once, for every IES:
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,12 +35,13 @@ from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.db.transitions import NOTE, RETRY, record_note, transition
 from anubis_dagster.delivery.outcomes import still_unknown, write_may_have_acted
 from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, ResendGuard
+from anubis_dagster.settings import get_settings
 
-LEASE_SECONDS = float(os.environ.get("ANUBIS_LEASE_SECONDS", "600"))
+LEASE_SECONDS = get_settings().anubis_lease_seconds
 CLAIM_CHUNK = 5  # rows claimed at a time: small, so a slow partner holds few leases
-CHECK_MIN_SECONDS = float(os.environ.get("ANUBIS_CHECK_MIN_SECONDS", "600"))
-CHECK_MAX_SECONDS = float(os.environ.get("ANUBIS_CHECK_MAX_SECONDS", "86400"))
-FIRST_CHECK_SECONDS = float(os.environ.get("ANUBIS_FIRST_CHECK_SECONDS", "120"))
+CHECK_MIN_SECONDS = get_settings().anubis_check_min_seconds
+CHECK_MAX_SECONDS = get_settings().anubis_check_max_seconds
+FIRST_CHECK_SECONDS = get_settings().anubis_first_check_seconds
 EXAMPLES = 5
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +58,7 @@ from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.validation import MAX_ID
 from anubis_dagster.db.models import UTCDateTime
 from anubis_dagster.db.session import anubis_home, get_engine, normalize_url
+from anubis_dagster.settings import get_settings
 
 ORDERS_URL_ENV = "ANUBIS_ORDERS_DATABASE_URL"
 ORDERS_TABLE_ENV = "ANUBIS_ORDERS_TABLE"
@@ -89,7 +89,7 @@ def missing_table_message(url: str, table: str) -> str:
 
 
 def default_orders_url() -> str:
-    url = os.environ.get(ORDERS_URL_ENV)
+    url = get_settings().orders_database_url()
     return normalize_url(url) if url else f"sqlite:///{anubis_home() / 'orders.db'}"
 
 
@@ -147,7 +147,7 @@ class OrdersSource:
 
     def __init__(self, url: str | None = None, table: str | None = None) -> None:
         self.url = normalize_url(url or default_orders_url())
-        self.table = orders_table(table or os.environ.get(ORDERS_TABLE_ENV, "orders"))
+        self.table = orders_table(table or get_settings().anubis_orders_table)
 
     @property
     def engine(self) -> Engine:
@@ -281,7 +281,7 @@ class OrdersSource:
 def check_orders_source(url: str | None = None, table: str | None = None) -> list[str]:
     """Problems of the configured orders source, each naming the variable to fix (empty list:
     fine). For `anubis doctor`: it connects and inspects, and never creates anything."""
-    table = table if table is not None else os.environ.get(ORDERS_TABLE_ENV, "orders")
+    table = table if table is not None else get_settings().anubis_orders_table
     if not table.strip():
         return [f"{ORDERS_TABLE_ENV}: is empty; name the orders table or view"]
     try:

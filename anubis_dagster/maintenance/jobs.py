@@ -11,7 +11,6 @@ or linger forever.
 # No `from __future__ import annotations`: Dagster reads op annotations at runtime.
 """
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -21,13 +20,14 @@ from sqlalchemy import delete
 from anubis_dagster.db.models import CatalogCacheEntry
 from anubis_dagster.maintenance import pii
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.settings import get_settings
 
 BATCH = 200
 
 
 class RetentionConfig(dg.Config):
     run_retention_days: int = Field(
-        default=int(os.environ.get("ANUBIS_RUN_RETENTION_DAYS", "90")), ge=1
+        default=get_settings().anubis_run_retention_days, ge=1
     )
     catalog_cache_days: int = Field(default=7, ge=1)
 
