@@ -50,6 +50,9 @@ from anubis_dagster.db.transitions import finish_attempt, record_attempt
 
 MAX_STORED_TEXT = 2000
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
+#: longest wait for a quota slot inside a run; beyond it the subscription is deferred (no
+#: attempt counted). Below the lease, so a waiting run keeps its claims.
+MAX_QUOTA_WAIT_SECONDS = 300.0
 
 
 class HttpOutcome(StrEnum):
@@ -168,7 +171,7 @@ class ApiClient:
         on_unauthorized: Callable[[], None] | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         quick_retries: int = 3,
-        max_quota_wait: float = 300,
+        max_quota_wait: float | None = None,
         transport: httpx.BaseTransport | None = None,
         credential_settings: tuple[str, ...] = (),
     ) -> None:
@@ -178,7 +181,7 @@ class ApiClient:
         self._auth_headers = auth_headers
         self._on_unauthorized = on_unauthorized
         self.quick_retries = quick_retries
-        self.max_quota_wait = max_quota_wait
+        self.max_quota_wait = MAX_QUOTA_WAIT_SECONDS if max_quota_wait is None else max_quota_wait
         self.credential_settings = credential_settings
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport

@@ -8,7 +8,9 @@ and Estácio sandboxes only hold their own endpoints and rules:
   port 0 allowed) or in the foreground (`anubis sandbox ...`, until SIGINT/SIGTERM);
 - a sliding-window rate limiter per named API bucket, answering 429 with `Retry-After`;
 - fault injection driven by a seeded `random.Random`, so a failing run can be replayed:
-  5xx errors, added latency, requests held until the client times out, malformed bodies;
+  5xx errors, added latency, requests held until the client times out, malformed bodies, and
+  lost answers (the request is processed, then the connection closes without an answer, or
+  with the body cut short);
 - a request log and statistics, so tests and the demo can check what a client really sent;
 - control endpoints under `/__sandbox/` (never rate-limited, faulted or logged) to read the log,
   reset the state and change settings at run time.
@@ -125,6 +127,15 @@ class SandboxSettings:
         "handle a timed-out request before holding it: the change happens, the answer is lost",
     )
     malformed_rate: float = setting(0.0, "fraction of requests answered 200 with a broken body")
+    lost_answer_rate: float = setting(
+        0.0, "fraction of requests processed, then the connection closed without an answer"
+    )
+    truncated_answer_rate: float = setting(
+        0.0, "fraction of requests processed, then answered with the body cut short"
+    )
+    fault_endpoints: str = setting(
+        "", "comma-separated endpoint names the faults apply to, e.g. register (empty: all)"
+    )
     #: bucket name -> "REQUESTS/SECONDS"; subclasses set their buckets' defaults.
     rate_limits: dict[str, str] = field(default_factory=dict)
 
@@ -313,6 +324,9 @@ class Reply:
     #: The log's outcome; None derives it from the status (see `default_outcome`).
     outcome: str | None = None
     raw: bytes | None = None
+    #: how the answer is lost on the wire after the request was processed: "drop" closes the
+    #: connection without a byte, "truncate" sends the headers and half the body
+    cut: str | None = None
 
     def payload(self) -> bytes:
         if self.raw is not None:
@@ -357,7 +371,7 @@ class Route:
 
 @dataclass(frozen=True)
 class _Fault:
-    kind: str  # "5xx", "timeout" or "malformed"
+    kind: str  # "5xx", "timeout", "malformed", "drop" or "truncate"
     status: int = 200
 
 
@@ -591,7 +605,7 @@ class SandboxServer:
             return Reply(
                 429, self.rate_limited_body(retry_after), {"Retry-After": str(retry_after)}
             )
-        fault = self._draw_fault()
+        fault = self._draw_fault() if self._faults_apply(route) else None
         if fault is None:
             return self._authorized_answer(route, request)
         if fault.kind == "5xx":
@@ -604,6 +618,10 @@ class SandboxServer:
             with self.lock:
                 body = self.random.choice(_MALFORMED_BODIES)
             return Reply(200, raw=body, outcome="fault_malformed")
+        if fault.kind in ("drop", "truncate"):
+            # the partner acts on the request; only its answer is lost on the way back
+            handled = self._authorized_answer(route, request)
+            return dataclasses.replace(handled, cut=fault.kind, outcome=f"fault_{fault.kind}")
         return self._held_answer(route, request)
 
     def _held_answer(self, route: Route | None, request: SandboxRequest) -> Reply:
@@ -635,19 +653,30 @@ class SandboxServer:
             except Exception as error:  # a sandbox bug answers 500 instead of a dropped socket
                 return Reply(500, {"message": f"sandbox bug: {error!r}"}, outcome="sandbox_error")
 
+    def _faults_apply(self, route: Route | None) -> bool:
+        chosen = {e.strip() for e in self._settings.fault_endpoints.split(",") if e.strip()}
+        return not chosen or (route is not None and route.name in chosen)
+
     def _draw_fault(self) -> _Fault | None:
         """One draw per request; the fault kinds share it in this order (rates add up)."""
         s = self._settings
-        if s.error_rate + s.timeout_rate + s.malformed_rate <= 0:
+        rates = (
+            ("5xx", s.error_rate),
+            ("timeout", s.timeout_rate),
+            ("malformed", s.malformed_rate),
+            ("drop", s.lost_answer_rate),
+            ("truncate", s.truncated_answer_rate),
+        )
+        if sum(rate for _, rate in rates) <= 0:
             return None
+        threshold = 0.0
         with self.lock:
             draw = self.random.random()
-            if draw < s.error_rate:
-                return _Fault("5xx", self.random.choice((500, 502, 503)))
-        if draw < s.error_rate + s.timeout_rate:
-            return _Fault("timeout")
-        if draw < s.error_rate + s.timeout_rate + s.malformed_rate:
-            return _Fault("malformed")
+            for kind, rate in rates:
+                threshold += rate
+                if draw < threshold:
+                    status = self.random.choice((500, 502, 503)) if kind == "5xx" else 200
+                    return _Fault(kind, status)
         return None
 
     def _find_route(self, routes: list[Route], request: SandboxRequest) -> Route | None:
@@ -792,6 +821,9 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         )
         reply = self.server.sandbox.answer(request)
         payload = reply.payload()
+        if reply.cut is not None:
+            self._lose_answer(reply, payload)
+            return
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -802,6 +834,20 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (e.g. a timeout fault)
+
+    def _lose_answer(self, reply: Reply, payload: bytes) -> None:
+        """A lost-answer fault: no answer at all, or headers announcing the whole body and only
+        half of it, then the connection closes (what a proxy or a crash does mid-answer)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            if reply.cut == "truncate":
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+                self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -1,63 +1,54 @@
-"""Tiny IES's partner: a stdlib HTTP server with one endpoint, `POST /students`.
+"""Tiny IES's partner, on the shared sandbox kit (rate limit, fault injection, request log).
 
-Answers 201 `{"id": "T-<n>"}` for a new CPF, 409 `{"error": ...}` for a CPF it already has and
-400 when `cpf` or `course` is missing. Keeps every request it received, for the tests.
+One endpoint, `POST /students`: 201 `{"id": "T-<n>"}` for a new CPF, 409 `{"error": ...}` for a
+CPF it already has, 400 when `cpf` or `course` is missing. No way to ask about a student: after
+a lost answer Anubis must hold the registration for a person (`ResendGuard.NONE`).
+`received` keeps every request it processed, for the tests.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from typing import Any
 
+from anubis_dagster.integrations.sandbox_server import (
+    Reply,
+    Route,
+    SandboxRequest,
+    SandboxServer,
+    SandboxSettings,
+)
 
-class TinyServer:
-    def __init__(self) -> None:
+
+@dataclass
+class TinySettings(SandboxSettings):
+    rate_limits: dict[str, str] = field(default_factory=lambda: {"api": "100000/1"})
+
+
+class TinyServer(SandboxServer):
+    name = "Tiny"
+    default_port = 0
+    settings_class = TinySettings
+    default_bucket = "api"
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", "/students", "register", self._register, "api")]
+
+    def reset_state(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.students: dict[str, str] = {}  # CPF → id
-        self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
 
-    def start(self) -> str:
-        server = self
+    def body_cpf(self, request: SandboxRequest) -> str | None:
+        body = request.json_object() or {}
+        return str(body.get("cpf") or "") or None
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except ValueError:
-                    body = None
-                status, answer = server.answer(self.path, body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Silent: request lines are not for the test output."""
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-
-    def answer(self, path: str, body: Any) -> tuple[int, dict[str, Any]]:
-        with self._lock:
-            self.received.append({"path": path, "body": body})
-            if path != "/students":
-                return 404, {"error": "not found"}
-            if not isinstance(body, dict) or not body.get("cpf") or not body.get("course"):
-                return 400, {"error": "cpf and course are required"}
-            if body["cpf"] in self.students:
-                return 409, {"error": "student already registered"}
-            self.students[body["cpf"]] = f"T-{len(self.students) + 1}"
-            return 201, {"id": self.students[body["cpf"]]}
+    def _register(self, request: SandboxRequest) -> Reply:
+        body = request.json_object()
+        self.received.append({"path": request.path, "body": body})
+        if not isinstance(body, dict) or not body.get("cpf") or not body.get("course"):
+            return Reply(400, {"error": "cpf and course are required"})
+        cpf = str(body["cpf"])
+        if cpf in self.students:
+            return Reply(409, {"error": "student already registered"})
+        self.students[cpf] = f"T-{len(self.students) + 1}"
+        return Reply(201, {"id": self.students[cpf]})
