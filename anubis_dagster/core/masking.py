@@ -19,6 +19,7 @@ query parameter is masked.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -282,3 +283,44 @@ def mask_url_path(path: str) -> str:
     """A request path as stored and logged: secrets, CPFs, e-mails, personal query parameters
     and CEPs (`/cep/01310100`) masked; other ids intact."""
     return _CEP_IN_PATH_RE.sub("*****-***", _mask_url(redact(path)))
+
+
+# --- log records --------------------------------------------------------------------------
+#: loggers whose messages may carry personal data (ours, and httpx's request lines with their
+#: URLs); every other logger's messages are redacted of secrets only
+_PERSONAL_LOGGERS = ("anubis", "httpx", "httpcore", "dagster")
+_log_masking_installed = False
+
+
+def install_log_masking() -> None:
+    """Mask every log record of this process as it is created, before any handler sees it: the
+    Dagster run log (`context.log` records), the console, and third-party loggers (httpx logs
+    each request URL, a webhook URL is a credential). Idempotent."""
+    global _log_masking_installed
+    if _log_masking_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            _mask_record(record)
+        except Exception:  # masking must never lose a log line; the redaction alone then
+            record.msg, record.args = redact(str(record.msg)), ()
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _log_masking_installed = True
+
+
+def _mask_record(record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    personal = record.name.startswith(_PERSONAL_LOGGERS)
+    masked = mask_text(message) if personal else redact(message)
+    if masked != message:
+        record.msg, record.args = masked, ()
+    if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+        import traceback
+
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        record.exc_text = mask_text(text) if personal else redact(text)

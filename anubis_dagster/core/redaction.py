@@ -29,6 +29,7 @@ MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words and numbers 
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
+_forms_found: tuple[str, ...] = ()  # every spelling of every secret, longest first
 
 # Credentials in an Authorization-style header value, whoever wrote them.
 # The credential must hold a digit or symbol, so prose ("Basic information") is left alone.
@@ -101,7 +102,7 @@ def _forms(secret: str) -> set[str]:
 def register_secrets(values: Iterable[str | None]) -> None:
     """Add secret values to the process-wide registry (empty and very short ones are ignored,
     or they would redact ordinary words)."""
-    global _pattern
+    global _pattern, _forms_found
     added = {
         v.strip() for v in values if isinstance(v, str) and len(v.strip()) >= MIN_SECRET_LENGTH
     }
@@ -113,6 +114,7 @@ def register_secrets(values: Iterable[str | None]) -> None:
         # longest first: a secret that contains another is replaced whole
         alternatives = sorted(forms, key=lambda f: (-len(f), f))
         _pattern = re.compile("|".join(re.escape(f) for f in alternatives))
+        _forms_found = tuple(alternatives)
 
 
 def registered_count() -> int:
@@ -122,21 +124,28 @@ def registered_count() -> int:
 
 def clear_secrets() -> None:
     """Forget every registered value (tests only)."""
-    global _pattern
+    global _pattern, _forms_found
     with _lock:
         _secrets.clear()
         _pattern = None
+        _forms_found = ()
 
 
 def redact(text: str) -> str:
     """`text` with every registered secret, credential header value and URL password replaced."""
     if not text:
         return text
-    pattern = _pattern
-    if pattern is not None:
+    # cheap substring tests first: this runs on every stored parameter and log line, and a
+    # regex pass over a long text costs ten times more than the few `in` tests that rule it out
+    pattern, forms = _pattern, _forms_found
+    if pattern is not None and any(form in text for form in forms):
         text = pattern.sub(REDACTED, text)
-    text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    return _URL_PASSWORD_RE.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    lowered = text.lower()
+    if "bearer" in lowered or "basic" in lowered or "apikey" in lowered:
+        text = _AUTH_SCHEME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD_RE.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(3)}", text)
+    return text
 
 
 def is_secret_key(key: str) -> bool:
