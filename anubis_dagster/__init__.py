@@ -3,11 +3,17 @@
 Importing the package makes this process safe to log and write from: every log record is
 masked (secrets by value, personal data) as it is created, and every database write is redacted
 of secrets (`core.masking`, `db.redact_writes`). Both are process-wide, so run workers, the code
-server, the CLI and the tests get them whatever they import first.
+server, the CLI and the tests get them whatever they import first. The secrets in the
+environment the process started with are registered here too (the settings model registers
+what it loads later; this also covers variables it does not own, such as `DAGSTER_PG_PASSWORD`).
 """
 
+import os
+
 from anubis_dagster.core.masking import install_log_masking
+from anubis_dagster.core.redaction import register_secrets, secret_values_from
 from anubis_dagster.db.redact_writes import install_write_redaction
 
+register_secrets(secret_values_from(os.environ))
 install_log_masking()
 install_write_redaction()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus, urlencode
@@ -153,3 +154,74 @@ def test_masking_redacts_first() -> None:
         "token call failed for scope=kroton-subscription-key CPF 529.982.247-25"
     )
     assert "529.982.247-25" not in mask_text("scope=kroton-subscription-key CPF 529.982.247-25")
+
+
+def test_log_records_are_masked_as_they_are_created(caplog: pytest.LogCaptureFixture) -> None:
+    """Any logger: our own lines lose secrets and personal data, a library's its secrets (httpx
+    logs the webhook URL); a traceback attached to the record is masked too."""
+    import anubis_dagster  # noqa: F401  (installs the record factory)
+
+    register_secrets(["webhook-path-secret-42"])
+    caplog.set_level(logging.INFO)
+    logging.getLogger("anubis.test").info(
+        "CPF %s via %s", "529.982.247-25", "webhook-path-secret-42"
+    )
+    logging.getLogger("some.library").info("POST http://h/services/webhook-path-secret-42")
+    try:
+        raise RuntimeError("token webhook-path-secret-42 refused")
+    except RuntimeError:
+        logging.getLogger("anubis.test").exception("call failed")
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+    assert "webhook-path-secret-42" not in text
+    assert "529.982.247-25" not in text
+    assert "***.982.247-**" in text
+    assert "http://h/services/[redacted]" in text
+    assert "RuntimeError: token [redacted] refused" in text
+
+
+def test_database_writes_are_redacted_and_reads_untouched(db_url: str) -> None:
+    """Whatever writes a secret (ORM, core insert, raw SQL), the database never receives it; a
+    query's parameters are left alone."""
+    from sqlalchemy import text
+
+    import anubis_dagster  # noqa: F401  (installs the cursor hook)
+    from anubis_dagster.db.models import SubscriptionEvent
+    from anubis_dagster.db.session import get_engine, session_scope
+
+    register_secrets(["db-write-secret-77"])
+    with session_scope(db_url) as session:
+        session.add(
+            SubscriptionEvent(
+                kind="note",
+                operation_name="raw",
+                error_message="raw db-write-secret-77 text",
+                request={"form": {"scope": "db-write-secret-77"}, "n": 1},
+            )
+        )
+    with get_engine(db_url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscription_events"
+                " (kind, operation_name, model, error_message, created_at, updated_at) VALUES"
+                " ('note', 'core', 'Subscription', :message, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {"message": "Bearer abc123def456 and db-write-secret-77"},
+        )
+        rows = connection.execute(
+            text("SELECT operation_name, error_message, request FROM subscription_events")
+        ).all()
+        # a SELECT comparing with a secret still compares with the secret itself
+        matches = connection.execute(
+            text("SELECT count(*) FROM subscription_events WHERE error_message = :m"),
+            {"m": "db-write-secret-77"},
+        ).scalar()
+    stored = " ".join(str(value) for row in rows for value in row)
+    assert "db-write-secret-77" not in stored
+    assert "abc123def456" not in stored
+    assert "raw [redacted] text" in stored
+    assert "Bearer [redacted]" in stored
+    request = next(
+        json.loads(r[2]) if isinstance(r[2], str) else r[2] for r in rows if r[0] == "raw"
+    )
+    assert request == {"form": {"scope": REDACTED}, "n": 1}
+    assert matches == 0
