@@ -1,8 +1,10 @@
 """Alerts to a Slack-compatible incoming webhook (`ANUBIS_SLACK_WEBHOOK_URL`).
 
-Without the variable, alerts go to the log only. Every message passes through `mask_text`
-before it leaves: alerts are read by people in a chat channel. A failing webhook never fails
-the run that wanted to alert: the alert is logged instead.
+Without the variable, alerts go to the log only. The final text of every message passes
+through `mask_text` just before it leaves (secrets redacted by value, then personal data
+masked; the run link is left intact): alerts are read by people in a chat channel. A failing
+webhook never fails the run that wanted to alert: the alert is logged instead, and the
+webhook's URL (a credential) never appears in that log line.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Alert:
     run_id: str | None = None
 
     def text(self) -> str:
+        """The message as sent: built whole, then masked whole, so nothing added to a title or
+        a line can skip the masking."""
         icon = {
             "info": ":information_source:",
             "warning": ":warning:",

@@ -4,7 +4,11 @@ Every change goes through `transition`, which asks `core.states` whether the mov
 updates the row (and whether it still holds the student's CPF) and writes one
 `subscription_events` row of kind `transition`. HTTP attempts are recorded by `record_attempt`,
 one row per request, so attempt rows and requests received by the IES match one for one.
-Everything stored in an event is masked first: events are read by people.
+Everything stored in an event is masked first (`mask_data`/`mask_text`): events are read by
+people. Masking redacts secrets by value before anything else, so a credential that travels in
+a request (Kroton's subscription key as the token `scope` form field, the OneTrust
+collection-point token in the consent body) or is quoted back in an answer or an error is never
+stored; `db.redact_writes` catches any other write as a last resort.
 """
 
 from __future__ import annotations
