@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     from anubis_dagster.config.integrations import ConfigError
     from anubis_dagster.settings import SettingsError
 
-    args = build_parser().parse_args(argv)
-    try:
+    try:  # the parser reads settings too (defaults of options)
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except (SettingsError, ConfigError) as exc:  # a bad setting: its message, no traceback
         print(f"anubis: {exc}", file=sys.stderr)

@@ -4,7 +4,14 @@
 of the delivery jobs, and each adapter brings its own resources (IES clients).
 """
 
+# ruff: noqa: E402  (the settings are checked before the imports that read them)
 from __future__ import annotations
+
+from anubis_dagster.settings import validate_at_load
+
+# First, before any module reads a setting at import: a bad value stops the load with the
+# list of problems and a two-line traceback, not a stack through whichever module read it.
+validate_at_load()
 
 import dagster as dg
 

@@ -541,6 +541,15 @@ def get_settings() -> Settings:
     return settings
 
 
+def validate_at_load() -> Settings:
+    """`get_settings()` for the top of the definitions module: on a bad setting, raise the
+    `SettingsError` without the frames below, so the code location shows the problems first."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise exc.with_traceback(None) from None
+
+
 def reset_settings() -> None:
     """Forget the cached settings (tests; the next `get_settings()` reads the environment)."""
     global _cache

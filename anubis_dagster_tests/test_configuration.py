@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
 from anubis_dagster.config.integrations import ConfigError, load_integrations
 from anubis_dagster.definitions import build_definitions
-from anubis_dagster.settings import SettingsError
+from anubis_dagster.settings import SettingsError, get_settings, reset_settings
 from anubis_dagster_tests.harness import QUIET
 
 
@@ -51,3 +56,74 @@ def test_the_integrations_file_is_validated(tmp_path, monkeypatch) -> None:  # t
     monkeypatch.setenv("ANUBIS_INTEGRATIONS_FILE", str(tmp_path / "missing.yaml"))
     with pytest.raises(SettingsError, match="ANUBIS_INTEGRATIONS_FILE: no such file"):
         load_integrations()
+
+
+def _env_with(**values: str) -> dict[str, str]:
+    return {**os.environ, "ANUBIS_HOME": os.environ.get("ANUBIS_HOME", ".anubis"), **values}
+
+
+def test_the_code_location_fails_to_load_with_the_message_not_a_stack(tmp_path: Path) -> None:
+    """Dagster loads the module: the problems come first, and the stack is the two frames of
+    the check, not the import chain of whichever module read the setting first."""
+    env = _env_with(ANUBIS_INTAKE_BATCH_SIZE="0", ANUBIS_HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", "import anubis_dagster.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "ANUBIS_INTAKE_BATCH_SIZE: must be at least 1 (got '0')" in result.stderr
+    frames = [line for line in result.stderr.splitlines() if line.strip().startswith("File ")]
+    assert len(frames) <= 3, result.stderr  # <string>, definitions.py, settings.py
+    assert "planning.py" not in result.stderr and "alerts.py" not in result.stderr
+
+
+def test_the_cli_prints_a_bad_setting_and_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    env = _env_with(
+        API_KROTON_RATE_LIMIT="100 per 5 minutes",
+        API_KROTON_SECRET="a-secret-value-123",
+        ANUBIS_HOME=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "anubis_dagster.cli", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("anubis: invalid configuration:")
+    assert "API_KROTON_RATE_LIMIT: must look like REQUESTS/SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "a-secret-value-123" not in result.stderr + result.stdout
+
+
+def test_secrets_are_registered_for_redaction_and_never_in_repr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from anubis_dagster.core.redaction import redact
+
+    monkeypatch.setenv("API_ONETRUST_TOKEN", "onetrust-token-xyz-789")
+    monkeypatch.setenv("ANUBIS_DATABASE_URL", "postgresql://anubis:pg-pass-456@db/anubis")
+    reset_settings()
+    settings = get_settings()
+    assert "onetrust-token-xyz-789" not in repr(settings)
+    assert "pg-pass-456" not in repr(settings)
+    assert "onetrust-token-xyz-789" not in redact("token onetrust-token-xyz-789 sent")
+    assert "pg-pass-456" not in redact("password pg-pass-456 refused")
+    shown = dict((name, value) for name, value, _ in settings.effective())
+    assert shown["API_ONETRUST_TOKEN"] == "set"
+    assert "pg-pass-456" not in shown["ANUBIS_DATABASE_URL"]
+    assert "db/anubis" in shown["ANUBIS_DATABASE_URL"]
+
+
+def test_settings_are_re_read_when_the_environment_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANUBIS_INTAKE_BATCH_SIZE", "7")
+    assert get_settings().anubis_intake_batch_size == 7
+    assert get_settings() is get_settings()  # cached while nothing changes
+    monkeypatch.setenv("ANUBIS_INTAKE_BATCH_SIZE", "8")
+    assert get_settings().anubis_intake_batch_size == 8

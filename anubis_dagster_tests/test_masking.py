@@ -1,6 +1,7 @@
 import pytest
 
 from anubis_dagster.core.masking import (
+    MaskedError,
     is_valid_cpf,
     mask_cpf,
     mask_data,
@@ -9,6 +10,7 @@ from anubis_dagster.core.masking import (
     mask_phone,
     mask_text,
     mask_url_path,
+    scrub_exception,
 )
 
 
@@ -180,3 +182,38 @@ def test_url_path_masks_cpf_and_cep_but_keeps_ids() -> None:
 )
 def test_cpf_check_digits(value: str, valid: bool) -> None:
     assert is_valid_cpf(value) is valid
+
+
+# --- exception text that ends up in a run failure ------------------------------------------
+
+
+def test_exception_text_and_its_causes_are_masked_in_place() -> None:
+    try:
+        try:
+            raise ValueError("duplicate key for Candidata Maria Souza, CPF 529.982.247-25")
+        except ValueError as inner:
+            raise RuntimeError("insert failed: tel 11975405666") from inner
+    except RuntimeError as raised:
+        outer = raised
+        scrubbed = scrub_exception(outer)
+    assert scrubbed is outer  # same type: retry policies and handlers still see it
+    assert str(outer) == "insert failed: tel (**) *****-**66"
+    assert str(outer.__cause__) == "duplicate key for Candidata M. S., CPF ***.982.247-**"
+
+
+def test_an_exception_whose_text_cannot_be_rewritten_is_replaced() -> None:
+    class Stubborn(Exception):
+        def __str__(self) -> str:
+            return "row (529.982.247-25, maria@x.com)"
+
+    scrubbed = scrub_exception(Stubborn())
+    assert isinstance(scrubbed, MaskedError)
+    assert "529.982.247-25" not in str(scrubbed) and "maria@x.com" not in str(scrubbed)
+    assert str(scrubbed).startswith("Stubborn: row (***.982.247-**")
+
+
+def test_clean_exceptions_and_interrupts_are_left_alone() -> None:
+    error = RuntimeError(f"HTTP 503 in 1200 ms, run {RUN_ID}")
+    assert scrub_exception(error) is error and str(error) == f"HTTP 503 in 1200 ms, run {RUN_ID}"
+    interrupt = KeyboardInterrupt("CPF 529.982.247-25")
+    assert scrub_exception(interrupt) is interrupt

@@ -25,7 +25,7 @@ from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
 from anubis_dagster.clients.rate_limit import Quota
-from anubis_dagster.core.masking import mask_text
+from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.alerts import run_alerts
 from anubis_dagster.delivery.requeue import requeue, retry_now
@@ -166,10 +166,14 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
             + mask_text(problem.describe()),
             allow_retries=False,
         ) from None
-    except BaseException:
+    except BaseException as exc:
         # give this run's claims back at once instead of at lease expiry
         release_claims(app_db.resolved_url, context.run_id)
-        raise
+        # the run failure stores the exception's text: no secret or personal data in it
+        scrubbed = scrub_exception(exc)
+        if scrubbed is exc:
+            raise
+        raise scrubbed from None
     finally:
         adapter.close()
 
