@@ -145,13 +145,19 @@ def test_compose_holds_no_secret_and_wires_the_instance_files() -> None:
         for env_file in service.get("env_file") or []:
             assert env_file == "${APP_ENV_FILE:-.env}", name
     # what the production instance and workspace files read is set for the Dagster processes
-    wiring = compose["services"]["daemon"]["environment"]
     needed = _env_names(_load(INSTANCE)) | _env_names(_load(WORKSPACE))
     assert needed, "deploy/postgres files read no variable?"
-    assert needed <= set(wiring), f"not set in compose: {sorted(needed - set(wiring))}"
+    for role in ("daemon", "webserver"):
+        wiring = compose["services"][role]["environment"]
+        assert needed <= set(wiring), f"{role}: not set: {sorted(needed - set(wiring))}"
+    # the code server and its run workers write to the same instance
+    storage = _env_names(_load(INSTANCE))
+    assert storage <= set(compose["services"]["code-server"]["environment"])
     # the password reaches Dagster's storage: the instance file has no `password:` key, so
     # libpq's PGPASSWORD must be set (or the instance file must read a variable that is)
-    assert "PGPASSWORD" in wiring or "DAGSTER_PG_PASSWORD" in needed
+    assert "PGPASSWORD" in compose["services"]["daemon"]["environment"] or (
+        "DAGSTER_PG_PASSWORD" in needed
+    )
 
 
 def test_env_example_has_every_required_variable_and_no_real_secret() -> None:

@@ -32,7 +32,6 @@ again in N days.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -44,9 +43,9 @@ from sqlalchemy.orm import Session
 
 from anubis_dagster.core.states import FINAL_STATUSES, Status, holds_cpf
 from anubis_dagster.db.models import Cursor, FollowUp, Subscription, SubscriptionEvent, utcnow
+from anubis_dagster.settings import get_settings
 
 PII_RETENTION_DAYS_ENV = "ANUBIS_PII_RETENTION_DAYS"
-DEFAULT_PII_RETENTION_DAYS = 365
 DEFAULT_BATCH_SIZE = 500
 
 #: Statuses whose rows are anonymised once old: no more work happens on them without new input.
@@ -60,17 +59,9 @@ SessionFactory = Callable[[], AbstractContextManager[Session]]
 
 
 def pii_retention_days_from_env() -> int:
-    """`ANUBIS_PII_RETENTION_DAYS`, validated: a bad value names the variable, not a traceback."""
-    raw = os.environ.get(PII_RETENTION_DAYS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_PII_RETENTION_DAYS
-    try:
-        days = int(raw)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise ValueError(f"{PII_RETENTION_DAYS_ENV} must be a number of days ≥ 1, got {raw!r}")
-    return days
+    """`ANUBIS_PII_RETENTION_DAYS`, through the validated settings model (an invalid value is a
+    `SettingsError` naming the variable, not a traceback)."""
+    return get_settings().anubis_pii_retention_days
 
 
 @dataclass
