@@ -41,8 +41,8 @@ from pydantic import (
 
 #: environment prefixes that belong to Anubis; an unknown variable with one of them is a typo
 OWNED_PREFIXES = ("ANUBIS_", "API_KROTON_", "CATALOG_KROTON_", "API_ESTACIO_", "API_ONETRUST_")
-#: variables of the test suite and the benchmarks, not of the application
-TEST_ONLY_PREFIXES = ("ANUBIS_TEST_", "ANUBIS_BENCH_")
+#: variables of the test suite, the benchmarks and the deploy tests, not of the application
+TEST_ONLY_PREFIXES = ("ANUBIS_TEST_", "ANUBIS_BENCH_", "ANUBIS_DAGSTER_CHART")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -110,6 +110,15 @@ class Settings(BaseModel):
         "Dagster instance (copy of `dagster.yaml`; production: `deploy/postgres/dagster.yaml`)",
         group="storage",
         shown_default="`$ANUBIS_HOME/dagster_home`",
+    )
+
+    anubis_code_server_host: str | None = _field(
+        None,
+        "host of the gRPC code server (read by `deploy/postgres/workspace.yaml`)",
+        group="storage",
+    )
+    anubis_code_server_port: int | None = _field(
+        None, "port of the gRPC code server", group="storage", ge=1, le=65535
     )
 
     # --- intake -------------------------------------------------------------------------------
