@@ -13,6 +13,7 @@ from anubis_dagster.db.models import Cursor, FollowUp, Subscription, Subscriptio
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.db.transitions import transition
 from anubis_dagster.definitions import build_definitions
+from anubis_dagster.delivery.requeue import requeue
 from anubis_dagster.maintenance import jobs as maintenance
 from anubis_dagster.maintenance import pii
 from anubis_dagster_tests.factories import make_cpf, make_order
@@ -308,3 +309,18 @@ def test_retention_job_reports_how_many_rows_it_anonymised(
     config = {"ops": {"anonymize_personal_data": {"config": {"pii_retention_days": 30}}}}
     result = job.execute_in_process(instance=instance, run_config=config)
     assert result.output_for_node("anonymize_personal_data") == 1
+
+
+def test_an_anonymised_dead_letter_is_not_requeued(db_url: str) -> None:
+    """Requeue would send an empty payload: it refuses, saying why, and changes nothing."""
+    ids = _scenario(db_url)
+    pii.apply_retention(_factory(db_url), CUTOFF)
+    with session_scope(db_url) as session:
+        failed = _sub(session, ids["failed_old"])
+        report = requeue(session, failed.integration_id, ids=[failed.id, ids["failed_recent"]])
+    assert report.requeued == [ids["failed_recent"]]  # the recent one still has its data
+    assert report.skipped == [
+        {"id": ids["failed_old"], "reason": "personal data removed by retention (LGPD)"}
+    ]
+    with session_scope(db_url) as session:
+        assert _sub(session, ids["failed_old"]).status == Status.FAILED.value

@@ -93,6 +93,12 @@ def requeue(
             if c.id not in known
         )
     for subscription in chosen:
+        if subscription.anonymized_at is not None:
+            # LGPD retention dropped the student's data: there is nothing left to send
+            report.skipped.append(
+                {"id": subscription.id, "reason": "personal data removed by retention (LGPD)"}
+            )
+            continue
         if Status(subscription.status) not in REQUEUEABLE:
             report.skipped.append(
                 {
