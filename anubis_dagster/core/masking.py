@@ -162,12 +162,27 @@ def _cpf_match(match: re.Match[str]) -> str:
     return mask_cpf(match.group(0))
 
 
+_HAS_DIGIT_RE = re.compile(r"\d")
+# substrings without which the name and address patterns cannot match (cheap `in` tests first:
+# masking runs on every log line and stored string)
+_NAME_HINTS = ("candidat", "alun", "estudante", "student", "sr", "senhor", "dona", "nome", "name")
+_ADDRESS_HINTS = ("rua", "av", "tr", "tv.", "al", "rod", "pra", "pça", "estr", "viela", "lad")
+
+
 def _mask_plain(text: str) -> str:
     """Personal data in text that holds no protected span."""
-    text = _NAME_LABELLED_RE.sub(lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text)
-    text = _NAME_AFTER_RE.sub(lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text)
-    text = _ADDRESS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    lowered = text.lower()
+    if any(hint in lowered for hint in _NAME_HINTS):
+        text = _NAME_LABELLED_RE.sub(
+            lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text
+        )
+        text = _NAME_AFTER_RE.sub(lambda m: m.group(1) + m.group(2) + mask_name(m.group(3)), text)
+    if any(hint in lowered for hint in _ADDRESS_HINTS):
+        text = _ADDRESS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    if "@" in text:
+        text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    if _HAS_DIGIT_RE.search(text) is None:
+        return text
     text = _CPF_RE.sub(_cpf_match, text)
     text = _CEP_LABELLED_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****-***", text)
     return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)
@@ -216,6 +231,8 @@ def _mask_url(url: str) -> str:
 
 
 def _mask_pii_text(text: str) -> str:
+    if "://" not in text and _HAS_DIGIT_RE.search(text) is None:
+        return _mask_plain(text)  # no URL, id, run id or timestamp to protect
     out: list[str] = []
     position = 0
     for match in _PROTECTED_RE.finditer(text):
