@@ -30,17 +30,22 @@ ENV PYTHONUNBUFFERED=1 \
     ANUBIS_HOME=/opt/anubis/data
 # tini as PID 1: the code server forks run workers, and a container's PID 1 must reap them and
 # pass SIGTERM on, or a stopped container leaves zombies and runs that never hear the signal.
+# (Debian's own tini of this release: pinning its exact version would break on security updates.)
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
+# no index: exactly the wheels built above, whose versions pyproject.toml pins
+# hadolint ignore=DL3013
 RUN pip install --no-index --find-links=/wheels anubis_dagster && rm -rf /wheels
 # The production instance and the workspace that loads the code from the gRPC code server.
 COPY deploy/postgres/dagster.yaml deploy/postgres/workspace.yaml ${DAGSTER_HOME}/
 RUN useradd --create-home --uid 10001 anubis \
     && mkdir -p "${ANUBIS_HOME}" \
     && chown -R anubis:anubis "${DAGSTER_HOME}" "${ANUBIS_HOME}"
-USER anubis
+# numeric, so Kubernetes can enforce runAsNonRoot
+USER 10001:10001
 WORKDIR /opt/anubis
 EXPOSE 4000
 ENTRYPOINT ["/usr/bin/tini", "--"]

@@ -97,6 +97,16 @@ def test_dockerfile_runs_the_code_server_without_the_dev_extra() -> None:
     assert "**/.env" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
 
 
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed")
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # docker-compose
 # --------------------------------------------------------------------------------------------
