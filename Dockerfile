@@ -41,7 +41,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-index --find-links=/wheels anubis_dagster && rm -rf /wheels
 # The production instance and the workspace that loads the code from the gRPC code server.
 COPY deploy/postgres/dagster.yaml deploy/postgres/workspace.yaml ${DAGSTER_HOME}/
-RUN useradd --create-home --uid 10001 anubis \
+RUN groupadd --gid 10001 anubis \
+    && useradd --create-home --uid 10001 --gid 10001 anubis \
     && mkdir -p "${ANUBIS_HOME}" \
     && chown -R anubis:anubis "${DAGSTER_HOME}" "${ANUBIS_HOME}"
 # numeric, so Kubernetes can enforce runAsNonRoot
