@@ -78,6 +78,23 @@ def _address(key: str, value: Any) -> Callable[[Yaml], None]:
     return edit
 
 
+def _origin(origin: str, key: str | None, value: Any) -> Callable[[Yaml], None]:
+    """Set `origins.<origin>.<key>` of Kroton (replacing the right key by a typo'd one when
+    it is new); `key=None` removes the origin's block."""
+
+    def edit(doc: Yaml) -> None:
+        origins = _kroton(doc)["origins"]
+        if key is None:
+            del origins[origin]
+        elif key in origins[origin]:
+            origins[origin][key] = value
+        else:
+            origins[origin].pop("canal_vendas_id")
+            origins[origin][key] = value
+
+    return edit
+
+
 def _top(pick: Callable[[Yaml], Yaml], key: str, value: Any) -> Callable[[Yaml], None]:
     def edit(doc: Yaml) -> None:
         pick(doc)[key] = value
@@ -293,6 +310,21 @@ MISTAKES = [
         yaml_edit=_set(_estacio, "register_windows", "08:00-20:00"),
     ),
     Mistake("interval 0", ("kroton", "interval"), yaml_edit=_top(_kroton, "interval", 0)),
+    Mistake(
+        "kroton origin key typo",
+        ("kroton", "origins.ead_com.canal_venda_id"),
+        yaml_edit=_origin("ead_com", "canal_venda_id", 86),
+    ),
+    Mistake(
+        "kroton origin id as text",
+        ("kroton", "origins.quero_bolsa.id_tipo_prova"),
+        yaml_edit=_origin("quero_bolsa", "id_tipo_prova", "1"),
+    ),
+    Mistake(
+        "kroton origin routed but missing",
+        ("kroton", "origins.mundo_vestibular"),
+        yaml_edit=_origin("mundo_vestibular", None, None),
+    ),
     Mistake("type typo", ("krotom",), yaml_edit=_top(_kroton, "type", "krotom")),
     # --- only the doctor can see these
     Mistake(

@@ -160,14 +160,40 @@ def settings_problems(
             if unknown_types:
                 problems.append(f"integration {item.key!r}: unknown type {item.type!r}")
             continue
-        try:
-            model.model_validate(item.settings)
-        except ValidationError as exc:
-            for error in exc.errors():
-                key = ".".join(str(part) for part in error["loc"])
-                where = f"settings.{key}" if key else "settings"
-                message = str(error["msg"]).removeprefix("Value error, ")
-                problems.append(f"integration {item.key!r}: {where}: {message}")
+        problems += _validate(item.key, "settings", model, item.settings)
+        origin_model = getattr(adapter_class(item.type), "origin_settings_model", None)
+        if origin_model is not None:
+            problems += _origin_problems(item, origin_model)
+    return problems
+
+
+def _validate(key: str, where: str, model: type[BaseModel], values: Any) -> list[str]:
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        return [
+            f"integration {key!r}: {'.'.join([where, *(str(p) for p in error['loc'])])}: "
+            + _message(error)
+            for error in exc.errors()
+        ]
+    return []
+
+
+def _origin_problems(item: IntegrationConfig, model: type[BaseModel]) -> list[str]:
+    """Each `origins.<origin>` against the adapter's model, and every origin the filters route
+    to the integration must have its block (or each of its students is refused)."""
+    problems = []
+    for origin, values in item.origins.items():
+        problems += _validate(item.key, f"origins.{origin}", model, values)
+    routed: set[str] = set()
+    for filter_config in item.filters:
+        if filter_config.enabled:
+            routed.update(filter_config.filter.get("origins") or ORIGINS)
+    for origin in sorted(routed - set(item.origins)):
+        problems.append(
+            f"integration {item.key!r}: origins.{origin} is missing, and its filters route "
+            f"{origin} orders to it"
+        )
     return problems
 
 
@@ -184,9 +210,22 @@ def _errors(exc: ValidationError, raw: Any) -> list[str]:
                 where = f"integrations[{loc[1]}]: "
             loc = loc[2:]
         path = ".".join(str(part) for part in loc)
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = _message(error)
         lines.append(f"{where}{path + ': ' if path else ''}{message}")
     return lines
+
+
+_READABLE = {
+    "extra_forbidden": "unknown key (not a setting of this adapter; check the spelling)",
+    "missing": "required",
+}
+
+
+def _message(error: Any) -> str:
+    """Pydantic's message in a settings file's words (unknown key, required, …)."""
+    if error["type"] in _READABLE:
+        return _READABLE[error["type"]]
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _describe(path: Path, problems: list[str]) -> str:

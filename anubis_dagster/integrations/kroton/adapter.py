@@ -39,7 +39,7 @@ from anubis_dagster.integrations.kroton.payload import (
     valid_offers,
 )
 from anubis_dagster.integrations.kroton.resources import kroton_resources
-from anubis_dagster.integrations.kroton.settings import KrotonSettings
+from anubis_dagster.integrations.kroton.settings import KrotonOriginSettings, KrotonSettings
 
 DEFAULT_CATALOG_CACHE_SECONDS = 3600
 OFFERS_NEEDED = 2  # first and second option
@@ -57,6 +57,7 @@ def _today() -> Any:
 class KrotonAdapter(IESAdapter):
     type = "kroton"
     settings_model = KrotonSettings
+    origin_settings_model = KrotonOriginSettings  # `origins.<origin>` in the file
     initial_status = Status.TO_SYNC
     prepare_statuses: ClassVar[frozenset[Status]] = frozenset(
         {Status.TO_SYNC, Status.COURSE_FAILED}

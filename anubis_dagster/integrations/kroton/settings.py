@@ -28,6 +28,17 @@ class DefaultAddress(BaseModel):
         return value
 
 
+class KrotonOriginSettings(BaseModel):
+    """Per-marketplace identifiers Kroton needs in every registration (`origins.<origin>`):
+    a typo here would refuse every student of that marketplace, so it fails the load."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    canal_vendas_id: int = Field(ge=1, description="canalVendas.id")
+    id_afiliado: str = Field(min_length=1, description="idAfiliado")
+    id_tipo_prova: int = Field(ge=1, description="idTipoProva")
+
+
 class KrotonSettings(IntegrationSettings):
     """What the Kroton adapter reads from its integration's `settings`."""
 
