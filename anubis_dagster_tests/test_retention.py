@@ -324,3 +324,20 @@ def test_an_anonymised_dead_letter_is_not_requeued(db_url: str) -> None:
     ]
     with session_scope(db_url) as session:
         assert _sub(session, ids["failed_old"]).status == Status.FAILED.value
+
+
+def test_a_row_locked_by_another_transaction_is_skipped_not_waited_for(db_url: str) -> None:
+    """PostgreSQL: a subscription another run holds (e.g. intake revalidating it) is left for
+    the next run instead of blocking retention or being overwritten under it."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("row locks with SKIP LOCKED are PostgreSQL's; SQLite has one writer")
+    ids = _scenario(db_url)
+    with session_scope(db_url) as holder:
+        holder.execute(
+            select(Subscription.id).where(Subscription.id == ids["failed_old"]).with_for_update()
+        ).all()
+        report = pii.apply_retention(_factory(db_url), CUTOFF)
+        assert report.subscriptions_anonymized == 2  # enrolled_old and invalid_old
+    with session_scope(db_url) as session:
+        assert _sub(session, ids["failed_old"]).cpf is not None
+    assert pii.apply_retention(_factory(db_url), CUTOFF).subscriptions_anonymized == 1
