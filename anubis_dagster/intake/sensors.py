@@ -96,7 +96,8 @@ def intake_run_in_flight(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
 
 @dg.sensor(
     job=intake_job,
-    minimum_interval_seconds=15,
+    # every daemon sensor loop (5 s): this tick is on the paid → registered path (issue 10)
+    minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="New paid orders → one intake run at a time, from the committed watermark.",
 )
