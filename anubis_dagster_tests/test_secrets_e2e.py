@@ -23,6 +23,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._serdes import serialize_value
 
 from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.alerts.sink import WebhookSink
@@ -266,7 +267,7 @@ def test_estacio_secrets_are_never_stored_or_shown(
     estacio.configure(api_key="rotated-key", onetrust_client_secret="rotated-secret")
     harness.ingest([make_order(i, offer=ESTACIO_OFFER) for i in range(20, 24)])
     harness.deliver("estacio")
-    _alert_failed_runs(instance)
+    assert _alert_failed_runs(instance) >= 1
     assert sink.received
 
     _assert_nothing_leaked(anubis_env, instance, sink, capfd, caplog)
@@ -305,3 +306,45 @@ def test_the_scan_finds_a_marker_wherever_it_is(db_url: str, instance: dg.Dagste
         (in_log, "dagster event"),
         (in_text, "text stderr"),
     }
+
+
+def test_exception_text_of_a_failed_run_is_redacted_in_dagster_storage(
+    db_url: str, instance: dg.DagsterInstance, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever op raises an exception quoting a secret (here with a cause that quotes another),
+    Dagster's event log and the console never get the secret: the write and the log record are
+    redacted in the process that runs the op."""
+    from anubis_dagster.core import redaction
+
+    secret, cause_secret = marker_for("RAISED_A"), marker_for("RAISED_B")
+    saved = set(redaction._secrets)
+    redaction.register_secrets([secret, cause_secret])
+    try:
+
+        @dg.op
+        def explodes() -> None:
+            try:
+                raise ValueError(f"upstream said: bad key {cause_secret}")
+            except ValueError as exc:
+                raise RuntimeError(f"token call with scope={secret} refused") from exc
+
+        @dg.job
+        def failing() -> None:
+            explodes()
+
+        result = failing.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        out, err = capfd.readouterr()
+        findings = find_markers(
+            db_url, instance, {"stdout": out, "stderr": err}, [secret, cause_secret]
+        )
+        assert not findings, "\n".join(map(str, findings))
+        failure = next(
+            e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+        ).step_failure_data.error
+        assert failure is not None and "scope=[redacted] refused" in serialize_value(
+            instance.all_logs(result.run_id)
+        )
+    finally:
+        redaction.clear_secrets()
+        redaction.register_secrets(saved)
