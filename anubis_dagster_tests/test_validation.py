@@ -192,3 +192,16 @@ def test_amounts_are_finite_numbers_in_range() -> None:
         "offer.discount_percentage": "must be between 0 and 100",
         "offer.course.university_offer.full_price": "must be a number, not text",
     }
+
+
+@pytest.mark.parametrize(
+    "value", ["1998-04-12T99:99", "19980412", "1998-4-12", " 1998-04-12", "1998-04-12\n"]
+)
+def test_a_birth_date_is_the_whole_value_not_its_first_ten_characters(value: str) -> None:
+    order = make_order(1)
+    order["base_user"]["birth_date"] = value
+    assert "base_user.birth_date" in problems_of(order)
+
+
+def test_a_birth_date_may_carry_a_time() -> None:
+    assert problems_of(make_order(1, birth_date="1998-04-12T00:00:00Z")) == {}

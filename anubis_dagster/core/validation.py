@@ -17,7 +17,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from stdnum.br import cpf as stdnum_cpf
 
@@ -32,6 +32,7 @@ MAX_DEPTH = 32
 MAX_AMOUNT = 10_000_000
 
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?\Z")
 # Brazilian area codes (DDD) in use.
 _VALID_DDD = {
     11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42,
@@ -166,8 +167,14 @@ def check_phone(value: object) -> str | None:
 def check_birth_date(value: object, today: date) -> str | None:
     if not isinstance(value, str):
         return "birth date must be text in the form YYYY-MM-DD"
-    try:
-        born = date.fromisoformat(value[:10])
+    if not _DATE_RE.match(value):
+        return "birth date must be a date in the form YYYY-MM-DD"
+    try:  # the whole value: "1998-04-12T99:99" is not a date
+        born = (
+            date.fromisoformat(value)
+            if len(value) == 10
+            else datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        )
     except ValueError:
         return "birth date must be a date in the form YYYY-MM-DD"
     if born < MIN_BIRTH_DATE:
@@ -325,8 +332,11 @@ def validate_order(
             problems[field] = "required field is missing"
 
     def present(field: str) -> object | None:
+        """The value to check; absent or blank text is left to the required-field rule (an
+        empty object or list is not blank here: it is the wrong type)."""
         value = get_path(order, field)
-        return None if field in problems or _is_blank(value) else value
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        return None if field in problems or blank else value
 
     for field, limit in TEXT_LIMITS.items():
         value = present(field)
