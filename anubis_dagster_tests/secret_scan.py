@@ -52,15 +52,16 @@ class Finding:
 
 
 def spellings(marker: str) -> set[str]:
-    """The forms in which a secret can leave: as is, URL/form-encoded, base64."""
+    """The forms in which a secret can leave: as is, URL/form-encoded, and base64 at each of
+    the three alignments it can have inside a longer encoded value (`Basic base64(id:secret)`)."""
     raw = marker.encode()
-    return {
-        marker,
-        quote(marker, safe=""),
-        quote_plus(marker),
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-    }
+    found = {marker, quote(marker, safe=""), quote_plus(marker)}
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(b"\0" * offset + raw).decode()
+            # only the characters that depend on the marker alone
+            found.add(encoded[-(-offset * 8 // 6) : (offset + len(raw)) * 8 // 6])
+    return found
 
 
 def _search(text: str, where: str, markers: Iterable[str]) -> list[Finding]:

@@ -58,6 +58,15 @@ def test_every_spelling_of_a_registered_secret_is_redacted(spelling: str) -> Non
     assert redacted.startswith("before ") and redacted.endswith(" after")
 
 
+@pytest.mark.parametrize("client_id", ["", "a", "ab", "abc", "sandbox-client"])
+def test_a_secret_inside_a_base64_blob_is_redacted_at_any_alignment(client_id: str) -> None:
+    """`Basic base64(client_id:secret)`, even without its `Basic` prefix."""
+    register_secrets([SECRET])
+    blob = base64.b64encode(f"{client_id}:{SECRET}:tail".encode()).decode()
+    redacted = redact(f"header {blob} end")
+    assert blob not in redacted and REDACTED in redacted
+
+
 def test_short_and_empty_values_are_not_registered() -> None:
     register_secrets(["", None, "abc", "   "])
     assert redaction.registered_count() == 0

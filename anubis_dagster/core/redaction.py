@@ -93,10 +93,25 @@ def _forms(secret: str) -> set[str]:
         quote_plus(secret),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
-        base64.b64encode(secret.encode()).decode().rstrip("="),
-        base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+        *_base64_fragments(secret.encode()),
     }
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+def _base64_fragments(raw: bytes) -> set[str]:
+    """The characters of base64 that depend only on `raw`, at each of the three alignments it
+    can have inside a longer value: finds the secret in `Basic base64(client_id:secret)` or any
+    other encoded blob, whatever precedes it."""
+    fragments = set()
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            encoded = encode(b"\0" * offset + raw).decode()
+            start = -(-offset * 8 // 6)  # characters that hold bits of the prefix
+            end = (offset + len(raw)) * 8 // 6  # the last one may hold bits of what follows
+            fragment = encoded[start:end]
+            if len(fragment) >= 2 * MIN_SECRET_LENGTH:  # shorter ones match by chance
+                fragments.add(fragment)
+    return fragments
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
