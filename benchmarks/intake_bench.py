@@ -379,18 +379,25 @@ class Ticks:
     read_median_ms: float | None  # an intake run's reading of the next 1000 orders (`read_range`)
 
 
-def sensor_ticks(orders_url: str, table_rows: int, samples: int) -> list[Ticks]:
-    """`paid_orders_sensor` with the cursor at the start, middle and end of the table.
+def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -> list[Ticks]:
+    """`paid_orders_sensor` with the committed intake watermark (in the app DB at `app_url`) at
+    the start, middle and end of the table.
 
     The context gets a Dagster instance, as the daemon's has: without one, every evaluation
     builds an ephemeral instance (~40 ms of Alembic stamping) and that is all one would see."""
     import dagster as dg
+    from sqlalchemy import delete
 
+    from anubis_dagster import resources
+    from anubis_dagster.db.models import Cursor
+    from anubis_dagster.db.session import session_scope
     from anubis_dagster.intake import planning
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.intake.resources import OrdersSourceResource
     from anubis_dagster.intake.sensors import paid_orders_sensor
+    from anubis_dagster.resources import AppDatabase
 
+    resources.prepare_database(app_url)
     source = OrdersSource(orders_url)
     keys = source.next_keys(None, horizon=datetime.now(UTC), limit=table_rows + 1)
     middle = len(keys) // 2
@@ -404,11 +411,17 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int) -> list[Ticks]:
     instance = dg.DagsterInstance.ephemeral()
     out = []
     for where, cursor in cursors.items():
+        with session_scope(app_url) as session:  # the position the tick plans from
+            session.execute(delete(Cursor).where(Cursor.name == source.watermark_name))
+            if cursor:
+                session.add(Cursor(name=source.watermark_name, value=cursor.to_json()))
         timings, queries, reads, requests, read = [], [], [], 0, 0
         for _ in range(samples + 3):  # the first ticks warm the engine and caches
             context = dg.build_sensor_context(
-                cursor=cursor.to_json() if cursor else None,
-                resources={"orders": OrdersSourceResource(url=orders_url)},
+                resources={
+                    "orders": OrdersSourceResource(url=orders_url),
+                    "app_db": AppDatabase(url=app_url),
+                },
                 instance=instance,
             )
             started = time.perf_counter()
@@ -503,8 +516,9 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
     analyze(small_url, args.analyze)
 
     say("sensor ticks")
-    ticks = sensor_ticks(small_url, small, args.ticks) + sensor_ticks(
-        orders_url, args.count, args.ticks
+    ticks_app = dbs.fresh("ticks_app")
+    ticks = sensor_ticks(small_url, small, args.ticks, ticks_app) + sensor_ticks(
+        orders_url, args.count, args.ticks, ticks_app
     )
     batches, plan_s, plan_ticks = plan_all(orders_url, args.batch_size)
     say(f"{len(batches)} batches planned in {plan_ticks} ticks ({plan_s:.2f} s)")
