@@ -53,6 +53,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
 #: longest wait for a quota slot inside a run; beyond it the subscription is deferred (no
 #: attempt counted). Below the lease, so a waiting run keeps its claims.
 MAX_QUOTA_WAIT_SECONDS = 300.0
+#: first pause between quick retries; doubles each time, at most 4 s
+QUICK_RETRY_BASE_SECONDS = 0.5
 
 
 class HttpOutcome(StrEnum):
@@ -270,7 +272,7 @@ class ApiClient:
                 HttpOutcome.UNAUTHORIZED,
             ):
                 return 0.0
-            return min(4.0, 0.5 * 2 ** (state.attempt_number - 1))
+            return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
 
         retrying = Retrying(
             stop=stop_after_attempt(self.quick_retries),

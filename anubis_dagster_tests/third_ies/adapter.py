@@ -6,14 +6,13 @@ integrations file (`type: tiny_ies`); importing the module registers the adapter
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import dagster as dg
-import httpx
 from pydantic import Field
 
 from anubis_dagster.clients.http import ApiClient
-from anubis_dagster.clients.rate_limit import Quota, RateLimiter
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.states import Status
@@ -32,6 +31,7 @@ class TinyApiResource(dg.ConfigurableResource):
 
     base_url: str = Field(description="TINY_IES_URL")
     rate_limit: str = Field(default="50/1", description="TINY_IES_RATE_LIMIT")
+    timeout_seconds: float = Field(default=2.0, description="TINY_IES_TIMEOUT_SECONDS")
 
 
 @register_adapter
@@ -44,21 +44,27 @@ class TinyAdapter(IESAdapter):
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
         settings: TinyApiResource = ctx.resources.tiny_api
-        self.api = ApiClient(
+        self.api = ApiClient.for_partner(
             name="tiny",
             base_url=settings.base_url,
-            limiter=RateLimiter(
-                ctx.call.db_url,
-                f"{ctx.integration.key}:api",
-                Quota.parse(settings.rate_limit, name="TINY_IES_RATE_LIMIT"),
-            ),
             ctx=ctx.call,
-            timeout=httpx.Timeout(2.0),
+            bucket=f"{ctx.integration.key}:api",
+            quota=settings.rate_limit,
+            quota_setting="TINY_IES_RATE_LIMIT",
+            timeout_seconds=settings.timeout_seconds,
+            credential_settings=("TINY_IES_URL",),
         )
 
     @classmethod
     def resources(cls) -> dict[str, dg.ConfigurableResource]:
-        return {"tiny_api": TinyApiResource(base_url=dg.EnvVar("TINY_IES_URL"))}
+        # test-only partner: its two tunables are read here rather than in the settings model
+        return {
+            "tiny_api": TinyApiResource(
+                base_url=dg.EnvVar("TINY_IES_URL"),
+                rate_limit=os.environ.get("TINY_IES_RATE_LIMIT", "1000/1"),
+                timeout_seconds=float(os.environ.get("TINY_IES_TIMEOUT_SECONDS", "2")),
+            )
+        }
 
     def close(self) -> None:
         self.api.close()
