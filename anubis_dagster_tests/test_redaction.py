@@ -234,3 +234,35 @@ def test_database_writes_are_redacted_and_reads_untouched(db_url: str) -> None:
     )
     assert request == {"form": {"scope": REDACTED}, "n": 1}
     assert matches == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "registered"),
+    [
+        ("sqlite:////tmp/x/anubis.db", set()),
+        ("postgresql+psycopg://postgres@127.0.0.1:5432/anubis", set()),
+        ("http://127.0.0.1:3000/", set()),
+        (
+            "postgresql://anubis:pw-1234@db/anubis",
+            {"pw-1234", "postgresql://anubis:pw-1234@db/anubis"},
+        ),
+        (
+            "https://hooks.slack.com/services/T0/B0/XYZ",
+            {"https://hooks.slack.com/services/T0/B0/XYZ", "/services/T0/B0/XYZ"},
+        ),
+        ("plain-secret", {"plain-secret"}),
+    ],
+)
+def test_a_url_is_a_secret_only_for_its_credentials(value: str, registered: set[str]) -> None:
+    register_secrets([value])
+    assert redaction._secrets == registered
+
+
+def test_a_source_replaces_its_own_values() -> None:
+    """Settings reloaded with new values (tests) leave no stale secrets behind; values given
+    without a source stay."""
+    register_secrets(["kept-forever"])
+    register_secrets(["first-settings"], source="settings")
+    register_secrets(["second-settings"], source="settings")
+    assert redaction._secrets == {"kept-forever", "second-settings"}
+    assert redact("first-settings second-settings") == f"first-settings {REDACTED}"

@@ -27,7 +27,10 @@ REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words and numbers everywhere
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
+_secrets: set[str] = set()  # everything registered: _unsourced and every source's values
+_unsourced: set[str] = set()
+_by_source: dict[str, set[str]] = {}
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _pattern: re.Pattern[str] | None = None
 _forms_found: tuple[str, ...] = ()  # every spelling of every secret, longest first
 
@@ -114,22 +117,53 @@ def _base64_fragments(raw: bytes) -> set[str]:
     return fragments
 
 
-def register_secrets(values: Iterable[str | None]) -> None:
-    """Add secret values to the process-wide registry (empty and very short ones are ignored,
-    or they would redact ordinary words)."""
+def register_secrets(values: Iterable[str | None], *, source: str | None = None) -> None:
+    """Add secret values to the process-wide registry.
+
+    Empty and very short values are ignored (they would redact ordinary words). A URL counts
+    only for its credentials: its password, or the whole URL and its path when it is an
+    http(s) URL with a path or query (a webhook's token lives there); `sqlite:///…` or a
+    password-less database URL is not a secret. With `source` (e.g. "settings"), the values
+    replace those that source registered before, so a process whose settings are reloaded
+    (tests) does not pile up stale ones.
+    """
     global _pattern, _forms_found
-    added = {
-        v.strip() for v in values if isinstance(v, str) and len(v.strip()) >= MIN_SECRET_LENGTH
-    }
+    added = {part for v in values if isinstance(v, str) for part in _secret_parts(v.strip())}
     with _lock:
-        if added <= _secrets:
+        if source is not None:
+            if _by_source.get(source) == added:
+                return
+            _by_source[source] = added
+        elif added <= _unsourced:
             return
-        _secrets.update(added)
+        else:
+            _unsourced.update(added)
+        _secrets.clear()
+        _secrets.update(_unsourced, *_by_source.values())
         forms = set().union(*(_forms(s) for s in _secrets))
         # longest first: a secret that contains another is replaced whole
         alternatives = sorted(forms, key=lambda f: (-len(f), f))
-        _pattern = re.compile("|".join(re.escape(f) for f in alternatives))
+        _pattern = re.compile("|".join(re.escape(f) for f in alternatives)) if forms else None
         _forms_found = tuple(alternatives)
+
+
+def _secret_parts(value: str) -> set[str]:
+    if len(value) < MIN_SECRET_LENGTH:
+        return set()
+    if not _URL_RE.match(value):
+        return {value}
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return {value}
+    found = {unquote(password)} if password and len(password) >= MIN_SECRET_LENGTH else set()
+    carries_token = parts.scheme in ("http", "https") and (parts.path.strip("/") or parts.query)
+    if password or carries_token:
+        found.add(value)
+    if carries_token and len(parts.path.strip("/")) >= 2 * MIN_SECRET_LENGTH:
+        found.add(parts.path)  # an access log shows the path alone
+    return found
 
 
 def registered_count() -> int:
@@ -142,6 +176,8 @@ def clear_secrets() -> None:
     global _pattern, _forms_found
     with _lock:
         _secrets.clear()
+        _unsourced.clear()
+        _by_source.clear()
         _pattern = None
         _forms_found = ()
 
