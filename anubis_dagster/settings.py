@@ -130,10 +130,10 @@ class Settings(BaseModel):
         allow_inf_nan=False,
     )
     anubis_intake_batch_size: int = _field(
-        1000, "orders per intake run", group="intake", ge=1, le=100_000
+        1000, "orders per intake batch (a run of `anubis run`)", group="intake", ge=1, le=100_000
     )
     anubis_intake_max_runs_per_tick: int = _field(
-        5, "intake runs one sensor tick may request", group="intake", ge=1, le=1000
+        5, "batches in the sensor's one intake run", group="intake", ge=1, le=1000
     )
 
     # --- delivery -----------------------------------------------------------------------------
