@@ -74,7 +74,7 @@ unreadable = st.sampled_from(
     ["{not json", '["a", "list"]', '"text"', "42", "null", '{"price": NaN}', "[" * 50_000, ""]
 )
 valid_name = st.text(
-    alphabet=st.characters(categories=["Lu", "Ll"]), min_size=2, max_size=30
+    alphabet=st.characters(categories=["Lu", "Ll"]), min_size=2, max_size=20
 ) | st.sampled_from(["Ana-Lúcia D'Ávila", "José da Silva Jr.", "Ñandú Çedilha"])
 
 

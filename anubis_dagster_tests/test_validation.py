@@ -205,3 +205,11 @@ def test_a_birth_date_is_the_whole_value_not_its_first_ten_characters(value: str
 
 def test_a_birth_date_may_carry_a_time() -> None:
     assert problems_of(make_order(1, birth_date="1998-04-12T00:00:00Z")) == {}
+
+
+def test_the_first_name_fits_its_column_after_normalisation() -> None:
+    # 30 ligatures are 30 characters, and 90 once the census normalisation expands them
+    assert problems_of(make_order(1, full_name="ﬃ" * 30 + " Silva")) == {
+        "base_user.full_name": "the first name is longer than 80 characters"
+    }
+    assert problems_of(make_order(1, full_name="A" * 80 + " Silva")) == {}

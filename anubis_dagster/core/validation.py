@@ -21,6 +21,7 @@ from datetime import date, datetime
 
 from stdnum.br import cpf as stdnum_cpf
 
+from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import ORIGINS, PAID, digits, get_path
 
 MIN_BIRTH_DATE = date(1900, 1, 1)
@@ -30,6 +31,7 @@ MAX_ID = 2**63 - 1  # bigint: the orders table's and subscriptions' order_id
 MAX_DOCUMENT_CHARS = 256 * 1024  # a real order is ~2 KB; the payload is stored and re-read
 MAX_DEPTH = 32
 MAX_AMOUNT = 10_000_000
+MAX_FIRST_NAME_CHARS = 80  # subscriptions.first_name, after the census normalisation
 
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?\Z")
@@ -342,6 +344,12 @@ def validate_order(
         value = present(field)
         if value is not None and (message := check_text(field, value, limit)):
             problems[field] = message
+    name = present("base_user.full_name")
+    first = first_name_key(name) if "base_user.full_name" not in problems else None
+    if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions.first_name
+        problems["base_user.full_name"] = (
+            f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
+        )
     for field in ID_FIELDS:
         value = present(field)
         if value is not None and (message := check_id(value)):

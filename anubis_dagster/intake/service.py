@@ -229,9 +229,14 @@ def ingest(
         if order is None:
             continue
         batch.resolve(row.id, "")  # readable now
-        matched = [
-            (route, match) for route in routes if (match := first_match(route.filters, order))
-        ]
+        try:
+            matched = [
+                (route, match) for route in routes if (match := first_match(route.filters, order))
+            ]
+        except Exception as exc:  # routing must not stop the batch either
+            reason = f"the order could not be routed ({type(exc).__name__})"
+            _quarantine(session, report, row, "", UNREADABLE, reason, run_id)
+            continue
         if not matched:
             report.unrouted.append(
                 {"order_id": row.id, "reason": "no integration filter matches the order"}
