@@ -44,7 +44,9 @@ from anubis_dagster.integrations.base import (
 from anubis_dagster.policies import OP_RETRY_POLICY
 from anubis_dagster.resources import AppDatabase
 
-DELIVERY_TAGS = {"anubis/job": "delivery"}
+#: a retried run (a crashed worker, `run_retries` in dagster.yaml) re-runs every op: each is
+#: idempotent, and a new worker (another pod) cannot read the dead one's op outputs
+DELIVERY_TAGS = {"anubis/job": "delivery", "dagster/retry_strategy": "ALL_STEPS"}
 #: the run queue's per-integration limit key (dagster.yaml): `<integration>:<flow>`
 SLOT_TAG = "anubis/slot"
 MAX_RUNTIME_TAG = "dagster/max_runtime"

@@ -42,6 +42,11 @@ ACTIVE_STATUSES = WAITING_STATUSES + RUNNING_STATUSES
 DEAD_RUN_GRACE_SECONDS = 60
 #: how often the sensor looks; the daemon evaluates sensors every 5 s at best
 DUE_SENSOR_INTERVAL_SECONDS = 5
+#: after a failed run, new students wait this long (doubling per failure in a row)
+FAILURE_BACKOFF_SECONDS = 60
+FAILURE_BACKOFF_RUNS = 5
+#: dead runs are rare; their claims need not come back within seconds
+RELEASE_SENSOR_INTERVAL_SECONDS = 15
 
 
 def _past_max_runtime(record: dg.RunRecord, now: float) -> bool:
@@ -75,15 +80,27 @@ def runs_in_flight(
     return waiting, running
 
 
-def last_run_failed(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
-    """Whether the latest run of this job and partition failed: new students then wait for the
-    integration's `interval` like retries, so a run that cannot start (missing credentials, the
-    partner down) is not relaunched, and alerted, on every tick."""
+def failure_backoff_active(
+    instance: dg.DagsterInstance, job_name: str, partition: str, interval_seconds: float
+) -> bool:
+    """Whether new students should wait because the latest runs of this job and partition
+    failed: 1, 2, 4… minutes after the last failure (capped at the integration's `interval`),
+    so a run that cannot start (missing credentials, the partner down) is not relaunched, and
+    alerted, on every tick, while one failed launch delays nobody for long."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name, tags={"dagster/partition": partition}),
-        limit=1,
+        limit=FAILURE_BACKOFF_RUNS,
     )
-    return bool(records) and records[0].dagster_run.status == dg.DagsterRunStatus.FAILURE
+    failures = 0
+    for record in records:
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        failures += 1
+    if not failures:
+        return False
+    ended = records[0].end_time or records[0].update_timestamp.timestamp()
+    backoff = min(interval_seconds, FAILURE_BACKOFF_SECONDS * 2 ** (failures - 1))
+    return time.time() - ended < backoff
 
 
 def run_in_flight(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
@@ -148,7 +165,9 @@ def build_due_work_sensor(
                         flow == "deliver"
                         and count_due(session, integration.id, statuses, fresh_only=True, limit=1)
                         > 0
-                        and not last_run_failed(context.instance, job.name, integration.key)
+                        and not failure_backoff_active(
+                            context.instance, job.name, integration.key, integration.interval * 60
+                        )
                     )
                     if paced and not fresh:
                         continue
@@ -188,7 +207,7 @@ def build_release_claims_sensors(
         @dg.run_status_sensor(
             run_status=status,
             monitored_jobs=[deliver_job, check_job],
-            minimum_interval_seconds=DUE_SENSOR_INTERVAL_SECONDS,
+            minimum_interval_seconds=RELEASE_SENSOR_INTERVAL_SECONDS,
             default_status=dg.DefaultSensorStatus.RUNNING,
             name=f"release_claims_of_{status.value.lower()}_runs",
             description=f"Gives the claims of a delivery run that ended {status.value} back "
