@@ -2,6 +2,7 @@
 #   make demo   – virtualenv, install, sandboxes, demo orders, one full pass, status
 #   make test   – virtualenv, install, the whole test suite (SQLite, and PostgreSQL if reachable)
 #   make ui     – the Dagster UI (and daemon) on the same data as `make demo`
+#   make test-topology – the production topology as processes on PostgreSQL (~6 min)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 export ANUBIS_HOME  ?= $(CURDIR)/.anubis
 export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
 
-.PHONY: install demo test ui lint bench clean
+.PHONY: install demo test test-topology ui lint bench clean
 
 $(BIN)/anubis: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 -q
+
+# gRPC code server + dagster-daemon + dagster-webserver + sandboxes as separate processes, on a
+# fresh PostgreSQL instance with deploy/postgres/dagster.yaml (needs PostgreSQL on 127.0.0.1)
+test-topology: install
+	$(BIN)/python -m pytest -m topology -q
 
 lint: install
 	$(BIN)/ruff check .
