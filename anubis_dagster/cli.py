@@ -125,6 +125,29 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return int(serve(args.sandbox_args) or 0)
 
 
+def _cmd_student(args: argparse.Namespace) -> int:
+    from anubis_dagster.alerts.webhook import run_url
+    from anubis_dagster.console.student import (
+        LookupKeyError,
+        find_student,
+        parse_key,
+        render_markdown,
+    )
+    from anubis_dagster.resources import prepare_database
+
+    try:
+        key = parse_key(args.key)
+    except LookupKeyError as exc:
+        print(f"anubis student: {exc}", file=sys.stderr)
+        return 2
+    url = default_database_url()
+    prepare_database(url)
+    with session_scope(url) as session:
+        views = find_student(session, key)
+    print(render_markdown(key, views, run_url))
+    return 0 if views else 1
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 1 when any problem is found, so deploy scripts can gate on it."""
     from anubis_dagster.doctor import diagnose
@@ -203,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("ies", choices=["kroton", "estacio"])
     sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     sandbox.set_defaults(func=_cmd_sandbox)
+
+    student = sub.add_parser(
+        "student", help="find a student: status, why, every attempt (order id, #sub id or CPF)"
+    )
+    student.add_argument("key", help="order id, subscription id (#45) or CPF")
+    student.set_defaults(func=_cmd_student)
 
     doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
     doctor.add_argument(

@@ -22,6 +22,7 @@ from anubis_dagster.config.integrations import (
     load_integrations,
     settings_problems,
 )
+from anubis_dagster.console.jobs import student_lookup
 from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.delivery.sensors import build_due_work_sensor, build_release_claims_sensors
 from anubis_dagster.health.assets import build_health_definitions
@@ -64,6 +65,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             check_job,
             import_names_job,
             retention_job,
+            student_lookup,
             *(health.jobs or []),
         ],
         sensors=[
