@@ -26,9 +26,7 @@ BATCH = 200
 
 
 class RetentionConfig(dg.Config):
-    run_retention_days: int = Field(
-        default=get_settings().anubis_run_retention_days, ge=1
-    )
+    run_retention_days: int = Field(default=get_settings().anubis_run_retention_days, ge=1)
     catalog_cache_days: int = Field(default=7, ge=1)
 
 
