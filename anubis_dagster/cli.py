@@ -148,6 +148,18 @@ def _cmd_student(args: argparse.Namespace) -> int:
     return 0 if views else 1
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from anubis_dagster.console.report import build_report, format_report
+    from anubis_dagster.resources import prepare_database
+
+    url = default_database_url()
+    prepare_database(url)
+    with session_scope(url) as session:
+        reports = build_report(session, days=args.days)
+    print(format_report(reports, args.days))
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 1 when any problem is found, so deploy scripts can gate on it."""
     from anubis_dagster.doctor import diagnose
@@ -232,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     student.add_argument("key", help="order id, subscription id (#45) or CPF")
     student.set_defaults(func=_cmd_student)
+
+    report = sub.add_parser(
+        "report", help="business metrics per integration (volume, success, latency, conversion)"
+    )
+    report.add_argument("--days", type=int, default=30, help="subscriptions created since")
+    report.set_defaults(func=_cmd_report)
 
     doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
     doctor.add_argument(
