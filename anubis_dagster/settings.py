@@ -435,6 +435,8 @@ def _problems(exc: ValidationError, values: Mapping[str, str]) -> list[str]:
         shown = "" if raw is None or variable in secrets else f" (got {raw!r})"
         if error["type"] in _READABLE:
             message = _READABLE[error["type"]].format(**error.get("ctx", {}))
+        if variable.endswith("_SECONDS") and error["type"] in _SECONDS_ERRORS:
+            message = _seconds_message(loc[0])
         problems.append(f"{variable}: {message}{shown}")
     return problems
 
@@ -450,6 +452,21 @@ _READABLE = {
     "finite_number": "must be a finite number",
     "literal_error": "must be one of " + ", ".join(LOG_LEVELS),
 }
+
+
+_SECONDS_ERRORS = frozenset(
+    {"float_parsing", "finite_number", "greater_than", "greater_than_equal"}
+)
+
+
+def _seconds_message(name: str) -> str:
+    """A duration's error in one wording, whatever pydantic found wrong with it."""
+    strictly_positive = any(
+        getattr(rule, "gt", None) == 0 for rule in Settings.model_fields[name].metadata
+    )
+    if strictly_positive:
+        return "must be a positive number of seconds"
+    return "must be a number of seconds, 0 or more"
 
 
 # --- value checks (also used by the per-integration settings models) -------------------------
