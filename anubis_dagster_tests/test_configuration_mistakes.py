@@ -458,3 +458,31 @@ def test_every_variable_of_the_model_is_in_the_readme() -> None:
     assert markdown_table() in readme
     for variable in Settings.variables():
         assert f"`{variable}`" in readme
+
+
+def test_the_doctor_checks_the_app_db_on_each_backend(
+    db_url: str,
+    good_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A migrated app DB (SQLite or PostgreSQL) passes; the same server with the migration
+    table emptied is reported as not migrated, naming the variable."""
+    from sqlalchemy import text
+
+    monkeypatch.setenv("ANUBIS_DATABASE_URL", db_url)
+    code, output = _doctor(capsys)
+    assert code == 0, output
+    assert "reachable, at migration" in output
+    with get_engine(db_url).begin() as connection:
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        connection.execute(text("DELETE FROM alembic_version"))
+    try:
+        code, output = _doctor(capsys)
+        assert code == 1
+        assert "ANUBIS_DATABASE_URL: the app DB" in output and "anubis db upgrade" in output
+    finally:
+        with get_engine(db_url).begin() as connection:
+            connection.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": revision}
+            )
