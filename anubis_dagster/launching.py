@@ -1,4 +1,5 @@
-"""Runs started by `anubis run` that the UI treats like the daemon's.
+"""How runs are launched: `anubis run`'s runs that the UI treats like the daemon's, and the
+production run launcher (`ProcessRunLauncher`, deploy/postgres/dagster.yaml).
 
 `execute_in_process` records a run without a code location origin: the UI cannot link it to its
 job, count it in the partition status, or re-execute it. Here the run is created with the
@@ -19,17 +20,21 @@ import dagster as dg
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.execution.api import execute_run
+from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.remote_origin import (
     InProcessCodeLocationOrigin,
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
+from dagster_shared.serdes import deserialize_value
 
 #: the code location's name in every workspace file, and its module
 LOCATION_NAME = "anubis"
 DEFINITIONS_MODULE = "anubis_dagster.definitions"
 REPOSITORY_NAME = "__repository__"  # Dagster's name for the repository of a `Definitions`
+HEALTH_CHECK_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -84,3 +89,41 @@ def execute_job_run(
     )
     result = execute_run(InMemoryJob(job), run, instance)
     return LaunchedRun(run.run_id, result.success)
+
+
+class ProcessRunLauncher(DefaultRunLauncher):
+    """Dagster's default launcher (each run a process of the code server that launched it) with
+    a worker health check, so run monitoring resolves a dead worker within one poll.
+
+    The code server already fails a run whose worker process died while the server lives. When
+    the server died too (a container or node crash), nothing would report it until the run's
+    max runtime. Here monitoring asks the server named in the run's `dagster/grpc_info` tag
+    whether it still holds the run's execution: a restarted server answers no (the worker is
+    gone: FAILED, and run retries relaunch it). A server that cannot be reached, and runs that
+    no code server launched (`anubis run`), count as RUNNING: their max runtime still applies.
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        client = self._get_grpc_client_for_termination(run.run_id)
+        if client is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "not launched by a code server")
+        try:
+            reply = client.can_cancel_execution(
+                CanCancelExecutionRequest(run_id=run.run_id), timeout=HEALTH_CHECK_TIMEOUT_SECONDS
+            )
+            alive = deserialize_value(reply, CanCancelExecutionResult).can_cancel
+        except Exception as exc:  # the server is down or restarting: don't judge yet
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, f"code server unreachable ({type(exc).__name__})", True
+            )
+        if alive:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            "the code server that launched this run no longer holds its worker "
+            "(the server or the worker died)",
+        )
