@@ -35,7 +35,7 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.integrations.estacio.sandbox import EstacioSandboxSettings
 from anubis_dagster.integrations.kroton.sandbox import KrotonSandboxSettings
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
-from anubis_dagster_tests.harness import Harness
+from anubis_dagster_tests.harness import Harness, failure_message
 from anubis_dagster_tests.secret_scan import find_markers
 from anubis_dagster_tests.test_secrets_e2e import (
     ALL_MARKERS,
@@ -174,12 +174,6 @@ def deliver_until_settled(
             return runs
         time.sleep(0.3)  # retries scheduled a second ahead
     raise AssertionError(f"{key}: work still pending after {budget_seconds:.0f} s")
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    error = failures[0].event_specific_data.error if failures else None  # type: ignore[union-attr]
-    return error.message if error is not None else "the run failed"
 
 
 def pending(db_url: str, key: str) -> int:

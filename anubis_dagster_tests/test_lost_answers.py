@@ -59,9 +59,8 @@ def attempt_outcomes(db_url: str, operation: str) -> list[str]:
         return list(
             session.scalars(
                 select(SubscriptionEvent.outcome)
-                .where(
-                    SubscriptionEvent.kind == "attempt", SubscriptionEvent.operation_name == operation
-                )
+                .where(SubscriptionEvent.kind == "attempt")
+                .where(SubscriptionEvent.operation_name == operation)
                 .order_by(SubscriptionEvent.id)
             )
         )

@@ -229,8 +229,10 @@ class ApiClient:
         priority: Priority = Priority.HIGH,
         idempotent: bool = True,
         use_auth: bool = True,
+        tries: int | None = None,
     ) -> HttpResult:
-        """Send with quick retries; returns the last result. Raises `CredentialsRefused` when
+        """Send with quick retries (`tries` attempts in all; default `quick_retries`); returns
+        the last result. Raises `CredentialsRefused` when
         the partner still refuses us after a fresh token, `PartnerUnreachable` when no attempt
         reached it, `QuotaWaitTooLong` when the quota is spent for longer than we wait."""
         # a 401 is retried once, right after dropping the token; a second 401 is an answer
@@ -275,7 +277,7 @@ class ApiClient:
             return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.quick_retries),
+            stop=stop_after_attempt(tries or self.quick_retries),
             wait=wait,
             retry=retry_if_result(should_retry),
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]

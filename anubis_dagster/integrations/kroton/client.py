@@ -24,6 +24,9 @@ CATALOG_PATH = "/elasticlayer/middleware/oferta/_search"
 
 API_CREDENTIALS = ("API_KROTON_CLIENT_ID", "API_KROTON_SECRET", "API_KROTON_SUBSCRIPTION")
 CATALOG_CREDENTIALS = ("CATALOG_KROTON_BASE_URL", "CATALOG_KROTON_API_KEY")
+#: a failing token endpoint stops the whole batch, so it gets a few more quick tries than a
+#: student's call (a 401 is still one call: refused credentials are not retried)
+TOKEN_TRIES = 5
 
 
 class KrotonClient:
@@ -88,6 +91,7 @@ class KrotonClient:
                 "scope": settings.subscription,
             },
             use_auth=False,
+            tries=TOKEN_TRIES,
         )
         body = result.body if isinstance(result.body, dict) else {}
         token, lifetime = body.get("access_token"), body.get("expires_in")
