@@ -586,7 +586,7 @@ def _register(settings: Settings) -> None:
     """Hand every secret value to the redaction registry, so it is redacted by value."""
     from anubis_dagster.core.redaction import register_secrets
 
-    register_secrets(settings.secret_values())
+    register_secrets(settings.secret_values(), source="settings")
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
