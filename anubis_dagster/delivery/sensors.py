@@ -40,8 +40,9 @@ RUNNING_STATUSES = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 ACTIVE_STATUSES = WAITING_STATUSES + RUNNING_STATUSES
 #: a run past its max runtime by more than this is not waited for (monitoring polls ~20 s)
 DEAD_RUN_GRACE_SECONDS = 60
-#: how often the sensor looks; the daemon evaluates sensors every 5 s at best
-DUE_SENSOR_INTERVAL_SECONDS = 5
+#: every daemon sensor loop (5 s): an interval of 5 would skip every other loop, because the
+#: previous tick started a moment after its loop did
+DUE_SENSOR_INTERVAL_SECONDS = 1
 #: after a failed run, new students wait this long (doubling per failure in a row)
 FAILURE_BACKOFF_SECONDS = 60
 FAILURE_BACKOFF_RUNS = 5
