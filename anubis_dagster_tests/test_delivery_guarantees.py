@@ -12,7 +12,7 @@ import pytest
 
 from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
-from anubis_dagster_tests.factories import make_cpf, make_order
+from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
@@ -85,32 +85,56 @@ def test_permanent_refusals_skip_the_schedule(harness: Harness, kroton: KrotonSa
     assert (sub.status, sub.attempts, sub.scheduled_to) == ("register_failed", 0, None)
 
 
+#: another course of the demo catalog, so its search is not answered from the cache
+OTHER_COURSE = {
+    **KROTON_OFFER,
+    "metadata": {**KROTON_OFFER["metadata"], "vlMensalidadeDe": 899.9},
+    "course": {**KROTON_OFFER["course"], "name": "Direito"},
+}
+
+
 def test_requeue_by_id_and_since(
     harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s")
     harness.ingest([make_order(4, rg=None)])  # refused by Kroton: permanent, not a dead letter
     harness.deliver()
-    kroton.configure(error_rate=1.0)
+    # Kroton answers nothing but 5xx, to the registrations and to the questions by CPF
+    kroton.configure(error_rate=1.0, fault_endpoints="register,inscriptions_by_cpf")
     harness.ingest([make_order(i) for i in range(1, 4)])
     harness.deliver_until_settled()
-    assert set(harness.statuses().values()) == {"failed", "register_failed"}
+    # a 5xx to a registration may hide an inscription: their retries ran out unanswered, so
+    # they are held (`unknown`), not declared failed
+    assert set(harness.statuses().values()) == {"unknown", "register_failed"}
+    assert harness.subscription(1).sending_since is not None
     kroton.configure(error_rate=0.0)
-    # one by id: back to the step it failed at (registration: the catalog answer was cached
-    # from order 4), and on to the partner
-    one = harness.subscription(1).id
+    # requeued from `unknown`: Kroton is asked by CPF before anything is sent again
+    held = [harness.subscription(i).id for i in (2, 3)]
+    assert harness.deliver(requeue_ids=held).success
+    assert {harness.statuses()[i] for i in (2, 3)} <= {"awaiting_register", "registered"}
+    assert any(r["endpoint"] == "inscriptions_by_cpf" for r in kroton.requests_log())
+    # dead letters: the catalog keeps failing for a new course
+    kroton.configure(error_rate=1.0, fault_endpoints="catalog_search")
+    harness.ingest([make_order(i, offer=OTHER_COURSE) for i in (5, 6)])
+    harness.deliver_until_settled()
+    assert harness.statuses()[5] == harness.statuses()[6] == "failed"
+    kroton.configure(error_rate=0.0)
+    # one by id: back to the step it failed at (the course sync), and on to the partner
+    one = harness.subscription(5).id
     assert harness.deliver(requeue_ids=[one]).success
-    assert harness.statuses()[1] in ("awaiting_register", "registered")
-    assert harness.statuses()[2] == "failed"
-    requeue_event = next(e for e in harness.events(1) if e.operation_name == "requeue")
-    assert requeue_event.status == "to_register"
-    # every dead letter since an hour ago (the refused one is not a dead letter)
+    assert harness.statuses()[5] in ("awaiting_register", "registered")
+    assert harness.statuses()[6] == "failed"
+    requeue_event = next(e for e in harness.events(5) if e.operation_name == "requeue")
+    assert requeue_event.status == "to_sync"
+    # every dead letter since an hour ago (the refused one is not a dead letter, the held
+    # one is not either)
     since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     assert harness.deliver(requeue_failed_since=since).success
     statuses = harness.statuses()
-    assert statuses[2] in ("awaiting_register", "registered")
-    assert statuses[3] in ("awaiting_register", "registered")
+    assert statuses[6] in ("awaiting_register", "registered")
+    assert statuses[1] == "unknown"
     assert statuses[4] == "register_failed"
+    assert kroton.stats()["duplicates_refused"] == 0
     assert_attempts_match(harness, kroton)
 
 

@@ -227,3 +227,93 @@ def test_a_quota_spent_for_longer_than_the_run_waits_defers_without_an_attempt(
     assert all(status == "to_register" and attempts == 0 for status, attempts, _ in rows)
     assert all(when is not None for _, _, when in rows)
     assert register_posts(kroton) == 0
+
+
+def test_an_unreachable_cep_lookup_stops_the_batch_without_charging_anyone(
+    estacio: EstacioSandbox,  # noqa: F811
+    anubis_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i, offer=ESTACIO_OFFER) for i in (1, 2, 3)])
+    monkeypatch.setenv("API_ESTACIO_CEP_BASE_URL", "http://127.0.0.1:9")  # nothing listens
+    harness = Harness(anubis_env)
+    result = harness.deliver("estacio")
+    assert not result.success
+    with session_scope(anubis_env) as session:
+        charged = session.scalar(select(func.count()).where(Subscription.attempts > 0))
+        marked = session.scalar(select(func.count()).where(Subscription.sending_since.is_not(None)))
+    assert (charged, marked) == (0, 0)
+    assert set(harness.statuses().values()) == {"to_register"}
+    assert register_posts(estacio) == 0
+
+
+def test_retries_running_out_on_an_unanswered_send_hold_the_student_not_fail_it(
+    kroton: KrotonSandbox, anubis_env: str, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s,0s")  # three tries in all
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(1)])
+    kroton.configure(fault_endpoints="register", lost_answer_rate=1.0)
+    assert harness.deliver().success  # sent, answer lost: unknown
+    kroton.configure(fault_endpoints="inscriptions_by_cpf", lost_answer_rate=0.0, error_rate=1.0)
+    harness.deliver_until_settled()  # Kroton cannot be asked, again and again
+    sub = harness.subscription(1)
+    assert sub.status == "unknown"  # may be registered at Kroton: never declared failed
+    assert sub.sending_since is not None
+    assert register_posts(kroton) == 1
+    assert any("unknown outcome" in text for text in sink.received)
+
+
+def test_a_claim_lost_during_the_quota_wait_sends_nothing_and_leaves_no_marker(
+    kroton: KrotonSandbox, anubis_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quota wait can outlast a lease: another run may own the row by the time a slot
+    frees. The fence, right before the request leaves, sees it and sends nothing."""
+    from anubis_dagster.clients.rate_limit import RateLimiter
+
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(1)])
+    acquire = RateLimiter.acquire
+    taken = {"done": False}
+
+    def acquire_then_lose_the_claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        granted = acquire(self, *args, **kwargs)
+        if self.bucket.endswith(":api") and not taken["done"]:
+            with session_scope(anubis_env) as session:
+                status = session.scalar(select(Subscription.status))
+                if status == "to_register":  # the register call's slot: another run takes it
+                    session.execute(Subscription.__table__.update().values(claimed_by="other"))
+                    taken["done"] = True
+        return granted
+
+    monkeypatch.setattr(RateLimiter, "acquire", acquire_then_lose_the_claim)
+    result = harness.deliver()
+    assert result.success and taken["done"]
+    assert register_posts(kroton) == 0
+    sub = harness.subscription(1)
+    assert sub.claimed_by == "other"  # the other run's claim is untouched
+    assert sub.sending_since is None  # nothing left, so no marker
+    assert op_metadata(result, "register")["outcomes"] == {"claim_lost": 1}
+
+
+def test_a_bug_building_one_payload_does_not_stop_the_others(
+    kroton: KrotonSandbox, anubis_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anubis_dagster.integrations.kroton.adapter import KrotonAdapter
+
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i) for i in (1, 2, 3)])
+    build = KrotonAdapter.build_payload
+
+    def broken_for_two(self, subscription):  # type: ignore[no-untyped-def]
+        if subscription.order_id == 2:
+            raise KeyError("a bug")
+        return build(self, subscription)
+
+    monkeypatch.setattr(KrotonAdapter, "build_payload", broken_for_two)
+    result = harness.deliver()
+    assert result.success
+    statuses = harness.statuses()
+    assert statuses[2] == "to_register" and harness.subscription(2).attempts == 1
+    assert statuses[1] != "to_register" and statuses[3] != "to_register"

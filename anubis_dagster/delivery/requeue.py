@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.states import FINAL_STATUSES, REQUEUEABLE, Status
-from anubis_dagster.db.models import Subscription, SubscriptionEvent
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.transitions import TRANSITION, transition
+from anubis_dagster.integrations.base import ResendGuard, adapter_class
 
 #: status a subscription was in before it failed → where it resumes
 RESUME_AT: dict[Status, Status] = {
@@ -92,6 +93,13 @@ def requeue(
             )
             if c.id not in known
         )
+    integration_type = session.scalar(
+        select(Integration.type).where(Integration.id == integration_id)
+    )
+    can_settle = (
+        integration_type is not None
+        and adapter_class(integration_type).resend_guard is not ResendGuard.NONE
+    )
     for subscription in chosen:
         if subscription.anonymized_at is not None:
             # LGPD retention dropped the student's data: there is nothing left to send
@@ -116,15 +124,16 @@ def requeue(
                 }
             )
             continue
-        was_unknown = Status(subscription.status) is Status.UNKNOWN
+        # held because the partner cannot be asked: the person requeueing it checked there
+        # that it did not arrive. Elsewhere the marker stays and the partner is asked first.
+        clear_marker = Status(subscription.status) is Status.UNKNOWN and not can_settle
         try:
             with session.begin_nested():
                 transition(
                     session, subscription, target, operation="requeue", run_id=run_id, requeue=True
                 )
                 subscription.attempts = 0
-                if was_unknown:
-                    # a person checked at the partner that it did not arrive: send again
+                if clear_marker:
                     subscription.sending_since = None
                 subscription.scheduled_to = datetime.now(UTC)
                 subscription.claimed_by = subscription.claimed_until = None

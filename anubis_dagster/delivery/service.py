@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
@@ -225,13 +225,19 @@ class StepRunner:
         return session.scalar(query) == self.run_id
 
     def _fence(self, subscription: Subscription) -> None:
-        """Right before a write leaves: renew this run's claim, or refuse to send if the claim
-        ran out (a quota wait can outlast a lease) and another run may be sending already."""
+        """Right before a write leaves (after the quota wait and the token): in one statement,
+        renew this run's claim and set the "being sent" marker, or refuse to send if the claim
+        ran out (a quota wait can outlast a lease) and another run may be sending already. A
+        process killed before this point sent nothing and leaves no marker."""
+        now = utcnow()
         with session_scope(self.db_url) as session:
             renewed = session.execute(
                 update(Subscription)
                 .where(Subscription.id == subscription.id, Subscription.claimed_by == self.run_id)
-                .values(claimed_until=utcnow() + timedelta(seconds=self.lease_seconds))
+                .values(
+                    claimed_until=now + timedelta(seconds=self.lease_seconds),
+                    sending_since=func.coalesce(Subscription.sending_since, now),
+                )
             )
             if not renewed.rowcount:  # type: ignore[attr-defined]
                 raise SendCancelled(f"subscription #{subscription.id}: claim lost before sending")
@@ -394,6 +400,20 @@ class StepRunner:
         subscription.attempts += 1
         subscription.last_error = mask_text(outcome.error or "transient failure")
         delay = self.schedule.delay_after(subscription.attempts)
+        if delay is None and subscription.sending_since is not None:
+            # retries ran out while a send is still unanswered: it may have arrived, so the
+            # student is held for a person rather than declared failed
+            held = self._hold_for_review(subscription, outcome.error, report)
+            transition(
+                session,
+                subscription,
+                Status.UNKNOWN,
+                operation=step,
+                run_id=self.run_id,
+                error=f"retries exhausted after {subscription.attempts} attempts; {held.error}",
+            )
+            subscription.scheduled_to = None
+            return "held_unknown"
         if delay is None:
             reason = (
                 f"retries exhausted after {subscription.attempts} attempts; "
@@ -442,7 +462,13 @@ class StepRunner:
         if self.request.dry_run:
             report.add("dry_run")
             return
-        changes = self.adapter.fix_data(subscription)
+        try:
+            changes = self.adapter.fix_data(subscription)
+        except Exception as exc:  # a bug in one student's data fix must not block the batch
+            message = mask_text(f"{type(exc).__name__}: {exc}")[:500]
+            self.log(f"subscription #{subscription.id}: fix_data failed: {message}")
+            report.add("error", f"#{subscription.id}: {message}")
+            return
         if not changes:
             report.add("unchanged")
             return
@@ -508,13 +534,16 @@ class StepRunner:
         """The request body, or None when there is nothing to send (refused, or a dry run)."""
         try:
             payload = self.adapter.build_payload(subscription)
-        except PayloadError as exc:
-            if self.request.dry_run:
-                report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
+        except (PartnerProblem, SendCancelled):
+            raise
+        except Exception as exc:
+            if isinstance(exc, PayloadError):
+                self._refuse(session, subscription, report, exc)
                 return None
-            refused = Outcome.move(Status.REGISTER_FAILED, error=str(exc), label="invalid_payload")
-            subscription.sending_since = None
-            self.apply(session, subscription, refused, step="register", report=report)
+            # a bug, not the data: this student waits on the schedule, the batch goes on
+            failure = Outcome.retry(mask_text(f"{type(exc).__name__}: {exc}")[:500], label="error")
+            if not self.request.dry_run:
+                self.apply(session, subscription, failure, step="register", report=report)
             return None
         if self.request.dry_run:
             shown = json.dumps(mask_data(payload), ensure_ascii=False)
@@ -522,6 +551,17 @@ class StepRunner:
             report.add("dry_run", f"#{subscription.id}: {shown[:300]}")
             return None
         return payload
+
+    def _refuse(
+        self, session: Session, subscription: Subscription, report: StepReport, exc: PayloadError
+    ) -> None:
+        """The data cannot make a request: refused at once, with the reason."""
+        if self.request.dry_run:
+            report.add("dry_run_invalid", f"#{subscription.id}: {mask_text(str(exc))}")
+            return
+        refused = Outcome.move(Status.REGISTER_FAILED, error=str(exc), label="invalid_payload")
+        subscription.sending_since = None
+        self.apply(session, subscription, refused, step="register", report=report)
 
     def _send(
         self,
@@ -532,21 +572,19 @@ class StepRunner:
         *,
         unresolved: bool,
     ) -> None:
-        """The marker is committed before the request leaves; what it becomes afterwards is
-        decided from the write requests the adapter made (`delivery.outcomes`)."""
+        """The marker is set by `_fence` in the statement that lets each write leave; what it
+        becomes afterwards is decided from the write requests the adapter made
+        (`delivery.outcomes`)."""
         earlier_marker = subscription.sending_since
-        subscription.sending_since = utcnow()
-        session.commit()
+        session.commit()  # what the adapter prepared (e.g. Estácio's CEP codes), before sending
         mark = self.call.mark()
         try:
             outcome = self._safely(
                 subscription, partial(self.adapter.register, subscription, payload)
             )
         except PartnerProblem:
-            acted = write_may_have_acted(self.call.writes_since(mark))
-            subscription.sending_since = (
-                subscription.sending_since if acted or unresolved else earlier_marker
-            )
+            keep = unresolved or write_may_have_acted(self.call.writes_since(mark))
+            self._settle_marker(session, subscription, keep=keep, otherwise=earlier_marker)
             raise
         unknown = still_unknown(
             definite=outcome.definite,
@@ -556,8 +594,24 @@ class StepRunner:
         )
         if unknown and self.adapter.resend_guard is ResendGuard.NONE:
             outcome = self._hold_for_review(subscription, outcome.error, report)
-        subscription.sending_since = subscription.sending_since if unknown else None
+        self._settle_marker(session, subscription, keep=unknown, otherwise=None)
         self.apply(session, subscription, outcome, step="register", report=report)
+
+    def _settle_marker(
+        self,
+        session: Session,
+        subscription: Subscription,
+        *,
+        keep: bool,
+        otherwise: datetime | None,
+    ) -> None:
+        """Keep the marker `_fence` set in the database, or put `otherwise` in its place (the
+        session's copy is refreshed first: `_fence` wrote it from another session)."""
+        session.refresh(subscription, ["sending_since"])
+        if keep:
+            subscription.sending_since = subscription.sending_since or utcnow()
+        else:
+            subscription.sending_since = otherwise
 
     def _settle_earlier_send(
         self, session: Session, subscription: Subscription, report: StepReport

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import dagster as dg
 
+from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.rate_limit import Quota, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
@@ -160,7 +161,9 @@ class EstacioAdapter(IESAdapter):
                 )
         try:
             return self._ensure_location(subscription)
-        except Exception as exc:  # before_send runs unguarded: never fail the whole batch
+        except (PartnerProblem, SendCancelled):
+            raise  # the whole integration's problem: the delivery layer stops the batch
+        except Exception as exc:  # garbage from the CEP lookup: this student only
             if self.ctx.dry_run:
                 return None
             message = mask_text(f"{type(exc).__name__}: {exc}")[:500]
