@@ -155,6 +155,12 @@ MASKED = [
     ("GET https://x.com/a/52998224725/b", "52998224725", "https://x.com/a/***.982.247-**/b"),
     ("GET https://x.com/a?phone=11975405666", "11975405666", "phone=(**) *****-**66"),
     (f"run {RUN_ID}: CPF 529 982 247 25", "529 982 247 25", RUN_ID),
+    # a CPF after an id-like word is still a CPF
+    ("inscricao 529.982.247-25", "529.982.247-25", "***.982.247-**"),
+    ("id 52998224725", "52998224725", "***.982.247-**"),
+    ("order 52998224725 refused", "52998224725", "***.982.247-**"),
+    ("Candidato: Maria Silva", "Maria Silva", "M. S."),
+    ("R. das Flores 123, Centro", "Flores 123", "R. ***"),
 ]
 
 

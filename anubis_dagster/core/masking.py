@@ -46,7 +46,7 @@ _NAME_BODY = rf"{_NAME_WORD}(?:[ \t]+(?:{_NAME_LINK}[ \t]+)?{_NAME_WORD}){{0,6}}
 # a capitalised name after a word that announces a person
 _NAME_AFTER_RE = re.compile(
     r"\b((?i:candidat[ao](?:\(a\))?|alun[ao](?:\(a\))?|estudante|student|"
-    r"sra?\.|srta\.|senhora?|dona))([ \t]+)"
+    r"sra?\.|srta\.|senhora?|dona))([ \t]*:?[ \t]+)"
     rf"({_NAME_BODY})"
 )
 # after "Nome:" / "Name:" the name may be in any case
@@ -58,7 +58,7 @@ _NAME_LABELLED_RE = re.compile(
 _ADDRESS_WORD = r"(?:[A-ZÀ-Ý0-9][\wÀ-ÿ'’./-]*|d[aeo]s?|e|km|n[º°o]\.?)"
 _ADDRESS_RE = re.compile(
     r"\b((?i:rua|avenida|av\.?|travessa|trav\.|tv\.|alameda|al\.|rodovia|rod\.|"
-    r"praça|praca|pça\.?|estrada|estr\.|viela|largo|ladeira))([ \t]+)"
+    r"praça|praca|pça\.?|estrada|estr\.|viela|largo|ladeira)|R\.)([ \t]+)"
     rf"{_ADDRESS_WORD}(?:[ \t]+{_ADDRESS_WORD}){{0,7}}"
     r"(?:,[ \t]*(?:n[º°o]\.?[ \t]*)?\d+[A-Za-z]?)?"
     r"(?:[ \t]*[-,]?[ \t]*(?i:apto|apt|ap|bloco|bl|casa|sala|cj|conj|andar)\.?[ \t]*\w+)?"
@@ -71,7 +71,8 @@ _PROTECTED_RE = re.compile(
     r"|(?P<time>\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
     r"(?:Z|[+-]\d{2}:?\d{2})?(?!\d))"
     r"|(?P<id>\b(?i:order|pedido|subscription|subscri[cç][aã]o|inscri[cç][aã]o|offer|oferta|"
-    r"run|attempt|event|batch|job|step|id)s?(?i:[ _-]?id)?[\"']?[ \t]*[#:=]?[ \t]*[\"']?#?\d+\b)"
+    r"run|attempt|event|batch|job|step|id)s?(?i:[ _-]?id)?[\"']?[ \t]*[#:=]?[ \t]*[\"']?#?\d+\b"
+    r"(?![.\s-]?\d))"
 )
 
 # Keys whose values are personal data, in the platform's and the partners' vocabularies.
@@ -166,7 +167,9 @@ _HAS_DIGIT_RE = re.compile(r"\d")
 # substrings without which the name and address patterns cannot match (cheap `in` tests first:
 # masking runs on every log line and stored string)
 _NAME_HINTS = ("candidat", "alun", "estudante", "student", "sr", "senhor", "dona", "nome", "name")
-_ADDRESS_HINTS = ("rua", "av", "tr", "tv.", "al", "rod", "pra", "pça", "estr", "viela", "lad")
+_ADDRESS_HINTS = (
+    "rua", "av", "tr", "tv.", "al", "rod", "pra", "pça", "estr", "viela", "lad", "r."
+)  # fmt: skip
 
 
 def _mask_plain(text: str) -> str:
@@ -230,6 +233,11 @@ def _mask_url(url: str) -> str:
     return masked_path + question + "&".join(params) + hash_mark + fragment
 
 
+def _labels_a_cpf(labelled: str) -> bool:
+    digits = re.sub(r"\D", "", labelled)
+    return len(digits) == 11 and is_valid_cpf(digits)
+
+
 def _mask_pii_text(text: str) -> str:
     if "://" not in text and _HAS_DIGIT_RE.search(text) is None:
         return _mask_plain(text)  # no URL, id, run id or timestamp to protect
@@ -237,7 +245,12 @@ def _mask_pii_text(text: str) -> str:
     position = 0
     for match in _PROTECTED_RE.finditer(text):
         out.append(_mask_plain(text[position : match.start()]))
-        out.append(_mask_url(match.group(0)) if match.group("url") else match.group(0))
+        if match.group("url"):
+            out.append(_mask_url(match.group(0)))
+        elif match.group("id") and _labels_a_cpf(match.group(0)):
+            out.append(_mask_plain(match.group(0)))  # "id 52998224725" is still a CPF
+        else:
+            out.append(match.group(0))
         position = match.end()
     out.append(_mask_plain(text[position:]))
     return "".join(out)
