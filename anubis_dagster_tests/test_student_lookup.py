@@ -50,7 +50,7 @@ def test_lookup_by_each_key_shows_the_history_masked(
     monkeypatch.setenv("ANUBIS_UI_URL", "http://ui.example:3000")
     harness = Harness(anubis_env)
     harness.ingest([make_order(1), make_order(2)])
-    kroton.configure(fault_endpoints="register", error_rate=1.0)  # Kroton keeps failing
+    kroton.configure(fault_endpoints="catalog_search", error_rate=1.0)  # the catalog is down
     first = harness.deliver()
     time.sleep(1.1)  # the one retry of the schedule becomes due
     harness.deliver()
@@ -66,11 +66,9 @@ def test_lookup_by_each_key_shows_the_history_masked(
     view = by_cpf[0]
     assert view.integration == "kroton" and view.status == "failed"
     assert view.dead_letter and "retries exhausted after 2 attempts" in view.dead_letter
-    registers = [a for a in view.attempts if a.operation == "register"]
-    assert [a.http_status for a in registers] and all(
-        a.http_status in (500, 502, 503) for a in registers
-    )
-    assert registers[0].run_id == first.run_id
+    searches = [a for a in view.attempts if a.operation == "catalog_search"]
+    assert searches and all(a.http_status in (500, 502, 503) for a in searches)
+    assert searches[0].run_id == first.run_id
 
     assert main(["student", fmt_cpf(make_cpf(1))]) == 0
     report = capsys.readouterr().out
