@@ -271,7 +271,23 @@ class Cursor(Base):
     value: Mapped[str] = mapped_column(Text, nullable=False)
 
 
+class AlertState(Base):
+    """The last state each health check or anomaly alert was seen in, so a state change (turned
+    WARN or ERROR, or recovered) alerts once and a steady state never again (added).
+
+    `scope` is the integration key (or `platform`); `name` the check (`success_rate`) or the
+    anomaly (`anomaly:volume`, whose `state` is the day it last alerted)."""
+
+    __tablename__ = "alert_states"
+    scope: Mapped[str] = mapped_column(String(60), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), nullable=False)
+    detail: Mapped[str | None] = mapped_column(Text)  # the measured value and threshold, masked
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 __all__ = [
+    "AlertState",
     "Base",
     "CatalogCacheEntry",
     "Cursor",
