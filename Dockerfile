@@ -1,12 +1,14 @@
 # syntax=docker/dockerfile:1
 # The Anubis user-code image: one image for every process of the production topology.
 #
-#   docker build -t anubis:dev .                     (from the repository root)
+#   docker build -t anubis:dev .                     (from the repository root; production)
+#   docker build --target demo -t anubis:demo .      (plus the sandboxes, sink and demo orders)
 #
 # Default command: the gRPC code server on :4000, which the webserver and the daemon load the
 # code from (deploy/postgres/workspace.yaml) and which launches the run workers. The same image
-# runs `dagster-daemon run`, `dagster-webserver`, the IES sandboxes (`anubis sandbox kroton|estacio`),
-# the webhook sink and one-shot commands (`anubis db upgrade`): see deploy/docker-compose.yml.
+# runs `dagster-daemon run`, `dagster-webserver` and one-shot commands (`anubis db upgrade`); the
+# `demo` target adds the IES sandboxes, the webhook sink and the demo order generator
+# (`anubis-sandbox ...`, package anubis_sandboxes): see deploy/docker-compose.yml.
 # The Dagster instance baked in is the production one (PostgreSQL from DAGSTER_PG_* variables);
 # no secret is baked in: they all come from the environment at run time.
 
@@ -19,9 +21,12 @@ WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY anubis_dagster ./anubis_dagster
 RUN pip wheel --wheel-dir /wheels .
+# the stand-ins (sandboxes, sink, demo world): only the demo target installs them
+COPY sandboxes ./sandboxes
+RUN pip wheel --no-deps --wheel-dir /demo-wheels ./sandboxes
 
-# --- runtime ----------------------------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm
+# --- production: the user code and nothing else -------------------------------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm AS production
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -51,3 +56,14 @@ WORKDIR /opt/anubis
 EXPOSE 4000
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["dagster", "api", "grpc", "-m", "anubis_dagster.definitions", "-h", "0.0.0.0", "-p", "4000"]
+
+# --- demo: production plus the sandboxes, for deploy/docker-compose.yml -------------------------
+FROM production AS demo
+COPY --from=build /demo-wheels /demo-wheels
+USER root
+# hadolint ignore=DL3013
+RUN pip install --no-index --no-deps /demo-wheels/*.whl && rm -rf /demo-wheels
+USER 10001:10001
+
+# --- the default target (last stage): production -----------------------------------------------
+FROM production AS release

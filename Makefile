@@ -12,9 +12,9 @@ export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
 
 .PHONY: install demo test test-topology ui lint bench clean
 
-$(BIN)/anubis: pyproject.toml
+$(BIN)/anubis: pyproject.toml sandboxes/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./sandboxes
 	@touch $@
 
 install: $(BIN)/anubis
@@ -35,7 +35,7 @@ test-topology: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy anubis_dagster
+	$(BIN)/mypy anubis_dagster sandboxes/anubis_sandboxes
 
 ui: install
 	@scripts/sandboxes.sh start

@@ -2,10 +2,12 @@
 
 anubis db upgrade                 migrate the app DB and sync the integrations file
 anubis orders load FILE           load JSON Lines orders into the configured orders source
-anubis orders generate -o FILE    write realistic demo orders (all four marketplaces)
 anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
+
+The sandboxes, the webhook sink and the demo order generator are not production tools: they
+ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
 """
 
 from __future__ import annotations
@@ -53,15 +55,6 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
         notes.append(f"{len(checked.errors)} errors skipped")
     where = source.engine.url.render_as_string(hide_password=True)
     print(f"loaded {count} orders into {where}" + (f" ({'; '.join(notes)})" if notes else ""))
-    return 0
-
-
-def _cmd_orders_generate(args: argparse.Namespace) -> int:
-    from anubis_dagster.demo.orders import generate_orders, write_jsonl
-
-    orders = generate_orders(args.count, seed=args.seed)
-    write_jsonl(orders, Path(args.out))
-    print(f"wrote {len(orders)} orders to {args.out}")
     return 0
 
 
@@ -117,14 +110,6 @@ def _cmd_names_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sandbox(args: argparse.Namespace) -> int:
-    if args.ies == "kroton":
-        from anubis_dagster.integrations.kroton.sandbox import main as serve
-    else:
-        from anubis_dagster.integrations.estacio.sandbox import main as serve
-    return int(serve(args.sandbox_args) or 0)
-
-
 def _cmd_student(args: argparse.Namespace) -> int:
     from anubis_dagster.alerts.webhook import run_url
     from anubis_dagster.console.student import (
@@ -173,12 +158,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
-def _cmd_webhook_sink(args: argparse.Namespace) -> int:
-    from anubis_dagster.alerts.sink import main as serve
-
-    return serve(["--port", str(args.port), "--host", args.host])
-
-
 def build_parser() -> argparse.ArgumentParser:
     from anubis_dagster.intake.planning import SETTLE_SECONDS
 
@@ -194,19 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="orders_command", required=True
     )
     load = orders.add_parser(
-        "load", help="load a JSON Lines file of orders (all or nothing; demo/sandbox tool)"
+        "load", help="load a JSON Lines file of orders (all or nothing; for demos and tests)"
     )
     load.add_argument("file")
     load.add_argument(
         "--skip-bad", action="store_true", help="load the good lines and report the bad ones"
     )
     load.set_defaults(func=_cmd_orders_load)
-    gen = orders.add_parser("generate", help="write demo orders as JSON Lines")
-    gen.add_argument("-o", "--out", required=True)
-    gen.add_argument("-n", "--count", type=int, default=60)
-    gen.add_argument("--seed", type=int, default=42)
-    gen.set_defaults(func=_cmd_orders_generate)
-
     status = sub.add_parser("status", help="subscription counts by integration and status")
     status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
     status.set_defaults(func=_cmd_status)
@@ -234,11 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     names_import.add_argument("file", nargs="?")
     names_import.set_defaults(func=_cmd_names_import)
 
-    sandbox = sub.add_parser("sandbox", help="serve an IES sandbox over HTTP", add_help=False)
-    sandbox.add_argument("ies", choices=["kroton", "estacio"])
-    sandbox.add_argument("sandbox_args", nargs=argparse.REMAINDER)
-    sandbox.set_defaults(func=_cmd_sandbox)
-
     student = sub.add_parser(
         "student", help="find a student: status, why, every attempt (order id, #sub id or CPF)"
     )
@@ -257,10 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=_cmd_doctor)
 
-    sink = sub.add_parser("webhook-sink", help="a local Slack-compatible webhook that prints")
-    sink.add_argument("--port", type=int, default=8790)
-    sink.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    sink.set_defaults(func=_cmd_webhook_sink)
     return parser
 
 

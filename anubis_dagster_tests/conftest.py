@@ -25,7 +25,7 @@ from anubis_dagster.db.migrate import upgrade
 from anubis_dagster.db.models import Base
 from anubis_dagster.db.session import get_engine
 from anubis_dagster.delivery import service
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox, KrotonSandboxSettings
+from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ANUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

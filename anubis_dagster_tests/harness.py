@@ -19,7 +19,7 @@ from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.integrations.base import adapter_class
 
 if TYPE_CHECKING:
-    from anubis_dagster.integrations.sandbox_server import SandboxServer
+    from anubis_sandboxes.server import SandboxServer
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

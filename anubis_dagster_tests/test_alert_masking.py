@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.core import redaction
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 RUN_ID = "1f2e3d4c-5566-4778-8899-001122334455"
 

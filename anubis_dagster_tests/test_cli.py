@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from anubis_dagster.cli import main
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import make_order
+from anubis_sandboxes.kroton import KrotonSandbox
 
 
 def test_load_run_and_status(

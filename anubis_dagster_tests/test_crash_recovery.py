@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import make_cpf, make_order
 from anubis_dagster_tests.harness import Harness
+from anubis_sandboxes.kroton import KrotonSandbox
 
 STUDENTS = 16
 

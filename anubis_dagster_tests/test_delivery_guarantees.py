@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from anubis_dagster.alerts.sink import WebhookSink
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match
+from anubis_sandboxes.kroton import KrotonSandbox
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
 

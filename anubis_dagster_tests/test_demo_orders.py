@@ -17,8 +17,9 @@ from stdnum.br import cpf as stdnum_cpf
 
 from anubis_dagster.core.orders import ORIGINS, digits
 from anubis_dagster.core.validation import validate_order
-from anubis_dagster.demo import catalog
-from anubis_dagster.demo.orders import (
+from anubis_dagster.intake.orders_source import read_jsonl
+from anubis_sandboxes.demo import catalog
+from anubis_sandboxes.demo.orders import (
     DEFECTS,
     DUPLICATE_CPF,
     IBGE_NAMES_PATH,
@@ -31,7 +32,6 @@ from anubis_dagster.demo.orders import (
     marketplace_offers,
     write_jsonl,
 )
-from anubis_dagster.intake.orders_source import read_jsonl
 
 # What every integration of the demo requires of the address (config/integrations.yaml).
 ADDRESS_FIELDS = tuple(

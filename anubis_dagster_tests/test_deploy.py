@@ -97,6 +97,20 @@ def test_dockerfile_runs_the_code_server_without_the_dev_extra() -> None:
     assert "**/.env" in (ROOT / ".dockerignore").read_text(encoding="utf-8")
 
 
+def test_the_default_image_holds_production_code_only() -> None:
+    """The sandboxes, the sink and the demo orders are only in the `demo` target, which the
+    compose file builds; the default target (the last stage) is the production image."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", text, re.MULTILINE)
+    assert stages[-1][0] == "production", "the last stage (docker build's default) is production"
+    production = text.split("AS production", 1)[1].split("\nFROM ", 1)[0]
+    instructions = [line for line in production.splitlines() if not line.startswith("#")]
+    assert not [line for line in instructions if "demo-wheels" in line or "sandboxes" in line]
+    compose = _load(DEPLOY / "docker-compose.yml")
+    built = [service for service in compose["services"].values() if "build" in service]
+    assert built and {service["build"].get("target") for service in built} == {"demo"}
+
+
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
@@ -140,7 +154,7 @@ def test_compose_services_health_checks_and_start_order() -> None:
     assert services["webserver"]["command"][0] == "dagster-webserver"
     for sandbox in ("kroton", "estacio"):
         command = services[f"{sandbox}-sandbox"]["command"]
-        assert command[:3] == ["anubis", "sandbox", sandbox] and "0.0.0.0" in command
+        assert command[:3] == ["anubis-sandbox", "serve", sandbox] and "0.0.0.0" in command
     assert "0.0.0.0" in services["webhook-sink"]["command"]
 
 

@@ -21,12 +21,12 @@ from sqlalchemy import select
 from anubis_dagster.db.models import FollowUp
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import build_definitions
-from anubis_dagster.demo.catalog import ESTACIO_OFFERS
 from anubis_dagster.integrations.estacio.payload import registration_body
-from anubis_dagster.integrations.estacio.sandbox import EstacioSandbox, EstacioSandboxSettings
-from anubis_dagster.integrations.sandbox_server import Reply, SandboxRequest
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
+from anubis_sandboxes.demo.catalog import ESTACIO_OFFERS
+from anubis_sandboxes.estacio import EstacioSandbox, EstacioSandboxSettings
+from anubis_sandboxes.server import Reply, SandboxRequest
 
 SANDBOX_LIMITS = {"estacio": "1000/60", "onetrust": "1000/60", "cep": "1000/60"}
 

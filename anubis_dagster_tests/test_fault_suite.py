@@ -27,13 +27,10 @@ import yaml
 from sqlalchemy import func, select
 
 import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers the `tiny_ies` adapter)
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.clients import http
 from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_integrations
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.integrations.estacio.sandbox import EstacioSandboxSettings
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandboxSettings
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, failure_message
 from anubis_dagster_tests.secret_scan import find_markers
@@ -47,6 +44,9 @@ from anubis_dagster_tests.test_secrets_e2e import (
 )
 from anubis_dagster_tests.test_third_adapter import TINY_ENTRY, TINY_OFFER
 from anubis_dagster_tests.third_ies.server import TinyServer, TinySettings
+from anubis_sandboxes.estacio import EstacioSandboxSettings
+from anubis_sandboxes.kroton import KrotonSandboxSettings
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

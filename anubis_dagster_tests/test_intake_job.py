@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.db.models import IntakeQuarantine
 from anubis_dagster.db.session import default_database_url, session_scope
 from anubis_dagster.definitions import defs
@@ -17,6 +16,7 @@ from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
 

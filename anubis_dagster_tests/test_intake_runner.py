@@ -13,8 +13,8 @@ from anubis_dagster.cli import main
 from anubis_dagster.db.models import IntakeQuarantine, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.intake.orders_source import OrdersSource
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import make_order
+from anubis_sandboxes.kroton import KrotonSandbox
 
 
 def test_anubis_run_delivers_when_intake_had_a_bad_row(

@@ -6,9 +6,9 @@ import dagster as dg
 import pytest
 
 from anubis_dagster.health import metrics
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import make_order
 from anubis_dagster_tests.harness import Harness
+from anubis_sandboxes.kroton import KrotonSandbox
 
 
 def test_health_counts_queues_dead_letters_and_errors(

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match, op_metadata
+from anubis_sandboxes.kroton import KrotonSandbox
 
 FILOSOFIA = {
     **KROTON_OFFER,

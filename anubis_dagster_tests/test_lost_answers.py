@@ -14,19 +14,19 @@ import yaml
 from sqlalchemy import func, select
 
 import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers the `tiny_ies` adapter)
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.clients import http
 from anubis_dagster.config.integrations import FILE_ENV, load_integrations
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.integrations.estacio.sandbox import EstacioSandbox
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match, op_metadata
 from anubis_dagster_tests.test_estacio_e2e import estacio  # noqa: F401  (fixture)
 from anubis_dagster_tests.test_secrets_e2e import _alert_failed_runs
 from anubis_dagster_tests.test_third_adapter import TINY_ENTRY, TINY_OFFER
 from anubis_dagster_tests.third_ies.server import TinyServer, TinySettings
+from anubis_sandboxes.estacio import EstacioSandbox
+from anubis_sandboxes.kroton import KrotonSandbox
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 LOST = ("lost_answer_rate", "truncated_answer_rate")
 

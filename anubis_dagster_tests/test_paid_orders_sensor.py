@@ -10,7 +10,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import default_database_url as anubis_db
 from anubis_dagster.db.session import session_scope
@@ -22,6 +21,7 @@ from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.factories import make_order
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 
 @pytest.fixture

@@ -26,10 +26,6 @@ import pytest
 from dagster._serdes import serialize_value
 
 from anubis_dagster.alerts.sensors import alert_on_run_failure
-from anubis_dagster.alerts.sink import WebhookSink
-from anubis_dagster.integrations.estacio.sandbox import EstacioSandbox, EstacioSandboxSettings
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox, KrotonSandboxSettings
-from anubis_dagster.integrations.sandbox_server import Reply, Route, SandboxRequest
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_order
 from anubis_dagster_tests.harness import Harness
 from anubis_dagster_tests.secret_scan import (
@@ -37,6 +33,10 @@ from anubis_dagster_tests.secret_scan import (
     find_markers,
     marker_for,
 )
+from anubis_sandboxes.estacio import EstacioSandbox, EstacioSandboxSettings
+from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
+from anubis_sandboxes.server import Reply, Route, SandboxRequest
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 MARKERS = {name: marker_for(name) for name in SECRET_VARIABLES}
 WEBHOOK_MARKER = marker_for("ANUBIS_SLACK_WEBHOOK_URL")

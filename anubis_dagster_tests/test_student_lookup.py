@@ -12,9 +12,9 @@ import pytest
 from anubis_dagster.cli import main
 from anubis_dagster.console.student import LookupKeyError, find_student, parse_key
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox
 from anubis_dagster_tests.factories import fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
+from anubis_sandboxes.kroton import KrotonSandbox
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,8 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from anubis_dagster.alerts.sink import WebhookSink
 from anubis_dagster.intake.orders_source import OrdersSource
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -213,7 +213,7 @@ class Topology:
             [
                 py,
                 "-m",
-                "anubis_dagster.integrations.kroton.sandbox",
+                "anubis_sandboxes.kroton",
                 "--port",
                 str(self.ports["kroton"]),
                 "--processing-delay",
@@ -229,7 +229,7 @@ class Topology:
             [
                 py,
                 "-m",
-                "anubis_dagster.integrations.estacio.sandbox",
+                "anubis_sandboxes.estacio",
                 "--port",
                 str(self.ports["estacio"]),
                 "--rate-limit",

@@ -196,8 +196,8 @@ def orders_start_time(count: int) -> datetime:
 
 def _generate_and_load(url: str, count: int, seed: int) -> tuple[float, float, float]:
     """Child process: (generate seconds, load seconds, peak RSS MB)."""
-    from anubis_dagster.demo.orders import generate_orders
     from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_sandboxes.demo.orders import generate_orders
 
     started = time.perf_counter()
     orders = generate_orders(count, seed=seed, start_time=orders_start_time(count))

@@ -62,8 +62,8 @@ SINGLE_OFFER_COURSES = {"Filosofia"}
 # --------------------------------------------------------------------------------------------
 def kroton_orders(count: int, seed: int) -> list[dict[str, Any]]:
     """`count` valid Kroton orders of distinct students (one generator call: CPFs are unique)."""
-    from anubis_dagster.demo.catalog import KROTON_EDUCATION_GROUP_ID
-    from anubis_dagster.demo.orders import generate_orders
+    from anubis_sandboxes.demo.catalog import KROTON_EDUCATION_GROUP_ID
+    from anubis_sandboxes.demo.orders import generate_orders
 
     wanted: list[dict[str, Any]] = []
     total = count * 3
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, dbs: Databases) -> str:
-    from anubis_dagster.integrations.kroton.sandbox import KrotonSandbox, KrotonSandboxSettings
+    from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
 
     sandbox = KrotonSandbox(
         KrotonSandboxSettings(

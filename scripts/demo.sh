@@ -19,7 +19,7 @@ trap 'scripts/sandboxes.sh stop' EXIT
 rm -f "$ANUBIS_HOME"/anubis.db* "$ANUBIS_HOME"/orders.db* "$ANUBIS_HOME"/alerts.log
 
 echo "== demo orders: 60 paid orders from the four marketplaces, some invalid on purpose"
-$BIN/anubis orders generate --count 60 --seed 42 --out "$ANUBIS_HOME/demo/orders.jsonl"
+$BIN/anubis-sandbox orders --count 60 --seed 42 --out "$ANUBIS_HOME/demo/orders.jsonl"
 $BIN/anubis orders load "$ANUBIS_HOME/demo/orders.jsonl"
 $BIN/anubis names import
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.names import first_name_key
 from anubis_dagster.db.models import Name
 
-SAMPLE_CSV = Path(__file__).resolve().parents[1] / "demo" / "data" / "ibge_names.csv"
+SAMPLE_CSV = Path(__file__).resolve().parent / "data" / "ibge_names.csv"
 CHUNK = 1000
 
 

@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from anubis_dagster.demo.catalog import CEP_DIRECTORY
-from anubis_dagster.integrations.estacio.sandbox import (
+from anubis_sandboxes.demo.catalog import CEP_DIRECTORY
+from anubis_sandboxes.estacio import (
     EstacioSandbox,
     EstacioSandboxSettings,
     accepted_offer_pairs,
 )
-from anubis_dagster.integrations.sandbox_server import build_parser, settings_from_args
+from anubis_sandboxes.server import build_parser, settings_from_args
 
 pytestmark = pytest.mark.integration
 
@@ -476,7 +476,7 @@ def test_flags_become_settings() -> None:
 
 def test_python_dash_m_serves_until_sigint() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "anubis_dagster.integrations.estacio.sandbox", "--port", "0"],
+        [sys.executable, "-m", "anubis_sandboxes.estacio", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,14 +18,14 @@ from typing import Any
 import httpx
 import pytest
 
-from anubis_dagster.demo.catalog import kroton_catalog_documents
-from anubis_dagster.integrations.kroton.sandbox import (
+from anubis_sandboxes.demo.catalog import kroton_catalog_documents
+from anubis_sandboxes.kroton import (
     KrotonSandbox,
     KrotonSandboxSettings,
     classification_path,
     main,
 )
-from anubis_dagster.integrations.sandbox_server import (
+from anubis_sandboxes.server import (
     RateLimit,
     SlidingWindowRateLimiter,
     build_parser,
@@ -830,7 +830,7 @@ def test_flags_become_settings() -> None:
 
 def test_python_dash_m_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "anubis_dagster.integrations.kroton.sandbox", "--port", "0"],
+        [sys.executable, "-m", "anubis_sandboxes.kroton", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

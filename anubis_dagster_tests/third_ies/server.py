@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from anubis_dagster.integrations.sandbox_server import (
+from anubis_sandboxes.server import (
     Reply,
     Route,
     SandboxRequest,

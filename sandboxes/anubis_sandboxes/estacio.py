@@ -6,12 +6,12 @@ adapter is reproduced faithfully: LGPD consent must be recorded before registeri
 often come with HTTP 200 and only an explicit `"sucesso": true` is a success, a CPF already
 registered answers ATL016 with its number, an offer is known under only one of its campus codes
 (MS004 for the other), and the volumes are small (40 registrations an hour, 10 consents per
-150 s). Offers and CEPs come from the shared demo world (`anubis_dagster.demo.catalog`).
+150 s). Offers and CEPs come from the shared demo world (`anubis_sandboxes.demo.catalog`).
 
 One server, three rate-limit buckets: `estacio` (`POST /inscricao`), `onetrust`
 (`POST /consentimento`) and `cep` (`GET /cep/{cep}`).
 
-    python -m anubis_dagster.integrations.estacio.sandbox --port 8702 --no-require-consent
+    python -m anubis_sandboxes.estacio --port 8702 --no-require-consent
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from anubis_dagster.demo.catalog import CEP_DIRECTORY, ESTACIO_OFFERS
-from anubis_dagster.integrations.sandbox_server import (
+from anubis_sandboxes.demo.catalog import CEP_DIRECTORY, ESTACIO_OFFERS
+from anubis_sandboxes.server import (
     BRAZILIAN_STATES,
     Reply,
     Route,
@@ -415,8 +415,13 @@ def _purpose_problems(purposes: list[Any], settings: EstacioSandboxSettings) -> 
     return problems
 
 
+#: what `anubis-sandbox serve estacio` serves, and the flags `make demo` starts it with
+SANDBOX = EstacioSandbox
+DEMO_FLAGS = ["--rate-limit", "600/60"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`anubis sandbox estacio`: serve in the foreground until SIGINT/SIGTERM."""
+    """`anubis-sandbox serve estacio`: serve in the foreground until SIGINT/SIGTERM."""
     return run_main(EstacioSandbox, argv)
 
 

@@ -5,12 +5,12 @@ the real partner: OAuth2 client-credentials tokens that expire or get revoked, t
 Management subscription header, field-by-field validation of the register body, one inscription
 per CPF, asynchronous processing (NEW → PROCESSING → SUCCESS | ERROR), classifications that
 move over time, enrolments once a candidate becomes "Aluno", and the Elasticsearch-like catalog
-over the shared demo world (`anubis_dagster.demo.catalog`).
+over the shared demo world (`anubis_sandboxes.demo.catalog`).
 
 One server serves both hosts: the API (`/oauth2`, `/ms/...`, bucket `api`) and the catalog
 (`/elasticlayer/...`, bucket `catalog`), each with its own rate limit (default 100 per 300 s).
 
-    python -m anubis_dagster.integrations.kroton.sandbox --port 8701 --processing-delay 1
+    python -m anubis_sandboxes.kroton --port 8701 --processing-delay 1
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from anubis_dagster.demo.catalog import kroton_catalog_documents
-from anubis_dagster.integrations.sandbox_server import (
+from anubis_sandboxes.demo.catalog import kroton_catalog_documents
+from anubis_sandboxes.server import (
     BRAZILIAN_STATES,
     Handler,
     Reply,
@@ -735,8 +735,13 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+#: what `anubis-sandbox serve kroton` serves, and the flags `make demo` starts it with
+SANDBOX = KrotonSandbox
+DEMO_FLAGS = ["--processing-delay", "1", "--classification-step", "3", "--rate-limit", "600/60"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`anubis sandbox kroton`: serve in the foreground until SIGINT/SIGTERM."""
+    """`anubis-sandbox serve kroton`: serve in the foreground until SIGINT/SIGTERM."""
     return run_main(KrotonSandbox, argv)
 
 

@@ -5,7 +5,7 @@ follows the partner's contract. What every sandbox needs lives in this module, s
 and Estácio sandboxes only hold their own endpoints and rules:
 
 - a threaded JSON HTTP server on the standard library that runs in a background thread (tests,
-  port 0 allowed) or in the foreground (`anubis sandbox ...`, until SIGINT/SIGTERM);
+  port 0 allowed) or in the foreground (`anubis-sandbox serve ...`, until SIGINT/SIGTERM);
 - a sliding-window rate limiter per named API bucket, answering 429 with `Retry-After`;
 - fault injection driven by a seeded `random.Random`, so a failing run can be replayed:
   5xx errors, added latency, requests held until the client times out, malformed bodies, and
@@ -863,7 +863,7 @@ def build_parser(sandbox_class: type[SandboxServer]) -> argparse.ArgumentParser:
     `--<bucket>-rate-limit N/S` per bucket and `--rate-limit N/S` for all of them."""
     defaults = sandbox_class.settings_class()
     parser = argparse.ArgumentParser(
-        prog=f"anubis sandbox {sandbox_class.name.lower()}",
+        prog=f"anubis-sandbox serve {sandbox_class.name.lower()}",
         description=f"Serve the {sandbox_class.name} sandbox until SIGINT/SIGTERM.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

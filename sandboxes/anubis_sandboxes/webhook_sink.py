@@ -1,6 +1,6 @@
 """A local Slack-compatible webhook sink, so the demo shows its alerts without Slack.
 
-`anubis webhook-sink --port 8790` prints each message it receives and appends it to
+`anubis-sandbox webhook-sink --port 8790` prints each message it receives and appends it to
 `$ANUBIS_HOME/alerts.log`.
 """
 
@@ -64,7 +64,7 @@ class WebhookSink(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="anubis webhook-sink")
+    parser = argparse.ArgumentParser(prog="anubis-sandbox webhook-sink")
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     args = parser.parse_args(argv)

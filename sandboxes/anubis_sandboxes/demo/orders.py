@@ -11,7 +11,7 @@ wouldn't): `generate_orders_with_truth` also returns the answer key, for tests.
 
 Everything derives from `seed`: the same arguments give the same orders, byte for byte.
 
-    python -m anubis_dagster.demo.orders --count 60 --seed 42 --out orders.jsonl
+    python -m anubis_sandboxes.demo.orders --count 60 --seed 42 --out orders.jsonl
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
 from anubis_dagster.core.orders import ORIGINS
-from anubis_dagster.demo import catalog
+from anubis_dagster.reference_data.names import SAMPLE_CSV
+from anubis_sandboxes.demo import catalog
 
 #: A sample of IBGE's first-name census (name, gender, frequency) for the `names` table: every
 #: first name the generator uses except `NAMES_OUTSIDE_CENSUS`. Figures are the 2010 census
 #: counts of IBGE's Nomes rankings (the overall count where the overall top 20 lists the name,
 #: else the count for its sex).
-IBGE_NAMES_PATH = Path(__file__).parent / "data" / "ibge_names.csv"
+IBGE_NAMES_PATH = SAMPLE_CSV  # the sample the production names import ships
 
 DEFAULT_START_TIME = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -676,9 +677,9 @@ def _write_lines(orders: Iterable[dict[str, Any]], handle: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m anubis_dagster.demo.orders --count 60 --seed 42 --out FILE`."""
+    """`python -m anubis_sandboxes.demo.orders --count 60 --seed 42 --out FILE`."""
     parser = argparse.ArgumentParser(
-        prog="python -m anubis_dagster.demo.orders",
+        prog="python -m anubis_sandboxes.demo.orders",
         description="Write realistic demo paid orders as JSON Lines.",
     )
     parser.add_argument("--count", "-n", type=int, default=60)
