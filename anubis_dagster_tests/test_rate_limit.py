@@ -1,12 +1,27 @@
-"""The shared quota on a real database, with a fake clock (no sleeping)."""
+"""The shared quota on a real database.
+
+Most tests step a fake worker clock (`worker_clock`, no sleeping); the clock tests use the
+database's own clock in real time, with Python's clock skewed under them.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 
 import pytest
 
-from anubis_dagster.clients.rate_limit import Priority, Quota, QuotaWaitTooLong, RateLimiter
+from anubis_dagster.clients.rate_limit import (
+    DEFAULT_HOLD_SECONDS,
+    Priority,
+    Quota,
+    QuotaWaitTooLong,
+    RateLimiter,
+    database_clock,
+    worker_clock,
+)
+from anubis_dagster.db.session import session_scope
 
 
 class FakeClock:
@@ -21,7 +36,22 @@ class FakeClock:
 
 
 def limiter(db_url: str, clock: FakeClock, limit: int = 3, period: float = 10) -> RateLimiter:
-    return RateLimiter(db_url, "test:api", Quota(limit, period), clock=clock, sleep=clock.sleep)
+    return RateLimiter(
+        db_url,
+        "test:api",
+        Quota(limit, period),
+        clock=worker_clock(clock),
+        sleep=clock.sleep,
+        monotonic=clock,
+    )
+
+
+def take(quota: RateLimiter, priority: Priority = Priority.HIGH) -> bool:
+    """One request that is answered at once."""
+    grant = quota.try_acquire(priority)
+    if grant.slot is not None:
+        quota.finish(grant.slot, answered=True)
+    return grant.taken
 
 
 def test_quota_parsing_names_the_setting() -> None:
@@ -35,42 +65,75 @@ def test_quota_parsing_names_the_setting() -> None:
 def test_sliding_window(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock)
-    assert [quota.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = quota.try_acquire()
-    assert wait == pytest.approx(10 + quota.quota.margin)
+    assert [take(quota) for _ in range(3)] == [True, True, True]
+    margin = quota.quota.margin
+    assert quota.try_acquire().wait == pytest.approx(10 + margin)
     clock.now += 5
-    assert quota.try_acquire() == pytest.approx(5 + quota.quota.margin)
-    clock.now += 5 + quota.quota.margin + 0.001
-    assert quota.try_acquire() == 0.0
+    assert quota.try_acquire().wait == pytest.approx(5 + margin)
+    clock.now += 5 + margin + 0.001
+    assert take(quota)
 
 
 def test_acquire_waits_exactly_until_a_slot_frees(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=2, period=4)
     for _ in range(6):
-        quota.acquire()
+        quota.finish(quota.acquire().slot, answered=True)
     # 6 requests at 2 per 4 s (+ margin): two full windows waited
-    assert clock.now - 1_800_000_000.0 == pytest.approx(2 * (4 + quota.quota.margin), abs=0.05)
+    assert clock.now - 1_800_000_000.0 == pytest.approx(2 * (4 + quota.quota.margin), abs=0.01)
+
+
+def test_a_slot_counts_from_its_answer_however_long_the_worker_paused(db_url: str) -> None:
+    """A pause between taking a slot and sending (GC, a busy CPU) moves the partner's count
+    later; the window follows, because the slot's time is the time of the answer."""
+    clock = FakeClock()
+    quota = limiter(db_url, clock, limit=1, period=10)
+    paused = quota.acquire()
+    clock.now += 10.6  # the worker stalls longer than a whole period before sending
+    assert not quota.try_acquire().taken  # the unanswered slot still counts...
+    assert quota.try_acquire().wait <= 1.0  # ...and waiters poll, it may be answered any time
+    answered_at = clock.now  # the request reaches the partner and is answered now
+    quota.finish(paused.slot, answered=True)
+    clock.now = answered_at + 10  # the partner frees it at answered_at + 10 at the earliest
+    assert quota.try_acquire().wait == pytest.approx(quota.quota.margin)
+    clock.now += quota.quota.margin + 0.001
+    assert take(quota)
+
+
+def test_a_request_that_never_left_gives_its_slot_back(db_url: str) -> None:
+    clock = FakeClock()
+    quota = limiter(db_url, clock, limit=1)
+    quota.finish(quota.acquire().slot, answered=False, sent=False)
+    assert take(quota)
+
+
+def test_a_request_without_an_answer_keeps_its_slot_for_the_hold(db_url: str) -> None:
+    """A timeout proves nothing about when the partner counted it: held, not re-stamped."""
+    clock = FakeClock()
+    quota = limiter(db_url, clock, limit=1, period=10)
+    quota.finish(quota.acquire().slot, answered=False)
+    clock.now += 10 + quota.quota.margin + 1
+    assert not quota.try_acquire().taken
+    clock.now += DEFAULT_HOLD_SECONDS
+    assert take(quota)
 
 
 def test_the_quota_is_shared_by_every_limiter_on_the_bucket(db_url: str) -> None:
     clock = FakeClock()
     first, second = limiter(db_url, clock), limiter(db_url, clock)
-    first.try_acquire()
-    second.try_acquire()
-    first.try_acquire()
-    assert second.try_acquire() > 0
+    assert take(first) and take(second) and take(first)
+    assert not take(second)
     assert first.used() == 3
 
 
 def test_concurrent_threads_never_exceed_the_limit(db_url: str) -> None:
     quota = RateLimiter(db_url, "test:threads", Quota(5, 60))
-    taken: list[float] = []
+    taken: list[int] = []
     lock = threading.Lock()
 
     def worker() -> None:
         for _ in range(4):
-            if quota.try_acquire() == 0.0:
+            if take(quota):
                 with lock:
                     taken.append(1)
 
@@ -86,21 +149,21 @@ def test_429_blocks_the_bucket(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=100)
     quota.block_for(7)
-    assert quota.try_acquire() == pytest.approx(7)
+    assert quota.try_acquire().wait == pytest.approx(7)
     clock.now += 7.01
-    assert quota.try_acquire() == 0.0
+    assert take(quota)
 
 
 def test_checks_yield_to_waiting_registrations(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=1)
-    assert quota.try_acquire(Priority.HIGH) == 0.0
-    assert quota.try_acquire(Priority.HIGH) > 0  # a registration now waits for the window
+    assert take(quota, Priority.HIGH)
+    assert not take(quota, Priority.HIGH)  # a registration now waits for the window
     clock.now += 10 + quota.quota.margin + 0.001  # the window frees
-    assert quota.try_acquire(Priority.LOW) > 0  # but the check yields
-    assert quota.try_acquire(Priority.HIGH) == 0.0  # the registration takes it
+    assert not take(quota, Priority.LOW)  # but the check yields
+    assert take(quota, Priority.HIGH)  # the registration takes it
     clock.now += 30
-    assert quota.try_acquire(Priority.LOW) == 0.0  # no registration waiting: checks go
+    assert take(quota, Priority.LOW)  # no registration waiting: checks go
 
 
 def test_giving_up_after_max_wait(db_url: str) -> None:
@@ -109,3 +172,50 @@ def test_giving_up_after_max_wait(db_url: str) -> None:
     quota.acquire()
     with pytest.raises(QuotaWaitTooLong):
         quota.acquire(max_wait=60)
+
+
+# --------------------------------------------------------------------------------------------
+# The clock is the database's
+# --------------------------------------------------------------------------------------------
+def test_the_database_clock_ignores_the_workers_clock(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this worker is an hour ahead
+    with session_scope(db_url) as session:
+        first = database_clock(session)
+        time.sleep(0.01)
+        second = database_clock(session)  # the time of the call, not of the transaction
+    assert abs((first - datetime.fromtimestamp(real(), UTC)).total_seconds()) < 1
+    assert second > first
+
+
+@pytest.mark.parametrize("source", ["database", "worker"])
+def test_workers_with_skewed_clocks_share_one_window(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    """Worker B runs 0.4 s behind, worker A 0.4 s ahead, on a quota of 2 per second. B sends
+    2 requests; 0.65 s later A asks. Kroton still counts B's two: A must wait. On the workers'
+    own clocks A sees B's requests 0.8 s older than they are and sends (the case this test
+    fails without the database clock); on the database's clock A waits the right time."""
+    real = time.time
+    clock = database_clock if source == "database" else worker_clock()  # reads time.time
+    a = RateLimiter(db_url, "test:skew", Quota(2, 1.0), clock=clock)
+    b = RateLimiter(db_url, "test:skew", Quota(2, 1.0), clock=clock)
+
+    def on(skew: float) -> None:
+        monkeypatch.setattr(time, "time", lambda: real() + skew)
+
+    on(-0.4)
+    assert take(b) and take(b)
+    sent_at = real()
+    time.sleep(0.65)
+    on(+0.4)
+    grant = a.try_acquire()
+    if source == "worker":
+        assert grant.taken  # 3 requests within one second at the partner: a 429
+        return
+    assert not grant.taken
+    assert grant.wait == pytest.approx(sent_at + 1.0 - real(), abs=0.05)
+    time.sleep(grant.wait + 0.01)
+    assert take(a)

@@ -101,8 +101,8 @@ class Grant:
 
 class SlotRecorder:
     """Wraps `RateLimiter.try_acquire` (in this process only; the product is unchanged) to
-    note each slot granted. A slot counts in Anubis's window from its stamp; the request counts
-    at Kroton from its arrival; the quota's margin has to cover the difference."""
+    note each slot granted. Before the limiter counted a slot from its answer, it counted it
+    from this stamp, and the quota's margin had to cover the time to Kroton's count."""
 
     def __init__(self) -> None:
         self.grants: list[Grant] = []
@@ -118,18 +118,19 @@ class SlotRecorder:
             self.gc_pauses.append((self._gc_started, time.time(), info["generation"]))
 
     def install(self) -> None:
+        from anubis_dagster.clients.rate_limit import Grant as Grant_
         from anubis_dagster.clients.rate_limit import Priority, RateLimiter
 
         original = RateLimiter.try_acquire
         recorder = self
 
-        def try_acquire(self: RateLimiter, priority: Priority = Priority.HIGH) -> float:
-            asked = self._clock()
-            wait = original(self, priority)
-            if wait == 0.0:
+        def try_acquire(self: RateLimiter, priority: Priority = Priority.HIGH) -> Grant_:
+            asked = time.time()
+            grant = original(self, priority)
+            if grant.taken:
                 with recorder._lock:
-                    recorder.grants.append(Grant(self.bucket, asked, self._clock()))
-            return wait
+                    recorder.grants.append(Grant(self.bucket, asked, time.time()))
+            return grant
 
         RateLimiter.try_acquire = try_acquire  # type: ignore[method-assign]
         gc.callbacks.append(self._on_gc)
@@ -164,7 +165,7 @@ def explain_429s(phase: Phase, quota: Quota) -> list[str]:
     """For each 429: the request in the window before it whose slot was stamped longest before
     it arrived (the one Anubis's window had already let go)."""
     pairs = slot_delays(phase)
-    margin = max(0.05, min(1.0, quota.period * 0.02))  # `Quota.margin` of clients.rate_limit
+    margin = quota.margin
     lines = []
     t0 = phase.log[0]["ts"] if phase.log else 0.0
     for index, (entry, _grant) in enumerate(pairs):
@@ -320,6 +321,13 @@ class Quota:
         limit, period = text.split("/")
         return cls(int(limit), float(period))
 
+    @property
+    def margin(self) -> float:
+        """The product's `Quota.margin` (clients.rate_limit) for this quota."""
+        from anubis_dagster.clients.rate_limit import Quota as AnubisQuota
+
+        return AnubisQuota(self.limit, self.period).margin
+
 
 def utilisation(log: list[dict[str, Any]], bucket: str, quota: Quota) -> tuple[int, float, float]:
     """(accepted requests, seconds from the first to the last, utilisation): the brief's
@@ -372,7 +380,7 @@ def phase_rows(phase: Phase, quota: Quota) -> list[tuple[str, str]]:
     others_text = ", ".join(f"{s} {n}" for s, n in sorted(others.items())) or "none"
     windows_text = f"{phase.max_in_window.get('api', 0)} / {phase.max_in_window.get('catalog', 0)}"
     lookups = phase.stats.cache_hits + catalog
-    margin = max(0.05, min(1.0, quota.period * 0.02))
+    margin = quota.margin
     delays = [e["ts"] - g.stamped for e, g in slot_delays(phase)]
     api_times = [e["ts"] for e in phase.log if e["api"] == "api"]
     pauses = sorted((b - a for a, b in pairwise(api_times)), reverse=True)

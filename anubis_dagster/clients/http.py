@@ -315,12 +315,16 @@ class ApiClient:
         if acquired.waited > 0.01:
             self.ctx.count("quota_wait_seconds", acquired.waited)
             self.ctx.count("quota_waits")
-        all_headers = dict(headers or {})
-        if use_auth and self._auth_headers is not None:
-            all_headers.update(self._auth_headers())
-        if write and subscription is not None and self.ctx.before_write is not None:
-            self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
-        attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
+        try:
+            all_headers = dict(headers or {})
+            if use_auth and self._auth_headers is not None:
+                all_headers.update(self._auth_headers())
+            if write and subscription is not None and self.ctx.before_write is not None:
+                self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
+            attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
+        except BaseException:
+            self.limiter.finish(acquired.slot, answered=False, sent=False)
+            raise
         started = time.perf_counter()
         status: int | None = None
         body: Any = None
@@ -344,6 +348,12 @@ class ApiClient:
                 f"{type(exc).__name__}: {mask_text(str(exc))}"[:300],
             )
         duration_ms = (time.perf_counter() - started) * 1000
+        # the quota counts this request from its answer (see clients/rate_limit.py)
+        self.limiter.finish(
+            acquired.slot,
+            answered=status is not None,
+            sent=outcome is not HttpOutcome.CONNECTION_ERROR,
+        )
         result = HttpResult(
             operation, status, body, outcome, duration_ms, response_headers, error, write
         )

@@ -1,13 +1,35 @@
 """A partner's request quota, shared by every run and process through the app database.
 
-Sliding window: a request may be sent when fewer than `limit` requests were sent in the last
+Sliding window: a request may be sent when fewer than `limit` requests count in the last
 `period` seconds. Each request takes a row in `rate_limit_slots`; the decision to take one is
-serialised on the bucket's row in `rate_limit_buckets` (`SELECT … FOR UPDATE` on PostgreSQL, the
-database write lock on SQLite), so two processes can never both take the last slot. A 429 from
-the partner blocks the bucket until its `Retry-After`. Registrations are `HIGH` priority: while
-one waits, `LOW` callers (status checks) take no slot, so a scarce quota goes to registrations.
+made with the bucket's row in `rate_limit_buckets` locked (`SELECT … FOR UPDATE` on PostgreSQL,
+the database write lock on SQLite), in the transaction that inserts the slot, so two processes
+can never both take the last one. A 429 from the partner blocks the bucket until its
+`Retry-After`. Registrations are `HIGH` priority: while one waits, `LOW` callers (status checks)
+take no slot, so a scarce quota goes to registrations.
 
-Clock: the hosts' clocks (UTC). Processes on several hosts need NTP, as any lease does.
+**When a slot counts.** The partner counts a request when it arrives, which can be any time
+after we reserved its slot: a garbage collection, a busy CPU or a token fetch may pause the
+worker in between. So a slot is reserved with a provisional time `hold` seconds ahead (it counts
+all that time), and when the answer comes back (`finish`) its time becomes the database's time at
+that moment, which is after the partner counted the request. The window lets the slot go
+`period` + `margin` after that, never before the partner does, however long the worker paused:
+a pause costs a little utilisation (the slot is held longer), not a 429. A request that never
+got an answer keeps its provisional time; one that provably never left is given back.
+
+**Clock.** Every time the limiter compares is the database's, read in the same transaction:
+PostgreSQL's `clock_timestamp()` (the time of the call, not of the transaction's start), so run
+workers on machines whose clocks disagree share one timeline. SQLite has no server: its `'now'`
+is the operating system's clock read by the SQLite library, in the calling process. Every process
+that shares a SQLite file runs on the same machine (SQLite's locking does not work across
+machines), so they share that one clock too, and a skew of Python's clock (`time.time`) does not
+reach it. Resolution: 1 µs on PostgreSQL, 1 ms on SQLite. The worker's own clock only measures
+how long it slept. `worker_clock` (the old behaviour) exists as a test hook, to show what a
+skewed worker clock would do.
+
+**Margin.** Because a slot's time is taken after its answer, the margin only has to cover two
+clocks that tick at slightly different rates (NTP slews a clock by up to 0.05%): 0.1% of the
+period, at least 10 ms (300 ms at Kroton's 100/300).
 """
 
 from __future__ import annotations
@@ -20,13 +42,42 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from anubis_dagster.db.models import RateLimitBucket, RateLimitSlot
 from anubis_dagster.db.session import get_engine, session_scope
+
+#: reads "now" inside the limiter's transaction
+Clock = Callable[[Session], datetime]
+
+#: seconds a reserved slot counts before its answer comes back: longer than any pause between
+#: reserving and sending (a process killed in between holds its slot this long + one period)
+DEFAULT_HOLD_SECONDS = 60.0
+
+
+def database_clock(session: Session) -> datetime:
+    """The database's time (see the module's docstring): the same for every worker."""
+    if session.get_bind().dialect.name == "postgresql":
+        value: datetime = session.execute(text("SELECT clock_timestamp()")).scalar_one()
+        return value.astimezone(UTC)
+    text_value = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    return datetime.fromisoformat(text_value).replace(tzinfo=UTC)
+
+
+def worker_clock(read: Callable[[], float] | None = None) -> Clock:
+    """The calling process's own clock (`read()`: epoch seconds, default `time.time`).
+
+    A test hook: with a fake `read` the tests step time without sleeping, and with a skewed one
+    they show what the database clock protects against. Production uses `database_clock`.
+    """
+
+    def now(_session: Session) -> datetime:
+        return datetime.fromtimestamp(read() if read is not None else time.time(), UTC)
+
+    return now
 
 
 class Priority(IntEnum):
@@ -49,12 +100,25 @@ class Quota:
 
     @property
     def margin(self) -> float:
-        """Extra seconds before a slot is reused, for the trip to the partner's own counter."""
-        return max(0.05, min(1.0, self.period * 0.02))
+        """Extra seconds a slot is kept beyond the period, for clocks ticking at other rates."""
+        return max(0.01, self.period * 0.001)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What `try_acquire` answers: a slot (`slot` is its id), or the seconds to wait."""
+
+    slot: int | None
+    wait: float = 0.0
+
+    @property
+    def taken(self) -> bool:
+        return self.slot is not None
 
 
 @dataclass
 class Acquired:
+    slot: int  # give it to `finish` once the request is answered
     waited: float  # seconds spent waiting for the slot
 
 
@@ -65,20 +129,21 @@ class RateLimiter:
         bucket: str,
         quota: Quota,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = database_clock,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         max_poll: float = 1.0,
+        hold: float = DEFAULT_HOLD_SECONDS,
     ) -> None:
         self.db_url = db_url
         self.bucket = bucket
         self.quota = quota
         self._clock = clock
         self._sleep = sleep
+        self._monotonic = monotonic
         self._max_poll = max_poll
+        self._hold = timedelta(seconds=hold)
         self._ensure_bucket()
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock(), UTC)
 
     def _ensure_bucket(self) -> None:
         engine = get_engine(self.db_url)
@@ -90,29 +155,29 @@ class RateLimiter:
                 .on_conflict_do_nothing(index_elements=["bucket"])
             )
 
-    def try_acquire(self, priority: Priority = Priority.HIGH) -> float:
-        """Take a slot if one is free now (returns 0), else return seconds to wait."""
+    def try_acquire(self, priority: Priority = Priority.HIGH) -> Grant:
+        """Take a slot if one is free now, else say how long to wait."""
         with session_scope(self.db_url) as session:
             bucket = session.scalars(
                 select(RateLimitBucket)
                 .where(RateLimitBucket.bucket == self.bucket)
                 .with_for_update()
             ).one()
-            # the clock is read once the bucket is ours: a wait for the lock must not age the
-            # slot we are about to take (it would be freed before the partner frees it)
-            now = self._now()
-            window_start = now - timedelta(seconds=self.quota.period + self.quota.margin)
+            # read once the bucket is ours: a wait for the lock must not age the decision
+            now = self._clock(session)
             if bucket.blocked_until and bucket.blocked_until > now:
-                return self._wait(bucket.blocked_until, now, session, bucket, priority)
+                return self._wait(bucket.blocked_until, now, bucket, priority)
             if (
                 priority is Priority.LOW
                 and bucket.priority_demand_until
                 and bucket.priority_demand_until > now
             ):
-                return min(self._max_poll, (bucket.priority_demand_until - now).total_seconds())
+                wait = (bucket.priority_demand_until - now).total_seconds()
+                return Grant(None, min(self._max_poll, wait))
+            window = timedelta(seconds=self.quota.period + self.quota.margin)
             session.execute(
                 delete(RateLimitSlot).where(
-                    RateLimitSlot.bucket == self.bucket, RateLimitSlot.taken_at < window_start
+                    RateLimitSlot.bucket == self.bucket, RateLimitSlot.taken_at <= now - window
                 )
             )
             used, oldest = session.execute(
@@ -121,42 +186,57 @@ class RateLimiter:
                 )
             ).one()
             if used < self.quota.limit:
-                session.add(RateLimitSlot(bucket=self.bucket, taken_at=now))
-                return 0.0
-            free_at = oldest + timedelta(seconds=self.quota.period + self.quota.margin)
-            return self._wait(free_at, now, session, bucket, priority)
+                slot = RateLimitSlot(bucket=self.bucket, taken_at=now + self._hold)
+                session.add(slot)
+                session.flush()
+                return Grant(slot.id)
+            free_at = oldest + window
+            if oldest > now:  # every slot is still unanswered: one may be answered any moment
+                free_at = min(free_at, now + timedelta(seconds=self._max_poll))
+            return self._wait(free_at, now, bucket, priority)
 
     def _wait(
-        self,
-        until: datetime,
-        now: datetime,
-        session: Session,
-        bucket: RateLimitBucket,
-        priority: Priority,
-    ) -> float:
-        wait = max(0.01, (until - now).total_seconds())
+        self, until: datetime, now: datetime, bucket: RateLimitBucket, priority: Priority
+    ) -> Grant:
+        wait = max(0.001, (until - now).total_seconds())
         if priority is Priority.HIGH:
-            bucket.priority_demand_until = until + timedelta(seconds=self._max_poll)
-        return wait
+            # checks yield until a poll after this registration has had its chance
+            bucket.priority_demand_until = now + timedelta(seconds=wait + self._max_poll)
+        return Grant(None, wait)
 
     def acquire(self, priority: Priority = Priority.HIGH, *, max_wait: float = 3600) -> Acquired:
         """Block until a slot is taken. Raises `QuotaWaitTooLong` past `max_wait` seconds."""
-        started = self._clock()
+        started = self._monotonic()
         while True:
-            wait = self.try_acquire(priority)
-            if wait == 0.0:
-                return Acquired(waited=self._clock() - started)
-            if self._clock() - started + wait > max_wait:
+            grant = self.try_acquire(priority)
+            if grant.slot is not None:
+                return Acquired(slot=grant.slot, waited=self._monotonic() - started)
+            if self._monotonic() - started + grant.wait > max_wait:
                 raise QuotaWaitTooLong(
                     f"quota {self.bucket} would need more than {max_wait:.0f}s of waiting",
-                    retry_in=wait,
+                    retry_in=grant.wait,
                 )
-            self._sleep(min(wait, self._max_poll) if priority is Priority.LOW else wait)
+            self._sleep(min(grant.wait, self._max_poll) if priority is Priority.LOW else grant.wait)
+
+    def finish(self, slot: int, *, answered: bool, sent: bool = True) -> None:
+        """After the request: an answer proves the partner counted it by now, so the slot
+        counts from now; a request that never left gives its slot back; one that left without
+        an answer (timeout, lost connection) keeps the provisional time it was reserved with."""
+        if sent and not answered:
+            return
+        with session_scope(self.db_url) as session:
+            if not sent:
+                session.execute(delete(RateLimitSlot).where(RateLimitSlot.id == slot))
+                return
+            now = self._clock(session)
+            session.execute(
+                update(RateLimitSlot).where(RateLimitSlot.id == slot).values(taken_at=now)
+            )
 
     def block_for(self, seconds: float) -> None:
         """Honour a partner's 429 `Retry-After`: nobody sends on this bucket until then."""
-        until = self._now() + timedelta(seconds=max(0.0, seconds))
         with session_scope(self.db_url) as session:
+            until = self._clock(session) + timedelta(seconds=max(0.0, seconds))
             session.execute(
                 update(RateLimitBucket)
                 .where(RateLimitBucket.bucket == self.bucket)
@@ -164,13 +244,13 @@ class RateLimiter:
             )
 
     def used(self) -> int:
-        """Slots taken in the current window (for metrics and tests)."""
-        window_start = self._now() - timedelta(seconds=self.quota.period)
+        """Slots counting in the current window, unanswered ones included (metrics, tests)."""
         with session_scope(self.db_url) as session:
+            window_start = self._clock(session) - timedelta(seconds=self.quota.period)
             return int(
                 session.scalar(
                     select(func.count()).where(
-                        RateLimitSlot.bucket == self.bucket, RateLimitSlot.taken_at >= window_start
+                        RateLimitSlot.bucket == self.bucket, RateLimitSlot.taken_at > window_start
                     )
                 )
                 or 0
