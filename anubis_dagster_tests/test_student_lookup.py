@@ -101,6 +101,8 @@ def test_student_lookup_job_shows_the_report_as_metadata(
     report = metadata["report"]
     assert "## kroton" in report and "| register |" in report and "| ok |" in report
     assert make_cpf(7) not in report
+    # masked data is a code span: its asterisks must not render as bold in the run page
+    assert re.search(r"CPF `\*\*\*\.\d{3}\.\d{3}-\*\*`", report), report
 
     bad = job.execute_in_process(
         run_config={"ops": {"find_student_op": {"config": {"key": "maria"}}}},

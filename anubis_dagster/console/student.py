@@ -173,8 +173,8 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     lines = [
         f"## {view.integration}: subscription #{view.subscription_id} (order {view.order_id})",
         "",
-        f"- **status**: `{view.status}`" + (f": {view.why}" if view.why else ""),
-        f"- origin: {view.origin or '-'} · CPF {view.cpf} · since {_time(view.created_at)}",
+        f"- **status**: `{view.status}`" + (f": {_code(view.why)}" if view.why else ""),
+        f"- origin: {view.origin or '-'} · CPF {_code(view.cpf)} · since {_time(view.created_at)}",
         f"- partner id: {view.external_id or '-'}",
         f"- attempts charged: {view.attempts_charged}; next try: {_time(view.next_try)}",
     ]
@@ -184,7 +184,7 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
             "the partner is asked before anything is sent again"
         )
     if view.dead_letter:
-        lines.append(f"- **dead letter**: {view.dead_letter}")
+        lines.append(f"- **dead letter**: {_code(view.dead_letter)}")
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",
@@ -192,7 +192,7 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     ]
     for a in view.attempts:
         run = f"[{a.run_id[:8]}]({run_link(a.run_id)})" if a.run_id else "-"
-        error = mask_text(a.error).replace("|", "/")[:160] if a.error else ""
+        error = _code(mask_text(a.error).replace("|", "/")[:160]) if a.error else ""
         lines.append(
             f"| {_time(a.at)} | {a.operation} | {a.outcome or '-'} | {a.http_status or '-'} | "
             f"{'-' if a.duration_ms is None else f'{a.duration_ms:.0f}'} | {run} | {error} |"
@@ -202,6 +202,12 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     if view.more_attempts:
         lines.append(f"\n({view.more_attempts} earlier attempts not shown)")
     return [*lines, ""]
+
+
+def _code(text: str | None) -> str:
+    """Masked text as a code span: its asterisks (`***.575.841-**`, `M*** A***`) must reach the
+    reader as they are, not turn into bold and italics in the run page."""
+    return "`" + (text or "-").replace("`", "'") + "`"
 
 
 def _time(value: datetime | None) -> str:
