@@ -76,6 +76,19 @@ def diagnose() -> Report:
     return report
 
 
+def app_database_report() -> Report:
+    """Only the app DB check (reachable, latest migration): the platform health asset runs it
+    every few minutes, and `diagnose` for everything else."""
+    report = Report()
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        report.problems += exc.problems
+        return report
+    _app_database(report, settings)
+    return report
+
+
 def _integrations(report: Report, settings: Settings | None) -> IntegrationsFile | None:
     path = Path(settings.anubis_integrations_file or DEFAULT_FILE) if settings else DEFAULT_FILE
     try:

@@ -121,16 +121,15 @@ def test_the_shipped_instance_files_agree_on_the_queue() -> None:
 
     limited = {limit["key"] for limit in limits}
     deliver = defs.resolve_job_def("deliver_job")
-    health = defs.resolve_job_def("integration_health_job")
     for key in ("kroton", "estacio"):
         assert deliver.partitioned_config is not None
         tags = deliver.partitioned_config.get_tags_for_partition_key(key)
         assert tags["anubis/slot"] == f"{key}:deliver"
         assert int(tags["dagster/max_runtime"]) > BASE_RUNTIME_SECONDS
-        health_tags = {
-            **health.tags,
-            **health.get_tags_for_partition_key(key, selected_asset_keys=None),
-        }
+    for scope in ("kroton", "estacio", "platform"):
+        health_tags = defs.resolve_job_def(f"health_{scope}_job").tags
+        assert health_tags["anubis/integration"] == scope
+        assert health_tags["anubis/action"] == "health"
         assert not limited & set(health_tags), health_tags
     assert deliver.executor_def.name == "in_process"
     assert defs.resolve_job_def("intake_job").executor_def.name == "in_process"

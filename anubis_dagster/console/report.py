@@ -95,12 +95,21 @@ def nearest_rank(values: Iterable[float], percentile: float) -> float | None:
 
 
 def build_report(
-    session: Session, *, days: int = 30, now: datetime | None = None
+    session: Session,
+    *,
+    days: int = 30,
+    now: datetime | None = None,
+    integration: str | None = None,
 ) -> list[IntegrationReport]:
-    """One report per integration, over the subscriptions created in the last `days`."""
+    """One report per integration (or only `integration`'s), over the subscriptions created in
+    the last `days`. The health checks and the metrics assets read their numbers here too."""
     since = (now or datetime.now(UTC)) - timedelta(days=days)
-    keys = dict(session.execute(select(Integration.id, Integration.key)).all())
+    integrations = select(Integration.id, Integration.key)
+    if integration is not None:
+        integrations = integrations.where(Integration.key == integration)
+    keys = dict(session.execute(integrations).all())
     reports = {i: IntegrationReport(key, since) for i, key in keys.items()}
+    mine = Subscription.integration_id.in_(list(keys))
     rows = session.execute(
         select(
             Subscription.id,
@@ -111,7 +120,7 @@ def build_report(
             Subscription.order_updated_at,
             Subscription.sent_at,
             Subscription.payload,
-        ).where(Subscription.created_at >= since)
+        ).where(Subscription.created_at >= since, mine)
     ).all()
     for row in rows:
         _count(reports[row.integration_id], row)
@@ -121,7 +130,7 @@ def build_report(
             func.count(func.distinct(SubscriptionEvent.subscription_id)),
         )
         .join(Subscription, Subscription.id == SubscriptionEvent.subscription_id)
-        .where(SubscriptionEvent.kind == "retry", Subscription.created_at >= since)
+        .where(SubscriptionEvent.kind == "retry", Subscription.created_at >= since, mine)
         .group_by(Subscription.integration_id)
     ).all()
     for integration_id, count in retried:
@@ -129,7 +138,7 @@ def build_report(
     calls = session.execute(
         select(SubscriptionEvent.integration_id, func.count())
         .join(Subscription, Subscription.id == SubscriptionEvent.subscription_id)
-        .where(SubscriptionEvent.kind == "attempt", Subscription.created_at >= since)
+        .where(SubscriptionEvent.kind == "attempt", Subscription.created_at >= since, mine)
         .group_by(SubscriptionEvent.integration_id)
     ).all()
     for called, count in calls:

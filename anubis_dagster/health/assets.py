@@ -1,86 +1,227 @@
-"""integration_health: one asset partition per integration, materialised on a schedule.
+"""Health and metrics assets: one of each per integration, so checks and plots never mix.
 
-Its numeric metadata (pending, retry queue, dead letter, error rate) is plotted by the UI over
-time; asset checks turn the thresholds into warnings and errors the UI (and alert policies)
-show. Business numbers come from `health.metrics`.
+- `health/<integration>`: asset checks, each described with its integration: the adapter's
+  connectivity probes (one request each) and seed 003's thresholds; its numeric metadata
+  (pending, retry queue, backlog age, error rate…) is plotted by the UI over time.
+- `health/platform`: the app database, the IBGE names table and the configuration.
+- `metrics/<integration>`: the numbers the business reads (volume by origin, success and retry
+  rates, dead letters, paid → registered p50/p95, calls per registration, conversion by
+  modality and campus), as metadata the UI plots, and seed 001's anomaly alerts.
+
+A check whose level changes (turns WARN or ERROR, or recovers) sends one webhook alert. Each
+integration has its own job and schedule (`health_<key>_job`), tagged `anubis/integration` and
+`anubis/action=health` and outside the delivery queue slots (`anubis/slot`), so a health run
+never waits for, or blocks, a delivery.
 
 # No `from __future__ import annotations`: Dagster reads annotations at runtime.
 """
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 
 import dagster as dg
 from sqlalchemy import select
 
+from anubis_dagster.clients.http import CallContext
+from anubis_dagster.clients.probes import Level
+from anubis_dagster.console.report import build_report
 from anubis_dagster.db.models import Integration
-from anubis_dagster.health.metrics import THRESHOLDS, integration_health
+from anubis_dagster.health import platform, service
+from anubis_dagster.health.alerting import CheckOutcome
+from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
+from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.resources import AppDatabase
 
-ASSET_KEY = dg.AssetKey("integration_health")
+HEALTH_CRON = "*/15 * * * *"
+#: a health run makes a handful of requests: anything longer is stuck
+HEALTH_MAX_RUNTIME_SECONDS = 300
+GROUP = "health"
 
 
-def build_health_definitions(integration_keys: Iterable[str]) -> dg.Definitions:
-    partitions = dg.StaticPartitionsDefinition(sorted(set(integration_keys)))
+def health_key(scope: str) -> dg.AssetKey:
+    return dg.AssetKey(["health", scope])
+
+
+def metrics_key(integration: str) -> dg.AssetKey:
+    return dg.AssetKey(["metrics", integration])
+
+
+def job_name(scope: str) -> str:
+    return f"health_{scope}_job"
+
+
+def health_tags(scope: str) -> dict[str, str]:
+    return {
+        "anubis/integration": scope,
+        "anubis/action": "health",
+        "dagster/max_runtime": str(HEALTH_MAX_RUNTIME_SECONDS),
+    }
+
+
+def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=outcome.name,
+        passed=outcome.level is Level.OK,
+        severity=dg.AssetCheckSeverity.ERROR
+        if outcome.level is Level.ERROR
+        else dg.AssetCheckSeverity.WARN,
+        description=outcome.summary,
+        metadata={
+            "integration": outcome.scope,
+            "level": outcome.level.value,
+            "measured": outcome.measured,
+            "threshold": outcome.threshold,
+        },
+    )
+
+
+def _platform_asset() -> dg.AssetsDefinition:
+    key = health_key(platform.PLATFORM)
 
     @dg.asset(
-        key=ASSET_KEY,
-        partitions_def=partitions,
-        description="Subscriptions by status, queues and the last 24 h error rate of one "
-        "integration (thresholds from reference §4).",
-        check_specs=[dg.AssetCheckSpec(name=metric, asset=ASSET_KEY) for metric in THRESHOLDS],
+        key=key,
+        group_name=GROUP,
+        description="What every integration depends on: the app database, the IBGE names "
+        "table and the configuration (the checks of `anubis doctor`).",
+        check_specs=[
+            dg.AssetCheckSpec(name=name, asset=key, description=description)
+            for name, description in platform.DESCRIPTIONS.items()
+        ],
     )
-    def integration_health_asset(
+    def platform_health(
         context: dg.AssetExecutionContext, app_db: AppDatabase
-    ) -> Iterable[dg.MaterializeResult | dg.AssetCheckResult]:
-        with app_db.session() as session:
-            integration = session.scalars(
-                select(Integration).where(Integration.key == context.partition_key)
-            ).one()
-            health = integration_health(session, integration.id)
-        yield dg.MaterializeResult(
-            metadata={
-                "pending": health.pending,
-                "retry_queue": health.retry_queue,
-                "dead_letter": health.dead_letter,
-                "error_rate_24h": round(health.error_rate_24h, 4),
-                "attempts_24h": health.attempts_24h,
-                "by_status": dg.MetadataValue.json(health.by_status),
-            }
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        outcomes = [
+            platform.check_app_database(),
+            platform.check_names_table(app_db.resolved_url),
+            platform.check_configuration(),
+        ]
+        service.alert_changes(app_db.resolved_url, outcomes, context.run.run_id, utcnow())
+        failing = sum(o.level is not Level.OK for o in outcomes)
+        yield dg.MaterializeResult(metadata={"failing_checks": failing})
+        for outcome in outcomes:
+            yield check_result(outcome)
+
+    return platform_health
+
+
+def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
+    asset_key = health_key(key)
+    probes = list(adapter.health_probes())
+    specs = [
+        dg.AssetCheckSpec(
+            name=p.name, asset=asset_key, description=service.probe_description(key, p)
         )
-        for metric, (warning, critical) in THRESHOLDS.items():
-            level = health.level(metric)
-            yield dg.AssetCheckResult(
-                check_name=metric,
-                passed=level == "ok",
-                severity=dg.AssetCheckSeverity.ERROR
-                if level == "critical"
-                else dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "value": float(getattr(health, metric)),
-                    "warning_above": warning,
-                    "critical_above": critical,
-                },
+        for p in probes
+    ] + [
+        dg.AssetCheckSpec(
+            name=metric, asset=asset_key, description=service.threshold_description(key, metric)
+        )
+        for metric in THRESHOLDS
+    ]
+
+    @dg.asset(
+        key=asset_key,
+        group_name=GROUP,
+        description=f"Health of the {key} integration: its partner APIs answer and accept our "
+        "credentials (one request each), and its queues and rates are within seed 003's and "
+        "seed 001's thresholds.",
+        check_specs=specs,
+        required_resource_keys={"app_db", *adapter.resource_keys},
+    )
+    def integration_health(
+        context: dg.AssetExecutionContext,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        db_url = context.resources.app_db.resolved_url
+        with context.resources.app_db.session() as session:
+            integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
+        ctx = CallContext(
+            db_url=db_url,
+            integration_id=integration_id,
+            run_id=context.run.run_id,
+            log=context.log.info,
+        )
+        now = utcnow()
+        found = service.evaluate_integration(db_url, key, probes, context.resources, ctx, now)
+        service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
+        health = found.health
+        assert health is not None
+        metadata: dict[str, float | int | str] = {
+            "pending": health.pending,
+            "retry_queue": health.retry_queue,
+            "attempts_24h": health.attempts_24h,
+            "errors_24h": health.errors_24h,
+            "failing_checks": sum(o.level is not Level.OK for o in found.outcomes),
+        }
+        if health.backlog_age is not None:
+            metadata["backlog_age_h"] = round(health.backlog_age / 3600, 2)
+        if health.error_rate is not None:
+            metadata["error_rate_24h"] = round(health.error_rate, 4)
+        metadata.update(found.probe_metadata)
+        yield dg.MaterializeResult(metadata=metadata)
+        for outcome in found.outcomes:
+            yield check_result(outcome)
+
+    return integration_health
+
+
+def _metrics_asset(key: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=metrics_key(key),
+        group_name=GROUP,
+        description=f"What the business reads for {key}: volume of the last 24 h by "
+        f"marketplace, and over the students of the last {METRICS_DAYS} days the success and "
+        "retry rates, dead letters, paid → registered p50/p95 (seconds), calls per "
+        "registration and conversion registered → enrolled by modality and campus. Anomalous "
+        "volume and excessive retries alert at most once a day.",
+    )
+    def integration_metrics(
+        context: dg.AssetExecutionContext, app_db: AppDatabase
+    ) -> dg.MaterializeResult:
+        now = utcnow()
+        db_url = app_db.resolved_url
+        with app_db.session() as session:
+            integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
+            (report,) = build_report(session, days=METRICS_DAYS, now=now, integration=key)
+        assert integration_id is not None
+        volume = service.volume_by_origin(db_url, integration_id, now)
+        found = service.find_anomalies(db_url, integration_id, now)
+        service.alert_anomalies(db_url, key, found, context.run.run_id, now)
+        metadata: dict[str, dg.RawMetadataValue] = dict(service.business_metrics(report, volume))
+        metadata["conversion"] = dg.MetadataValue.md(service.conversion_table(report))
+        metadata["anomalies"] = "; ".join(a.message for a in found) or "none"
+        return dg.MaterializeResult(metadata=metadata)
+
+    return integration_metrics
+
+
+def build_health_definitions(integrations: Mapping[str, type[IESAdapter]]) -> dg.Definitions:
+    """The assets, one job and one schedule per integration, and the platform's."""
+    assets: list[dg.AssetsDefinition] = [_platform_asset()]
+    jobs = [
+        dg.define_asset_job(
+            job_name(platform.PLATFORM),
+            selection=[health_key(platform.PLATFORM)],
+            tags=health_tags(platform.PLATFORM),
+            description="Checks the app database, the names table and the configuration.",
+        )
+    ]
+    for key, adapter in sorted(integrations.items()):
+        assets += [_integration_health_asset(key, adapter), _metrics_asset(key)]
+        jobs.append(
+            dg.define_asset_job(
+                job_name(key),
+                selection=[health_key(key), metrics_key(key)],
+                tags=health_tags(key),
+                description=f"Checks the {key} integration and records its business metrics.",
             )
-
-    health_job = dg.define_asset_job(
-        "integration_health_job", selection=[ASSET_KEY], partitions_def=partitions
-    )
-
-    @dg.schedule(
-        job=health_job,
-        cron_schedule="*/15 * * * *",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    )
-    def integration_health_schedule(
-        context: dg.ScheduleEvaluationContext,
-    ) -> Iterator[dg.RunRequest]:
-        for key in partitions.get_partition_keys():
-            yield dg.RunRequest(
-                partition_key=key, run_key=f"{key}:{context.scheduled_execution_time}"
-            )
-
-    return dg.Definitions(
-        assets=[integration_health_asset],
-        jobs=[health_job],
-        schedules=[integration_health_schedule],
-    )
+        )
+    schedules = [
+        dg.ScheduleDefinition(
+            name=f"{job.name.removesuffix('_job')}_schedule",
+            job=job,
+            cron_schedule=HEALTH_CRON,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+        )
+        for job in jobs
+    ]
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

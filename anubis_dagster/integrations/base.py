@@ -15,7 +15,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +25,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from anubis_dagster.clients.http import CallContext
+from anubis_dagster.clients.probes import Probe
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
@@ -146,6 +147,12 @@ class IESAdapter:
     def resources(cls) -> dict[str, dg.ConfigurableResource]:
         """The Dagster resources (clients) this adapter needs, keyed by `resource_keys`."""
         return {}
+
+    @classmethod
+    def health_probes(cls) -> Sequence[Probe]:
+        """Connectivity checks of this partner's APIs for the integration's health asset, each
+        spending at most one request of the quota (`anubis_dagster.clients.probes`)."""
+        return ()
 
     def close(self) -> None:
         """Release clients at the end of an op."""

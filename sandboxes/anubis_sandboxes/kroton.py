@@ -7,8 +7,9 @@ per CPF, asynchronous processing (NEW → PROCESSING → SUCCESS | ERROR), class
 move over time, enrolments once a candidate becomes "Aluno", and the Elasticsearch-like catalog
 over the shared demo world (`anubis_sandboxes.demo.catalog`).
 
-One server serves both hosts: the API (`/oauth2`, `/ms/...`, bucket `api`) and the catalog
-(`/elasticlayer/...`, bucket `catalog`), each with its own rate limit (default 100 per 300 s).
+One server serves every host: the API (`/oauth2`, `/ms/...`, bucket `api`), the catalog
+(`/elasticlayer/...`, bucket `catalog`) and the Captação API's login (`/auth/login`, bucket
+`captacao`), each with its own rate limit (default 100 per 300 s).
 
     python -m anubis_sandboxes.kroton --port 8701 --processing-delay 1
 """
@@ -47,6 +48,7 @@ from anubis_sandboxes.server import (
 
 API_BUCKET = "api"
 CATALOG_BUCKET = "catalog"
+CAPTACAO_BUCKET = "captacao"
 
 UNAUTHORIZED_BODY = {
     "statusCode": 401,
@@ -84,12 +86,18 @@ class KrotonSandboxSettings(SandboxSettings):
         "sandbox-subscription", "token scope and Ocp-Apim-Subscription-Key header accepted"
     )
     catalog_api_key: str = setting("sandbox-catalog-key", "catalog 'Authorization: apiKey' key")
+    captacao_email: str = setting("captacao@sandbox.invalid", "Captação API login e-mail")
+    captacao_password: str = setting("sandbox-password", "Captação API login password")
     token_lifetime: float = setting(300.0, "seconds a token stays valid (expires_in)")
     processing_delay: float = setting(2.0, "seconds per step NEW -> PROCESSING -> SUCCESS")
     processing_error_rate: float = setting(0.0, "fraction of inscriptions that end ERROR")
     classification_step: float = setting(5.0, "seconds between classification changes")
     rate_limits: dict[str, str] = field(
-        default_factory=lambda: {API_BUCKET: "100/300", CATALOG_BUCKET: "100/300"}
+        default_factory=lambda: {
+            API_BUCKET: "100/300",
+            CATALOG_BUCKET: "100/300",
+            CAPTACAO_BUCKET: "100/300",
+        }
     )
 
 
@@ -172,6 +180,8 @@ class KrotonSandbox(SandboxServer):
 
         return [
             Route("POST", "/oauth2/token", "token", self._token, API_BUCKET),
+            # assumption: the Captação API's login (seed 001 gives only `{email, password}`)
+            Route("POST", "/auth/login", "captacao_login", self._captacao_login, CAPTACAO_BUCKET),
             api("POST", v4, "register", self._register),
             api("POST", v5, "register_v5", self._register),
             api("GET", v4 + "/cpf/{cpf}", "inscriptions_by_cpf", self._inscriptions_by_cpf),
@@ -210,6 +220,14 @@ class KrotonSandbox(SandboxServer):
         lifetime = s.token_lifetime
         expires_in = int(lifetime) if lifetime.is_integer() else lifetime
         return Reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in})
+
+    def _captacao_login(self, request: SandboxRequest) -> Reply:
+        """The Captação API's e-mail/password login: a longer-lived token (seed 001)."""
+        body = request.json_object() or {}
+        s = self._settings
+        if body.get("email") != s.captacao_email or body.get("password") != s.captacao_password:
+            return Reply(401, {"message": "E-mail ou senha inválidos"})
+        return Reply(200, {"token": secrets.token_urlsafe(32), "expiresIn": 86400})
 
     def _authorize_api(self, request: SandboxRequest) -> Reply | None:
         scheme, _, token = (request.header("Authorization") or "").partition(" ")

@@ -13,6 +13,7 @@ Estácio's own rules (field mapping, what each answer means) are plain functions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ import dagster as dg
 
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import HttpResult
+from anubis_dagster.clients.probes import Probe
 from anubis_dagster.clients.rate_limit import Quota, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.orders import get_path
@@ -33,6 +35,7 @@ from anubis_dagster.integrations.base import (
     ResendGuard,
     register_adapter,
 )
+from anubis_dagster.integrations.estacio import health as estacio_health
 from anubis_dagster.integrations.estacio.client import EstacioClient, EstacioNotConfigured
 from anubis_dagster.integrations.estacio.mapping import (
     Answer,
@@ -101,6 +104,10 @@ class EstacioAdapter(IESAdapter):
     @classmethod
     def resources(cls) -> dict[str, dg.ConfigurableResource]:
         return estacio_resources()
+
+    @classmethod
+    def health_probes(cls) -> Sequence[Probe]:
+        return estacio_health.PROBES
 
     @property
     def client(self) -> EstacioClient:

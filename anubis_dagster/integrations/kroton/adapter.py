@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ import dagster as dg
 from sqlalchemy import func, select
 
 from anubis_dagster.clients.http import HttpResult
+from anubis_dagster.clients.probes import Probe
 from anubis_dagster.clients.rate_limit import Priority
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
@@ -31,6 +33,7 @@ from anubis_dagster.integrations.base import (
     ResendGuard,
     register_adapter,
 )
+from anubis_dagster.integrations.kroton import health as kroton_health
 from anubis_dagster.integrations.kroton.client import KrotonClient
 from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
 from anubis_dagster.integrations.kroton.payload import (
@@ -83,6 +86,10 @@ class KrotonAdapter(IESAdapter):
     @classmethod
     def resources(cls) -> dict[str, dg.ConfigurableResource]:
         return kroton_resources()
+
+    @classmethod
+    def health_probes(cls) -> Sequence[Probe]:
+        return kroton_health.PROBES
 
     @property
     def client(self) -> KrotonClient:

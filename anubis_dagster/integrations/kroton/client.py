@@ -20,13 +20,30 @@ CPF_PATH = "/ms/inscricao/v4/captacao/inscricao/cpf/{cpf}"
 CPF_CQRS_PATH = "/ms/inscricaocqrs/captacao/v5/inscricao/cpf/{cpf}"
 INSCRIPTION_PATH = "/ms/inscricao/v4/captacao/inscricao/{inscricao}/sistema/{sistema}"
 CATALOG_PATH = "/elasticlayer/middleware/oferta/_search"
+#: assumption: the Captação API's e-mail/password login (seed 001 gives the variables and the
+#: body `{email, password}`, not the path or the answer); it answers `{token, expiresIn}`
+CAPTACAO_LOGIN_PATH = "/auth/login"
 
 
 API_CREDENTIALS = ("API_KROTON_CLIENT_ID", "API_KROTON_SECRET", "API_KROTON_SUBSCRIPTION")
+CAPTACAO_CREDENTIALS = ("API_KROTON_BASE_URL_CAPTACAO", "API_KROTON_EMAIL", "API_KROTON_PASSWORD")
 CATALOG_CREDENTIALS = ("CATALOG_KROTON_BASE_URL", "CATALOG_KROTON_API_KEY")
 #: a failing token endpoint stops the whole batch, so it gets a few more quick tries than a
 #: student's call (a 401 is still one call: refused credentials are not retried)
 TOKEN_TRIES = 5
+
+
+def api_bucket(prefix: str) -> str:
+    """The quota of Kroton's API (token calls included), shared by every process."""
+    return f"{prefix}:api"
+
+
+def catalog_bucket(prefix: str) -> str:
+    return f"{prefix}:catalog"
+
+
+def captacao_bucket(prefix: str) -> str:
+    return f"{prefix}:captacao"
 
 
 class KrotonClient:
@@ -45,7 +62,7 @@ class KrotonClient:
             name="kroton",
             base_url=api.base_url,
             ctx=ctx,
-            bucket=f"{bucket_prefix}:api",
+            bucket=api_bucket(bucket_prefix),
             quota=api.rate_limit,
             quota_setting="API_KROTON_RATE_LIMIT",
             timeout_seconds=api.timeout_seconds,
@@ -58,7 +75,7 @@ class KrotonClient:
             name="kroton-catalog",
             base_url=catalog.base_url,
             ctx=ctx,
-            bucket=f"{bucket_prefix}:catalog",
+            bucket=catalog_bucket(bucket_prefix),
             quota=catalog.rate_limit,
             quota_setting="CATALOG_KROTON_RATE_LIMIT",
             timeout_seconds=catalog.timeout_seconds,

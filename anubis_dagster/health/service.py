@@ -1,0 +1,232 @@
+"""Health and metrics of one integration, as plain functions the assets call.
+
+`evaluate_integration` runs the adapter's connectivity probes and reads the threshold numbers;
+`alert_changes` sends one webhook alert per check whose level changed; `business_metrics` and
+`alert_anomalies` do the same for the metrics asset. Nothing here needs Dagster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from anubis_dagster.alerts.webhook import Alert, send_alert
+from anubis_dagster.clients.http import CallContext
+from anubis_dagster.clients.probes import Level, Probe, ProbeResult
+from anubis_dagster.console.report import IntegrationReport
+from anubis_dagster.core.masking import mask_text
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.session import session_scope
+from anubis_dagster.health import anomalies
+from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
+from anubis_dagster.health.metrics import MEANINGS, THRESHOLDS, Health, integration_health
+
+Send = Callable[[Alert], bool]
+
+
+def probe_description(key: str, probe: Probe) -> str:
+    return f"{key}: {probe.description}"
+
+
+def threshold_description(key: str, metric: str) -> str:
+    threshold = THRESHOLDS[metric]
+    return f"{key}: {MEANINGS[metric]}. {threshold.describe()} ({threshold.source})."
+
+
+@dataclass
+class IntegrationHealth:
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    probe_metadata: dict[str, Any] = field(default_factory=dict)
+    health: Health | None = None
+
+
+def evaluate_integration(
+    db_url: str,
+    key: str,
+    probes: Sequence[Probe],
+    resources: Any,
+    ctx: CallContext,
+    now: datetime,
+) -> IntegrationHealth:
+    """Every check of integration `key`: its probes (one request each), then its thresholds."""
+    result = IntegrationHealth()
+    for probe in probes:
+        try:
+            found = probe.run(resources, ctx, key)
+        except Exception as exc:  # a bug in a probe must not hide the other checks
+            found = ProbeResult(Level.ERROR, f"the probe failed: {type(exc).__name__}: {exc}")
+        result.outcomes.append(
+            CheckOutcome(
+                key,
+                probe.name,
+                found.level,
+                mask_text(found.summary)[:300],
+                "answers and accepts our credentials in one request",
+                mask_text(found.summary),
+            )
+        )
+        for name, value in found.metadata.items():
+            result.probe_metadata[f"{probe.name}_{name}"] = value
+    with session_scope(db_url) as session:
+        integration = session.scalars(select(Integration).where(Integration.key == key)).one()
+        health = integration_health(session, integration, now)
+    result.health = health
+    for metric, threshold in THRESHOLDS.items():
+        value = health.value(metric)
+        shown = threshold.show(value)
+        result.outcomes.append(
+            CheckOutcome(
+                key,
+                metric,
+                threshold.level(value),
+                shown,
+                threshold.describe(),
+                f"{key} {metric}: {shown} ({threshold.describe()})",
+            )
+        )
+    return result
+
+
+def alert_changes(
+    db_url: str,
+    outcomes: Iterable[CheckOutcome],
+    run_id: str | None,
+    now: datetime,
+    send: Send = send_alert,
+) -> int:
+    """One alert per check whose level changed since it was last evaluated; how many."""
+    sent = 0
+    for outcome in outcomes:
+        try:
+            with session_scope(db_url) as session:
+                previous = changed_state(session, outcome, now)
+        except Exception as exc:  # the app DB is down: alert without memory, and say so
+            previous = Level.OK if outcome.level is not Level.OK else None
+            outcome = CheckOutcome(
+                outcome.scope,
+                outcome.name,
+                outcome.level,
+                outcome.measured,
+                outcome.threshold,
+                f"{outcome.summary} (its state could not be recorded, {type(exc).__name__}: "
+                "this alert repeats until the app DB answers)",
+            )
+        if previous is not None:
+            send(change_alert(outcome, previous, run_id))
+            sent += 1
+    return sent
+
+
+# --- metrics -----------------------------------------------------------------------------------
+def business_metrics(report: IntegrationReport, volume_24h: dict[str, int]) -> dict[str, float]:
+    """The numbers the metrics asset records (and the UI plots), one key per number."""
+    values: dict[str, float | None] = {
+        "subscriptions": report.subscriptions,
+        "delivered": report.delivered,
+        "success_rate": report.success_rate,
+        "retry_rate": report.retry_rate,
+        "dead_letters": report.dead_letters,
+        "held_for_review": report.statuses["unknown"],
+        "paid_to_registered_p50_s": report.latency(50),
+        "paid_to_registered_p95_s": report.latency(95),
+        "calls_per_registration": report.calls_per_registration,
+        "volume_24h": sum(volume_24h.values()),
+    }
+    for origin, count in sorted(volume_24h.items()):
+        values[f"volume_24h_{origin}"] = count
+    registered = sum(c.registered for c in report.by_modality.values())
+    enrolled = sum(c.enrolled for c in report.by_modality.values())
+    values["conversion_rate"] = enrolled / registered if registered else None
+    for modality, conversion in sorted(report.by_modality.items()):
+        values[f"conversion_{_slug(modality)}"] = conversion.rate
+    # None (nothing to measure yet) is left out: a plot of 0 would be a lie
+    return {k: round(float(v), 4) for k, v in values.items() if v is not None}
+
+
+def conversion_table(report: IntegrationReport) -> str:
+    """Markdown: registered → enrolled by modality and by campus (the seeds' SQL, no SQL)."""
+    parts = []
+    for title, table in (("modality", report.by_modality), ("campus", report.by_campus)):
+        rows = [f"| {title} | registered | enrolled | conversion |", "|---|---:|---:|---:|"]
+        for name, c in sorted(table.items()):
+            rate = "-" if c.rate is None else f"{c.rate * 100:.1f}%"
+            rows.append(f"| {mask_text(name)} | {c.registered} | {c.enrolled} | {rate} |")
+        parts.append("\n".join(rows) if table else f"no registered students by {title} yet")
+    return "\n\n".join(parts)
+
+
+def volume_by_origin(db_url: str, integration_id: int, now: datetime) -> dict[str, int]:
+    with session_scope(db_url) as session:
+        origins = session.scalars(
+            select(Subscription.origin).where(
+                Subscription.integration_id == integration_id,
+                Subscription.created_at >= now - timedelta(hours=24),
+            )
+        ).all()
+    counts: dict[str, int] = {}
+    for origin in origins:
+        counts[origin or "unknown"] = counts.get(origin or "unknown", 0) + 1
+    return counts
+
+
+def find_anomalies(db_url: str, integration_id: int, now: datetime) -> list[anomalies.Anomaly]:
+    """Volume and retries of the last days against their usual (see `health.anomalies`)."""
+    since = datetime.combine(
+        now.date() - timedelta(days=anomalies.BASELINE_DAYS + 1), datetime.min.time(), now.tzinfo
+    )
+    with session_scope(db_url) as session:
+        created = session.scalars(
+            select(Subscription.created_at).where(
+                Subscription.integration_id == integration_id, Subscription.created_at >= since
+            )
+        ).all()
+        retries = session.scalars(
+            select(SubscriptionEvent.created_at).where(
+                SubscriptionEvent.integration_id == integration_id,
+                SubscriptionEvent.kind == "retry",
+                SubscriptionEvent.created_at >= since,
+            )
+        ).all()
+    today = now.date()
+    found = [
+        anomalies.volume_anomaly(anomalies.daily_counts(created), today),
+        anomalies.retry_anomaly(anomalies.daily_counts(retries), today),
+    ]
+    return [a for a in found if a is not None]
+
+
+def alert_anomalies(
+    db_url: str,
+    key: str,
+    found: Iterable[anomalies.Anomaly],
+    run_id: str | None,
+    now: datetime,
+    send: Send = send_alert,
+) -> int:
+    """At most one alert per anomaly kind, integration and day; how many were sent."""
+    sent = 0
+    for anomaly in found:
+        with session_scope(db_url) as session:
+            first = claim_daily(
+                session, key, f"anomaly:{anomaly.name}", now.date(), anomaly.message, now
+            )
+        if first:
+            title = {"volume": "Anomalous volume", "retries": "Excessive retries"}[anomaly.name]
+            lines = [
+                f"integration: {key}",
+                f"check: {anomaly.name} (seed 001)",
+                f"measured: {anomaly.measured}",
+                f"threshold: {anomaly.expected}",
+                anomaly.message,
+            ]
+            send(Alert(f"{title}: {key}", lines, level="warning", run_id=run_id))
+            sent += 1
+    return sent
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.lower()).strip("_") or "unknown"
