@@ -27,7 +27,12 @@ from dagster._core.remote_origin import (
     RemoteRepositoryOrigin,
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
+from dagster._grpc.types import (
+    CanCancelExecutionRequest,
+    CanCancelExecutionResult,
+    CancelExecutionRequest,
+    CancelExecutionResult,
+)
 from dagster_shared.serdes import deserialize_value
 
 #: the code location's name in every workspace file, and its module
@@ -101,7 +106,54 @@ class ProcessRunLauncher(DefaultRunLauncher):
     whether it still holds the run's execution: a restarted server answers no (the worker is
     gone: FAILED, and run retries relaunch it). A server that cannot be reached, and runs that
     no code server launched (`anubis run`), count as RUNNING: their max runtime still applies.
+
+    Terminate (the UI's button, `terminateRun` in GraphQL) asks the run's code server to stop
+    the worker, as Dagster's launcher does. When no live worker can hear it, the run is marked
+    CANCELED at once instead of answering "Unable to terminate" and leaving the run CANCELING:
+    the code server is down (its workers died with it, or survive orphaned: see `terminate`), or
+    it is up but no longer holds the run (a restarted server). A worker that holds the run but
+    cannot act on the request (frozen) leaves the run CANCELING until run monitoring's
+    `cancel_timeout_seconds`.
     """
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        client = self._get_grpc_client_for_termination(run_id)
+        if client is None:  # `anubis run` in a terminal: only that process can stop it
+            self._instance.report_engine_event(
+                "This run was not launched by a code server: stop the process that runs it "
+                "(`anubis run`); otherwise its max runtime ends it.",
+                run,
+                cls=self.__class__,
+            )
+            return False
+        try:
+            reply = client.cancel_execution(CancelExecutionRequest(run_id=run_id))
+            result = deserialize_value(reply, CancelExecutionResult)
+        except Exception as exc:  # the code server is down: nobody can stop the worker
+            return self._cancel_without_worker(
+                run, f"its code server cannot be reached ({type(exc).__name__})"
+            )
+        if result.success:
+            return True  # the worker stops at its next interruptible point and reports CANCELED
+        if result.serializable_error_info is None:
+            return self._cancel_without_worker(run, "its code server no longer holds its worker")
+        self._instance.report_engine_event(
+            f"The code server could not stop the worker: {result.serializable_error_info.message}",
+            run,
+            cls=self.__class__,
+        )
+        return False
+
+    def _cancel_without_worker(self, run: dg.DagsterRun, why: str) -> bool:
+        """Mark the run CANCELED now. A worker that survived its code server, orphaned, is
+        fenced: the release-claims sensor frees its students once the run has ended, and its
+        next send fails the claim check before the request leaves."""
+        self._instance.report_run_canceled(run, message=f"Run canceled without its worker: {why}.")
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:

@@ -1,12 +1,23 @@
-"""Dagster retry policy shared by every op.
+"""How ops retry an unexpected exception, without retrying a Terminate.
 
 Ops are written to be safe to run twice (idempotent intake, leases and the "being sent" marker
-for deliveries), so an unexpected exception — a database failover, a killed worker — is retried
-by Dagster a couple of times before the run fails and alerts. `ANUBIS_OP_RETRY_DELAY_SECONDS`
+for deliveries), so an unexpected exception — a database failover, a dropped connection — is
+retried a couple of times before the run fails and alerts. `ANUBIS_OP_RETRY_DELAY_SECONDS`
 shortens the wait (the test suite sets it to 0).
+
+Ops carry no `dg.RetryPolicy`: Dagster turns the interrupt of a Terminate into a retry of an op
+that has one, so the step ran again and a terminated run finished as if nobody had asked.
+`@retry_unexpected_errors` (under `@dg.op`) raises `RetryRequested` with the same policy for
+exceptions only: an interrupt passes through and the run ends CANCELED, and a `Failure` with
+`allow_retries=False` fails the step at once.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -18,3 +29,40 @@ OP_RETRY_POLICY = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
+
+
+OpFunction = TypeVar("OpFunction", bound=Callable[..., Any])
+
+
+def retry_unexpected_errors(op_function: OpFunction) -> OpFunction:
+    """Decorate an op's function (whose first parameter is its context), under `@dg.op`."""
+
+    @functools.wraps(op_function)
+    def wrapper(context: dg.OpExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        with retried_on_unexpected_errors(context):
+            return op_function(context, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def retried_on_unexpected_errors(context: dg.OpExecutionContext) -> Iterator[None]:
+    """Wrap an op's body: an exception asks Dagster for a retry by `OP_RETRY_POLICY`."""
+    try:
+        yield
+    except dg.RetryRequested:
+        raise
+    except dg.Failure as failure:
+        if not failure.allow_retries:
+            raise
+        raise _retry(context) from failure
+    except Exception as exc:
+        raise _retry(context) from exc
+
+
+def _retry(context: dg.OpExecutionContext) -> dg.RetryRequested:
+    attempt = context.retry_number + 1
+    return dg.RetryRequested(
+        max_retries=OP_RETRY_POLICY.max_retries,
+        seconds_to_wait=OP_RETRY_POLICY.calculate_delay(attempt),
+    )

@@ -41,7 +41,7 @@ from anubis_dagster.integrations.base import (
     IESAdapter,
     adapter_class,
 )
-from anubis_dagster.policies import OP_RETRY_POLICY
+from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
 
 #: a retried run (a crashed worker, `run_retries` in dagster.yaml) re-runs every op: each is
@@ -314,7 +314,8 @@ def build_delivery_jobs(
             dry_run=config.dry_run,
         )
 
-    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    @dg.op(required_resource_keys=resource_keys)
+    @retry_unexpected_errors
     def fix_data(
         context: dg.OpExecutionContext, request: DeliveryRequest
     ) -> dg.Output[DeliveryRequest]:
@@ -322,7 +323,8 @@ def build_delivery_jobs(
         with _runner(context, context.resources.app_db, request) as (runner, call):
             return _output(context, runner.fix_data(), call, request)
 
-    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    @dg.op(required_resource_keys=resource_keys)
+    @retry_unexpected_errors
     def prepare(
         context: dg.OpExecutionContext, request: DeliveryRequest
     ) -> dg.Output[DeliveryRequest]:
@@ -331,7 +333,8 @@ def build_delivery_jobs(
         with _runner(context, context.resources.app_db, request) as (runner, call):
             return _output(context, runner.prepare(), call, request)
 
-    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    @dg.op(required_resource_keys=resource_keys)
+    @retry_unexpected_errors
     def register(
         context: dg.OpExecutionContext, request: DeliveryRequest
     ) -> dg.Output[DeliveryRequest]:
@@ -339,7 +342,8 @@ def build_delivery_jobs(
         with _runner(context, context.resources.app_db, request) as (runner, call):
             return _output(context, runner.register(), call, request, last=True)
 
-    @dg.op(required_resource_keys=resource_keys, retry_policy=OP_RETRY_POLICY)
+    @dg.op(required_resource_keys=resource_keys)
+    @retry_unexpected_errors
     def check(
         context: dg.OpExecutionContext, request: DeliveryRequest
     ) -> dg.Output[DeliveryRequest]:

@@ -13,7 +13,7 @@ from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
 from anubis_dagster.intake.watermark import advance_watermark
 from anubis_dagster.integrations.base import initial_status_for
-from anubis_dagster.policies import OP_RETRY_POLICY
+from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
 
 UNROUTED_EXAMPLES = 20
@@ -47,9 +47,9 @@ def _alert_quarantined(report: IntakeReport, run_id: str) -> None:
 
 
 @dg.op(
-    retry_policy=OP_RETRY_POLICY,
     tags={"anubis/step": "intake"},
 )
+@retry_unexpected_errors
 def ingest_paid_orders(
     context: dg.OpExecutionContext,
     config: IntakeConfig,
@@ -57,7 +57,7 @@ def ingest_paid_orders(
     orders: OrdersSourceResource,
 ) -> dg.Output[dict[str, int]]:
     """Validate, route and upsert one batch of paid orders. Idempotent: re-executing the run
-    creates nothing new, so the retry policy and operators' re-runs are safe. A range is
+    creates nothing new, so retries and operators' re-runs are safe. A range is
     committed chunk by chunk together with the intake watermark, so the next run starts where
     this one really got to, whatever happens to it afterwards."""
     source = orders.get()
