@@ -178,6 +178,17 @@ class Settings(BaseModel):
     anubis_quota_alert_seconds: float = _seconds(
         120.0, "quota wait in one run that raises a quota-saturated alert", group="alerts"
     )
+    anubis_run_summaries: bool = _field(
+        False,
+        "post an ℹ️ summary after every delivery run (routine; the daily digest covers it)",
+        group="alerts",
+        shown_default="`false`",
+    )
+    anubis_digest_hour: str = _field(
+        "8",
+        "hour (0-23, America/Sao_Paulo) of the daily digest per integration; `off` for none",
+        group="alerts",
+    )
     anubis_console_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
         "WARNING", "console log level of `anubis run`", group="alerts"
     )
@@ -312,6 +323,15 @@ class Settings(BaseModel):
         check_window(value)
         return value
 
+    @field_validator("anubis_digest_hour")
+    @classmethod
+    def _digest_hour(cls, value: str) -> str:
+        if value.lower() == "off":
+            return "off"
+        if not value.isdigit() or not 0 <= int(value) <= 23:
+            raise ValueError("must be an hour from 0 to 23, or off")
+        return str(int(value))
+
     @field_validator("anubis_orders_table")
     @classmethod
     def _table(cls, value: str) -> str:
@@ -396,6 +416,10 @@ class Settings(BaseModel):
             return [f"ANUBIS_RETRY_SCHEDULE: {exc} (got {self.anubis_retry_schedule!r})"]
         return []
 
+    def digest_hour(self) -> int | None:
+        """The daily digest's hour, None when it is off."""
+        return None if self.anubis_digest_hour == "off" else int(self.anubis_digest_hour)
+
     def is_set(self, variable: str) -> bool:
         return getattr(self, variable.lower()) is not None
 
@@ -451,6 +475,7 @@ _READABLE = {
     "float_parsing": "must be a number",
     "finite_number": "must be a finite number",
     "literal_error": "must be one of " + ", ".join(LOG_LEVELS),
+    "bool_parsing": "must be true or false",
 }
 
 

@@ -152,8 +152,9 @@ def test_retry_now_makes_scheduled_retries_due(
 
 
 def test_summary_and_quota_alerts_carry_no_personal_data(
-    harness: Harness, kroton: KrotonSandbox, sink: WebhookSink
+    harness: Harness, kroton: KrotonSandbox, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ANUBIS_RUN_SUMMARIES", "true")  # routine summaries are off by default
     kroton.configure(rate_limits={"api": "3/1", "catalog": "100/60"})
     harness.ingest([make_order(i) for i in range(1, 6)])
     harness.deliver_until_settled()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 
+import dagster as dg
 import pytest
 
 from anubis_dagster.cli import main
@@ -104,9 +105,9 @@ def test_student_lookup_job_shows_the_report_as_metadata(
     # masked data is a code span: its asterisks must not render as bold in the run page
     assert re.search(r"CPF `\*\*\*\.\d{3}\.\d{3}-\*\*`", report), report
 
-    bad = job.execute_in_process(
-        run_config={"ops": {"find_student_op": {"config": {"key": "maria"}}}},
-        instance=harness.instance,
-        raise_on_error=False,
-    )
-    assert not bad.success
+    # a key that cannot be one is refused when the run config is validated: no run is made
+    with pytest.raises(dg.DagsterInvalidConfigError, match="type an order id"):
+        job.execute_in_process(
+            run_config={"ops": {"find_student_op": {"config": {"key": "maria"}}}},
+            instance=harness.instance,
+        )

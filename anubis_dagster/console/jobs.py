@@ -4,11 +4,13 @@
 """
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from anubis_dagster.alerts.webhook import run_url
-from anubis_dagster.console.student import LookupKeyError, find_student, parse_key, render_markdown
+from anubis_dagster.console.student import find_student, parse_key, render_markdown
+from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import run_tags
 
 
 class StudentLookupConfig(dg.Config):
@@ -17,15 +19,20 @@ class StudentLookupConfig(dg.Config):
         "subscription: or cpf: to say which"
     )
 
+    @field_validator("key")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        parse_key(value)  # LookupKeyError (a ValueError) says what a key looks like
+        return value
 
-@dg.op(description="Every subscription of a student, with its attempts, as markdown metadata.")
-def find_student_op(
-    context: dg.OpExecutionContext, config: StudentLookupConfig, app_db: AppDatabase
-) -> dg.Output[int]:
-    try:
-        key = parse_key(config.key)
-    except LookupKeyError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+@dg.op(
+    config_schema=checked_schema(StudentLookupConfig),
+    description="Every subscription of a student, with its attempts, as markdown metadata.",
+)
+def find_student_op(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
+    config = StudentLookupConfig.model_validate(context.op_config)
+    key = parse_key(config.key)
     with app_db.session() as session:
         views = find_student(session, key)
     context.log.info(f"{len(views)} subscription(s) found for {key.describe()}")
@@ -40,7 +47,7 @@ def find_student_op(
 
 
 @dg.job(
-    tags={"anubis/action": "lookup"},
+    tags=run_tags("lookup"),
     description="Find a student by order id, subscription id or CPF: status and why, every "
     "attempt, the next try and the dead-letter reason, per integration (personal data masked).",
 )

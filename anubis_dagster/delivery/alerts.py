@@ -1,10 +1,19 @@
-"""The alerts a delivery run sends when it ends: a summary (started, finished, counts by
-outcome, like the current services post), one message for the subscriptions whose retries ran
-out in this run, and one when the partner's quota held the run back. Built from counts and
-subscription ids only: no personal data can be in them."""
+"""The alerts a delivery run sends when it ends. Built from counts, subscription ids and masked
+examples only: no personal data can be in them.
+
+What is worth reading, and what is not:
+- a run in which registrations were tried and none succeeded: ⚠️, always (a green run whose every
+  student failed must not look routine);
+- subscriptions whose retries ran out (dead letter) or whose registration is held as unknown:
+  🚨, one message each, with what to do;
+- the partner's quota held the run back: ⚠️;
+- the routine "finished" summary: ℹ️, only with `ANUBIS_RUN_SUMMARIES=true`; the daily digest
+  (`alerts.digest`) reports the same numbers once a day per integration.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +21,38 @@ from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.settings import get_settings
 
 QUOTA_ALERT_SECONDS = get_settings().anubis_quota_alert_seconds
+#: register outcomes in which nothing was tried at the partner: not a failure to register
+NOT_TRIED = frozenset({"deferred", "claim_lost", "dry_run", "dry_run_held", "dry_run_invalid"})
+SHOWN_IDS = 20
+SHOWN_EXAMPLES = 3
+
+
+def subscriptions_alert(
+    ids: Sequence[int],
+    *,
+    headline: str,
+    now: str,
+    advice: str,
+    run_id: str,
+) -> Alert:
+    """One 🚨 message about subscriptions that need a person (dead letters, held unknown)."""
+    shown = ", ".join(f"#{i}" for i in ids[:SHOWN_IDS]) + (" …" if len(ids) > SHOWN_IDS else "")
+    return Alert(
+        f"{len(ids)} {headline}", [f"now {now}: {shown}", advice], "critical", run_id=run_id
+    )
+
+
+def registration_counts(reports: list[dict[str, Any]]) -> tuple[int, int]:
+    """(tried, succeeded) registrations of a run's reports: tried = sent or refused, not the
+    ones deferred, skipped or only previewed."""
+    tried = succeeded = 0
+    for report in reports:
+        if report["step"] != "register":
+            continue
+        outcomes = report["outcomes"]
+        tried += sum(n for label, n in outcomes.items() if label not in NOT_TRIED)
+        succeeded += int(report.get("registered", 0))
+    return tried, succeeded
 
 
 def run_alerts(
@@ -21,50 +62,43 @@ def run_alerts(
     run_id: str,
     started_at: datetime,
     reports: list[dict[str, Any]],
+    summaries: bool | None = None,
 ) -> list[Alert]:
+    """What to post when a delivery/check run of `integration` ends (see the module doc).
+    `summaries` defaults to `ANUBIS_RUN_SUMMARIES`."""
+    if summaries is None:
+        summaries = get_settings().anubis_run_summaries
     processed = sum(r["processed"] for r in reports)
     if processed == 0:
         return []  # a run with nothing to do says nothing
-    finished = datetime.now(UTC)
-    lines = [
-        f"started {started_at:%H:%M:%S} UTC, finished {finished:%H:%M:%S} UTC "
-        f"({(finished - started_at).total_seconds():.0f} s)"
-    ]
-    for report in reports:
-        if report["processed"]:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
-            lines.append(f"{report['step']}: {report['processed']} ({counts})")
-    calls = sum(int(r["stats"].get("calls", 0)) for r in reports)
-    lines.append(f"{calls} calls to {integration}")
-    alerts = [Alert(f"{job} [{integration}] finished", lines, "info", run_id)]
+    alerts = []
+    tried, succeeded = registration_counts(reports)
+    failed_all = tried > 0 and succeeded == 0
+    if failed_all or summaries:
+        alerts.append(_summary(job, integration, run_id, started_at, reports, tried, succeeded))
 
     dead = [i for r in reports for i in r["dead_lettered"]]
     if dead:
-        shown = ", ".join(f"#{i}" for i in dead[:20]) + (" …" if len(dead) > 20 else "")
         alerts.append(
-            Alert(
-                f"{len(dead)} subscriptions of {integration} exhausted their retries",
-                [
-                    f"now `failed` (dead letter): {shown}",
-                    "fix the cause, then requeue them from the Launchpad (requeue_failed_since)",
-                ],
-                "critical",
-                run_id,
+            subscriptions_alert(
+                dead,
+                headline=f"subscriptions of {integration} exhausted their retries",
+                now="`failed` (dead letter)",
+                advice="fix the cause, then requeue them from the Launchpad "
+                "(requeue_failed_since or requeue_ids)",
+                run_id=run_id,
             )
         )
     held = [i for r in reports for i in r.get("held_for_review", [])]
     if held:
-        shown = ", ".join(f"#{i}" for i in held[:20]) + (" …" if len(held) > 20 else "")
         alerts.append(
-            Alert(
-                f"{len(held)} registrations to {integration} have an unknown outcome",
-                [
-                    f"now `unknown` (held, not sent again): {shown}",
-                    f"ask {integration} whether they arrived; requeue those that did not "
-                    "(requeue_ids in the Launchpad)",
-                ],
-                "critical",
-                run_id,
+            subscriptions_alert(
+                held,
+                headline=f"registrations to {integration} have an unknown outcome",
+                now="`unknown` (held, not sent again)",
+                advice=f"ask {integration} whether they arrived; requeue those that did not "
+                "(requeue_ids in the Launchpad)",
+                run_id=run_id,
             )
         )
     waited = sum(float(r["stats"].get("quota_wait_seconds", 0)) for r in reports)
@@ -82,3 +116,35 @@ def run_alerts(
             )
         )
     return alerts
+
+
+def _summary(
+    job: str,
+    integration: str,
+    run_id: str,
+    started_at: datetime,
+    reports: list[dict[str, Any]],
+    tried: int,
+    succeeded: int,
+) -> Alert:
+    """The run's counts by step and outcome: ⚠️ when registrations were tried and none
+    succeeded (with a few masked examples of why), ℹ️ otherwise."""
+    finished = datetime.now(UTC)
+    lines = [
+        f"started {started_at:%H:%M:%S} UTC, finished {finished:%H:%M:%S} UTC "
+        f"({(finished - started_at).total_seconds():.0f} s)"
+    ]
+    for report in reports:
+        if report["processed"]:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
+            lines.append(f"{report['step']}: {report['processed']} ({counts})")
+    calls = sum(int(r["stats"].get("calls", 0)) for r in reports)
+    lines.append(f"{calls} calls to {integration}")
+    if tried and not succeeded:
+        examples = [e for r in reports if r["step"] == "register" for e in r.get("examples", [])]
+        lines.extend(f"e.g. {example}" for example in examples[:SHOWN_EXAMPLES])
+        title = f"{job} [{integration}]: none of {tried} registrations succeeded"
+        return Alert(title, lines, "warning", run_id)
+    if tried:
+        lines.insert(1, f"{succeeded} of {tried} registrations succeeded")
+    return Alert(f"{job} [{integration}] finished", lines, "info", run_id)

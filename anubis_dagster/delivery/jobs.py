@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PositiveInt, field_validator
 from sqlalchemy import select
 
 from anubis_dagster.alerts.webhook import send_alert
@@ -41,8 +41,10 @@ from anubis_dagster.integrations.base import (
     IESAdapter,
     adapter_class,
 )
+from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import retag_run, run_tags
 
 #: a retried run (a crashed worker, `run_retries` in dagster.yaml) re-runs every op: each is
 #: idempotent, and a new worker (another pod) cannot read the dead one's op outputs
@@ -92,36 +94,71 @@ def max_runtime_seconds(adapter: type[IESAdapter], flow: str, students: int) -> 
 def partition_tags(
     key: str, flow: str, adapter: type[IESAdapter] | None, students: int = BATCH_LIMIT
 ) -> dict[str, str]:
-    """Tags of a deliver/check run of integration `key`: its queue slot and its max runtime."""
-    tags = {SLOT_TAG: f"{key}:{flow}", "anubis/integration": key, "anubis/flow": flow}
+    """Tags of a deliver/check run of integration `key`: its queue slot, its integration and
+    action (`run_tags`), and its max runtime."""
+    tags = {SLOT_TAG: f"{key}:{flow}", "anubis/flow": flow, **run_tags(flow, key)}
     if adapter is not None:
         tags[MAX_RUNTIME_TAG] = str(max_runtime_seconds(adapter, flow, students))
     return tags
 
 
 class DeliveryConfig(dg.Config):
-    """Launchpad settings shared by the delivery and check jobs (all optional)."""
+    """Launchpad settings shared by the delivery and check jobs (all optional). Checked when
+    the run is launched (`launchpad.checked_schema`): a bad id or time is refused there."""
 
-    subscription_ids: list[int] = Field(
+    subscription_ids: list[PositiveInt] = Field(
         default_factory=list,
         description="work only on these subscriptions, now, whatever their schedule",
     )
-    limit: int = Field(default=BATCH_LIMIT, ge=0, description="at most this many per step")
+    limit: int = Field(
+        default=BATCH_LIMIT, ge=0, le=BATCH_LIMIT, description="at most this many per step"
+    )
     dry_run: bool = Field(
         default=False, description="build and show the payloads, masked, without sending"
     )
-    requeue_ids: list[int] = Field(
+    requeue_ids: list[PositiveInt] = Field(
         default_factory=list,
         description="send these failed/refused subscriptions back to the step they failed at",
     )
     requeue_failed_since: str = Field(
         default="",
         description="requeue every dead-lettered subscription of this integration that failed "
-        "since this time (ISO 8601, e.g. 2026-11-23T00:00:00+00:00)",
+        "since this time (ISO 8601, e.g. 2026-11-23T00:00:00+00:00; UTC when no offset)",
     )
     retry_now: bool = Field(
         default=False, description="make every scheduled retry of this integration due now"
     )
+
+    @field_validator("requeue_failed_since")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        if value.strip():
+            try:
+                when = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise ValueError(
+                    "must be an ISO 8601 time such as 2026-11-23T00:00:00+00:00"
+                ) from None
+            if (when if when.tzinfo else when.replace(tzinfo=UTC)) > datetime.now(UTC):
+                raise ValueError("is in the future: nothing can have failed since then")
+        return value.strip()
+
+    @property
+    def failed_since(self) -> datetime | None:
+        if not self.requeue_failed_since:
+            return None
+        when = datetime.fromisoformat(self.requeue_failed_since)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+    def action(self, flow: str) -> str:
+        """The run's `anubis/action`: what the operator asked for, else the flow."""
+        if self.dry_run:
+            return "dry_run"
+        if self.requeue_ids or self.requeue_failed_since:
+            return "requeue"
+        if self.retry_now:
+            return "retry_now"
+        return flow
 
 
 @contextmanager
@@ -184,15 +221,7 @@ def _operator_actions(
     context: dg.OpExecutionContext, config: DeliveryConfig, app_db: AppDatabase
 ) -> None:
     key = context.partition_key
-    since = None
-    if config.requeue_failed_since:
-        try:
-            since = datetime.fromisoformat(config.requeue_failed_since)
-        except ValueError:
-            raise dg.Failure(
-                "requeue_failed_since must be an ISO 8601 time such as 2026-11-23T00:00:00+00:00"
-            ) from None
-        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    since = config.failed_since
     with app_db.session() as session:
         integration = session.scalars(select(Integration).where(Integration.key == key)).one()
         if config.requeue_ids or since:
@@ -240,6 +269,8 @@ def _output(
             "outcomes": dict(report.outcomes),
             "dead_lettered": list(report.dead_lettered),
             "held_for_review": list(report.held_for_review),
+            "registered": report.registered,
+            "examples": list(report.examples),
             "stats": stats,
         }
     )
@@ -275,6 +306,8 @@ def _output(
         "dead_lettered": dg.MetadataValue.json(report.dead_lettered),
         "examples": dg.MetadataValue.json(report.examples),
     }
+    if report.step == "register":
+        metadata["registered"] = report.registered
     return dg.Output(request, metadata=metadata)
 
 
@@ -295,17 +328,24 @@ def build_delivery_jobs(
     adapters: Iterable[type[IESAdapter]],
     adapter_by_key: Mapping[str, type[IESAdapter]] | None = None,
 ) -> tuple[dg.JobDefinition, dg.JobDefinition]:
-    """deliver_job and check_job for these integrations (the partitions) and adapters (whose
-    resource keys the ops need); `adapter_by_key` sizes each partition's max runtime."""
+    """deliver_job and check_job for these integrations and adapters (whose resource keys the
+    ops need). `adapter_by_key` sizes each partition's max runtime and leaves integrations
+    whose partner has no status check out of check_job's partitions (a partition that can
+    never run would show Missing forever)."""
     keys = sorted(set(integration_keys))
     adapters = list(adapters)
     resource_keys = {"app_db"}.union(*(a.resource_keys for a in adapters))
     by_key = dict(adapter_by_key or {})
+    check_keys = [k for k in keys if k not in by_key or by_key[k].check_statuses]
 
-    @dg.op(description="Reads the Launchpad settings; applies requeue and retry-now first.")
-    def delivery_request(
-        context: dg.OpExecutionContext, config: DeliveryConfig, app_db: AppDatabase
-    ) -> DeliveryRequest:
+    @dg.op(
+        config_schema=checked_schema(DeliveryConfig),
+        description="Reads the Launchpad settings; applies requeue and retry-now first.",
+    )
+    def delivery_request(context: dg.OpExecutionContext, app_db: AppDatabase) -> DeliveryRequest:
+        config = DeliveryConfig.model_validate(context.op_config)
+        flow = context.run.tags.get("anubis/flow", "deliver")
+        retag_run(context, action=config.action(flow))
         if config.requeue_ids or config.requeue_failed_since or config.retry_now:
             _operator_actions(context, config, app_db)
         return DeliveryRequest(
@@ -354,16 +394,16 @@ def build_delivery_jobs(
     @dg.job(
         config=_partitioned_config(keys, "deliver", by_key),
         executor_def=dg.in_process_executor,
-        tags={**DELIVERY_TAGS, "anubis/flow": "deliver"},
+        tags={**DELIVERY_TAGS, "anubis/flow": "deliver", "anubis/action": "deliver"},
         description="Due subscriptions of one integration: fix data → prepare → register.",
     )
     def deliver_job() -> None:
         register(prepare(fix_data(delivery_request())))
 
     @dg.job(
-        config=_partitioned_config(keys, "check", by_key),
+        config=_partitioned_config(check_keys, "check", by_key),
         executor_def=dg.in_process_executor,
-        tags={**DELIVERY_TAGS, "anubis/flow": "check"},
+        tags={**DELIVERY_TAGS, "anubis/flow": "check", "anubis/action": "check"},
         description="Registered subscriptions of one integration: status at the partner.",
     )
     def check_job() -> None:

@@ -43,6 +43,8 @@ CHECK_MIN_SECONDS = get_settings().anubis_check_min_seconds
 CHECK_MAX_SECONDS = get_settings().anubis_check_max_seconds
 FIRST_CHECK_SECONDS = get_settings().anubis_first_check_seconds
 EXAMPLES = 5
+#: the partner took the registration (some partners confirm it later)
+ACCEPTED = frozenset({Status.AWAITING_REGISTER.value, Status.REGISTERED.value})
 
 
 def utcnow() -> datetime:
@@ -70,6 +72,8 @@ class StepReport:
     #: sent to a partner that cannot be asked, answer lost: `unknown`, for a person to settle
     held_for_review: list[int] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    #: registrations the partner accepted in this step (moved to awaiting_register/registered)
+    registered: int = 0
 
     def add(self, label: str, example: str | None = None) -> None:
         self.processed += 1
@@ -293,7 +297,10 @@ class StepRunner:
     ) -> None:
         """Record one step's outcome: data, status move, then the next time to look at it."""
         self._merge_data(session, subscription, outcome)
+        before = subscription.status
         outcome = self._move(session, subscription, outcome, step)
+        if before not in ACCEPTED and subscription.status in ACCEPTED:
+            report.registered += 1
         label = self._schedule(session, subscription, outcome, step, report, dead_letter)
         report.add(
             label,

@@ -5,7 +5,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PositiveInt, field_validator
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
@@ -13,8 +13,10 @@ from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
 from anubis_dagster.intake.watermark import advance_watermark
 from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import run_tags
 
 UNROUTED_EXAMPLES = 20
 QUARANTINE_ALERT_EXAMPLES = 10
@@ -28,7 +30,21 @@ class IntakeConfig(dg.Config):
 
     after: str = Field(default="", description="cursor JSON of the last order before the range")
     until: str = Field(default="", description="cursor JSON of the last order in the range")
-    order_ids: list[int] = Field(default_factory=list, description="ingest just these orders")
+    order_ids: list[PositiveInt] = Field(
+        default_factory=list, description="ingest just these orders"
+    )
+
+    @field_validator("after", "until")
+    @classmethod
+    def _cursor(cls, value: str) -> str:
+        try:
+            OrderKey.from_json(value)
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                'must be empty or a cursor such as {"updated_at": "2026-11-23T10:00:00+00:00", '
+                '"id": 123}'
+            ) from None
+        return value
 
 
 def _alert_quarantined(report: IntakeReport, run_id: str) -> None:
@@ -47,12 +63,12 @@ def _alert_quarantined(report: IntakeReport, run_id: str) -> None:
 
 
 @dg.op(
+    config_schema=checked_schema(IntakeConfig),
     tags={"anubis/step": "intake"},
 )
 @retry_unexpected_errors
 def ingest_paid_orders(
     context: dg.OpExecutionContext,
-    config: IntakeConfig,
     app_db: AppDatabase,
     orders: OrdersSourceResource,
 ) -> dg.Output[dict[str, int]]:
@@ -60,6 +76,7 @@ def ingest_paid_orders(
     creates nothing new, so retries and operators' re-runs are safe. A range is
     committed chunk by chunk together with the intake watermark, so the next run starts where
     this one really got to, whatever happens to it afterwards."""
+    config = IntakeConfig.model_validate(context.op_config)
     source = orders.get()
     after = OrderKey.from_json(config.after)
     until = OrderKey.from_json(config.until)
@@ -139,7 +156,11 @@ def ingest_paid_orders(
 
 
 @dg.job(
-    tags={"anubis/job": "intake", "dagster/max_runtime": str(INTAKE_MAX_RUNTIME_SECONDS)},
+    tags={
+        "anubis/job": "intake",  # the run queue's one-intake-at-a-time limit (dagster.yaml)
+        "dagster/max_runtime": str(INTAKE_MAX_RUNTIME_SECONDS),
+        **run_tags("intake"),
+    },
     description="Paid orders → validated, routed subscriptions.",
 )
 def intake_job() -> None:

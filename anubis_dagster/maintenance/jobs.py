@@ -18,8 +18,10 @@ from pydantic import Field
 from sqlalchemy import delete
 
 from anubis_dagster.db.models import CatalogCacheEntry
+from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.maintenance import pii
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import run_tags
 from anubis_dagster.settings import get_settings
 
 BATCH = 200
@@ -30,10 +32,9 @@ class RetentionConfig(dg.Config):
     catalog_cache_days: int = Field(default=7, ge=1)
 
 
-@dg.op
-def delete_old_runs(
-    context: dg.OpExecutionContext, config: RetentionConfig, app_db: AppDatabase
-) -> dg.Output[int]:
+@dg.op(config_schema=checked_schema(RetentionConfig))
+def delete_old_runs(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
+    config = RetentionConfig.model_validate(context.op_config)
     cutoff = datetime.now(UTC) - timedelta(days=config.run_retention_days)
     deleted = 0
     while True:
@@ -62,12 +63,11 @@ class PiiRetentionConfig(dg.Config):
     batch_size: int = Field(default=pii.DEFAULT_BATCH_SIZE, ge=1, le=10_000)
 
 
-@dg.op
-def anonymize_personal_data(
-    context: dg.OpExecutionContext, config: PiiRetentionConfig, app_db: AppDatabase
-) -> dg.Output[int]:
+@dg.op(config_schema=checked_schema(PiiRetentionConfig))
+def anonymize_personal_data(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     """Drops the app DB's personal data past its retention; the count lands in the run metadata
     so an auditor can see what each run removed."""
+    config = PiiRetentionConfig.model_validate(context.op_config)
     days = config.pii_retention_days or pii.pii_retention_days_from_env()
     cutoff = datetime.now(UTC) - timedelta(days=days)
     report = pii.apply_retention(app_db.session, cutoff, batch_size=config.batch_size)
@@ -82,8 +82,9 @@ def anonymize_personal_data(
 
 
 @dg.job(
+    tags=run_tags("retention"),
     description="Deletes old Dagster runs and drops the app DB's personal data past its "
-    "retention (LGPD); outcomes and counts are kept."
+    "retention (LGPD); outcomes and counts are kept.",
 )
 def retention_job() -> None:
     delete_old_runs()

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from anubis_dagster.reference_data.names import SAMPLE_CSV, import_names, read_names_csv
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import run_tags
 
 
 class NamesImportConfig(dg.Config):
@@ -26,6 +27,9 @@ def import_ibge_names(
     return dg.Output(count, metadata={"rows": count})
 
 
-@dg.job(description="IBGE first-name census → names (gender inference for Kroton).")
+@dg.job(
+    tags=run_tags("import_names"),
+    description="IBGE first-name census → names (gender inference for Kroton).",
+)
 def import_names_job() -> None:
     import_ibge_names()
