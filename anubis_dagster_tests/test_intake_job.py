@@ -15,6 +15,7 @@ from anubis_dagster.definitions import defs
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
+from anubis_dagster_tests.db_faults import refusing_orders
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_sandboxes.webhook_sink import WebhookSink
 
@@ -83,26 +84,15 @@ def committed(source: OrdersSource) -> int | None:
 
 
 def test_a_poison_order_is_quarantined_alerted_once_and_the_watermark_moves_past_it(
-    anubis_env: str, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
+    anubis_env: str, sink: WebhookSink
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
-    from anubis_dagster.intake import service
-
-    real = service.create_subscription
-
-    def flaky(session, **kwargs):  # type: ignore[no-untyped-def]
-        if kwargs["order_id"] in (2, 4):
-            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real(session, **kwargs)
-
-    monkeypatch.setattr(service, "create_subscription", flaky)
     source = OrdersSource()
     source.load([make_order(i) for i in range(1, 6)])
     (batch,) = plan_batches(source, None)
     job = defs.resolve_job_def("intake_job")
     config = batch.run_config()
-    result = job.execute_in_process(run_config=config, instance=dg.DagsterInstance.ephemeral())
+    with refusing_orders(anubis_env, [2, 4], "server refused the row"):
+        result = job.execute_in_process(run_config=config, instance=dg.DagsterInstance.ephemeral())
     assert result.success
     (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = output.event_specific_data.metadata  # type: ignore[union-attr]
@@ -112,7 +102,6 @@ def test_a_poison_order_is_quarantined_alerted_once_and_the_watermark_moves_past
     alerts = [t for t in sink.received if "quarantined" in t]
     assert len(alerts) == 1 and "order 2 (kroton)" in alerts[0] and "order 4" in alerts[0]
 
-    monkeypatch.setattr(service, "create_subscription", real)
     rerun = job.execute_in_process(  # the operator re-ingests them once the cause is fixed
         run_config={"ops": {"ingest_paid_orders": {"config": {"order_ids": [2, 4]}}}}
     )
@@ -132,8 +121,8 @@ def test_a_database_outage_fails_the_run_and_keeps_the_watermark(
     def down(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    real, real_quarantine = service.create_subscription, service._upsert_quarantine
-    monkeypatch.setattr(service, "create_subscription", down)
+    real, real_quarantine = service._write_decisions, service._upsert_quarantine
+    monkeypatch.setattr(service, "_write_decisions", down)
     monkeypatch.setattr(service, "_upsert_quarantine", down)
     source = OrdersSource()
     source.load([make_order(1), make_order(2)])
@@ -145,7 +134,7 @@ def test_a_database_outage_fails_the_run_and_keeps_the_watermark(
     assert failure is not None and "could be neither written nor quarantined" in str(failure.error)
     assert committed(source) is None  # the next run starts before these orders
 
-    monkeypatch.setattr(service, "create_subscription", real)
+    monkeypatch.setattr(service, "_write_decisions", real)
     monkeypatch.setattr(service, "_upsert_quarantine", real_quarantine)
     rerun = job.execute_in_process(run_config=batch.run_config())
     assert rerun.output_for_node("ingest_paid_orders")["created"] == 2

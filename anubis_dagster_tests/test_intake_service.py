@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.intake.orders_source import OrderRow, parse_timestamp
 from anubis_dagster.intake.service import ingest, load_routes
 from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster_tests.db_faults import refusing_orders
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
 
 TODAY = date(2026, 11, 23)
@@ -176,38 +178,27 @@ def test_a_corrected_order_is_validated_again(db_url: str) -> None:
     assert events == ["invalid", "to_sync"]
 
 
-def test_a_write_the_database_refuses_is_quarantined_then_resolved(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from anubis_dagster.intake import service
-
-    real = service.create_subscription
-
-    def flaky(session, **kwargs):  # type: ignore[no-untyped-def]
-        if kwargs["order_id"] == 2:
-            raise OperationalError("INSERT", {}, Exception("value too long for maria@x.com.br"))
-        return real(session, **kwargs)
-
-    monkeypatch.setattr(service, "create_subscription", flaky)
-    report = run_intake(db_url, make_order(1), make_order(2), make_order(3))
-    assert (report.created, report.errors) == (2, 0)
-    (entry,) = report.quarantined
-    assert entry["order_id"] == 2 and entry["integration"] == "kroton"
-    assert entry["kind"] == "write_failed"
-    assert entry["reason"].startswith("the database refused the write (OperationalError)")
-    assert "maria@x.com.br" not in entry["reason"]  # masked
-    with session_scope(db_url) as session:
-        (row,) = quarantine(session)
-        assert (row.order_id, row.integration_key, row.attempts, row.resolved_at) == (
-            2,
-            "kroton",
-            1,
-            None,
-        )
-        assert row.dagster_run_id == "test-run"
-    again = run_intake(db_url, make_order(2))  # still failing: one row, counted again
-    assert len(again.quarantined) == 1
-    monkeypatch.setattr(service, "create_subscription", real)
+def test_a_write_the_database_refuses_is_quarantined_then_resolved(db_url: str) -> None:
+    with refusing_orders(db_url, [2], "value too long for maria@x.com.br"):
+        report = run_intake(db_url, make_order(1), make_order(2), make_order(3))
+        assert (report.created, report.errors) == (2, 0)
+        (entry,) = report.quarantined
+        assert entry["order_id"] == 2 and entry["integration"] == "kroton"
+        assert entry["kind"] == "write_failed"
+        # the error class is the driver's (SQLite: IntegrityError, PostgreSQL: ProgrammingError)
+        assert re.match(r"the database refused the write \(\w+Error\): ", entry["reason"])
+        assert "maria@x.com.br" not in entry["reason"]  # masked
+        with session_scope(db_url) as session:
+            (row,) = quarantine(session)
+            assert (row.order_id, row.integration_key, row.attempts, row.resolved_at) == (
+                2,
+                "kroton",
+                1,
+                None,
+            )
+            assert row.dagster_run_id == "test-run"
+        again = run_intake(db_url, make_order(2))  # still failing: one row, counted again
+        assert len(again.quarantined) == 1
     retry = run_intake(db_url, make_order(1), make_order(2), make_order(3))
     assert (retry.created, retry.unchanged, retry.quarantined) == (1, 2, [])
     with session_scope(db_url) as session:
@@ -226,7 +217,7 @@ def test_when_even_the_quarantine_cannot_be_written_the_order_is_an_error(
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(service, "create_subscription", broken)
+    monkeypatch.setattr(service, "_write_decisions", broken)
     monkeypatch.setattr(service, "_upsert_quarantine", broken)
     report = run_intake(db_url, make_order(1))
     assert (report.errors, report.error_orders, report.quarantined) == (1, [1], [])

@@ -9,13 +9,19 @@ people. Masking redacts secrets by value before anything else, so a credential t
 a request (Kroton's subscription key as the token `scope` form field, the OneTrust
 collection-point token in the consent body) or is quoted back in an answer or an error is never
 stored; `db.redact_writes` catches any other write as a last resort.
+
+Intake creates subscriptions by the thousand, so the same rules also come as column values
+(`subscription_values`, `event_values`, `transition_values`) that `write_rows` writes with a few
+statements per batch instead of one ORM flush per row.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_data, mask_text
@@ -28,6 +34,39 @@ TRANSITION = "transition"
 ATTEMPT = "attempt"
 RETRY = "retry"
 NOTE = "note"
+
+
+def event_values(
+    *,
+    subscription_id: int | None,
+    integration_id: int | None,
+    kind: str,
+    status: str | None,
+    operation: str,
+    run_id: str | None,
+    error: str | None = None,
+    request: Any = None,
+    response: Any = None,
+    http_status: int | None = None,
+    duration_ms: float | None = None,
+    outcome: str | None = None,
+) -> dict[str, Any]:
+    """Column values of one `subscription_events` row, masked (events are read by people)."""
+    return {
+        "subscription_id": subscription_id,
+        "integration_id": integration_id,
+        "kind": kind,
+        "status": status,
+        "operation_name": operation,
+        "error_message": mask_text(error) if error else None,
+        "request": mask_data(request) if request is not None else None,
+        "response": mask_data(response) if response is not None else None,
+        "http_status": http_status,
+        "duration_ms": duration_ms,
+        "outcome": outcome,
+        "dagster_run_id": run_id,
+        "model": "Subscription",
+    }
 
 
 def _event(
@@ -47,22 +86,57 @@ def _event(
     outcome: str | None = None,
 ) -> SubscriptionEvent:
     event = SubscriptionEvent(
-        subscription_id=subscription.id if subscription is not None else None,
-        integration_id=integration_id,
-        kind=kind,
-        status=status,
-        operation_name=operation,
-        error_message=mask_text(error) if error else None,
-        request=mask_data(request) if request is not None else None,
-        response=mask_data(response) if response is not None else None,
-        http_status=http_status,
-        duration_ms=duration_ms,
-        outcome=outcome,
-        dagster_run_id=run_id,
-        model="Subscription",
+        **event_values(
+            subscription_id=subscription.id if subscription is not None else None,
+            integration_id=integration_id,
+            kind=kind,
+            status=status,
+            operation=operation,
+            run_id=run_id,
+            error=error,
+            request=request,
+            response=response,
+            http_status=http_status,
+            duration_ms=duration_ms,
+            outcome=outcome,
+        )
     )
     session.add(event)
     return event
+
+
+def subscription_values(
+    *,
+    integration_id: int,
+    integration_filter_id: int | None,
+    order: dict[str, Any],
+    order_id: int,
+    cpf: str | None,
+    status: Status,
+    error: str | None = None,
+    order_updated_at: datetime | None = None,
+    scheduled_to: datetime | None = None,
+) -> dict[str, Any]:
+    """Column values of a new subscription in one of the initial statuses (raises
+    `IllegalTransition` for any other)."""
+    check_transition(None, status)
+    return {
+        "integration_id": integration_id,
+        "integration_filter_id": integration_filter_id,
+        "order_id": order_id,
+        "origin": order.get("origin") if isinstance(order.get("origin"), str) else None,
+        "cpf": cpf or None,
+        "payload": order,
+        "ies_data": {},
+        "first_name": first_name_key(get_path(order, "base_user.full_name")),
+        "gender": _gender(get_path(order, "base_user.gender")),
+        "status": status.value,
+        "active_cpf": cpf if cpf and holds_cpf(status) else None,
+        "attempts": 0,
+        "last_error": mask_text(error) if error else None,
+        "order_updated_at": order_updated_at,
+        "scheduled_to": scheduled_to,
+    }
 
 
 def create_subscription(
@@ -82,23 +156,18 @@ def create_subscription(
     scheduled_to: datetime | None = None,
 ) -> Subscription:
     """Create a subscription in one of the initial statuses, with its decision event."""
-    check_transition(None, status)
     subscription = Subscription(
-        integration_id=integration_id,
-        integration_filter_id=integration_filter_id,
-        order_id=order_id,
-        origin=order.get("origin") if isinstance(order.get("origin"), str) else None,
-        cpf=cpf or None,
-        payload=order,
-        ies_data={},
-        first_name=first_name_key(get_path(order, "base_user.full_name")),
-        gender=_gender(get_path(order, "base_user.gender")),
-        status=status.value,
-        active_cpf=cpf if cpf and holds_cpf(status) else None,
-        attempts=0,
-        last_error=mask_text(error) if error else None,
-        order_updated_at=order_updated_at,
-        scheduled_to=scheduled_to,
+        **subscription_values(
+            integration_id=integration_id,
+            integration_filter_id=integration_filter_id,
+            order=order,
+            order_id=order_id,
+            cpf=cpf,
+            status=status,
+            error=error,
+            order_updated_at=order_updated_at,
+            scheduled_to=scheduled_to,
+        )
     )
     session.add(subscription)
     session.flush()  # assigns the id the event refers to
@@ -135,13 +204,10 @@ def transition(
     requeue: bool = False,
 ) -> SubscriptionEvent:
     """Move `subscription` to `target` (raises `IllegalTransition` if the machine forbids it)."""
-    current = Status(subscription.status)
-    check_transition(current, target, requeue=requeue)
-    subscription.status = target.value
-    subscription.active_cpf = subscription.cpf if holds_cpf(target) else None
-    subscription.updated_at = utcnow()
-    if error is not None:
-        subscription.last_error = mask_text(error)
+    for name, value in transition_values(
+        subscription.status, target, cpf=subscription.cpf, error=error, requeue=requeue
+    ).items():
+        setattr(subscription, name, value)
     return _event(
         session,
         subscription=subscription,
@@ -155,6 +221,100 @@ def transition(
         response=response,
         outcome=target.value,
     )
+
+
+def transition_values(
+    current: str,
+    target: Status,
+    *,
+    cpf: str | None,
+    error: str | None,
+    requeue: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The columns a move from `current` to `target` changes (raises `IllegalTransition` if
+    the machine forbids it); the event row is the caller's, from `event_values`."""
+    check_transition(Status(current), target, requeue=requeue)
+    values: dict[str, Any] = {
+        "status": target.value,
+        "active_cpf": cpf if holds_cpf(target) else None,
+        "updated_at": now or utcnow(),
+    }
+    if error is not None:
+        values["last_error"] = mask_text(error)
+    return values
+
+
+def allocate_subscription_ids(session: Session, count: int) -> list[int]:
+    """`count` fresh subscription ids, taken before the rows are written so that event rows
+    (and a duplicate's "held by #id") can be built in Python. PostgreSQL: from the column's
+    sequence. SQLite: after the current maximum, which is what SQLite itself would hand out;
+    safe because Anubis opens SQLite transactions with BEGIN IMMEDIATE (the write lock is held
+    from the transaction's first statement, before this read)."""
+    if count <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        query = text(
+            "SELECT nextval(pg_get_serial_sequence('subscriptions', 'id')) "
+            "FROM generate_series(1, :count)"
+        )
+        return sorted(int(i) for i in session.scalars(query, {"count": count}))
+    start = session.scalar(select(func.coalesce(func.max(Subscription.id), 0))) or 0
+    return list(range(int(start) + 1, int(start) + 1 + count))
+
+
+def write_rows(
+    session: Session,
+    *,
+    subscriptions: list[dict[str, Any]],
+    updates: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+) -> set[int]:
+    """Write a batch built from `subscription_values` (with `id`, `created_at`, `updated_at`
+    added), `transition_values` (with `id` and the changed order columns) and `event_values`:
+    one multi-row statement per table on PostgreSQL, one `executemany` on SQLite, whatever the
+    batch size. Rows of one list must have the same keys.
+
+    Returns the ids of the subscriptions inserted. On PostgreSQL a subscription another
+    transaction inserted meanwhile for the same (integration, order) is skipped (`ON CONFLICT
+    DO NOTHING`), and so is its event; on SQLite that cannot happen (the write lock is held
+    since the caller read what exists). Any other refusal raises: the caller isolates the row.
+    """
+    table = cast(Table, Subscription.__table__)
+    inserted: set[int] = set()
+    if subscriptions:
+        if session.get_bind().dialect.name == "postgresql":
+            statement = (
+                pg_insert(table)
+                .on_conflict_do_nothing(index_elements=["integration_id", "order_id"])
+                .returning(table.c.id)
+            )
+            inserted = set(session.scalars(statement, subscriptions))
+        else:
+            session.execute(insert(table), subscriptions)
+            inserted = {row["id"] for row in subscriptions}
+    if updates:
+        columns = [name for name in updates[0] if name != "id"]
+        changes = (
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values({name: bindparam(f"_{name}") for name in columns})
+        )
+        session.execute(
+            changes, [{f"_{name}": value for name, value in row.items()} for row in updates]
+        )
+    updated = {row["id"] for row in updates}
+    events = [
+        e for e in events if e["subscription_id"] in inserted or e["subscription_id"] in updated
+    ]
+    if events:
+        event_table = cast(Table, SubscriptionEvent.__table__)
+        if session.get_bind().dialect.name == "postgresql":
+            # RETURNING makes SQLAlchemy send multi-row VALUES pages instead of one INSERT a row
+            session.execute(insert(event_table).returning(event_table.c.id), events).all()
+        else:
+            session.execute(insert(event_table), events)
+    return inserted
 
 
 def record_attempt(

@@ -1,12 +1,20 @@
 """Intake: paid orders → validated, routed, idempotent subscriptions.
 
-Plain Python (no Dagster) so the rules are tested directly; `intake.ops` is a thin wrapper.
+Plain Python (no Dagster) so the rules are tested directly; `intake.jobs` is a thin wrapper.
 For each order: route it through the integrations' filters; for each integration it matches,
 create the subscription once (unique on integration and order) in the adapter's first status,
 or `invalid` with field-level reasons, or `duplicate` when another active subscription already
 holds the student's CPF for that integration. Every decision writes an event row. An order
-that matches no integration is counted as unrouted. Each order is written in its own savepoint,
-so one bad row never loses the rest of the batch.
+that matches no integration is counted as unrouted.
+
+Set-based: a chunk is read from the database with three lookups (subscriptions that exist, CPFs
+held, open quarantine rows), decided in Python, and written with a few statements
+(`transitions.write_rows`: multi-row inserts on PostgreSQL, `executemany` on SQLite), so the
+cost per order is Python's, not a round trip's. The write runs in a savepoint; if the database
+refuses it, the chunk is bisected (each half in its own savepoint, halves that pass are kept)
+down to the one order it refuses, which is quarantined, and the orders after it are decided
+again (one of them may have been waiting on its CPF). One poison order costs about 2·log2(n)
+extra statements, not a savepoint per order for everybody.
 
 Poison orders are quarantined, never allowed to stop intake: an order whose payload is not a
 JSON object, or whose write the database refuses (any error), is recorded in `intake_quarantine`
@@ -22,10 +30,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
@@ -40,12 +48,20 @@ from anubis_dagster.db.models import (
     Subscription,
     utcnow,
 )
-from anubis_dagster.db.transitions import create_subscription, transition
+from anubis_dagster.db.transitions import (
+    TRANSITION,
+    allocate_subscription_ids,
+    event_values,
+    subscription_values,
+    transition_values,
+    write_rows,
+)
 from anubis_dagster.intake.orders_source import OrderRow
 
 OPERATION = "intake"
 UNREADABLE = "unreadable"
 WRITE_FAILED = "write_failed"
+REVALIDATED_NOTE = "order corrected at the source; validated again"
 log = logging.getLogger(__name__)
 
 
@@ -155,8 +171,47 @@ def _failure_reason(exc: Exception) -> str:
     return mask_text(f"the database refused the write ({type(exc).__name__}): {first}")[:300]
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What intake needs of a subscription that exists: is it a refused order to look at again?"""
+
+    id: int
+    status: str
+    order_updated_at: datetime | None
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: one order may come twice
+class _Candidate:
+    """One order routed to one integration: a subscription to create, look at again or leave."""
+
+    row: OrderRow
+    order: dict[str, Any]
+    route: Route
+    filter_id: int
+    required: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.route.integration_id, self.row.id)
+
+
+@dataclass
+class _Decision:
+    """What becomes of a candidate, as rows ready for `write_rows` (none when unchanged)."""
+
+    candidate: _Candidate
+    outcome: str  # created | revalidated | unchanged
+    status: str
+    known: _Known | None = None  # the subscription after the write
+    holds_cpf: str | None = None
+    insert: dict[str, Any] | None = None
+    update: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None
+
+
 class _Batch:
-    """State shared by the orders of one chunk: existing rows and CPFs held, fetched once."""
+    """State shared by the orders of one chunk: what exists and which CPFs are held, fetched
+    with one query each, then kept up to date in Python as decisions are written."""
 
     def __init__(
         self,
@@ -168,12 +223,12 @@ class _Batch:
         self.session = session
         ids = [row.id for row in rows]
         integration_ids = [r.integration_id for r in routes]
-        self.existing: dict[tuple[int, int], Subscription] = {
-            (s.integration_id, s.order_id): s
-            for s in session.scalars(
-                select(Subscription).where(
-                    Subscription.integration_id.in_(integration_ids),
-                    Subscription.order_id.in_(ids),
+        s = Subscription
+        self.existing: dict[tuple[int, int], _Known] = {
+            (i, o): _Known(sid, status, stamp)
+            for sid, i, o, status, stamp in session.execute(
+                select(s.id, s.integration_id, s.order_id, s.status, s.order_updated_at).where(
+                    s.integration_id.in_(integration_ids), s.order_id.in_(ids)
                 )
             )
         }
@@ -181,26 +236,52 @@ class _Batch:
         self.cpf_holders: dict[tuple[int, str], int] = {}
         if cpfs:
             held = session.execute(
-                select(Subscription.integration_id, Subscription.active_cpf, Subscription.id).where(
-                    Subscription.integration_id.in_(integration_ids),
-                    Subscription.active_cpf.in_(cpfs),
+                select(s.integration_id, s.active_cpf, s.id).where(
+                    s.integration_id.in_(integration_ids), s.active_cpf.in_(cpfs)
                 )
             )
             self.cpf_holders = {(i, c): sid for i, c, sid in held if c is not None}
         # open quarantine rows of these orders: resolved when the order now goes through
-        self.quarantine: dict[tuple[int, str], IntakeQuarantine] = {
-            (q.order_id, q.integration_key): q
-            for q in session.scalars(
-                select(IntakeQuarantine).where(
-                    IntakeQuarantine.order_id.in_(ids), IntakeQuarantine.resolved_at.is_(None)
+        q = IntakeQuarantine
+        self.quarantine: dict[tuple[int, str], int] = {
+            (order_id, key): qid
+            for qid, order_id, key in session.execute(
+                select(q.id, q.order_id, q.integration_key).where(
+                    q.order_id.in_(ids), q.resolved_at.is_(None)
                 )
             )
         }
+        self.resolved: set[tuple[int, str]] = set()
 
     def resolve(self, order_id: int, integration_key: str) -> None:
-        entry = self.quarantine.pop((order_id, integration_key), None)
-        if entry is not None:
-            entry.resolved_at = utcnow()
+        if (order_id, integration_key) in self.quarantine:
+            self.resolved.add((order_id, integration_key))
+
+    def quarantined(self, order_id: int, integration_key: str) -> None:
+        """Quarantined again in this chunk: its row stays open."""
+        self.resolved.discard((order_id, integration_key))
+        self.quarantine.pop((order_id, integration_key), None)
+
+    def apply(self, decisions: list[_Decision], skipped: set[int]) -> None:
+        """Decisions written: later orders of the chunk see their subscriptions and CPFs."""
+        for d in decisions:
+            key = d.candidate.key
+            if d.known is not None and d.known.id not in skipped:
+                self.existing[key] = d.known
+                if d.holds_cpf:
+                    self.cpf_holders[(key[0], d.holds_cpf)] = d.known.id
+            self.resolve(d.candidate.row.id, d.candidate.route.key)
+
+    def close(self) -> None:
+        """Mark the quarantine rows of orders that went through as resolved (one statement)."""
+        ids = [self.quarantine[k] for k in self.resolved if k in self.quarantine]
+        if ids:
+            now = utcnow()
+            self.session.execute(
+                update(IntakeQuarantine)
+                .where(IntakeQuarantine.id.in_(ids))
+                .values(resolved_at=now, updated_at=now)
+            )
 
 
 def ingest(
@@ -217,13 +298,17 @@ def ingest(
     if not rows:
         return report
     orders: dict[int, dict[str, Any]] = {}
+    unreadable: list[tuple[OrderRow, str]] = []
     for row in rows:
         order, reason = parse_payload(row.payload)
         if order is None:
-            _quarantine(session, report, row, "", UNREADABLE, reason or "unreadable", run_id)
+            unreadable.append((row, reason or "unreadable"))
         else:
             orders[row.id] = order
     batch = _Batch(session, routes, rows, orders)
+    for row, reason in unreadable:
+        _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
+    candidates: list[_Candidate] = []
     for row in rows:
         order = orders.get(row.id)
         if order is None:
@@ -235,7 +320,7 @@ def ingest(
             ]
         except Exception as exc:  # routing must not stop the batch either
             reason = f"the order could not be routed ({type(exc).__name__})"
-            _quarantine(session, report, row, "", UNREADABLE, reason, run_id)
+            _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
             continue
         if not matched:
             report.unrouted.append(
@@ -243,22 +328,247 @@ def ingest(
             )
             continue
         for route, (filter_id, filter_) in matched:
-            try:
-                with session.begin_nested():
-                    _ingest_one(batch, report, route, filter_id, filter_, row, order, today, run_id)
-            except Exception as exc:  # any error of this one order: quarantine it, go on
-                batch.existing.pop((route.integration_id, row.id), None)
-                log.warning(
-                    "intake of order %s for %s failed: %s", row.id, route.key, type(exc).__name__
-                )
-                _quarantine(
-                    session, report, row, route.key, WRITE_FAILED, _failure_reason(exc), run_id
-                )
+            required = tuple(filter_.get("required_fields") or ())
+            candidates.append(_Candidate(row, order, route, filter_id, required))
+    _write_candidates(batch, report, candidates, today=today, run_id=run_id)
+    batch.close()
     return report
 
 
+def _write_candidates(
+    batch: _Batch,
+    report: IntakeReport,
+    candidates: list[_Candidate],
+    *,
+    today: date,
+    run_id: str | None,
+) -> None:
+    """Decide and write every candidate; a row the database refuses is found by bisection and
+    quarantined, and the candidates after it are decided again without it."""
+    pending = candidates
+    while pending:
+        decisions = _decide_all(batch, report, pending, today=today, run_id=run_id)
+        bad, error = _write_isolating(batch, report, decisions)
+        if bad is None:
+            return
+        candidate = decisions[bad].candidate
+        log.warning(
+            "intake of order %s for %s failed: %s",
+            candidate.row.id,
+            candidate.route.key,
+            type(error).__name__,
+        )
+        reason = _failure_reason(error) if error is not None else "the database refused the write"
+        errors = report.errors
+        _quarantine(batch, report, candidate.row, candidate.route.key, WRITE_FAILED, reason, run_id)
+        pending = pending[next(i for i, c in enumerate(pending) if c is candidate) + 1 :]
+        if report.errors > errors:  # not even the quarantine went in: the database is down
+            report.errors += len(pending)
+            report.error_orders.extend(c.row.id for c in pending)
+            return
+
+
+def _write_isolating(
+    batch: _Batch, report: IntakeReport, decisions: list[_Decision]
+) -> tuple[int | None, Exception | None]:
+    """Write `decisions`; if the database refuses, keep the longest prefix it accepts (binary
+    search, each try in a savepoint) and return the index of the first decision it refuses
+    alone, with its error. (None, None): all written."""
+    error = _try_write(batch, report, decisions)
+    if error is None:
+        return None, None
+    low, high = 0, len(decisions)  # decisions[:low] are written; the first refusal is before high
+    refused_range = (low, high)  # the range `error` comes from
+    while high - low > 1:
+        middle = (low + high) // 2
+        refused = _try_write(batch, report, decisions[low:middle])
+        if refused is None:
+            low = middle
+        else:
+            high, error, refused_range = middle, refused, (low, middle)
+    if refused_range != (low, high):  # never tried alone: is it this one, or was it passing?
+        error = _try_write(batch, report, decisions[low:high])
+    if error is None:  # it went through alone (the refusal was elsewhere, or passing)
+        return _write_isolating_rest(batch, report, decisions, low + 1)
+    return low, error
+
+
+def _write_isolating_rest(
+    batch: _Batch, report: IntakeReport, decisions: list[_Decision], start: int
+) -> tuple[int | None, Exception | None]:
+    bad, error = _write_isolating(batch, report, decisions[start:])
+    return (None, None) if bad is None else (start + bad, error)
+
+
+def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) -> Exception | None:
+    """Write some decisions in a savepoint and count them; the error if the database refused."""
+    if not decisions:
+        return None
+    try:
+        with batch.session.begin_nested():
+            skipped = _write_decisions(batch.session, decisions)
+    except Exception as exc:  # any refusal: the caller narrows it down to one order
+        return exc
+    batch.apply(decisions, skipped)
+    for d in decisions:
+        if d.known is not None and d.known.id in skipped:  # another run created it meanwhile
+            d.outcome, d.status = "unchanged", "unchanged"
+        if d.outcome == "created":
+            report.created += 1
+        elif d.outcome == "revalidated":
+            report.revalidated += 1
+        else:
+            report.unchanged += 1
+        report.count(d.candidate.route.key, d.candidate.order.get("origin"), d.status)
+    return None
+
+
+def _write_decisions(session: Session, decisions: list[_Decision]) -> set[int]:
+    """The statements of a batch of decisions; the ids of subscriptions that were not inserted
+    because another transaction had just created them."""
+    inserts = [d.insert for d in decisions if d.insert is not None]
+    inserted = write_rows(
+        session,
+        subscriptions=inserts,
+        updates=[d.update for d in decisions if d.update is not None],
+        events=[d.event for d in decisions if d.event is not None],
+    )
+    return {row["id"] for row in inserts} - inserted
+
+
+def _decide_all(
+    batch: _Batch,
+    report: IntakeReport,
+    candidates: list[_Candidate],
+    *,
+    today: date,
+    run_id: str | None,
+) -> list[_Decision]:
+    """Decide every candidate in order, in Python: later candidates see the subscriptions and
+    CPFs of earlier ones. Nothing is written and the batch's state is not changed. A candidate
+    whose decision raises (a bug, a value nobody foresaw) is quarantined, and the rest go on."""
+    existing: dict[tuple[int, int], _Known] = {}
+    holders: dict[tuple[int, str], int] = {}
+    new_keys = {c.key for c in candidates if c.key not in batch.existing}
+    ids = iter(allocate_subscription_ids(batch.session, len(new_keys)))
+    now = utcnow()
+    decisions = []
+    for candidate in candidates:
+        try:
+            decision = _decide(
+                batch, candidate, existing, holders, ids, today=today, now=now, run_id=run_id
+            )
+        except Exception as exc:
+            reason = f"the order could not be processed ({type(exc).__name__})"
+            _quarantine(
+                batch, report, candidate.row, candidate.route.key, WRITE_FAILED, reason, run_id
+            )
+            continue
+        decisions.append(decision)
+        if decision.known is not None:
+            existing[candidate.key] = decision.known
+            if decision.holds_cpf:
+                holders[(candidate.route.integration_id, decision.holds_cpf)] = decision.known.id
+    return decisions
+
+
+def _decide(
+    batch: _Batch,
+    candidate: _Candidate,
+    existing: dict[tuple[int, int], _Known],
+    holders: dict[tuple[int, str], int],
+    ids: Any,
+    *,
+    today: date,
+    now: datetime,
+    run_id: str | None,
+) -> _Decision:
+    route, row, order = candidate.route, candidate.row, candidate.order
+    cpf = _cpf(order)
+    stored_cpf = cpf if len(cpf) == 11 else None
+    known = existing.get(candidate.key) or batch.existing.get(candidate.key)
+
+    def holder_of() -> int | None:
+        key = (route.integration_id, cpf)
+        return holders.get(key) or batch.cpf_holders.get(key)
+
+    if known is not None:
+        if not _needs_revalidation(known, row.updated_at):
+            return _Decision(candidate, "unchanged", "unchanged")
+        # the order was corrected at the source after being refused: look again
+        problems = validate_order(order, today=today, required_fields=candidate.required)
+        target, error = _target(route, cpf, problems, holder_of())
+        message = error or REVALIDATED_NOTE
+        values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
+        values.update(
+            id=known.id,
+            payload=storable_copy(order) if problems else order,
+            order_updated_at=row.updated_at,
+            cpf=stored_cpf,
+        )
+        return _Decision(
+            candidate,
+            "revalidated",
+            target.value,
+            known=_Known(known.id, target.value, row.updated_at),
+            holds_cpf=cpf if values["active_cpf"] else None,
+            update=values,
+            event=_event(known.id, route, target, message, problems, run_id, now),
+        )
+
+    problems = validate_order(order, today=today, required_fields=candidate.required)
+    target, error = _target(route, cpf, problems, holder_of())
+    values = subscription_values(
+        integration_id=route.integration_id,
+        integration_filter_id=candidate.filter_id,
+        # an invalid order is kept bounded (any backend stores it); the original is at the source
+        order=storable_copy(order) if problems else order,
+        order_id=row.id,
+        cpf=stored_cpf,
+        status=target,
+        error=error,
+        order_updated_at=row.updated_at,
+        scheduled_to=now if target is route.initial_status else None,  # due now
+    )
+    subscription_id = next(ids)
+    values.update(id=subscription_id, created_at=now, updated_at=now)
+    return _Decision(
+        candidate,
+        "created",
+        target.value,
+        known=_Known(subscription_id, target.value, row.updated_at),
+        holds_cpf=cpf if values["active_cpf"] else None,
+        insert=values,
+        event=_event(subscription_id, route, target, error, problems, run_id, now),
+    )
+
+
+def _event(
+    subscription_id: int,
+    route: Route,
+    target: Status,
+    error: str | None,
+    problems: list[Problem],
+    run_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    values = event_values(
+        subscription_id=subscription_id,
+        integration_id=route.integration_id,
+        kind=TRANSITION,
+        status=target.value,
+        operation=OPERATION,
+        run_id=run_id,
+        error=error,
+        response={"problems": [p.as_dict() for p in problems]} if problems else None,
+        outcome=target.value,
+    )
+    values.update(created_at=now, updated_at=now)
+    return values
+
+
 def _quarantine(
-    session: Session,
+    batch: _Batch,
     report: IntakeReport,
     row: OrderRow,
     integration_key: str,
@@ -268,9 +578,10 @@ def _quarantine(
 ) -> None:
     """Record a poison order (or count it as an error when even that fails: the database is
     down, and the run must fail so the watermark stays before this order)."""
+    batch.quarantined(row.id, integration_key)
     try:
-        with session.begin_nested():
-            _upsert_quarantine(session, row, integration_key, kind, reason, run_id)
+        with batch.session.begin_nested():
+            _upsert_quarantine(batch.session, row, integration_key, kind, reason, run_id)
     except Exception as exc:
         report.errors += 1
         report.error_orders.append(row.id)
@@ -309,94 +620,20 @@ def _upsert_quarantine(
     session.flush()
 
 
-def _ingest_one(
-    batch: _Batch,
-    report: IntakeReport,
-    route: Route,
-    filter_id: int,
-    filter_: Mapping[str, Any],
-    row: OrderRow,
-    order: dict[str, Any],
-    today: date,
-    run_id: str | None,
-) -> None:
-    session = batch.session
-    cpf = _cpf(order)
-    origin = order.get("origin")
-    required = tuple(filter_.get("required_fields") or ())
-    existing = batch.existing.get((route.integration_id, row.id))
-
-    if existing is not None:
-        if not _needs_revalidation(existing, row.updated_at):
-            report.unchanged += 1
-            report.count(route.key, origin, "unchanged")
-            return
-        # the order was corrected at the source after being refused: look again
-        problems = validate_order(order, today=today, required_fields=required)
-        target, error = _decide(batch, route, cpf, problems)
-        existing.payload = storable_copy(order) if problems else order
-        existing.order_updated_at = row.updated_at
-        existing.cpf = cpf if len(cpf) == 11 else None
-        transition(
-            session,
-            existing,
-            target,
-            operation=OPERATION,
-            run_id=run_id,
-            error=error or "order corrected at the source; validated again",
-            response={"problems": [p.as_dict() for p in problems]} if problems else None,
-        )
-        _hold_cpf(batch, route, cpf, existing)
-        batch.resolve(row.id, route.key)
-        report.revalidated += 1
-        report.count(route.key, origin, target.value)
-        return
-
-    problems = validate_order(order, today=today, required_fields=required)
-    target, error = _decide(batch, route, cpf, problems)
-    subscription = create_subscription(
-        session,
-        integration_id=route.integration_id,
-        integration_filter_id=filter_id,
-        # an invalid order is kept bounded (any backend stores it); the original is at the source
-        order=storable_copy(order) if problems else order,
-        order_id=row.id,
-        cpf=cpf if len(cpf) == 11 else None,
-        status=target,
-        operation=OPERATION,
-        run_id=run_id,
-        error=error,
-        response={"problems": [p.as_dict() for p in problems]} if problems else None,
-        order_updated_at=row.updated_at,
-        scheduled_to=datetime.now(UTC) if target is route.initial_status else None,  # due now
-    )
-    batch.existing[(route.integration_id, row.id)] = subscription
-    _hold_cpf(batch, route, cpf, subscription)
-    batch.resolve(row.id, route.key)
-    report.created += 1
-    report.count(route.key, origin, target.value)
-
-
-def _needs_revalidation(existing: Subscription, updated_at: datetime) -> bool:
+def _needs_revalidation(existing: _Known, updated_at: datetime) -> bool:
     if existing.status != Status.INVALID.value:
         return False
     return existing.order_updated_at is None or updated_at > existing.order_updated_at
 
 
-def _decide(
-    batch: _Batch, route: Route, cpf: str, problems: list[Problem]
+def _target(
+    route: Route, cpf: str, problems: list[Problem], holder: int | None
 ) -> tuple[Status, str | None]:
     if problems:
         return Status.INVALID, _problems_text(problems)
-    holder = batch.cpf_holders.get((route.integration_id, cpf))
     if holder is not None:
         return (
             Status.DUPLICATE,
             f"CPF {mask_cpf(cpf)} already has active subscription #{holder} for {route.key}",
         )
     return route.initial_status, None
-
-
-def _hold_cpf(batch: _Batch, route: Route, cpf: str, subscription: Subscription) -> None:
-    if subscription.active_cpf:
-        batch.cpf_holders[(route.integration_id, cpf)] = subscription.id
