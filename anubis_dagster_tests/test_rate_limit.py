@@ -50,7 +50,7 @@ def take(quota: RateLimiter, priority: Priority = Priority.HIGH) -> bool:
     """One request that is answered at once."""
     grant = quota.try_acquire(priority)
     if grant.slot is not None:
-        quota.finish(grant.slot, answered=True)
+        quota.finish(grant.slot, answered_at=quota._monotonic())
     return grant.taken
 
 
@@ -78,7 +78,7 @@ def test_acquire_waits_exactly_until_a_slot_frees(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=2, period=4)
     for _ in range(6):
-        quota.finish(quota.acquire().slot, answered=True)
+        quota.finish(quota.acquire().slot, answered_at=clock())
     # 6 requests at 2 per 4 s (+ margin): two full windows waited
     assert clock.now - 1_800_000_000.0 == pytest.approx(2 * (4 + quota.quota.margin), abs=0.01)
 
@@ -93,7 +93,8 @@ def test_a_slot_counts_from_its_answer_however_long_the_worker_paused(db_url: st
     assert not quota.try_acquire().taken  # the unanswered slot still counts...
     assert quota.try_acquire().wait <= 1.0  # ...and waiters poll, it may be answered any time
     answered_at = clock.now  # the request reaches the partner and is answered now
-    quota.finish(paused.slot, answered=True)
+    clock.now += 0.3  # (the worker notes it a little later: the answer's time counts)
+    quota.finish(paused.slot, answered_at=answered_at)
     clock.now = answered_at + 10  # the partner frees it at answered_at + 10 at the earliest
     assert quota.try_acquire().wait == pytest.approx(quota.quota.margin)
     clock.now += quota.quota.margin + 0.001
@@ -103,7 +104,7 @@ def test_a_slot_counts_from_its_answer_however_long_the_worker_paused(db_url: st
 def test_a_request_that_never_left_gives_its_slot_back(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=1)
-    quota.finish(quota.acquire().slot, answered=False, sent=False)
+    quota.finish(quota.acquire().slot, answered_at=None, sent=False)
     assert take(quota)
 
 
@@ -111,7 +112,7 @@ def test_a_request_without_an_answer_keeps_its_slot_for_the_hold(db_url: str) ->
     """A timeout proves nothing about when the partner counted it: held, not re-stamped."""
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=1, period=10)
-    quota.finish(quota.acquire().slot, answered=False)
+    quota.finish(quota.acquire().slot, answered_at=None)
     clock.now += 10 + quota.quota.margin + 1
     assert not quota.try_acquire().taken
     clock.now += DEFAULT_HOLD_SECONDS

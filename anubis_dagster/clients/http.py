@@ -323,17 +323,19 @@ class ApiClient:
                 self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
             attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
         except BaseException:
-            self.limiter.finish(acquired.slot, answered=False, sent=False)
+            self.limiter.finish(acquired.slot, answered_at=None, sent=False)
             raise
         started = time.perf_counter()
         status: int | None = None
         body: Any = None
         response_headers: Mapping[str, str] = {}
         error: str | None = None
+        answered_at: float | None = None
         try:
             response = self._http.request(
                 method, path, json=json_body, data=form, headers=all_headers
             )
+            answered_at = time.monotonic()
             status = response.status_code
             response_headers = response.headers
             body, outcome, error = _classify(response)
@@ -351,7 +353,7 @@ class ApiClient:
         # the quota counts this request from its answer (see clients/rate_limit.py)
         self.limiter.finish(
             acquired.slot,
-            answered=status is not None,
+            answered_at=answered_at,
             sent=outcome is not HttpOutcome.CONNECTION_ERROR,
         )
         result = HttpResult(

@@ -11,11 +11,12 @@ take no slot, so a scarce quota goes to registrations.
 **When a slot counts.** The partner counts a request when it arrives, which can be any time
 after we reserved its slot: a garbage collection, a busy CPU or a token fetch may pause the
 worker in between. So a slot is reserved with a provisional time `hold` seconds ahead (it counts
-all that time), and when the answer comes back (`finish`) its time becomes the database's time at
-that moment, which is after the partner counted the request. The window lets the slot go
-`period` + `margin` after that, never before the partner does, however long the worker paused:
-a pause costs a little utilisation (the slot is held longer), not a 429. A request that never
-got an answer keeps its provisional time; one that provably never left is given back.
+all that time), and once the answer is back (`finish`) its time becomes the moment the answer
+arrived, on the database's timeline, which is after the partner counted the request. The window
+lets the slot go `period` + `margin` after that, never before the partner does, however long
+the worker paused: a pause costs a little utilisation (the slot is held longer), not a 429. A
+request that never got an answer keeps its provisional time; one that provably never left is
+given back.
 
 **Clock.** Every time the limiter compares is the database's, read in the same transaction:
 PostgreSQL's `clock_timestamp()` (the time of the call, not of the transaction's start), so run
@@ -118,7 +119,7 @@ class Grant:
 
 @dataclass
 class Acquired:
-    slot: int  # give it to `finish` once the request is answered
+    slot: int  # give it to `finish` once the request is answered (or not)
     waited: float  # seconds spent waiting for the slot
 
 
@@ -218,19 +219,24 @@ class RateLimiter:
                 )
             self._sleep(min(grant.wait, self._max_poll) if priority is Priority.LOW else grant.wait)
 
-    def finish(self, slot: int, *, answered: bool, sent: bool = True) -> None:
-        """After the request: an answer proves the partner counted it by now, so the slot
-        counts from now; a request that never left gives its slot back; one that left without
-        an answer (timeout, lost connection) keeps the provisional time it was reserved with."""
-        if sent and not answered:
+    def finish(self, slot: int, *, answered_at: float | None, sent: bool = True) -> None:
+        """After the request. `answered_at` is the `monotonic` reading when its answer came
+        back: the partner had counted it by then, so the slot counts from that moment (in the
+        database's time: now minus the time since). A request that never left (`sent=False`)
+        gives its slot back; one that left without an answer (`answered_at=None`: timeout,
+        lost connection) keeps the provisional time it was reserved with."""
+        if sent and answered_at is None:
             return
         with session_scope(self.db_url) as session:
-            if not sent:
+            if not sent or answered_at is None:
                 session.execute(delete(RateLimitSlot).where(RateLimitSlot.id == slot))
                 return
             now = self._clock(session)
+            since = max(0.0, self._monotonic() - answered_at)
             session.execute(
-                update(RateLimitSlot).where(RateLimitSlot.id == slot).values(taken_at=now)
+                update(RateLimitSlot)
+                .where(RateLimitSlot.id == slot)
+                .values(taken_at=now - timedelta(seconds=since))
             )
 
     def block_for(self, seconds: float) -> None:
