@@ -3,7 +3,8 @@
 The last state of every check is kept in the app DB (`alert_states`), so a check that stays
 ERROR for a week alerts once, when it turned ERROR, and once more when it recovers, whichever
 process or run evaluated it. The change is claimed with a conditional write (the row still holds
-the state we read), so two health runs evaluating at once cannot both alert.
+the state we read; RETURNING says whether it did: psycopg reports no rowcount for these), so
+two health runs evaluating at once cannot both alert.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Lev
                 changed_at=now,
             )
             .on_conflict_do_nothing(index_elements=["scope", "name"])
-        )
-        if created.rowcount == 1:  # type: ignore[attr-defined]
+            .returning(AlertState.state)
+        ).first()
+        if created is not None:
             return Level.OK if outcome.level is not Level.OK else None
         row = session.get(AlertState, (outcome.scope, outcome.name), populate_existing=True)
         assert row is not None
@@ -64,8 +66,9 @@ def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Lev
         _update(outcome)
         .where(AlertState.state == previous.value)
         .values(state=outcome.level.value, detail=detail, changed_at=now)
-    )
-    return previous if claimed.rowcount == 1 else None  # type: ignore[attr-defined]
+        .returning(AlertState.state)
+    ).first()
+    return previous if claimed is not None else None
 
 
 def claim_daily(
@@ -78,18 +81,20 @@ def claim_daily(
         return False
     if row is None:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        result = session.execute(
+        created = session.execute(
             insert(AlertState)
             .values(scope=scope, name=name, state=stamp, detail=detail, changed_at=now)
             .on_conflict_do_nothing(index_elements=["scope", "name"])
-        )
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-    result = session.execute(
+            .returning(AlertState.state)
+        ).first()
+        return created is not None
+    claimed = session.execute(
         update(AlertState)
         .where(AlertState.scope == scope, AlertState.name == name, AlertState.state == row.state)
         .values(state=stamp, detail=detail, changed_at=now)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        .returning(AlertState.state)
+    ).first()
+    return claimed is not None
 
 
 def change_alert(outcome: CheckOutcome, previous: Level, run_id: str | None) -> Alert:

@@ -1,0 +1,130 @@
+"""metrics/<integration>: the business numbers per integration as asset metadata (known answers
+on the report's fixture, SQLite and PostgreSQL), and seed 001's anomaly alerts, at most once a
+day per integration."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from anubis_dagster.alerts.webhook import Alert
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.session import session_scope
+from anubis_dagster.health import anomalies, service
+from anubis_dagster.health.assets import job_name, metrics_key
+from anubis_dagster_tests.harness import QUIET, Harness
+from anubis_dagster_tests.test_report import seed
+
+TODAY = date(2026, 11, 20)
+
+
+def materialize_metrics(harness: Harness, key: str) -> dict[str, object]:
+    result = harness.defs.resolve_job_def(job_name(key)).execute_in_process(
+        instance=harness.instance, run_config=QUIET, asset_selection=[metrics_key(key)]
+    )
+    (materialization,) = result.asset_materializations_for_node(f"metrics__{key}")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def test_metrics_assets_have_the_known_answers_per_integration(anubis_env: str) -> None:
+    seed(anubis_env, datetime.now(UTC))
+    harness = Harness(anubis_env)
+    kroton = materialize_metrics(harness, "kroton")
+    assert kroton["subscriptions"] == 10
+    assert kroton["success_rate"] == pytest.approx(6 / 8, abs=1e-4)
+    assert kroton["retry_rate"] == pytest.approx(4 / 9, abs=1e-4)
+    assert kroton["dead_letters"] == 1
+    assert kroton["paid_to_registered_p50_s"] == 180
+    assert kroton["paid_to_registered_p95_s"] == 600
+    assert kroton["calls_per_registration"] == pytest.approx(25 / 6, abs=1e-4)
+    # registered → enrolled: EaD 2 of 3, Presencial 0 of 2 (awaiting is not followed yet)
+    assert kroton["conversion_ead"] == pytest.approx(2 / 3, abs=1e-4)
+    assert kroton["conversion_presencial"] == 0
+    assert kroton["conversion_rate"] == pytest.approx(2 / 5, abs=1e-4)
+    assert "| Paulista (São Paulo) | 3 | 2 | 66.7% |" in str(kroton["conversion"])
+    assert kroton["volume_24h"] == 0  # the fixture's Kroton students are 25 h and 49 h old
+
+    estacio = materialize_metrics(harness, "estacio")  # its plots never mix with Kroton's
+    assert estacio["subscriptions"] == 2 and estacio["volume_24h"] == 2
+    assert estacio["volume_24h_quero_bolsa"] == 2
+    assert estacio["held_for_review"] == 1
+    assert estacio["success_rate"] == pytest.approx(1 / 2)
+    assert "paid_to_registered_p50_s" not in estacio  # nothing measured: no point at 0
+
+
+def counts(*pairs: tuple[int, int]) -> dict[date, int]:
+    """(days before TODAY, count) → the daily counts."""
+    return {TODAY - timedelta(days=back): n for back, n in pairs}
+
+
+def usual_week(volume: int = 100) -> list[tuple[int, int]]:
+    return [(back, volume) for back in range(2, 9)]  # the 7 days before yesterday
+
+
+def test_volume_band_around_the_seven_day_median() -> None:
+    assert anomalies.volume_anomaly(counts(*usual_week(), (1, 100), (0, 30)), TODAY) is None
+    low = anomalies.volume_anomaly(counts(*usual_week(), (1, 49)), TODAY)
+    assert low is not None and low.day == TODAY - timedelta(days=1) and low.measured == 49
+    assert "below the usual 50–200 a day" in low.message
+    assert anomalies.volume_anomaly(counts(*usual_week(), (1, 50)), TODAY) is None  # in the band
+    high = anomalies.volume_anomaly(counts(*usual_week(), (1, 100), (0, 201)), TODAY)
+    assert high is not None and high.day == TODAY and "today so far" in high.message
+    # too small an integration to judge: a median of 5 a day
+    assert anomalies.volume_anomaly(counts(*usual_week(5), (1, 0)), TODAY) is None
+
+
+def test_excessive_retries_against_their_median() -> None:
+    assert anomalies.retry_anomaly(counts(*usual_week(8), (1, 16)), TODAY) is None
+    found = anomalies.retry_anomaly(counts(*usual_week(8), (1, 17)), TODAY)
+    assert found is not None and found.measured == 17 and "at most 16" in found.expected
+    # no retries usually: more than MIN_RETRIES is news, fewer is not
+    assert anomalies.retry_anomaly(counts((0, 10)), TODAY) is None
+    assert anomalies.retry_anomaly(counts((0, 11)), TODAY) is not None
+
+
+def test_anomaly_alerts_at_most_once_a_day_per_integration(db_url: str) -> None:
+    now = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    with session_scope(db_url) as session:
+        kroton = Integration(name="Kroton", type="kroton", key="kroton")
+        session.add(kroton)
+        session.flush()
+        for back in range(1, 9):
+            day = now - timedelta(days=back)
+            for n in range(20 if back > 1 else 3):  # yesterday: 3 students, usually 20
+                sub = Subscription(
+                    integration_id=kroton.id,
+                    order_id=back * 100 + n,
+                    payload={},
+                    status="registered",
+                    created_at=day,
+                )
+                session.add(sub)
+        for n in range(12):  # 12 retries today, none usually
+            session.add(
+                SubscriptionEvent(
+                    integration_id=kroton.id,
+                    kind="retry",
+                    operation_name="register",
+                    created_at=now - timedelta(minutes=n),
+                )
+            )
+        session.flush()
+        integration_id = kroton.id
+    sent: list[Alert] = []
+
+    def send(alert: Alert) -> bool:
+        sent.append(alert)
+        return True
+
+    found = service.find_anomalies(db_url, integration_id, now)
+    assert sorted(a.name for a in found) == ["retries", "volume"]
+    assert service.alert_anomalies(db_url, "kroton", found, "run-1", now, send) == 2
+    texts = [alert.text() for alert in sent]
+    assert any("Anomalous volume: kroton" in t and "measured: 3" in t for t in texts)
+    assert any("Excessive retries: kroton" in t and "measured: 12" in t for t in texts)
+    later = now + timedelta(hours=2)
+    assert service.alert_anomalies(db_url, "kroton", found, "run-2", later, send) == 0
+    tomorrow = now + timedelta(days=1)
+    assert service.alert_anomalies(db_url, "kroton", found[:1], "run-3", tomorrow, send) == 1
+    assert len(sent) == 3
