@@ -1,0 +1,152 @@
+"""The operator's console in a real browser (issue 12): headless Chromium on the Dagster UI of a
+demo instance (sandboxes, demo orders, one pass, webserver + daemon + code server).
+
+- A `student_lookup` launched from the Launchpad shows, on its run page, the student's attempts
+  exactly as the app DB holds them, with the CPF masked.
+- Each integration's health asset lists its checks, each with a description naming the
+  integration, evaluated by a health run.
+
+Not in `make test` (marker `browser`): `make test-browser`, and `.ci/run` when Chromium can be
+installed. Skipped, saying why, when Playwright or Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from anubis_dagster.core.masking import mask_cpf
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.session import session_scope
+from anubis_dagster_tests.browser.console import Console, chromium_path, headless_chromium
+from anubis_dagster_tests.browser.demo_instance import DemoInstance, running_demo
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed (make test-browser installs it)"
+)
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+HEALTH_GROUP = "health"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
+    with running_demo(tmp_path_factory.mktemp("ui")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def console(demo: DemoInstance) -> Iterator[Console]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no system Chromium (apt-get install chromium, or set CHROMIUM)")
+    with headless_chromium(executable) as browser:
+        yield Console(browser, demo.url)
+
+
+def known_student(demo: DemoInstance) -> tuple[int, str, list[tuple[str, str, str]]]:
+    """The demo student with the most attempts: order id, CPF, and (operation, outcome, HTTP)
+    of each attempt in order, as the app DB holds them."""
+    e = SubscriptionEvent
+    with session_scope(demo.app_db_url) as session:
+        sub_id = session.scalar(
+            select(e.subscription_id)
+            .where(e.kind == "attempt", e.subscription_id.is_not(None))
+            .group_by(e.subscription_id)
+            .order_by(func.count().desc(), e.subscription_id)
+            .limit(1)
+        )
+        sub = session.get(Subscription, sub_id)
+        assert sub is not None and sub.cpf, "the demo pass made no attempt"
+        attempts = [
+            (op, outcome or "-", str(http) if http else "-")
+            for op, outcome, http in session.execute(
+                select(e.operation_name, e.outcome, e.http_status)
+                .where(e.subscription_id == sub_id, e.kind == "attempt")
+                .order_by(e.created_at, e.id)
+            )
+        ]
+        return int(sub.order_id), str(sub.cpf), attempts
+
+
+def test_lookup_from_the_launchpad_shows_the_attempts(demo: DemoInstance, console: Console) -> None:
+    order_id, cpf, attempts = known_student(demo)
+    assert len(attempts) >= 2
+
+    console.launchpad(
+        "student_lookup", f'ops:\n  find_student_op:\n    config:\n      key: "order:{order_id}"\n'
+    )
+    run_id = console.launch()
+    assert demo.wait_run(run_id) == "SUCCESS", demo.logs()
+    tags = {t["key"]: t["value"] for t in demo.run(run_id)["tags"]}
+    assert tags.get("anubis/action") == "lookup"
+
+    page = console.run_page(run_id)
+    assert page.get_by_text("Success", exact=True).first.is_visible()
+    report = console.markdown("report")
+    text = report.inner_text()
+    assert f"Student lookup: order {order_id}" in text
+    # the CPF shows masked, asterisks and all (a code span, not bold), and never in full
+    assert mask_cpf(cpf) in text
+    assert cpf not in re.sub(r"[^\d\n]", "", text)
+    rows = [
+        [cell.strip() for cell in row.split("\t")]
+        for row in report.locator("tbody tr").all_inner_texts()
+    ]
+    shown = [(row[1], row[2], row[3]) for row in rows]
+    assert shown == attempts
+    # every attempt links to the run that made it, on this UI
+    links = report.locator("tbody a").evaluate_all("els => els.map(e => e.href)")
+    assert links and all(link.startswith(f"{demo.url}/runs/") for link in links)
+
+
+def _health_assets(demo: DemoInstance) -> list[dict[str, Any]]:
+    data = demo.graphql(
+        """query($group: AssetGroupSelector!) { assetNodes(group: $group) {
+             assetKey { path } jobNames
+             assetChecksOrError { ... on AssetChecks { checks { name description } } } } }""",
+        {
+            "group": {
+                "groupName": HEALTH_GROUP,
+                "repositoryName": "__repository__",
+                "repositoryLocationName": "anubis",
+            }
+        },
+    )
+    return list(data["assetNodes"])
+
+
+def test_each_integration_health_asset_shows_its_described_checks(
+    demo: DemoInstance, console: Console, tmp_path: Path
+) -> None:
+    with session_scope(demo.app_db_url) as session:
+        integrations = {
+            i.key: i.name for i in session.scalars(select(Integration).where(Integration.enabled))
+        }
+    assert integrations
+    assets = {tuple(a["assetKey"]["path"]): a for a in _health_assets(demo)}
+    for key, name in sorted(integrations.items()):
+        asset = assets.get((HEALTH_GROUP, key))
+        assert asset, f"no health asset for {key}: {sorted(assets)}"
+        checks = asset["assetChecksOrError"]["checks"]
+        assert checks, f"health/{key} has no checks"
+        for check in checks:
+            description = check["description"] or ""
+            assert key in description or name in description, (key, check)
+        job = next(j for j in asset["jobNames"] if not j.startswith("__"))
+        assert demo.wait_run(demo.launch(job)) == "SUCCESS", f"the {job} run failed"
+
+        page = console.asset_checks([HEALTH_GROUP, key])
+        assert page.get_by_text(f"Checks ({len(checks)})", exact=True).is_visible()
+        for check in checks:
+            page.get_by_text(check["name"], exact=True).first.click()
+            # the UI renders the description as markdown: `failed` shows as code, no backticks
+            sync_api.expect(page.locator("body")).to_contain_text(
+                check["description"].replace("`", "")
+            )
+        assert page.get_by_text("Not Evaluated").count() == 0, f"health/{key} not evaluated"
