@@ -9,9 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from anubis_dagster.alerts.webhook import Alert
+from anubis_dagster.clients.probes import Level
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.health import anomalies, service
+from anubis_dagster.health import anomalies, metrics, service
+from anubis_dagster.health.alerting import CheckOutcome, changed_state
 from anubis_dagster.health.assets import job_name, metrics_key
 from anubis_dagster_tests.harness import QUIET, Harness
 from anubis_dagster_tests.test_report import seed
@@ -128,3 +130,33 @@ def test_anomaly_alerts_at_most_once_a_day_per_integration(db_url: str) -> None:
     tomorrow = now + timedelta(days=1)
     assert service.alert_anomalies(db_url, "kroton", found[:1], "run-3", tomorrow, send) == 1
     assert len(sent) == 3
+
+
+def test_thresholds_read_both_ways() -> None:
+    success = metrics.THRESHOLDS["success_rate"]  # low is bad
+    assert [success.level(v) for v in (0.95, 0.85, 0.79, None)] == [
+        Level.OK,
+        Level.WARN,
+        Level.ERROR,
+        Level.OK,  # nothing ended yet: nothing to judge
+    ]
+    assert success.describe() == "WARN below 90.0%, ERROR below 80.0%"
+    backlog = metrics.THRESHOLDS["backlog_age"]
+    assert backlog.level(25 * 3600) is Level.WARN and backlog.show(49 * 3600) == "49.0 h"
+    assert metrics.THRESHOLDS["dead_letters"].level(51) is Level.ERROR
+
+
+def test_a_check_alerts_on_each_change_only(db_url: str) -> None:
+    now = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+    def seen(level: Level) -> Level | None:
+        outcome = CheckOutcome("kroton", "pending", level, "120", "WARN above 100", "kroton")
+        with session_scope(db_url) as session:
+            return changed_state(session, outcome, now)
+
+    assert seen(Level.OK) is None  # first sight, healthy: nothing to say
+    assert seen(Level.WARN) is Level.OK
+    assert seen(Level.WARN) is None
+    assert seen(Level.ERROR) is Level.WARN
+    assert seen(Level.OK) is Level.ERROR  # recovered
+    assert seen(Level.OK) is None
