@@ -8,12 +8,10 @@ environment the process started with are registered here too (the settings model
 what it loads later; this also covers variables it does not own, such as `DAGSTER_PG_PASSWORD`).
 """
 
-import os
-
 from anubis_dagster.core.masking import install_log_masking
-from anubis_dagster.core.redaction import register_secrets, secret_values_from
 from anubis_dagster.db.redact_writes import install_write_redaction
+from anubis_dagster.settings import register_environment_secrets
 
-register_secrets(secret_values_from(os.environ))
+register_environment_secrets()
 install_log_masking()
 install_write_redaction()

@@ -8,19 +8,19 @@ Production sets `DAGSTER_HOME` to a home holding `deploy/postgres/dagster.yaml`.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
 from anubis_dagster.db.session import anubis_home
+from anubis_dagster.settings import export_dagster_home, get_settings
 
 EMBEDDED_CONFIG = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
-    home = os.environ.get("DAGSTER_HOME")
+    home = get_settings().dagster_home
     if home:
         return Path(home)
     path = anubis_home() / "dagster_home"
@@ -28,7 +28,7 @@ def ensure_dagster_home() -> Path:
     target = path / "dagster.yaml"
     if not target.exists() and EMBEDDED_CONFIG.exists():
         shutil.copyfile(EMBEDDED_CONFIG, target)
-    os.environ["DAGSTER_HOME"] = str(path)
+    export_dagster_home(str(path))
     return path
 
 

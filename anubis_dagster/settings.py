@@ -645,3 +645,17 @@ def markdown_table() -> str:
             meaning += " (secret)"
         lines.append(f"| `{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(lines)
+
+
+# --- the environment, for the few places that must touch it -----------------------------------
+def register_environment_secrets() -> None:
+    """Register the secret values of the whole environment this process started with, for
+    redaction by value, including variables the model does not own (`DAGSTER_PG_PASSWORD`)."""
+    from anubis_dagster.core.redaction import register_secrets, secret_values_from
+
+    register_secrets(secret_values_from(os.environ))
+
+
+def export_dagster_home(path: str) -> None:
+    """Point Dagster (which reads `DAGSTER_HOME` itself) at `path` for this process."""
+    os.environ["DAGSTER_HOME"] = path

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 
 from anubis_dagster.core.retry_schedule import DEFAULT_SCHEDULE, RetrySchedule, parse_schedule
+from anubis_dagster.settings import get_settings
 
 
 def test_default_schedule_grows_from_a_minute_to_a_day() -> None:
@@ -21,11 +22,16 @@ def test_default_schedule_grows_from_a_minute_to_a_day() -> None:
     assert schedule.total() == timedelta(hours=44, minutes=36)
 
 
-def test_schedule_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schedule_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "10s, 1m")
-    schedule = RetrySchedule.from_env()
+    schedule = RetrySchedule.parse(get_settings().anubis_retry_schedule)
     assert schedule.delays == (timedelta(seconds=10), timedelta(minutes=1))
-    assert RetrySchedule.from_env("2h").delays == (timedelta(hours=2),)
+    assert RetrySchedule.parse("2h").delays == (timedelta(hours=2),)
+
+
+def test_the_settings_default_is_the_default_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANUBIS_RETRY_SCHEDULE", raising=False)
+    assert get_settings().anubis_retry_schedule == DEFAULT_SCHEDULE
 
 
 @pytest.mark.parametrize("text", ["", "5", "1x", "1m,,2m", "-1m"])

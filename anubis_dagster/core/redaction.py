@@ -8,9 +8,9 @@ replaced wherever it shows up: as typed, URL-encoded, form-encoded, JSON-escaped
 Values under secret-looking keys, `Bearer`/`Basic`/`apiKey` credentials and passwords inside
 URLs are redacted even when nobody registered them.
 
-Plain Python: no environment reads (callers pass `os.environ` to `secret_values_from`), no
-Dagster. `core.masking.mask_text`/`mask_data` call `redact` first, so every masking call also
-redacts.
+Plain Python: no environment reads (the settings module passes the environment to
+`secret_values_from`), no Dagster. `core.masking.mask_text`/`mask_data` call `redact` first, so
+every masking call also redacts.
 """
 
 from __future__ import annotations

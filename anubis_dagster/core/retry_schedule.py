@@ -7,13 +7,11 @@ as webhook platforms do. After the last step the subscription is dead-lettered (
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 DEFAULT_SCHEDULE = "1m,5m,30m,2h,6h,12h,24h"
-SCHEDULE_ENV = "ANUBIS_RETRY_SCHEDULE"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -35,8 +33,9 @@ class RetrySchedule:
     delays: tuple[timedelta, ...]
 
     @classmethod
-    def from_env(cls, override: str | None = None) -> RetrySchedule:
-        return cls(parse_schedule(override or os.environ.get(SCHEDULE_ENV, DEFAULT_SCHEDULE)))
+    def parse(cls, text: str) -> RetrySchedule:
+        """From its text form, e.g. `ANUBIS_RETRY_SCHEDULE` or an integration's setting."""
+        return cls(parse_schedule(text))
 
     @property
     def max_attempts(self) -> int:

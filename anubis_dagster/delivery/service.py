@@ -171,8 +171,9 @@ class StepRunner:
         self.run_id = run_id
         self.request = request
         self.log = log
-        self.schedule = schedule or RetrySchedule.from_env(
+        self.schedule = schedule or RetrySchedule.parse(
             (adapter.ctx.settings or {}).get("retry_schedule")
+            or get_settings().anubis_retry_schedule
         )
         self.lease_seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
         self._budget = request.limit
