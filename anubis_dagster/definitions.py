@@ -15,6 +15,7 @@ validate_at_load()
 
 import dagster as dg
 
+from anubis_dagster.alerts.jobs import build_digest_definitions
 from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.config.integrations import (
     ConfigError,
@@ -54,13 +55,20 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
     for adapter in adapters:
         resources.update(adapter.resources())
+    digest_job, digest_schedule = build_digest_definitions(
+        i.key for i in config.integrations if i.enabled
+    )
     # health per enabled integration: a disabled one has nothing to check and would only alert
     health = build_health_definitions(
         {i.key: adapter_class(i.type) for i in config.integrations if i.enabled}
     )
     return dg.Definitions(
         assets=health.assets,
-        schedules=[*(health.schedules or []), retention_schedule],
+        schedules=[
+            *(health.schedules or []),
+            retention_schedule,
+            *([digest_schedule] if digest_schedule else []),
+        ],
         jobs=[
             intake_job,
             deliver_job,
@@ -68,6 +76,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             import_names_job,
             retention_job,
             student_lookup,
+            digest_job,
             *(health.jobs or []),
         ],
         sensors=[

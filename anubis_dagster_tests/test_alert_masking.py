@@ -62,3 +62,28 @@ def test_a_failing_webhook_logs_the_alert_without_its_url(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "alert webhook failed" in logged
     assert registered not in logged
+
+
+def test_a_failure_alert_shows_the_root_cause_masked_and_redacted(registered: str) -> None:
+    """The failure sensor quotes the innermost exception, whose text may carry what the partner
+    or a library put in it."""
+    import sys
+
+    from dagster._utils.error import serializable_error_info_from_exc_info
+
+    from anubis_dagster.alerts.sensors import describe_error
+
+    try:
+        try:
+            raise ValueError(
+                f"token {registered} refused for Candidata Maria Souza, 529.982.247-25"
+            )
+        except ValueError as exc:
+            raise RuntimeError("step failed") from exc
+    except RuntimeError:
+        info = serializable_error_info_from_exc_info(sys.exc_info())
+    text = describe_error(info)
+    assert text.startswith("ValueError: token [redacted] refused for Candidata"), text
+    for hidden in (registered, "Maria Souza", "529.982.247-25"):
+        assert hidden not in text
+    assert "step failed" not in text  # the wrapper is not the cause

@@ -2,8 +2,9 @@
 examples only: no personal data can be in them.
 
 What is worth reading, and what is not:
-- a run in which registrations were tried and none succeeded: ⚠️, always (a green run whose every
-  student failed must not look routine);
+- a delivery run in which students failed (a retry scheduled, a refusal, a dead letter) and no
+  registration succeeded: ⚠️, always (a green run whose every student failed must not look
+  routine; a partner that cannot be reached fails the run instead, see `delivery.jobs`);
 - subscriptions whose retries ran out (dead letter) or whose registration is held as unknown:
   🚨, one message each, with what to do;
 - the partner's quota held the run back: ⚠️;
@@ -21,8 +22,6 @@ from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.settings import get_settings
 
 QUOTA_ALERT_SECONDS = get_settings().anubis_quota_alert_seconds
-#: register outcomes in which nothing was tried at the partner: not a failure to register
-NOT_TRIED = frozenset({"deferred", "claim_lost", "dry_run", "dry_run_held", "dry_run_invalid"})
 SHOWN_IDS = 20
 SHOWN_EXAMPLES = 3
 
@@ -42,17 +41,14 @@ def subscriptions_alert(
     )
 
 
-def registration_counts(reports: list[dict[str, Any]]) -> tuple[int, int]:
-    """(tried, succeeded) registrations of a run's reports: tried = sent or refused, not the
-    ones deferred, skipped or only previewed."""
-    tried = succeeded = 0
-    for report in reports:
-        if report["step"] != "register":
-            continue
-        outcomes = report["outcomes"]
-        tried += sum(n for label, n in outcomes.items() if label not in NOT_TRIED)
-        succeeded += int(report.get("registered", 0))
-    return tried, succeeded
+def delivery_counts(reports: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(failed, registered) of a delivery run's steps; None for a run that registers nothing
+    (a check run). Deferred, previewed or untouched students count as neither."""
+    if not any(report["step"] == "register" for report in reports):
+        return None
+    failed = sum(int(report.get("failed", 0)) for report in reports)
+    registered = sum(int(report.get("registered", 0)) for report in reports)
+    return failed, registered
 
 
 def run_alerts(
@@ -72,10 +68,10 @@ def run_alerts(
     if processed == 0:
         return []  # a run with nothing to do says nothing
     alerts = []
-    tried, succeeded = registration_counts(reports)
-    failed_all = tried > 0 and succeeded == 0
-    if failed_all or summaries:
-        alerts.append(_summary(job, integration, run_id, started_at, reports, tried, succeeded))
+    counts = delivery_counts(reports)
+    none_succeeded = counts is not None and counts[0] > 0 and counts[1] == 0
+    if none_succeeded or summaries:
+        alerts.append(_summary(job, integration, run_id, started_at, reports, counts))
 
     dead = [i for r in reports for i in r["dead_lettered"]]
     if dead:
@@ -124,10 +120,9 @@ def _summary(
     run_id: str,
     started_at: datetime,
     reports: list[dict[str, Any]],
-    tried: int,
-    succeeded: int,
+    counts: tuple[int, int] | None,
 ) -> Alert:
-    """The run's counts by step and outcome: ⚠️ when registrations were tried and none
+    """The run's counts by step and outcome: ⚠️ when students failed and no registration
     succeeded (with a few masked examples of why), ℹ️ otherwise."""
     finished = datetime.now(UTC)
     lines = [
@@ -136,15 +131,17 @@ def _summary(
     ]
     for report in reports:
         if report["processed"]:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
-            lines.append(f"{report['step']}: {report['processed']} ({counts})")
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report["outcomes"].items()))
+            lines.append(f"{report['step']}: {report['processed']} ({outcomes})")
     calls = sum(int(r["stats"].get("calls", 0)) for r in reports)
     lines.append(f"{calls} calls to {integration}")
-    if tried and not succeeded:
-        examples = [e for r in reports if r["step"] == "register" for e in r.get("examples", [])]
+    if counts is None:
+        return Alert(f"{job} [{integration}] finished", lines, "info", run_id)
+    failed, registered = counts
+    lines.insert(1, f"{registered} registered, {failed} failed")
+    if failed and not registered:
+        examples = [e for r in reports if r.get("failed") for e in r.get("examples", [])]
         lines.extend(f"e.g. {example}" for example in examples[:SHOWN_EXAMPLES])
-        title = f"{job} [{integration}]: none of {tried} registrations succeeded"
+        title = f"{job} [{integration}]: no registration succeeded, {failed} failed"
         return Alert(title, lines, "warning", run_id)
-    if tried:
-        lines.insert(1, f"{succeeded} of {tried} registrations succeeded")
     return Alert(f"{job} [{integration}] finished", lines, "info", run_id)

@@ -270,6 +270,7 @@ def _output(
             "dead_lettered": list(report.dead_lettered),
             "held_for_review": list(report.held_for_review),
             "registered": report.registered,
+            "failed": report.failed,
             "examples": list(report.examples),
             "stats": stats,
         }

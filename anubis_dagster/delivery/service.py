@@ -45,6 +45,18 @@ FIRST_CHECK_SECONDS = get_settings().anubis_first_check_seconds
 EXAMPLES = 5
 #: the partner took the registration (some partners confirm it later)
 ACCEPTED = frozenset({Status.AWAITING_REGISTER.value, Status.REGISTERED.value})
+#: where a step that failed leaves a subscription (for a run's counts; not the state machine's)
+FAILED_STATUSES = frozenset(
+    s.value
+    for s in (
+        Status.COURSE_FAILED,
+        Status.EMPTY_COURSE,
+        Status.SYNC_LGPD_FAILED,
+        Status.REGISTER_FAILED,
+        Status.UNKNOWN,
+        Status.FAILED,
+    )
+)
 
 
 def utcnow() -> datetime:
@@ -74,6 +86,8 @@ class StepReport:
     examples: list[str] = field(default_factory=list)
     #: registrations the partner accepted in this step (moved to awaiting_register/registered)
     registered: int = 0
+    #: subscriptions this step failed: a retry scheduled, a refusal, a dead letter, held unknown
+    failed: int = 0
 
     def add(self, label: str, example: str | None = None) -> None:
         self.processed += 1
@@ -302,6 +316,10 @@ class StepRunner:
         outcome = self._move(session, subscription, outcome, step)
         if before not in ACCEPTED and subscription.status in ACCEPTED:
             report.registered += 1
+        elif outcome.transient or (
+            subscription.status != before and subscription.status in FAILED_STATUSES
+        ):
+            report.failed += 1
         label = self._schedule(session, subscription, outcome, step, report, dead_letter)
         report.add(
             label,
