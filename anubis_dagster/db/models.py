@@ -214,6 +214,8 @@ class RateLimitSlot(Base):
     __tablename__ = "rate_limit_slots"
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     bucket: Mapped[str] = mapped_column(String(80), nullable=False)
+    # the slot counts in the window from this time (database clock): when its answer arrived,
+    # or, until then, a provisional time ahead (clients/rate_limit.py)
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (Index("ix_rate_limit_slots_bucket_taken", "bucket", "taken_at"),)
