@@ -845,3 +845,17 @@ def test_python_dash_m_serves_until_sigterm() -> None:
         assert process.wait(timeout=5) == 0
     finally:
         process.kill()
+
+
+def test_captacao_login_takes_the_email_and_password() -> None:
+    """The Captação API's e-mail/password login (an assumption of its shape: seed 001 gives only
+    the body), counted in the API's quota."""
+    with KrotonSandbox() as sandbox, httpx.Client(base_url=sandbox.base_url) as http:
+        settings = sandbox.settings
+        good = {"email": settings.captacao_email, "password": settings.captacao_password}
+        answer = http.post("/auth/login", json=good)
+        assert answer.status_code == 200
+        assert answer.json()["token"] and answer.json()["expiresIn"] > 0
+        refused = http.post("/auth/login", json={**good, "password": "wrong"})
+        assert refused.status_code == 401
+        assert sandbox.stats()["by_endpoint"] == {"captacao_login": 2}
