@@ -17,16 +17,17 @@ statements per batch instead of one ORM flush per row.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import JSON, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import get_path
+from anubis_dagster.core.redaction import redact, redact_data
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
 from anubis_dagster.db.models import Subscription, SubscriptionEvent, utcnow
 
@@ -263,6 +264,11 @@ def allocate_subscription_ids(session: Session, count: int) -> list[int]:
     return list(range(int(start) + 1, int(start) + 1 + count))
 
 
+#: PostgreSQL: a batch of new subscriptions is copied here first, then inserted with
+#: `ON CONFLICT DO NOTHING` (COPY itself cannot skip a conflicting row)
+STAGING_TABLE = "anubis_subscriptions_staging"
+
+
 def write_rows(
     session: Session,
     *,
@@ -271,9 +277,10 @@ def write_rows(
     events: list[dict[str, Any]],
 ) -> set[int]:
     """Write a batch built from `subscription_values` (with `id`, `created_at`, `updated_at`
-    added), `transition_values` (with `id` and the changed order columns) and `event_values`:
-    one multi-row statement per table on PostgreSQL, one `executemany` on SQLite, whatever the
-    batch size. Rows of one list must have the same keys.
+    added), `transition_values` (with `id` and the changed order columns) and `event_values`
+    with a few statements whatever its size: on PostgreSQL `COPY` (new subscriptions through a
+    staging table), on SQLite one `executemany` per table. Rows of one list must have the
+    same keys.
 
     Returns the ids of the subscriptions inserted. On PostgreSQL a subscription another
     transaction inserted meanwhile for the same (integration, order) is skipped (`ON CONFLICT
@@ -281,15 +288,12 @@ def write_rows(
     since the caller read what exists). Any other refusal raises: the caller isolates the row.
     """
     table = cast(Table, Subscription.__table__)
+    event_table = cast(Table, SubscriptionEvent.__table__)
+    postgres = session.get_bind().dialect.name == "postgresql"
     inserted: set[int] = set()
     if subscriptions:
-        if session.get_bind().dialect.name == "postgresql":
-            statement = (
-                pg_insert(table)
-                .on_conflict_do_nothing(index_elements=["integration_id", "order_id"])
-                .returning(table.c.id)
-            )
-            inserted = set(session.scalars(statement, subscriptions))
+        if postgres:
+            inserted = _copy_subscriptions(session, subscriptions)
         else:
             session.execute(insert(table), subscriptions)
             inserted = {row["id"] for row in subscriptions}
@@ -308,13 +312,57 @@ def write_rows(
         e for e in events if e["subscription_id"] in inserted or e["subscription_id"] in updated
     ]
     if events:
-        event_table = cast(Table, SubscriptionEvent.__table__)
-        if session.get_bind().dialect.name == "postgresql":
-            # RETURNING makes SQLAlchemy send multi-row VALUES pages instead of one INSERT a row
-            session.execute(insert(event_table).returning(event_table.c.id), events).all()
+        if postgres:
+            _copy(session, event_table, events)
         else:
             session.execute(insert(event_table), events)
     return inserted
+
+
+def _copy_subscriptions(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+    columns = ", ".join(rows[0])
+    session.execute(
+        text(
+            f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
+            "(LIKE subscriptions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+    )
+    _copy(session, cast(Table, Subscription.__table__), rows, into=STAGING_TABLE)
+    ids = session.scalars(
+        text(
+            f"INSERT INTO subscriptions ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
+            "ORDER BY id ON CONFLICT (integration_id, order_id) DO NOTHING RETURNING id"
+        )
+    )
+    inserted = set(ids)
+    session.execute(text(f"DELETE FROM {STAGING_TABLE}"))  # the next batch of this transaction
+    return inserted
+
+
+def _copy(
+    session: Session, table: Table, rows: list[dict[str, Any]], *, into: str | None = None
+) -> None:
+    """`COPY` rows of `table` (or of a table shaped like it, `into`) in the session's
+    transaction. COPY does not pass through the cursor hook of `db.redact_writes`, so every
+    value is redacted here the same way: text with `redact`, JSON documents with `redact_data`.
+    A JSON column's None is JSON `null`, as SQLAlchemy's JSON type stores it."""
+    names = list(rows[0])
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    convert = [_json_text if name in json_columns else _copy_value for name in names]
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    statement = f"COPY {into or table.name} ({', '.join(names)}) FROM STDIN"
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(redact_data(value))
+
+
+def _copy_value(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
 
 
 def record_attempt(
