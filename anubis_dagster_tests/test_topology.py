@@ -12,6 +12,10 @@ One topology, phases in sequence (it takes about 6 minutes):
       the partition's tags takes effect;
   (c) an intake run that never starts (its worker frozen before it reports) is failed by run
       monitoring and its orders are ingested and delivered by the next run;
+  (e) Terminate through the GraphQL API, as the UI's button: a live deliver run stops and ends
+      CANCELED (not retried to SUCCESS), and a run whose code server and worker were killed
+      ends CANCELED at once instead of "Unable to terminate"; their students are registered
+      by later runs, once each;
 and no run is left STARTED/CANCELING.
 """
 
@@ -278,6 +282,29 @@ def _subscription(topology: Topology, order_id: int) -> Subscription | None:
         ).first()
 
 
+# -- (e) --------------------------------------------------------------------------------------
+TERMINATE_RUN = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
+}"""
+#: a terminated worker stops at its next request or statement; far less than cancel_timeout
+TERMINATE_LIMIT = 60.0
+
+
+def _terminate(topology: Topology, instance: dg.DagsterInstance, run_id: str) -> float:
+    """Press Terminate on the run; returns how long it took to end (it must end CANCELED)."""
+    asked = time.time()
+    result = topology.graphql(TERMINATE_RUN, {"runId": run_id})["terminateRun"]
+    assert result["__typename"] == "TerminateRunSuccess", result
+    wait_for(functools.partial(_finished, instance, run_id), TERMINATE_LIMIT, "terminate", 0.5)
+    assert _status(instance, run_id) == dg.DagsterRunStatus.CANCELED
+    return round(_ended_at(instance, run_id) - asked, 1)
+
+
 # -- (c) --------------------------------------------------------------------------------------
 def _freeze_next_intake_worker(
     topology: Topology, instance: dg.DagsterInstance, since: float, timeout: float = 240
@@ -424,6 +451,30 @@ def test_production_topology(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         finally:
             os.kill(frozen_pid, signal.SIGKILL)
         _wait_registered(topology, "kroton", {make_cpf(i) for i in late_ids}, 300)
+
+        # (e1) Terminate a live deliver run at a slow partner: it stops, CANCELED
+        kroton_late, live, _ = _start_slow_batch(topology, instance, "kroton", 701, 12)
+        live_id = live.dagster_run.run_id
+        report["terminate_live_seconds"] = _terminate(topology, instance, live_id)
+        sent_by_live = {
+            e["cpf"]
+            for e in topology.sandbox_log("kroton")
+            if e["cpf"] in kroton_late and e["endpoint"] in REGISTER_ENDPOINTS
+        }
+        assert len(sent_by_live) < len(kroton_late), "the terminated run sent its whole batch"
+        topology.configure_sandbox("kroton", latency_ms=0)
+
+        # (e2) Terminate a run whose code server and worker died: CANCELED now, not CANCELING
+        estacio_late, orphan, worker = _start_slow_batch(topology, instance, "estacio", 801, 12)
+        os.killpg(topology.processes["code_server"].pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+        report["terminate_dead_seconds"] = _terminate(topology, instance, orphan.dagster_run.run_id)
+        topology.start_code_server()
+        topology.configure_sandbox("estacio", latency_ms=0)
+        wait_for(topology.location_loaded, 180, "the code location after the restart", 1)
+        _wait_registered(topology, "kroton", kroton_late, 300)
+        _wait_registered(topology, "estacio", estacio_late, 300)
 
         # nothing registered twice, and no run left unfinished
         for role in ("kroton", "estacio"):
