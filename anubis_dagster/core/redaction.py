@@ -20,6 +20,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -201,13 +202,23 @@ def redact(text: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     """Whether a value stored under `key` is a credential whatever it looks like."""
+    # every stored JSON document asks this of each of its keys, and the keys are few
+    return _is_secret_key(key) if len(key) <= 100 else _is_secret_key_uncached(key)
+
+
+def _is_secret_key_uncached(key: str) -> bool:
     normalized = re.sub(r"[^a-z0-9]", "", key.lower())
     return normalized in _SECRET_KEYS or normalized.endswith(_SECRET_KEY_SUFFIXES)
 
 
+_is_secret_key = lru_cache(maxsize=4096)(_is_secret_key_uncached)
+
+
 def redact_data(data: Any) -> Any:
     """A JSON-like structure with secret-keyed values hidden and every string redacted."""
-    if isinstance(data, Mapping):
+    if isinstance(data, str):  # the commonest node first: this walks every stored document
+        return redact(data)
+    if isinstance(data, dict | Mapping):
         # only text under a secret key is hidden whole: `{"subscription": 42}` is an id
         return {
             k: REDACTED if isinstance(v, str | bytes) and is_secret_key(str(k)) else redact_data(v)
@@ -215,8 +226,6 @@ def redact_data(data: Any) -> Any:
         }
     if isinstance(data, list | tuple):
         return [redact_data(item) for item in data]
-    if isinstance(data, str):
-        return redact(data)
     return data
 
 

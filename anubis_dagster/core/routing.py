@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from anubis_dagster.core.orders import get_path
@@ -34,8 +35,30 @@ NON_MATCH_KEYS = frozenset({"metadata", "required_fields"})
 
 def normalize(value: Any) -> str:
     """`"EaD"` = `"ead "`, `"Graduação"` = `"graduacao"`, 83 = `"83"`."""
-    text = unicodedata.normalize("NFKD", str(value).strip().lower())
+    text = str(value)
+    # the same few course levels, cities and ids come again and again: remember short ones
+    return _normalize_text(text) if len(text) <= 200 else _normalize_uncached(text)
+
+
+def _normalize_uncached(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.strip().lower())
     return "".join(c for c in text if not unicodedata.combining(c))
+
+
+_normalize_text = lru_cache(maxsize=8192)(_normalize_uncached)
+
+
+@lru_cache(maxsize=1024)
+def _allowed_set(allowed: tuple[Any, ...]) -> frozenset[str]:
+    return frozenset(normalize(a) for a in allowed)
+
+
+def _normalized_allowed(allowed: Any) -> frozenset[str]:
+    """A filter's list of values, normalized once per distinct list (filters are few)."""
+    try:
+        return _allowed_set(tuple(allowed))
+    except TypeError:  # an unhashable value in the list: no cache
+        return frozenset(normalize(a) for a in allowed)
 
 
 def filter_matches(filter_: Mapping[str, Any], order: Any) -> bool:
@@ -48,7 +71,7 @@ def filter_matches(filter_: Mapping[str, Any], order: Any) -> bool:
         value = get_path(order, path)
         if value is None:
             return False
-        if normalize(value) not in {normalize(a) for a in allowed}:
+        if normalize(value) not in _normalized_allowed(allowed):
             return False
     return True
 

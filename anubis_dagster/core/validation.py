@@ -101,6 +101,9 @@ _FORBIDDEN_CHARS = set("{}<>$`\\|^~")
 _FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "So"}
 _ALLOWED_SYMBOLS = {"°"}  # "N°" in addresses
 _NAME_PUNCTUATION = set(" '-.’")
+_ASCII_NAME = re.compile(r"[A-Za-z '\-.]*")  # ASCII letters and the ASCII name punctuation
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_]{1,40}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGITS_AND = {
     "base_user.cpf": set("0123456789.- "),
     "base_user.phone_number": set("0123456789()+-. "),
@@ -229,11 +232,20 @@ def check_text(field: str, value: object, limit: int) -> str | None:
     if len(value) > limit:
         return f"is longer than {limit} characters"
     allowed = _DIGITS_AND.get(field)
+    if allowed is not None:
+        return None if allowed.issuperset(value) else "may only hold digits and separators"
+    # fast paths with the loop's answers (most values are plain ASCII): printable ASCII holds
+    # no forbidden category, so only the markup characters can be wrong; a name of ASCII
+    # letters and name punctuation is fine
+    if value.isascii() and value.isprintable():
+        if field == "base_user.full_name":
+            if _ASCII_NAME.fullmatch(value):
+                return None
+        elif _FORBIDDEN_CHARS.isdisjoint(value):
+            return None
+        else:
+            return "holds characters that are not allowed (template or markup syntax)"
     for char in value:
-        if allowed is not None:
-            if char not in allowed:
-                return "may only hold digits and separators"
-            continue
         if char in _FORBIDDEN_CHARS:
             return "holds characters that are not allowed (template or markup syntax)"
         category = unicodedata.category(char)
@@ -270,7 +282,7 @@ def check_number(value: object, low: float, high: float) -> str | None:
 
 def _safe_key(key: object) -> str:
     """A key as it may appear in a reason: hostile keys (long, odd characters) are not echoed."""
-    return key if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_]{1,40}", key) else "?"
+    return key if isinstance(key, str) and _SAFE_KEY.fullmatch(key) else "?"
 
 
 def scan_document(order: object) -> list[Problem]:
@@ -299,7 +311,7 @@ def scan_document(order: object) -> list[Problem]:
             field = path or "order"
             if "\x00" in node:
                 problems.setdefault(field, "holds a NUL character")
-            elif any("\ud800" <= c <= "\udfff" for c in node):
+            elif not node.isascii() and _SURROGATE.search(node):
                 problems.setdefault(field, "holds an invalid Unicode character (lone surrogate)")
         elif isinstance(node, float):
             size += 8
