@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
-from anubis_dagster.clients.http import ApiClient, CallContext, HttpOutcome
+from anubis_dagster.clients.http import ApiClient, HttpOutcome
 from anubis_dagster.clients.rate_limit import Quota, RateLimiter
+from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.outcomes import still_unknown
 
 Raise = Callable[[httpx.Request], httpx.Response]
@@ -34,7 +35,7 @@ def client(db_url: str, handler: Raise, calls: list[int]) -> ApiClient:
         calls.append(1)
         return handler(request)
 
-    ctx = CallContext(db_url=db_url, integration_id=None)
+    ctx = call_context(db_url, integration_id=None)
     return ApiClient(
         name="partner",
         base_url="http://partner.test",

@@ -163,8 +163,8 @@ def worker_main(plan: WorkerPlan) -> None:
     time.time = lambda: real_time() + plan.skew
     time.time_ns = lambda: real_time_ns() + skew_ns
 
-    from anubis_dagster.clients.http import CallContext
     from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, worker_clock
+    from anubis_dagster.delivery.attempts import call_context
     from anubis_dagster.integrations.kroton.client import KrotonClient
     from anubis_dagster.integrations.kroton.resources import (
         KrotonApiResource,
@@ -172,7 +172,7 @@ def worker_main(plan: WorkerPlan) -> None:
     )
 
     quota = Quota.parse(plan.quota, name="--quota")
-    ctx = CallContext(plan.db_url, plan.integration_id, log=lambda _line: None)
+    ctx = call_context(plan.db_url, plan.integration_id, log=lambda _line: None)
     client = KrotonClient(
         KrotonApiResource(
             base_url=plan.base_url,

@@ -1,9 +1,10 @@
 """One HTTP call to a partner, done the same way for every IES.
 
-Each attempt: wait for the shared quota, write exactly one `subscription_events` attempt row
-(masked request, run id; outcome `in_flight`) in its own transaction, send with explicit
-timeouts, complete the row (outcome, HTTP status, duration, masked response) and write one
-masked line in the run log.
+Each attempt: wait for the shared quota, report it to the context's `AttemptRecorder` before
+it leaves (the delivery layer's writes one `subscription_events` row, outcome `in_flight`, see
+`delivery/attempts.py`), send with explicit timeouts, report its result (outcome, HTTP status,
+duration, masked response) and write one masked line in the run log. This module knows nothing
+of the database.
 
 What a failure proves decides what may happen next (DESIGN.md, "Unknown outcome"):
 
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from tenacity import (
@@ -44,9 +45,6 @@ from tenacity import (
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, retry_after_seconds
 from anubis_dagster.core.masking import mask_text, mask_url_path
-from anubis_dagster.db.models import Subscription
-from anubis_dagster.db.session import session_scope
-from anubis_dagster.db.transitions import finish_attempt, record_attempt
 
 MAX_STORED_TEXT = 2000
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
@@ -86,6 +84,25 @@ UNKNOWN_OUTCOMES = frozenset(
 )
 
 
+class AttemptSubject(Protocol):
+    """What the client needs of the subscription a request is about."""
+
+    @property
+    def id(self) -> int: ...
+
+
+class AttemptRecorder(Protocol):
+    """Where attempts are reported (the delivery layer's `AttemptLog` writes them to the DB)."""
+
+    def started(self, operation: str, subject: AttemptSubject | None, request: Any) -> int:
+        """Before the request leaves; returns the attempt's id."""
+        ...
+
+    def finished(self, attempt_id: int, result: HttpResult) -> None:
+        """Once its result is known (an answer, a timeout, a lost answer)."""
+        ...
+
+
 @dataclass
 class CallContext:
     """Who is calling: where attempt rows go and which run they belong to.
@@ -94,6 +111,7 @@ class CallContext:
     step, whether a write may have reached the partner (see `writes_since`). `before_write`, when
     set, is called right before a write leaves (after the quota wait): it may raise
     `SendCancelled` to stop it, e.g. when the run's claim on the subscription has expired.
+    `recorder` receives every attempt (`delivery.attempts.call_context` builds the usual one).
     """
 
     db_url: str
@@ -102,7 +120,8 @@ class CallContext:
     log: Callable[[str], None] = field(default=logging.getLogger("anubis.http").info)
     stats: dict[str, float] = field(default_factory=dict)  # calls, quota waits… for metadata
     results: list[HttpResult] = field(default_factory=list)
-    before_write: Callable[[Subscription], None] | None = None
+    before_write: Callable[[AttemptSubject], None] | None = None
+    recorder: AttemptRecorder = field(kw_only=True)
 
     def count(self, key: str, amount: float = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount
@@ -222,7 +241,7 @@ class ApiClient:
         method: str,
         path: str,
         *,
-        subscription: Subscription | None = None,
+        subscription: AttemptSubject | None = None,
         json_body: Any = None,
         form: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -303,7 +322,7 @@ class ApiClient:
         operation: str,
         method: str,
         path: str,
-        subscription: Subscription | None,
+        subscription: AttemptSubject | None,
         json_body: Any,
         form: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
@@ -371,45 +390,25 @@ class ApiClient:
     def _record_start(
         self,
         operation: str,
-        subscription: Subscription | None,
+        subscription: AttemptSubject | None,
         method: str,
         path: str,
         json_body: Any,
         form: Mapping[str, str] | None,
     ) -> int:
-        """Write the attempt row before the request leaves (outcome `in_flight`): a process
+        """Report the attempt before the request leaves (its row says `in_flight`): a process
         killed mid-request still leaves a trace of what it sent."""
         request: dict[str, Any] = {"method": method, "url": f"{self.name}{_mask_path(path)}"}
         if json_body is not None:
             request["body"] = json_body
         if form is not None:
             request["form"] = dict(form)
-        with session_scope(self.ctx.db_url) as session:
-            event = record_attempt(
-                session,
-                subscription=subscription,
-                integration_id=self.ctx.integration_id,
-                operation=operation,
-                outcome="in_flight",
-                run_id=self.ctx.run_id,
-                request=request,
-            )
-            session.flush()
-            return event.id
+        return self.ctx.recorder.started(operation, subscription, request)
 
     def _record_end(
-        self, attempt_id: int, result: HttpResult, subscription: Subscription | None
+        self, attempt_id: int, result: HttpResult, subscription: AttemptSubject | None
     ) -> None:
-        with session_scope(self.ctx.db_url) as session:
-            finish_attempt(
-                session,
-                attempt_id,
-                outcome=result.outcome.value,
-                http_status=result.status,
-                duration_ms=round(result.duration_ms, 1),
-                response=_stored_body(result.body),
-                error=result.error,
-            )
+        self.ctx.recorder.finished(attempt_id, result)
         who = f"subscription #{subscription.id}" if subscription is not None else self.name
         status = result.status if result.status is not None else "-"
         self.ctx.log(
@@ -442,7 +441,7 @@ def _classify(response: httpx.Response) -> tuple[Any, HttpOutcome, str | None]:
     return body, HttpOutcome.OK, None
 
 
-def _stored_body(body: Any) -> Any:
+def stored_body(body: Any) -> Any:
     if isinstance(body, str):
         return {"text": body[:MAX_STORED_TEXT]}
     return body

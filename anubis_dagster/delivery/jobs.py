@@ -28,6 +28,7 @@ from anubis_dagster.clients.rate_limit import Quota
 from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.alerts import run_alerts
+from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.requeue import requeue, retry_now
 from anubis_dagster.delivery.service import (
     DeliveryRequest,
@@ -169,12 +170,7 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
         if integration is None:
             raise dg.Failure(f"no integration {key!r} in the integrations file")
         session.expunge(integration)
-    call = CallContext(
-        db_url=app_db.resolved_url,
-        integration_id=integration.id,
-        run_id=context.run_id,
-        log=context.log.info,
-    )
+    call = call_context(app_db.resolved_url, integration.id, context.run_id, context.log.info)
     try:
         adapter = adapter_class(integration.type)(
             AdapterContext(

@@ -26,6 +26,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
+from anubis_dagster.clients.http import AttemptSubject
 from anubis_dagster.clients.rate_limit import QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.retry_schedule import RetrySchedule
@@ -243,7 +244,7 @@ class StepRunner:
             query = query.with_for_update()
         return session.scalar(query) == self.run_id
 
-    def _fence(self, subscription: Subscription) -> None:
+    def _fence(self, subscription: AttemptSubject) -> None:
         """Right before a write leaves (after the quota wait and the token): in one statement,
         renew this run's claim and set the "being sent" marker, or refuse to send if the claim
         ran out (a quota wait can outlast a lease) and another run may be sending already. A

@@ -21,10 +21,10 @@ from collections.abc import Iterator, Mapping
 import dagster as dg
 from sqlalchemy import select
 
-from anubis_dagster.clients.http import CallContext
 from anubis_dagster.clients.probes import Level
 from anubis_dagster.console.report import build_report
 from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.health import platform, service
 from anubis_dagster.health.alerting import CheckOutcome
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
@@ -134,12 +134,7 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         db_url = context.resources.app_db.resolved_url
         with context.resources.app_db.session() as session:
             integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
-        ctx = CallContext(
-            db_url=db_url,
-            integration_id=integration_id,
-            run_id=context.run.run_id,
-            log=context.log.info,
-        )
+        ctx = call_context(db_url, integration_id, context.run.run_id, context.log.info)
         now = utcnow()
         found = service.evaluate_integration(db_url, key, probes, context.resources, ctx, now)
         service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
