@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, any_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
@@ -209,6 +210,17 @@ class _Decision:
     event: dict[str, Any] | None = None
 
 
+def _one_of(session: Session) -> Callable[[Any, list[Any]], ColumnElement[bool]]:
+    """`column IN (values)` for a chunk's worth of values. PostgreSQL: `= ANY(array)`, one
+    parameter; with 500 `IN` parameters psycopg spends longer parsing the statement in Python
+    than the server spends answering it."""
+    if session.get_bind().dialect.name != "postgresql":
+        return lambda column, values: column.in_(values)
+    return lambda column, values: (
+        column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    )
+
+
 class _Batch:
     """State shared by the orders of one chunk: what exists and which CPFs are held, fetched
     with one query each, then kept up to date in Python as decisions are written."""
@@ -224,11 +236,12 @@ class _Batch:
         ids = [row.id for row in rows]
         integration_ids = [r.integration_id for r in routes]
         s = Subscription
+        one_of = _one_of(session)
         self.existing: dict[tuple[int, int], _Known] = {
             (i, o): _Known(sid, status, stamp)
             for sid, i, o, status, stamp in session.execute(
                 select(s.id, s.integration_id, s.order_id, s.status, s.order_updated_at).where(
-                    s.integration_id.in_(integration_ids), s.order_id.in_(ids)
+                    s.integration_id.in_(integration_ids), one_of(s.order_id, ids)
                 )
             )
         }
@@ -237,7 +250,7 @@ class _Batch:
         if cpfs:
             held = session.execute(
                 select(s.integration_id, s.active_cpf, s.id).where(
-                    s.integration_id.in_(integration_ids), s.active_cpf.in_(cpfs)
+                    s.integration_id.in_(integration_ids), one_of(s.active_cpf, sorted(cpfs))
                 )
             )
             self.cpf_holders = {(i, c): sid for i, c, sid in held if c is not None}
@@ -247,7 +260,7 @@ class _Batch:
             (order_id, key): qid
             for qid, order_id, key in session.execute(
                 select(q.id, q.order_id, q.integration_key).where(
-                    q.order_id.in_(ids), q.resolved_at.is_(None)
+                    one_of(q.order_id, ids), q.resolved_at.is_(None)
                 )
             )
         }
