@@ -566,10 +566,10 @@ def check_retry_schedule(value: str, *, allow_zero: bool = True) -> None:
 
 
 def check_window(value: str | None, zone: str | None = None) -> None:
-    from anubis_dagster.integrations.estacio.mapping import RegisterWindow
+    from anubis_dagster.core.daily_window import DailyWindow
 
     try:
-        RegisterWindow.parse(value, name="window", zone=zone)
+        DailyWindow.parse(value, name="window", zone=zone)
     except ValueError as exc:
         message = re.sub(r", got .*$", "", str(exc))
         raise ValueError(message.removeprefix("window ").removeprefix(": ")) from None
