@@ -19,6 +19,8 @@ from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import run_tags
 
 UNROUTED_EXAMPLES = 20
+#: orders written (and committed with the watermark) together: a few statements each
+CHUNK_SIZE = 1000
 QUARANTINE_ALERT_EXAMPLES = 10
 #: a run past this is resolved by run monitoring; the sensor stops waiting for it too
 INTAKE_MAX_RUNTIME_SECONDS = 1800
@@ -96,7 +98,7 @@ def ingest_paid_orders(
             assert until is not None
             committed = True  # every chunk so far written or quarantined: the watermark follows
             chunk_after = after
-            for rows in source.read_range(after, until):
+            for rows in source.read_range(after, until, chunk_size=CHUNK_SIZE):
                 last = OrderKey(rows[-1].updated_at, rows[-1].id)
                 with app_db.session() as session:
                     chunk = ingest(session, rows, routes, today=today, run_id=context.run_id)
