@@ -107,6 +107,8 @@ def test_kroton_checks_pass_with_one_request_each_then_alert_once_when_down_and_
     assert "token issued" in found["kroton_api"].description
     assert "open offers" in found["kroton_catalog"].description
     assert endpoints(captacao) == {"token": 1, "captacao_login": 1, "catalog_search": 1}
+    # each probe is an attempt row like any request (no subscription): rows = requests
+    assert harness.attempt_rows(with_subscription=False) == 3
     assert sink.received == []  # healthy from the start: nothing to say
 
     captacao.stop()  # the partner is down
