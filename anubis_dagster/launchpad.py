@@ -18,6 +18,7 @@ validation of config values ("throw a PostProcessingError").
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import dagster as dg
@@ -53,6 +54,12 @@ class _CheckedScalar(ConfigScalar):
         return value
 
 
+@cache
+def _checked_scalar(model: type[BaseModel], name: str, kind: str, item: bool) -> _CheckedScalar:
+    """One instance per field: a job refuses two different types with the same name."""
+    return _CheckedScalar(model, name, kind, item=item)
+
+
 def field_problem(model: type[BaseModel], name: str, value: Any) -> str | None:
     """What the model finds wrong with `value` for its field `name` (None: nothing). Other
     fields' errors (e.g. a required one not given here) are not this field's business."""
@@ -79,7 +86,7 @@ def _checked_type(model: type[BaseModel], name: str, config_type: Any, *, item: 
     # `str` and `int` fields are String/Int scalars or their env-var unions (StringSource)
     scalar = config_type.scalar_type if kind == ConfigTypeKind.SCALAR_UNION else config_type
     if scalar.kind == ConfigTypeKind.SCALAR and scalar.given_name in _KINDS:
-        return _CheckedScalar(model, name, scalar.given_name, item=item)
+        return _checked_scalar(model, name, scalar.given_name, item)
     return config_type  # booleans, floats and nested shapes: the structure check is enough
 
 
