@@ -167,6 +167,18 @@ def test_checks_yield_to_waiting_registrations(db_url: str) -> None:
     assert take(quota, Priority.LOW)  # no registration waiting: checks go
 
 
+def test_checks_go_again_as_soon_as_the_waiting_registration_is_served(db_url: str) -> None:
+    """The demand ends with the registration's slot: the other free slot is not left idle."""
+    clock = FakeClock()
+    quota = limiter(db_url, clock, limit=2)
+    assert take(quota, Priority.HIGH) and take(quota, Priority.HIGH)
+    assert not take(quota, Priority.HIGH)  # waits: checks yield from now
+    clock.now += 10 + quota.quota.margin + 0.001  # both slots free
+    assert not take(quota, Priority.LOW)
+    assert take(quota, Priority.HIGH)
+    assert take(quota, Priority.LOW)
+
+
 def test_giving_up_after_max_wait(db_url: str) -> None:
     clock = FakeClock()
     quota = limiter(db_url, clock, limit=1, period=600)

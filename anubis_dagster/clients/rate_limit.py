@@ -187,6 +187,10 @@ class RateLimiter:
                 )
             ).one()
             if used < self.quota.limit:
+                if priority is Priority.HIGH:
+                    # served: checks may take the next free slot at once (a registration still
+                    # waiting asserts its demand again when it wakes, at the next slot's time)
+                    bucket.priority_demand_until = None
                 slot = RateLimitSlot(bucket=self.bucket, taken_at=now + self._hold)
                 session.add(slot)
                 session.flush()
