@@ -26,8 +26,10 @@ def run_tags(action: str, integration: str = ALL_INTEGRATIONS) -> dict[str, str]
     return {INTEGRATION_TAG: integration, ACTION_TAG: action}
 
 
-def retag_run(context: dg.OpExecutionContext, **tags: str) -> None:
-    """Set `anubis/<name>` tags on the running run (e.g. action="requeue"), if they differ."""
+def retag_run(context: dg.OpExecutionContext | dg.AssetExecutionContext, **tags: str) -> None:
+    """Set `anubis/<name>` tags on the running run (e.g. action="requeue"), if they differ.
+    Also for assets materialised from the asset graph, whose runs (Dagster's implicit asset
+    job) carry no tag of ours."""
     wanted = {f"anubis/{name}": value for name, value in tags.items()}
     run = context.instance.get_run_by_id(context.run_id)
     if run is None or all(run.tags.get(k) == v for k, v in wanted.items()):

@@ -289,6 +289,13 @@ def test_every_job_carries_integration_and_action_tags_whoever_launches_it(
             assert tags.get("anubis/action"), (job.name, key)
             assert tags.get("anubis/integration") == (key or tags["anubis/integration"]), job.name
             assert tags["anubis/integration"], (job.name, key)
+    # an asset materialised from the asset graph runs in Dagster's implicit job, without our
+    # job tags: the asset names its integration and action itself
+    metrics = harness.defs.resolve_assets_def(dg.AssetKey(["metrics", "kroton"]))
+    result = dg.materialize([metrics], instance=harness.instance)  # resources bound by defs
+    run = harness.instance.get_run_by_id(result.run_id)
+    assert run is not None and run.job_name.startswith("__")
+    assert (run.tags["anubis/integration"], run.tags["anubis/action"]) == ("kroton", "health")
     # a Launchpad config that asks for a preview or a requeue names it once the run reads it
     harness.ingest([make_order(1)])
     dry = harness.deliver(dry_run=True)

@@ -30,6 +30,7 @@ from anubis_dagster.health.alerting import CheckOutcome
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import retag_run
 
 HEALTH_CRON = "*/15 * * * *"
 #: a health run makes a handful of requests: anything longer is stuck
@@ -90,6 +91,7 @@ def _platform_asset() -> dg.AssetsDefinition:
     def platform_health(
         context: dg.AssetExecutionContext, app_db: AppDatabase
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        retag_run(context, integration=platform.PLATFORM, action="health")
         outcomes = [
             platform.check_app_database(),
             platform.check_names_table(app_db.resolved_url),
@@ -131,6 +133,7 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
     def integration_health(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        retag_run(context, integration=key, action="health")
         db_url = context.resources.app_db.resolved_url
         with context.resources.app_db.session() as session:
             integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
@@ -172,6 +175,7 @@ def _metrics_asset(key: str) -> dg.AssetsDefinition:
     def integration_metrics(
         context: dg.AssetExecutionContext, app_db: AppDatabase
     ) -> dg.MaterializeResult:
+        retag_run(context, integration=key, action="health")
         now = utcnow()
         db_url = app_db.resolved_url
         with app_db.session() as session:
