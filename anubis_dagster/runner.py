@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
-from anubis_dagster.delivery.due import deliver_statuses, has_due, next_due_at
+from anubis_dagster.delivery.due import Flow, all_statuses, flow_statuses, has_due, next_due_at
 from anubis_dagster.intake.orders_source import OrdersSource, missing_table_message
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
@@ -108,12 +108,10 @@ def run_due_work(
         ]
     for integration_id, key, integration_type in integrations:
         adapter = adapter_class(integration_type)
-        for job_name, statuses in (
-            ("deliver_job", deliver_statuses(adapter)),
-            ("check_job", adapter.check_statuses),
-        ):
+        for flow in Flow:
+            job_name = flow.job_name
             with app_db.session() as session:
-                due = has_due(session, integration_id, statuses)
+                due = has_due(session, integration_id, flow_statuses(adapter, flow))
             if not due:
                 continue
             try:
@@ -160,8 +158,7 @@ def seconds_until_next_work() -> float | None:
             select(Integration).where(Integration.enabled.is_(True))
         ):
             adapter = adapter_class(integration.type)
-            statuses = deliver_statuses(adapter) | adapter.check_statuses
-            when = next_due_at(session, integration.id, statuses)
+            when = next_due_at(session, integration.id, all_statuses(adapter))
             if when is not None and (soonest is None or when < soonest):
                 soonest = when
     if soonest is None:

@@ -13,7 +13,7 @@ from anubis_dagster.config.integrations import IntegrationsFile, load_integratio
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import build_definitions
-from anubis_dagster.delivery.due import deliver_statuses, has_due
+from anubis_dagster.delivery.due import Flow, flow_statuses, has_due
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.integrations.base import adapter_class
@@ -89,8 +89,8 @@ class Harness:
 
             integration = session.scalars(select(Integration).where(Integration.key == key)).one()
             adapter = adapter_class(integration.type)
-            statuses = adapter.check_statuses if check else deliver_statuses(adapter)
-            return has_due(session, integration.id, statuses)
+            flow = Flow.CHECK if check else Flow.DELIVER
+            return has_due(session, integration.id, flow_statuses(adapter, flow))
 
     def statuses(self) -> dict[int, str]:
         """order id → status"""

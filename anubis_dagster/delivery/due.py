@@ -1,10 +1,19 @@
-"""Is there work due for an integration? Cheap indexed queries for sensors and `anubis run`."""
+"""What is due: the one definition of work an integration has waiting, used by the due sensor,
+`anubis run`, the benchmarks and the tests.
+
+Due = a subscription in a status one of the integration's flows works on (deliver: the
+adapter's prepare statuses and `to_register`; check: its check statuses), whose `scheduled_to`
+has come (or was never set: new students), and that no live run has claimed (`claimed_until`
+past). Cheap indexed queries (ix_subscriptions_due).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.states import Status
@@ -12,8 +21,42 @@ from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import IESAdapter
 
 
+class Flow(StrEnum):
+    """The two flows a due run works on; each has its job (`deliver_job`, `check_job`)."""
+
+    DELIVER = "deliver"
+    CHECK = "check"
+
+    @property
+    def job_name(self) -> str:
+        return f"{self.value}_job"
+
+
+def flow_statuses(adapter: type[IESAdapter], flow: Flow) -> frozenset[Status]:
+    """The statuses `flow` works on for this adapter (empty: the adapter has no such flow)."""
+    if flow is Flow.CHECK:
+        return adapter.check_statuses
+    return deliver_statuses(adapter)
+
+
 def deliver_statuses(adapter: type[IESAdapter]) -> frozenset[Status]:
     return adapter.prepare_statuses | {Status.TO_REGISTER}
+
+
+def all_statuses(adapter: type[IESAdapter]) -> frozenset[Status]:
+    """Every status some flow of this adapter works on."""
+    return frozenset().union(*(flow_statuses(adapter, flow) for flow in Flow))
+
+
+def _due(integration_id: int, statuses: frozenset[Status], now: datetime) -> list[Any]:
+    s = Subscription
+    clauses: list[ColumnElement[bool]] = [
+        s.integration_id == integration_id,
+        s.status.in_([st.value for st in statuses]),
+        or_(s.scheduled_to.is_(None), s.scheduled_to <= now),
+        or_(s.claimed_until.is_(None), s.claimed_until < now),
+    ]
+    return clauses
 
 
 def has_due(
@@ -22,22 +65,29 @@ def has_due(
     statuses: frozenset[Status],
     now: datetime | None = None,
 ) -> bool:
-    """Whether any subscription in `statuses` is due and unclaimed (uses ix_subscriptions_due)."""
+    """Whether any subscription in `statuses` is due and unclaimed."""
     if not statuses:
         return False
-    now = now or datetime.now(UTC)
-    s = Subscription
-    query = (
-        select(s.id)
-        .where(
-            s.integration_id == integration_id,
-            s.status.in_([st.value for st in statuses]),
-            or_(s.scheduled_to.is_(None), s.scheduled_to <= now),
-            or_(s.claimed_until.is_(None), s.claimed_until < now),
-        )
-        .limit(1)
-    )
+    query = select(Subscription.id).where(*_due(integration_id, statuses, _now(now))).limit(1)
     return session.scalar(query) is not None
+
+
+def count_due(
+    session: Session,
+    integration_id: int,
+    statuses: frozenset[Status],
+    *,
+    limit: int,
+    fresh_only: bool = False,
+    now: datetime | None = None,
+) -> int:
+    """How many subscriptions are due (at most `limit`); `fresh_only`: never attempted ones."""
+    if not statuses:
+        return 0
+    query = select(Subscription.id).where(*_due(integration_id, statuses, _now(now)))
+    if fresh_only:
+        query = query.where(Subscription.attempts == 0)
+    return int(session.scalar(select(func.count()).select_from(query.limit(limit).subquery())) or 0)
 
 
 def next_due_at(
@@ -57,3 +107,7 @@ def next_due_at(
         .order_by(s.scheduled_to)
         .limit(1)
     )
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)

@@ -17,15 +17,12 @@ as dead (run monitoring is about to fail it), so the sensor never waits on a rec
 
 import json
 import time
-from datetime import UTC, datetime
 
 import dagster as dg
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from anubis_dagster.core.states import Status
-from anubis_dagster.db.models import Integration, Subscription
-from anubis_dagster.delivery.due import deliver_statuses, has_due
+from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.due import Flow, count_due, flow_statuses, has_due
 from anubis_dagster.delivery.jobs import BATCH_LIMIT, MAX_RUNTIME_TAG, partition_tags
 from anubis_dagster.delivery.service import release_claims
 from anubis_dagster.integrations.base import adapter_class
@@ -109,30 +106,6 @@ def run_in_flight(instance: dg.DagsterInstance, job_name: str, partition: str) -
     return sum(runs_in_flight(instance, job_name, partition)) > 0
 
 
-def count_due(
-    session: Session,
-    integration_id: int,
-    statuses: frozenset[Status],
-    *,
-    fresh_only: bool = False,
-    limit: int = BATCH_LIMIT,
-) -> int:
-    """How many subscriptions are due now (at most `limit`), or only never-attempted ones."""
-    if not statuses:
-        return 0
-    s = Subscription
-    now = datetime.now(UTC)
-    query = select(s.id).where(
-        s.integration_id == integration_id,
-        s.status.in_([st.value for st in statuses]),
-        or_(s.scheduled_to.is_(None), s.scheduled_to <= now),
-        or_(s.claimed_until.is_(None), s.claimed_until < now),
-    )
-    if fresh_only:
-        query = query.where(s.attempts == 0)
-    return int(session.scalar(select(func.count()).select_from(query.limit(limit).subquery())) or 0)
-
-
 def build_due_work_sensor(
     deliver_job: dg.JobDefinition, check_job: dg.JobDefinition
 ) -> dg.SensorDefinition:
@@ -155,15 +128,13 @@ def build_due_work_sensor(
             )
             for integration in integrations:
                 adapter = adapter_class(integration.type)
-                for flow, job, statuses in (
-                    ("deliver", deliver_job, deliver_statuses(adapter)),
-                    ("check", check_job, adapter.check_statuses),
-                ):
+                for flow, job in ((Flow.DELIVER, deliver_job), (Flow.CHECK, check_job)):
+                    statuses = flow_statuses(adapter, flow)
                     slot = f"{integration.key}:{flow}"
                     paced = now - last_asked.get(slot, 0) < integration.interval * 60
                     # new students skip the pacing; retries and checks wait for `interval`
                     fresh = (
-                        flow == "deliver"
+                        flow is Flow.DELIVER
                         and count_due(session, integration.id, statuses, fresh_only=True, limit=1)
                         > 0
                         and not failure_backoff_active(
@@ -178,7 +149,7 @@ def build_due_work_sensor(
                     if queued or (running and not fresh):
                         waiting.append(slot)
                         continue
-                    students = count_due(session, integration.id, statuses)
+                    students = count_due(session, integration.id, statuses, limit=BATCH_LIMIT)
                     requests.append(
                         dg.RunRequest(
                             job_name=job.name,
