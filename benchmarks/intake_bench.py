@@ -12,7 +12,13 @@ Why each number is here:
 - **sensor tick**: `paid_orders_sensor` evaluated with `build_sensor_context`, on a 1k and a
   100k table, with the cursor at the start, middle and end, to see whether a tick grows with the
   table;
-- **re-ingest**: the same orders again (idempotency cost: nothing new may be created).
+- **re-ingest**: the same orders again (idempotency cost: nothing new may be created);
+- **physical limit**: the same subscription and event rows written raw (`COPY` on PostgreSQL,
+  `executemany` on SQLite, no Anubis code) plus reading the orders, side by side;
+- **hostile**: a first pass on a fresh app DB after 1% of the orders were made hostile (bad
+  fields, payloads that are not objects, and rows the database refuses through a trigger);
+- **sensor tick at 1,000,000 orders** (`--tick-rows`): the tick on a table of that size
+  generated in SQL, cursor at the start, middle and end.
 
     .venv/bin/python -m benchmarks.intake_bench            # 100k orders, PostgreSQL
     .venv/bin/python -m benchmarks.intake_bench --sqlite   # the same on SQLite files
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import math
 import multiprocessing
 import os
@@ -367,6 +374,34 @@ def service_pass(name: str, app_url: str, orders_url: str, batches: list[Any]) -
     return Pass(name, seconds, report.orders, report.created, rss_peak_mb(), rss_now_mb())
 
 
+def key_count(source: Any) -> int:
+    from sqlalchemy import func, select
+
+    with source.engine.connect() as connection:
+        return int(
+            connection.scalar(select(func.count()).where(source.table.c.checkout_step == "paid"))
+        )
+
+
+def key_at(source: Any, offset: int) -> Any:
+    """The `offset`-th paid order's key, counted in SQL (a million keys stay out of memory)."""
+    from sqlalchemy import select
+
+    from anubis_dagster.intake.orders_source import OrderKey, _utc
+
+    t = source.table.c
+    query = (
+        select(t.updated_at, t.id)
+        .where(t.checkout_step == "paid")
+        .order_by(t.updated_at, t.id)
+        .offset(offset)
+        .limit(1)
+    )
+    with source.engine.connect() as connection:
+        updated_at, order_id = connection.execute(query).one()
+    return OrderKey(_utc(updated_at), int(order_id))
+
+
 @dataclass
 class Ticks:
     table_rows: int
@@ -399,13 +434,17 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
 
     resources.prepare_database(app_url)
     source = OrdersSource(orders_url)
-    keys = source.next_keys(None, horizon=datetime.now(UTC), limit=table_rows + 1)
-    middle = len(keys) // 2
-    cursors = {"start": None, "middle": keys[middle - 1], "end": keys[-1]}
+    count = key_count(source)
+    middle = count // 2
+    cursors = {
+        "start": None,
+        "middle": key_at(source, middle - 1),
+        "end": key_at(source, count - 1),
+    }
     # what an intake run started from that cursor reads: the next (up to) 1000 orders
     read_until = {
-        "start": keys[min(999, len(keys) - 1)],
-        "middle": keys[min(middle + 999, len(keys) - 1)],
+        "start": key_at(source, min(999, count - 1)),
+        "middle": key_at(source, min(middle + 999, count - 1)),
     }
     limit = planning.BATCH_SIZE * planning.MAX_RUNS_PER_TICK
     instance = dg.DagsterInstance.ephemeral()
@@ -455,6 +494,170 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
     return out
 
 
+def raw_limit(source_app: str, orders_url: str, batches: list[Any], dbs: Databases) -> dict:
+    """The physical limit of the same work: read every planned order (`read_range`, as the
+    runs do) and write the subscription and event rows the first pass produced into a fresh
+    app DB with the database's fastest bulk path and no Anubis code (PostgreSQL: `COPY`;
+    SQLite: `executemany`). Seconds for each."""
+    from sqlalchemy import text
+
+    from anubis_dagster import resources
+    from anubis_dagster.db.session import get_engine
+    from anubis_dagster.intake.orders_source import OrdersSource
+
+    source = OrdersSource(orders_url)
+    started = time.perf_counter()
+    for batch in batches:
+        for _rows in source.read_range(batch.after, batch.until, chunk_size=1000):
+            pass
+    read_s = time.perf_counter() - started
+    tables = ("subscriptions", "subscription_events")
+    rows: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+    with get_engine(remember(source_app)).connect() as connection:
+        for table in tables:
+            result = connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
+            rows[table] = (list(result.keys()), [tuple(r) for r in result])
+    target = dbs.fresh("app_raw")
+    resources.prepare_database(target)
+    engine = get_engine(remember(target))
+    started = time.perf_counter()
+    with engine.begin() as connection:
+        raw = connection.connection.driver_connection
+        for table in tables:
+            names, values = rows[table]
+            if engine.dialect.name == "postgresql":
+                json_cols = {"payload", "ies_data", "request", "response"}
+                statement = f"COPY {table} ({', '.join(names)}) FROM STDIN"
+                with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                    for row in values:
+                        copy.write_row(
+                            [
+                                json.dumps(v) if n in json_cols else v
+                                for n, v in zip(names, row, strict=True)
+                            ]
+                        )
+            else:
+                marks = ", ".join("?" for _ in names)
+                raw.executemany(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})", values
+                )
+    write_s = time.perf_counter() - started
+    counts = {table: len(rows[table][1]) for table in tables}
+    return {"read_s": read_s, "write_s": write_s, **counts}
+
+
+def make_hostile(orders_url: str, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Turn `share` of the orders hostile, in place: bad fields (NUL, emoji, markup, wrong
+    types, impossible dates, 20 kB strings), payloads that are JSON but not an object; and
+    pick a tenth of them for the database to refuse (`refusing_orders`). Returns (hostile ids,
+    ids to refuse)."""
+    import random
+
+    from sqlalchemy import bindparam, select, update
+
+    from anubis_dagster.intake.orders_source import OrdersSource
+
+    source = OrdersSource(orders_url)
+    t = source.table
+    with source.engine.connect() as connection:
+        ids = [int(i) for (i,) in connection.execute(select(t.c.id).order_by(t.c.id))]
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(ids, max(1, int(len(ids) * share))))
+    mutations: list[tuple[str, Any]] = [
+        ("base_user.full_name", "Maria\x00Silva"),
+        ("base_user.full_name", "Maria 😀 Silva"),
+        ("base_user.email", "' OR '1'='1' --"),
+        ("base_user.address.city", ["São", "Paulo"]),
+        ("base_user.birth_date", "1998-04-12T99:99"),
+        ("offer.course.id", 10**30),
+        ("base_user.address.address", "A" * 20_000),
+        ("base_user.full_name", "{{7*7}}"),
+        ("base_user.phone_number", {"ddd": 11}),
+    ]
+    updates = []
+    with source.engine.connect() as connection:
+        payloads = dict(
+            connection.execute(
+                select(t.c.id, source._payload_text()).where(t.c.id.in_(chosen))
+            ).all()
+        )
+    for n, order_id in enumerate(chosen):
+        if n % 10 == 9:
+            updates.append({"_id": order_id, "_payload": '["not", "an", "object"]'})
+            continue
+        order = json.loads(payloads[order_id])
+        path, value = mutations[n % len(mutations)]
+        node = order
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+        updates.append({"_id": order_id, "_payload": json.dumps(order)})
+    statement = update(t).where(t.c.id == bindparam("_id")).values(payload=bindparam("_payload"))
+    if source.engine.dialect.name == "postgresql":
+        from sqlalchemy import cast as sql_cast
+        from sqlalchemy.dialects.postgresql import JSON as PG_JSON
+
+        statement = (
+            update(t)
+            .where(t.c.id == bindparam("_id"))
+            .values(payload=sql_cast(bindparam("_payload"), PG_JSON))
+        )
+    with source.engine.begin() as connection:
+        connection.execute(statement.execution_options(synchronize_session=False), updates)
+    refused = [i for n, i in enumerate(chosen) if n % 10 == 4]
+    return chosen, refused
+
+
+def big_table_ticks(dbs: Databases, rows: int, samples: int) -> list[Ticks]:
+    """`paid_orders_sensor` on an orders table of `rows` rows generated in SQL (the tick reads
+    keys only, so a small payload does), cursor at the start, middle and end."""
+    from sqlalchemy import text
+
+    from anubis_dagster.db.session import get_engine
+    from anubis_dagster.intake.orders_source import OrdersSource
+
+    url = dbs.fresh("orders_big")
+    source = OrdersSource(remember(url))
+    source.ensure_table()
+    start = orders_start_time(rows)
+    engine = get_engine(url)
+    say(f"generating {rows:,} orders in SQL")
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(
+                text(
+                    "INSERT INTO orders (id, origin, checkout_step, created_at, updated_at, "
+                    "payload) SELECT g, 'quero_bolsa', 'paid', :start + g * interval '1 second', "
+                    ":start + g * interval '1 second', '{}'::json FROM generate_series(1, :n) g"
+                ),
+                {"start": start, "n": rows},
+            )
+            connection.execute(text("ANALYZE orders"))
+        else:
+            stamp = start.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S")
+            connection.execute(
+                text(
+                    "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :n) "
+                    "INSERT INTO orders (id, origin, checkout_step, created_at, updated_at, "
+                    "payload) SELECT i, 'quero_bolsa', 'paid', "
+                    "strftime('%Y-%m-%d %H:%M:%f', :stamp, '+' || i || ' seconds'), "
+                    "strftime('%Y-%m-%d %H:%M:%f', :stamp, '+' || i || ' seconds'), '{}' FROM g"
+                ),
+                {"n": rows, "stamp": stamp},
+            )
+    return sensor_ticks(url, rows, samples, dbs.fresh("ticks_big_app"))
+
+
+def timed_load(step: Any) -> tuple[Any, str]:
+    """Run `step()`; its result and the 1-minute load average before → after it."""
+    before = load_average()
+    result = step()
+    return result, f"{before} → {load_average()}"
+
+
 # --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
@@ -463,7 +666,19 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.intake_bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--count", type=int, default=100_000, help="orders (default 100000)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="orders per intake run")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        help="orders per intake run (default 5000: what the sensor asks for in one run)",
+    )
+    parser.add_argument(
+        "--tick-rows", type=int, default=1_000_000, help="orders table of the big tick test"
+    )
+    parser.add_argument("--hostile-share", type=float, default=0.01, help="hostile orders")
+    parser.add_argument(
+        "--service-passes", action="store_true", help="also time intake.service.ingest alone"
+    )
     backend = parser.add_mutually_exclusive_group()
     backend.add_argument("--sqlite", action="store_true", help="SQLite files instead")
     backend.add_argument("--postgres", action="store_true", help="PostgreSQL (the default)")
@@ -472,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trace-batches",
         type=int,
-        default=10,
+        default=2,
         help="batches run under tracemalloc (it slows Python down, so not the timed passes)",
     )
     parser.add_argument(
@@ -485,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.ticks = min(args.count, 10_000), min(args.ticks, 20)
-        args.trace_batches = min(args.trace_batches, 3)
+        args.trace_batches = min(args.trace_batches, 1)
+        args.tick_rows = min(args.tick_rows, 100_000)
 
     backend_name = "sqlite" if args.sqlite else "postgresql"
     dbs = Databases(backend_name)
@@ -526,34 +742,50 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
     job_app = dbs.fresh("app")
     with app_env(job_app, orders_url):
         say("intake_job pass")
-        first = job_pass("intake_job, first time", batches)
+        first, first_load = timed_load(lambda: job_pass("intake_job, first time", batches))
         say(f"  {first.per_second:.0f} orders/s")
         analyze(job_app, args.analyze)
         empty_ms = empty_run_ms()
         say("intake_job pass again (idempotency)")
-        again = job_pass("intake_job, same orders again", batches)
+        again, again_load = timed_load(lambda: job_pass("intake_job, same orders again", batches))
         say(f"  {again.per_second:.0f} orders/s, {again.created} created")
-    service_app = dbs.fresh("app_service")
-    with app_env(service_app, orders_url):
-        say("intake.service.ingest pass")
-        service = service_pass("intake.service.ingest only", service_app, orders_url, batches)
-        say(f"  {service.per_second:.0f} orders/s")
-        analyze(service_app, args.analyze)
-        say("intake.service.ingest pass again (idempotency)")
-        service_again = service_pass(
-            "intake.service.ingest only, same orders again", service_app, orders_url, batches
-        )
-        say(f"  {service_again.per_second:.0f} orders/s, {service_again.created} created")
+    say("physical limit: raw read of the orders and raw write of the same rows")
+    raw, raw_load = timed_load(lambda: raw_limit(job_app, orders_url, batches, dbs))
+    service = service_again = None
+    if args.service_passes:
+        service_app = dbs.fresh("app_service")
+        with app_env(service_app, orders_url):
+            say("intake.service.ingest pass")
+            service = service_pass("intake.service.ingest only", service_app, orders_url, batches)
+            analyze(service_app, args.analyze)
+            service_again = service_pass(
+                "intake.service.ingest only, same orders again", service_app, orders_url, batches
+            )
     traced_batches = batches[: args.trace_batches]
     with app_env(dbs.fresh("app_trace"), orders_url):
         say(f"intake_job under tracemalloc ({len(traced_batches)} batches)")
         traced = job_pass("intake_job under tracemalloc", traced_batches, trace=True)
 
+    say(f"hostile pass: {args.hostile_share:.0%} of the orders made hostile")
+    hostile_ids, refused_ids = make_hostile(orders_url, args.hostile_share, args.seed)
+    analyze(orders_url, args.analyze)
+    hostile_app = dbs.fresh("app_hostile")
+    with app_env(hostile_app, orders_url):
+        from anubis_dagster_tests.db_faults import refusing_orders
+
+        with refusing_orders(hostile_app, refused_ids, "refused by the benchmark"):
+            hostile, hostile_load = timed_load(
+                lambda: job_pass("intake_job, first time, hostile", batches)
+            )
+        say(f"  {hostile.per_second:.0f} orders/s")
+        hostile_quarantined = quarantine_count(hostile_app)
+
+    say(f"sensor ticks on {args.tick_rows:,} orders")
+    big_ticks, big_load = timed_load(lambda: big_table_ticks(dbs, args.tick_rows, args.ticks))
+    ticks += big_ticks
+
     runs = max(1, len(batches))
-    # Dagster's cost per run, measured where the database work is small (the second passes)
-    # and where it is not (the first passes, noisier: ±10% between runs on this machine)
-    overhead_ms = (again.seconds - service_again.seconds) / runs * 1000
-    overhead_first_ms = (first.seconds - service.seconds) / runs * 1000
+    raw_total = raw["read_s"] + raw["write_s"]
     rows: list[tuple[Any, ...]] = [
         ("backend / revision", f"{dbs.backend} / {git_revision()}"),
         ("load average at start / end", f"{load_at_start} / {load_average()}"),
@@ -573,29 +805,52 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
             "plan every batch (sensor planner, tick after tick)",
             f"{plan_s:.2f} s, {plan_ticks} ticks, {runs} runs of ≤{args.batch_size}",
         ),
+        (
+            f"{first.name} (load {first_load})",
+            f"{first.seconds:.1f} s, **{first.per_second:,.0f} orders/s**, "
+            f"{first.created:,} created",
+        ),
+        (
+            f"{again.name} (load {again_load})",
+            f"{again.seconds:.1f} s, **{again.per_second:,.0f} orders/s**, "
+            f"{again.created:,} created",
+        ),
+        (
+            f"physical limit: `read_range` of every order + raw "
+            f"{'COPY' if dbs.backend == 'postgresql' else 'executemany'} of the first pass's "
+            f"{raw['subscriptions']:,} subscriptions and {raw['subscription_events']:,} events "
+            f"(load {raw_load})",
+            f"{raw['read_s']:.1f} s + {raw['write_s']:.1f} s = {raw_total:.1f} s, "
+            f"**{args.count / raw_total:,.0f} orders/s**",
+        ),
+        (
+            f"{hostile.name}: {len(hostile_ids):,} hostile orders, {len(refused_ids):,} of them "
+            f"refused by the database (load {hostile_load})",
+            f"{hostile.seconds:.1f} s, **{hostile.per_second:,.0f} orders/s** "
+            f"({hostile.per_second / first.per_second:.0%} of clean), {hostile.created:,} "
+            f"created, {hostile_quarantined:,} quarantined",
+        ),
     ]
-    for p in (first, service, again, service_again):
-        rows.append(
-            (p.name, f"{p.seconds:.1f} s, **{p.per_second:,.0f} orders/s**, {p.created:,} created")
-        )
+    for p in (service, service_again):
+        if p is not None:
+            rows.append(
+                (p.name, f"{p.seconds:.1f} s, {p.per_second:,.0f} orders/s, {p.created:,} created")
+            )
     rows += [
         ("Dagster's cost of one intake run (an empty run, median)", f"{empty_ms:.0f} ms"),
-        (
-            "job − service per run (2nd passes / 1st passes)",
-            f"{overhead_ms:.0f} ms / {overhead_first_ms:.0f} ms (noise: a few % of the pass)",
-        ),
         ("RSS at start (imports done)", f"{rss_start:.0f} MB"),
         (
             "RSS after 1st / 2nd intake_job pass",
             f"{first.rss_end_mb:.0f} MB / {again.rss_end_mb:.0f} MB",
         ),
-        ("peak RSS, intake_job passes (getrusage)", f"{again.rss_peak_mb:.0f} MB"),
-        ("peak RSS, whole benchmark (getrusage)", f"{traced.rss_peak_mb:.0f} MB"),
+        ("**peak RSS, intake_job passes (getrusage)**", f"**{again.rss_peak_mb:.0f} MB**"),
+        ("peak RSS, whole benchmark (getrusage)", f"{rss_peak_mb():.0f} MB"),
         ("peak RSS of the loader child (all orders as dicts)", f"{loader_rss:.0f} MB"),
         (
             f"tracemalloc peak, intake_job loop ({traced.orders:,} orders)",
             f"{traced.traced_peak_mb:.1f} MB",
         ),
+        (f"sensor ticks on {args.tick_rows:,} orders: load", big_load),
     ]
     tick_rows = [
         (
@@ -631,6 +886,16 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
             ),
         ]
     )
+
+
+def quarantine_count(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from anubis_dagster.db.models import IntakeQuarantine
+    from anubis_dagster.db.session import session_scope
+
+    with session_scope(url) as session:
+        return int(session.scalar(select(func.count()).select_from(IntakeQuarantine)) or 0)
 
 
 def load_average() -> str:
