@@ -307,6 +307,9 @@ def report(
     whole = math.floor((end - first) / quota.period)
     in_whole = sum(1 for t in accepted if t < first + whole * quota.period)
     utilisation = in_whole / (whole * quota.limit)
+    # the steady rate: the calls after the first window's burst over the time they took (a
+    # sender that reuses every slot the moment it frees scores 100%)
+    rate = (len(accepted) - quota.limit) / ((accepted[-1] - first) / quota.period * quota.limit)
     registrations = [r for r in records if r["kind"] == "register"]
     checks = [r for r in records if r["kind"] == "check"]
     # a check handed a slot while a registration had been asking the limiter for one for over
@@ -355,6 +358,10 @@ def report(
             "**utilisation, whole windows from the first call**",
             f"**{utilisation:.1%}** ({in_whole} in {whole} windows of {quota.limit})",
         ),
+        (
+            "**utilisation, steady rate: (calls − limit) ÷ (quota × first → last call)**",
+            f"**{rate:.1%}**",
+        ),
         ("**429s (violations seen by the sandbox)**", f"**{len(rejected)}**"),
         ("most accepted in any window (sandbox / its log)", f"{most} (limit {quota.limit})"),
         (
@@ -385,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registration-share", type=float, default=0.75)
     parser.add_argument("--pause-ms", type=float, default=0.0)
     parser.add_argument("--pause-every", type=float, default=5.0)
+    parser.add_argument("--save", help="write the sandbox's log and the workers' records here")
     args = parser.parse_args(argv)
     args.backend = "sqlite" if args.sqlite else "postgresql"
     args.skews = [float(s) for s in args.skews.split(",")]
@@ -472,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             if Path(p.out).exists()
             for line in Path(p.out).read_text().splitlines()
         ]
+        if args.save:
+            Path(args.save).write_text(json.dumps({"log": log, "records": records}))
         if any(process.exitcode for process in processes):
             say(f"worker exit codes: {[p.exitcode for p in processes]}")
         print(report(args, log, stats, records, (start, deadline), (load_start, load_average())))
