@@ -5,6 +5,7 @@ anubis orders load FILE           load JSON Lines orders into the configured ord
 anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
+anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
 
 The sandboxes, the webhook sink and the demo order generator are not production tools: they
 ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
@@ -95,6 +96,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"FAILED: {job} run {run_id} (see it in the Dagster UI)", file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_digest(args: argparse.Namespace) -> int:
+    """The daily digest now, one run of `daily_digest_job` per enabled integration."""
+    from sqlalchemy import select
+
+    from anubis_dagster.db.models import Integration
+    from anubis_dagster.definitions import build_definitions
+    from anubis_dagster.instance import get_instance
+    from anubis_dagster.launching import execute_job_run
+    from anubis_dagster.runner import CONSOLE_LOG_LEVEL
+
+    defs = build_definitions()
+    instance = get_instance()
+    with session_scope(default_database_url()) as session:
+        keys = list(session.scalars(select(Integration.key).where(Integration.enabled.is_(True))))
+    failed = 0
+    for key in keys:
+        launched = execute_job_run(
+            defs,
+            "daily_digest_job",
+            instance,
+            run_config={
+                "ops": {"send_daily_digest": {"config": {"hours": args.hours}}},
+                "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
+            },
+            partition_key=key,
+        )
+        print(f"{key}: digest {'sent' if launched.success else 'FAILED'} (run {launched.run_id})")
+        failed += not launched.success
+    return 1 if failed else 0
 
 
 def _cmd_names_import(args: argparse.Namespace) -> int:
@@ -219,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=int, default=30, help="subscriptions created since")
     report.set_defaults(func=_cmd_report)
 
+    digest = sub.add_parser("digest", help="send each integration's digest now")
+    digest.add_argument("--hours", type=int, default=24, help="the window: the last N hours")
+    digest.set_defaults(func=_cmd_digest)
+
     doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
     doctor.add_argument(
         "--markdown", action="store_true", help="print the README's table of variables instead"
@@ -229,8 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from anubis_dagster.config.integrations import ConfigError
     from anubis_dagster.settings import SettingsError
+
+    # Dagster's own definitions warn about its beta parameters: noise on an operator's terminal
+    warnings.filterwarnings("ignore", message=r".* is currently in beta", module="dagster")
 
     try:  # the parser reads settings too (defaults of options)
         args = build_parser().parse_args(argv)

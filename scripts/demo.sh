@@ -30,6 +30,9 @@ echo
 echo "== what became of the orders (anubis status --by-origin)"
 $BIN/anubis status --by-origin
 echo
+echo "== the daily digest, sent now (anubis digest; the schedule sends it at ANUBIS_DIGEST_HOUR)"
+$BIN/anubis digest
+echo
 echo "== alerts received by the webhook sink ($ANUBIS_HOME/alerts.log)"
 grep -c -- '^---$' "$ANUBIS_HOME/alerts.log" 2>/dev/null | sed 's/$/ messages; the last one:/' || true
 awk 'BEGIN{RS="---\n"} {last=$0} END{printf "%s", last}' "$ANUBIS_HOME/alerts.log" 2>/dev/null || true
