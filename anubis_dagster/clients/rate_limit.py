@@ -235,8 +235,10 @@ class RateLimiter:
             if not sent or answered_at is None:
                 session.execute(delete(RateLimitSlot).where(RateLimitSlot.id == slot))
                 return
-            now = self._clock(session)
+            # measured before the database's clock is read, so any delay in between (a slow
+            # query, a descheduled worker) makes the slot's time later, never earlier
             since = max(0.0, self._monotonic() - answered_at)
+            now = self._clock(session)
             session.execute(
                 update(RateLimitSlot)
                 .where(RateLimitSlot.id == slot)
