@@ -3,6 +3,8 @@
 #   make test   – virtualenv, install, the whole test suite (SQLite, and PostgreSQL if reachable)
 #   make ui     – the Dagster UI (and daemon) on the same data as `make demo`
 #   make test-topology – the production topology as processes on PostgreSQL (~6 min)
+#   make test-browser  – headless Chromium on the Dagster UI of a demo instance (~3 min)
+#   make screenshots   – refresh docs/images, the pictures of docs/operating.md (~4 min)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +12,7 @@ BIN    := $(VENV)/bin
 export ANUBIS_HOME  ?= $(CURDIR)/.anubis
 export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
 
-.PHONY: install demo test test-topology ui lint bench clean
+.PHONY: install demo test test-topology test-browser screenshots browser-deps ui lint bench clean
 
 $(BIN)/anubis: pyproject.toml sandboxes/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,21 @@ test: install
 # fresh PostgreSQL instance with deploy/postgres/dagster.yaml (needs PostgreSQL on 127.0.0.1)
 test-topology: install
 	$(BIN)/python -m pytest -m topology -q
+
+# Playwright drives the system's Chromium (Debian: apt-get install chromium); it never downloads
+# a browser of its own
+browser-deps: install
+	@$(BIN)/python -c 'import playwright' 2>/dev/null || \
+	  $(BIN)/pip install --quiet --disable-pip-version-check -e '.[browser]'
+	@test -n "$$CHROMIUM" || command -v chromium >/dev/null || command -v chromium-browser \
+	  >/dev/null || { echo "no Chromium: apt-get install chromium, or set CHROMIUM"; exit 1; }
+
+# a student_lookup launched from the Launchpad and the health checks, asserted in the UI
+test-browser: browser-deps
+	$(BIN)/python -m pytest -m browser -q
+
+screenshots: browser-deps
+	$(BIN)/python scripts/screenshots.py --out docs/images
 
 lint: install
 	$(BIN)/ruff check .

@@ -73,8 +73,7 @@ class Console:
 
     def pick_partition(self, partition: str) -> None:
         page = self.page
-        page.get_by_text("Partition", exact=True).first.wait_for()
-        box = page.get_by_placeholder(re.compile("partition", re.I)).first
+        box = page.get_by_placeholder("Partition").first
         box.click()
         box.fill(partition)
         page.get_by_role("menuitem", name=partition, exact=True).first.click()
@@ -105,6 +104,23 @@ class Console:
     def close_dialog(self) -> None:
         self.page.get_by_role("button", name="Close").click()
 
+    def filter_events(self, text: str) -> None:
+        """Show only the run's events that contain `text`."""
+        self.page.get_by_placeholder("Filter").first.fill(text)
+
+    # -- automation ---------------------------------------------------------------------------
+    def set_sensor(self, name: str, running: bool) -> Page:
+        """Start or stop a sensor from its page (the toggle at the top)."""
+        from playwright.sync_api import expect
+
+        page = self.open(f"/locations/anubis/sensors/{name}")
+        switch = page.get_by_role("checkbox").first
+        switch.wait_for(state="attached")
+        if switch.is_checked() != running:
+            switch.locator("xpath=..").click()  # the input is hidden under its drawn switch
+        expect(switch).to_be_checked(checked=running)
+        return page
+
     # -- assets -------------------------------------------------------------------------------
     def asset_checks(self, asset_path: list[str]) -> Page:
         """The Checks tab of an asset."""
@@ -114,5 +130,7 @@ class Console:
 
     def shot(self, path: Path, full_page: bool = False) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.mouse.move(1, 1)  # no tooltip left over a field
+        self.page.wait_for_timeout(800)
         self.page.screenshot(path=str(path), full_page=full_page)
         return path

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ LOCATION = "anubis"
 #: the demo's orders: the same seed as `make demo`, so the pictures show the same students
 DEMO_ORDERS = 60
 DEMO_SEED = 42
+
+
+class ProcessExited(RuntimeError):
+    """A process of the instance ended while it was being waited for."""
 
 
 def free_port() -> int:
@@ -56,6 +60,8 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.5) -> An
             value = check()
             if value:
                 return value
+        except ProcessExited:
+            raise  # a process it waits for is gone: waiting longer would not help
         except Exception as exc:  # not up yet
             last_error = exc
         time.sleep(interval)
@@ -83,6 +89,8 @@ class DemoInstance:
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    #: settings on top of scripts/sandbox.env (e.g. a shorter retry schedule for the pictures)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -102,6 +110,10 @@ class DemoInstance:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
+    def anubis(self, *argv: str, timeout: float = 300) -> str:
+        """Run the `anubis` command on this instance's data; its output."""
+        return self._cli(str(BIN / "anubis"), *argv, timeout=timeout)
+
     def _start(self, name: str, argv: list[str]) -> None:
         with (self.tmp / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
@@ -112,6 +124,14 @@ class DemoInstance:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own group: killed with its children at the end
             )
+
+    def alive(self, name: str) -> bool:
+        """True while process `name` runs; its log tail as the error once it has exited."""
+        process = self.processes[name]
+        if process.poll() is not None:
+            tail = (self.tmp / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise ProcessExited(f"{name} exited with {process.returncode}:\n{tail}")
+        return True
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -129,8 +149,12 @@ class DemoInstance:
         return "\n".join(parts)
 
     # -- start --------------------------------------------------------------------------------
-    def start(self, watch_seconds: int = 0) -> None:
-        """Sandboxes, demo orders, one pass (`watch_seconds` more of them), then the UI."""
+    def start(
+        self, watch_seconds: int = 0, before_pass: Callable[[DemoInstance], None] | None = None
+    ) -> None:
+        """Sandboxes, demo orders, one pass (`watch_seconds` more of them), then the UI.
+        `before_pass` may set the sandboxes up first (faults, so that the pass leaves some
+        dead letters to show)."""
         home = self.tmp / "dagster_home"
         home.mkdir(parents=True)
         shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -157,6 +181,7 @@ class DemoInstance:
                 "ANUBIS_HOME": str(self.tmp / "anubis_home"),
                 "DAGSTER_HOME": str(home),
                 "ANUBIS_UI_URL": self.url,
+                **self.extra_env,
             }
         )
         for kind, _port, *flags in sandboxes:
@@ -183,6 +208,8 @@ class DemoInstance:
         )
         self._cli(str(BIN / "anubis"), "orders", "load", str(orders))
         self._cli(str(BIN / "anubis"), "names", "import")
+        if before_pass is not None:
+            before_pass(self)
         run = [str(BIN / "anubis"), "run", "--settle-seconds", "0"]
         if watch_seconds:
             run += ["--watch", str(watch_seconds)]
@@ -220,7 +247,11 @@ class DemoInstance:
                 LOCATION,
             ],
         )
-        wait_for(lambda: port_open(self.ports["code_server"]), 120, "the code server")
+        wait_for(
+            lambda: self.alive("code_server") and port_open(self.ports["code_server"]),
+            120,
+            "the code server",
+        )
         self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
         self._start(
             "webserver",
@@ -234,7 +265,12 @@ class DemoInstance:
                 str(self.ports["webserver"]),
             ],
         )
-        wait_for(self.location_loaded, 120, "the webserver with the code location loaded", 1)
+        wait_for(
+            lambda: self.alive("webserver") and self.location_loaded(),
+            120,
+            "the webserver with the code location loaded",
+            1,
+        )
         # the "join the community" dialog would cover the first page a browser opens
         self.graphql("mutation { setNuxSeen }")
 
@@ -250,6 +286,13 @@ class DemoInstance:
         if "errors" in body:
             raise RuntimeError(str(body["errors"]))
         return dict(body["data"])
+
+    def configure_sandbox(self, kind: str, **settings: Any) -> None:
+        """Change a sandbox's settings at run time (faults, error rate…)."""
+        reply = httpx.post(
+            f"http://127.0.0.1:{self.ports[kind]}/__sandbox/config", json=settings, timeout=10
+        )
+        reply.raise_for_status()
 
     def launch(self, job: str, tags: dict[str, str] | None = None) -> str:
         """Submit a run of `job` (no config), as the Launchpad would; its id."""
@@ -309,14 +352,19 @@ class DemoInstance:
 
 
 @contextlib.contextmanager
-def running_demo(tmp: Path | None = None, watch_seconds: int = 0) -> Iterator[DemoInstance]:
+def running_demo(
+    tmp: Path | None = None,
+    watch_seconds: int = 0,
+    extra_env: dict[str, str] | None = None,
+    before_pass: Callable[[DemoInstance], None] | None = None,
+) -> Iterator[DemoInstance]:
     """A started demo instance; everything it started is stopped on the way out."""
     with contextlib.ExitStack() as stack:
         if tmp is None:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anubis-ui-")))
-        instance = DemoInstance(tmp=tmp)
+        instance = DemoInstance(tmp=tmp, extra_env=dict(extra_env or {}))
         try:
-            instance.start(watch_seconds=watch_seconds)
+            instance.start(watch_seconds=watch_seconds, before_pass=before_pass)
             yield instance
         except BaseException:
             print(instance.logs(), file=sys.stderr)
