@@ -26,6 +26,7 @@ from anubis_dagster.db.models import Base
 from anubis_dagster.db.session import get_engine
 from anubis_dagster.delivery import service
 from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ANUBIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -153,3 +154,13 @@ def kroton(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KrotonS
     monkeypatch.setattr(service, "CHECK_MIN_SECONDS", 0)
     yield sandbox
     sandbox.stop()
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
+    """A local Slack-compatible webhook that Anubis's alerts go to; `.received` holds them."""
+    server = WebhookSink(0)
+    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
+    yield server
+    server.shutdown()
+    server.server_close()

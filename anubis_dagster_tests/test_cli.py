@@ -10,6 +10,7 @@ import pytest
 from anubis_dagster.cli import main
 from anubis_dagster_tests.factories import make_order
 from anubis_sandboxes.kroton import KrotonSandbox
+from anubis_sandboxes.webhook_sink import WebhookSink
 
 
 def test_load_run_and_status(
@@ -27,6 +28,25 @@ def test_load_run_and_status(
     status = capsys.readouterr().out
     assert "kroton" in status and "quero_bolsa" in status
     assert "register" in status and "catalog_search" in status
+
+
+def test_digest_sends_one_message_per_integration(
+    kroton: KrotonSandbox,
+    anubis_env: str,
+    sink: WebhookSink,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text("\n".join(json.dumps(make_order(i)) for i in range(1, 4)) + "\n")
+    assert main(["orders", "load", str(orders)]) == 0
+    assert main(["run", "--settle-seconds", "0"]) == 0
+    sink.received.clear()
+    assert main(["digest", "--hours", "1"]) == 0
+    assert "kroton: digest sent" in capsys.readouterr().out
+    kroton_digest = [text for text in sink.received if "Daily digest: kroton" in text]
+    assert len(kroton_digest) == 1
+    assert "registrations: 3 sent, 3 accepted" in kroton_digest[0]
 
 
 def test_a_failed_run_makes_the_command_fail(

@@ -4,7 +4,6 @@ the Kroton sandbox over real HTTP, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -16,14 +15,6 @@ from anubis_sandboxes.kroton import KrotonSandbox
 from anubis_sandboxes.webhook_sink import WebhookSink
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
-
-
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    server = WebhookSink()
-    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture

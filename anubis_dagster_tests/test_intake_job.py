@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -67,14 +66,6 @@ def test_no_valid_cpf_appears_unmasked_in_the_run_log(anubis_env: str) -> None:
     assert not (found & raw_cpfs)
     assert fmt_cpf(make_cpf(1)) not in text
     assert "aluno1@example.com.br" not in text
-
-
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    server = WebhookSink()
-    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
-    yield server
-    server.shutdown()
 
 
 def committed(source: OrdersSource) -> int | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -32,15 +31,6 @@ from anubis_sandboxes.webhook_sink import WebhookSink
 KROTON_PROBES = ("kroton_api", "kroton_captacao_api", "kroton_catalog")
 ESTACIO_PROBES = ("estacio_api", "onetrust_api")
 THRESHOLD_CHECKS = tuple(metrics.THRESHOLDS)
-
-
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    server = WebhookSink()
-    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

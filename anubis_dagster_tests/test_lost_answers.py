@@ -32,14 +32,6 @@ LOST = ("lost_answer_rate", "truncated_answer_rate")
 
 
 @pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookSink]:
-    server = WebhookSink()
-    monkeypatch.setenv("ANUBIS_SLACK_WEBHOOK_URL", server.start())
-    yield server
-    server.shutdown()
-
-
-@pytest.fixture
 def tiny(anubis_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyServer]:
     server = TinyServer(TinySettings(fault_endpoints="register"))
     monkeypatch.setenv("TINY_IES_URL", server.start())
