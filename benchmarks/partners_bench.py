@@ -3,12 +3,13 @@ test-only Tiny IES drain their backlogs concurrently, each at its own quota, thr
 `intake_job` and `deliver_job`, sharing one PostgreSQL app DB (and orders DB).
 
 The three sandboxes run in this process on port 0, with quotas scaled down (`--kroton 20/6`,
-`--estacio 10/5`, `--onetrust 10/5`, `--cep 30/3`, `--tiny 25/5`: the same numbers in each
-sandbox and in Anubis's settings) and no faults; each partner answers SUCCESS at once, so a
+`--estacio 10/5`, `--onetrust 30/5`, `--cep 30/3`, `--tiny 25/5`: the same numbers in each
+sandbox and in Anubis's settings; OneTrust allows 3× Estácio's API, as its real quota, 10/150 s
+against 40/3600 s, allows 6×) and no faults; each partner answers SUCCESS at once, so a
 student costs its prepare and register calls only. Each integration's backlog is sized to keep its
-slowest quota busy for `--minutes`. Then, per integration, `--runs` threads (each its own
-ephemeral Dagster instance, as separate run workers would have) run `deliver_job[key]`
-(`limit` = `--batch`) back to back until nothing is due; the three integrations at once.
+slowest quota busy for `--minutes`. Then each integration drains in a process of its own: `--runs`
+threads (each with its own ephemeral Dagster instance, as separate run workers would have) run
+`deliver_job[key]` (`limit` = `--batch`) back to back until nothing is due; the three at once.
 
 Per quota the sandbox's request log gives: calls accepted, 429s, utilisation over whole windows
 from its first call, and the drain time (first call to last) against calls ÷ quota.
@@ -19,7 +20,9 @@ from its first call, and the drain time (first call to last) against calls ÷ qu
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import multiprocessing
 import os
 import sys
 import threading
@@ -89,10 +92,16 @@ def backlog(args: argparse.Namespace) -> dict[str, int]:
     }
 
 
-def drain(harness: Any, key: str, runs: int, batch: int, results: dict[str, Any]) -> None:
-    """`runs` run workers of one integration, back to back until nothing is due."""
+def drain(app_url: str, key: str, runs: int, batch: int, out: str) -> None:
+    """One integration's `runs` run workers (threads of this process, each with its own
+    Dagster instance), back to back until nothing is due; the result goes to `out` (JSON)."""
     import dagster as dg
 
+    import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers `tiny_ies`)
+    from anubis_dagster.config.integrations import load_integrations
+    from anubis_dagster_tests.harness import Harness
+
+    harness = Harness(app_url, load_integrations())
     started = time.time()
     outcomes: list[bool] = []
 
@@ -107,11 +116,9 @@ def drain(harness: Any, key: str, runs: int, batch: int, results: dict[str, Any]
         thread.start()
     for thread in threads:
         thread.join()
-    results[key] = {
-        "seconds": time.time() - started,
-        "runs": len(outcomes),
-        "failed": outcomes.count(False),
-    }
+    result = {"seconds": round(time.time() - started, 1), "runs": len(outcomes)}
+    result["failed"] = outcomes.count(False)
+    Path(out).write_text(json.dumps(result))
 
 
 def bucket_rows(name: str, quota: str, log: list[dict[str, Any]], bucket: str) -> tuple:
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--kroton", default="20/6")
     parser.add_argument("--estacio", default="10/5")
-    parser.add_argument("--onetrust", default="10/5")
+    parser.add_argument("--onetrust", default="30/5")
     parser.add_argument("--cep", default="30/3")
     parser.add_argument("--tiny", default="25/5")
     parser.add_argument("--runs", type=int, default=2, help="run workers per integration")
@@ -213,16 +220,22 @@ def main(argv: list[str] | None = None) -> int:
         for sandbox in sandboxes.values():
             sandbox.reset()  # the log and windows of the delivery only
 
-        results: dict[str, Any] = {}
-        threads = [
-            threading.Thread(target=drain, args=(harness, key, args.runs, args.batch, results))
+        # one process per integration: separate run workers, as in production
+        context = multiprocessing.get_context("spawn")
+        outs = {key: str(dbs.home / f"{key}.json") for key in students}
+        processes = [
+            context.Process(target=drain, args=(app_url, key, args.runs, args.batch, outs[key]))
             for key in students
         ]
         started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        results = {
+            key: json.loads(Path(out).read_text()) if Path(out).exists() else "crashed"
+            for key, out in outs.items()
+        }
         wall = time.perf_counter() - started
         load_end = load_average()
         statuses = harness.statuses()
