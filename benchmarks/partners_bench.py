@@ -9,7 +9,8 @@ against 40/3600 s, allows 6×) and no faults; each partner answers SUCCESS at on
 student costs its prepare and register calls only. Each integration's backlog is sized to keep its
 slowest quota busy for `--minutes`. Then each integration drains in a process of its own: `--runs`
 threads (each with its own ephemeral Dagster instance, as separate run workers would have) run
-`deliver_job[key]` (`limit` = `--batch`) back to back until nothing is due; the three at once.
+`deliver_job[key]` (`limit` = `--batch`) back to back until nothing is due, the first runs
+`--stagger` seconds apart; the three integrations at once.
 
 Per quota the sandbox's request log gives: calls accepted, 429s, utilisation over whole windows
 from its first call, and the drain time (first call to last) against calls ÷ quota.
@@ -92,7 +93,7 @@ def backlog(args: argparse.Namespace) -> dict[str, int]:
     }
 
 
-def drain(app_url: str, key: str, runs: int, batch: int, out: str) -> None:
+def drain(app_url: str, key: str, runs: int, batch: int, stagger: float, out: str) -> None:
     """One integration's `runs` run workers (threads of this process, each with its own
     Dagster instance), back to back until nothing is due; the result goes to `out` (JSON)."""
     import dagster as dg
@@ -114,6 +115,7 @@ def drain(app_url: str, key: str, runs: int, batch: int, out: str) -> None:
     threads = [threading.Thread(target=worker) for _ in range(runs)]
     for thread in threads:
         thread.start()
+        time.sleep(stagger)  # run workers are not launched in the same instant
     for thread in threads:
         thread.join()
     result = {"seconds": round(time.time() - started, 1), "runs": len(outcomes)}
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cep", default="30/3")
     parser.add_argument("--tiny", default="25/5")
     parser.add_argument("--runs", type=int, default=2, help="run workers per integration")
-    parser.add_argument("--batch", type=int, default=20, help="deliver_job `limit`")
+    parser.add_argument("--batch", type=int, default=40, help="deliver_job `limit`")
+    parser.add_argument("--stagger", type=float, default=3.0, help="seconds between run starts")
     args = parser.parse_args(argv)
 
     import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers `tiny_ies`)
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         context = multiprocessing.get_context("spawn")
         outs = {key: str(dbs.home / f"{key}.json") for key in students}
         processes = [
-            context.Process(target=drain, args=(app_url, key, args.runs, args.batch, outs[key]))
+            context.Process(
+                target=drain, args=(app_url, key, args.runs, args.batch, args.stagger, outs[key])
+            )
             for key in students
         ]
         started = time.perf_counter()
