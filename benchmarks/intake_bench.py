@@ -553,7 +553,7 @@ def make_hostile(orders_url: str, share: float, seed: int) -> tuple[list[int], l
     ids to refuse)."""
     import random
 
-    from sqlalchemy import bindparam, select, update
+    from sqlalchemy import Text, bindparam, select, update
 
     from anubis_dagster.intake.orders_source import OrdersSource
 
@@ -595,7 +595,9 @@ def make_hostile(orders_url: str, share: float, seed: int) -> tuple[list[int], l
             node = node[part]
         node[leaf] = value
         updates.append({"_id": order_id, "_payload": json.dumps(order)})
-    statement = update(t).where(t.c.id == bindparam("_id")).values(payload=bindparam("_payload"))
+    # the JSON text as is: through the column's JSON type it would be encoded a second time
+    text_payload = bindparam("_payload", type_=Text)
+    statement = update(t).where(t.c.id == bindparam("_id")).values(payload=text_payload)
     if source.engine.dialect.name == "postgresql":
         from sqlalchemy import cast as sql_cast
         from sqlalchemy.dialects.postgresql import JSON as PG_JSON
@@ -603,7 +605,7 @@ def make_hostile(orders_url: str, share: float, seed: int) -> tuple[list[int], l
         statement = (
             update(t)
             .where(t.c.id == bindparam("_id"))
-            .values(payload=sql_cast(bindparam("_payload"), PG_JSON))
+            .values(payload=sql_cast(text_payload, PG_JSON))
         )
     with source.engine.begin() as connection:
         connection.execute(statement.execution_options(synchronize_session=False), updates)
