@@ -323,8 +323,10 @@ def _copy_subscriptions(session: Session, rows: list[dict[str, Any]]) -> set[int
     columns = ", ".join(rows[0])
     session.execute(
         text(
+            # dropped at commit: a temp table kept by a pooled connection would hold a
+            # dependency on the id sequence, and a migration could not drop or alter it
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-            "(LIKE subscriptions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "(LIKE subscriptions INCLUDING DEFAULTS) ON COMMIT DROP"
         )
     )
     _copy(session, cast(Table, Subscription.__table__), rows, into=STAGING_TABLE)
