@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
-from anubis_dagster.clients.http import ApiClient, CallContext, HttpOutcome, HttpResult
+from anubis_dagster.clients.http import ApiClient, HttpOutcome, HttpResult
 from anubis_dagster.clients.rate_limit import Priority, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
 
@@ -38,17 +38,20 @@ class ProbeResult:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-#: (the adapter's Dagster resources, the call context, the integration key) → result
-ProbeRun = Callable[[Any, CallContext, str], ProbeResult]
+#: (the integration's ready clients, `integrations.partner_api.PartnerClients`) → result
+ProbeRun = Callable[[Any], ProbeResult]
 
 
 @dataclass(frozen=True)
 class Probe:
-    """One connectivity check of an integration, declared by its adapter (`health_probes`)."""
+    """One connectivity check of an integration, declared by its adapter (`health_probes`).
+    The health asset runs it only when the API's variables are set (else the check says which
+    are not)."""
 
     name: str  # the asset check's name, stable: e.g. `kroton_api`
     description: str  # what it proves and how, for the UI (the integration is prefixed)
     run: ProbeRun
+    api: str = field(kw_only=True)  # the resource key of the API it sends its request to
 
 
 def probe_request(
@@ -63,8 +66,10 @@ def probe_request(
 ) -> tuple[ProbeResult, HttpResult | None]:
     """Send one request as a probe: `accept` lists the outcomes that prove the API answers and
     accepts our credentials (e.g. a 4xx to a deliberately empty body). Never raises for the
-    partner's behaviour; the result says what happened and which settings to check."""
+    partner's behaviour; the result says what happened and which settings to check (default:
+    the client's credential settings)."""
     name = client.name
+    settings = settings or client.credential_settings
     check = f" (check {', '.join(settings)})" if settings else ""
     client.max_quota_wait = PROBE_QUOTA_WAIT_SECONDS
     try:
@@ -90,15 +95,6 @@ def probe_request(
     detail = _error_detail(result.body)
     summary = f"{name} did not answer as expected: {result.describe()}{detail}{check}"
     return ProbeResult(Level.ERROR, mask_text(summary), metadata), result
-
-
-def missing(names: Mapping[str, str | None]) -> ProbeResult | None:
-    """An ERROR naming the unset variables, or None when all of `names` are set."""
-    unset = [variable for variable, value in names.items() if not value]
-    if not unset:
-        return None
-    verb = "is" if len(unset) == 1 else "are"
-    return ProbeResult(Level.ERROR, f"not configured: {', '.join(unset)} {verb} not set")
 
 
 def _error_detail(body: Any) -> str:

@@ -38,10 +38,10 @@ from anubis_dagster.delivery.service import (
 )
 from anubis_dagster.integrations.base import (
     AdapterContext,
-    AdapterNotConfigured,
     IESAdapter,
     adapter_class,
 )
+from anubis_dagster.integrations.partner_api import AdapterNotConfigured, PartnerClients
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
@@ -171,12 +171,15 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
             raise dg.Failure(f"no integration {key!r} in the integrations file")
         session.expunge(integration)
     call = call_context(app_db.resolved_url, integration.id, context.run_id, context.log.info)
+    kind = adapter_class(integration.type)
+    clients = PartnerClients.of(context.resources, kind.resource_keys, call, key)
     try:
-        adapter = adapter_class(integration.type)(
+        clients.require(kind.title)  # fail the run once, not every student one by one
+        adapter = kind(
             AdapterContext(
                 integration=integration,
                 call=call,
-                resources=context.resources,
+                clients=clients,
                 dry_run=request.dry_run,
                 log=context.log.info,
             )
@@ -210,7 +213,7 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
             raise
         raise scrubbed from None
     finally:
-        adapter.close()
+        clients.close()
 
 
 def _operator_actions(

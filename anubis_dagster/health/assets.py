@@ -29,6 +29,7 @@ from anubis_dagster.health import platform, service
 from anubis_dagster.health.alerting import CheckOutcome
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
 from anubis_dagster.integrations.base import IESAdapter
+from anubis_dagster.integrations.partner_api import PartnerClients
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run
 
@@ -139,7 +140,11 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
             integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
         ctx = call_context(db_url, integration_id, context.run.run_id, context.log.info)
         now = utcnow()
-        found = service.evaluate_integration(db_url, key, probes, context.resources, ctx, now)
+        clients = PartnerClients.of(context.resources, adapter.resource_keys, ctx, key)
+        try:
+            found = service.evaluate_integration(db_url, key, probes, clients, now)
+        finally:
+            clients.close()
         service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
         health = found.health
         assert health is not None

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import select
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
-from anubis_dagster.clients.http import CallContext
 from anubis_dagster.clients.probes import Level, Probe, ProbeResult
 from anubis_dagster.console.report import IntegrationReport
 from anubis_dagster.core.masking import mask_text
@@ -24,6 +23,7 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.health import anomalies
 from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
 from anubis_dagster.health.metrics import MEANINGS, THRESHOLDS, Health, integration_health
+from anubis_dagster.integrations.partner_api import PartnerClients
 
 Send = Callable[[Alert], bool]
 
@@ -48,15 +48,15 @@ def evaluate_integration(
     db_url: str,
     key: str,
     probes: Sequence[Probe],
-    resources: Any,
-    ctx: CallContext,
+    clients: PartnerClients,
     now: datetime,
 ) -> IntegrationHealth:
-    """Every check of integration `key`: its probes (one request each), then its thresholds."""
+    """Every check of integration `key`: its probes (one request each, on the integration's
+    ready clients; none when the API's variables are unset), then its thresholds."""
     result = IntegrationHealth()
     for probe in probes:
         try:
-            found = probe.run(resources, ctx, key)
+            found = clients.unprobed(probe.api) or probe.run(clients)
         except Exception as exc:  # a bug in a probe must not hide the other checks
             found = ProbeResult(Level.ERROR, f"the probe failed: {type(exc).__name__}: {exc}")
         result.outcomes.append(

@@ -6,7 +6,7 @@ subscriptions, calls the adapter for one step of one subscription, and turns the
 adapter returns into a status change or a scheduled retry. Adapters never set a status.
 
 Adding an IES = one package with a subclass of `IESAdapter` decorated with `register_adapter`
-(and, if it needs credentials, `resources()` returning its Dagster resources), plus an entry in
+(and, for each partner API it calls, a `PartnerApiResource` named in `apis`), plus an entry in
 the integrations file. See "Adding an IES" in the README.
 """
 
@@ -29,6 +29,10 @@ from anubis_dagster.clients.probes import Probe
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
+from anubis_dagster.integrations.partner_api import (
+    PartnerApiResource,
+    PartnerClients,
+)
 
 
 class ResendGuard(StrEnum):
@@ -93,22 +97,18 @@ class Outcome:
         return self.status is not None and not self.transient
 
 
-class AdapterNotConfigured(RuntimeError):
-    """The partner's settings are missing from the environment: the run fails at once (no
-    retries), with the message naming the variables to set."""
-
-
 class PayloadError(ValueError):
     """The subscription's data cannot make a valid request (permanent; message is masked)."""
 
 
 @dataclass
 class AdapterContext:
-    """What an adapter may use: the integration row, its settings, the DB and the run."""
+    """What an adapter may use: the integration row and its settings, the run's call context
+    and the ready clients of its partner APIs (by resource key)."""
 
     integration: Integration
     call: CallContext
-    resources: Any  # the op's Dagster resources (adapters read their own by key)
+    clients: PartnerClients
     dry_run: bool = False
     log: Callable[[str], None] = print
 
@@ -132,12 +132,24 @@ class IESAdapter:
     prepare_label: ClassVar[str] = "prepare"
     #: statuses the check job follows at the partner; empty = no status endpoint
     check_statuses: ClassVar[frozenset[Status]] = frozenset()
-    #: Dagster resource keys this adapter reads from `ctx.resources`
+    #: the partner's name in messages, e.g. "Kroton is not configured"
+    title: ClassVar[str] = ""
+    #: the partner APIs it calls: Dagster resource key → resource class (each yields a client)
+    apis: ClassVar[Mapping[str, builtins.type[PartnerApiResource]]] = {}
+    #: the Dagster resource keys of `apis` (set for each subclass)
     resource_keys: ClassVar[frozenset[str]] = frozenset()
+    #: connectivity checks of the partner's APIs for the integration's health asset, each
+    #: spending at most one request of the quota (`anubis_dagster.clients.probes`)
+    probes: ClassVar[Sequence[Probe]] = ()
     #: validates the integration's `settings` in the integrations file (`extra="forbid"`)
     settings_model: ClassVar[builtins.type[BaseModel]] = IntegrationSettings
     #: how a registration with a lost answer is settled before a resend (safe default: held)
     resend_guard: ClassVar[ResendGuard] = ResendGuard.NONE
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.resource_keys = frozenset(cls.apis)
+        cls.title = cls.title or cls.__dict__.get("type", cls.__name__)
 
     def __init__(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
@@ -145,17 +157,13 @@ class IESAdapter:
     # --- Dagster wiring ---------------------------------------------------------------------
     @classmethod
     def resources(cls) -> dict[str, dg.ConfigurableResource]:
-        """The Dagster resources (clients) this adapter needs, keyed by `resource_keys`."""
-        return {}
+        """The Dagster resources of `apis`: credentials as `dg.EnvVar`s, tunables from the
+        settings validated at load."""
+        return {key: api.from_settings() for key, api in cls.apis.items()}
 
     @classmethod
     def health_probes(cls) -> Sequence[Probe]:
-        """Connectivity checks of this partner's APIs for the integration's health asset, each
-        spending at most one request of the quota (`anubis_dagster.clients.probes`)."""
-        return ()
-
-    def close(self) -> None:
-        """Release clients at the end of an op."""
+        return cls.probes
 
     # --- steps --------------------------------------------------------------------------------
     def fix_data(self, subscription: Subscription) -> dict[str, Any] | None:

@@ -13,15 +13,11 @@ Estácio's own rules (field mapping, what each answer means) are plain functions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import dagster as dg
-
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import HttpResult
-from anubis_dagster.clients.probes import Probe
 from anubis_dagster.clients.rate_limit import Quota, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.orders import get_path
@@ -36,7 +32,7 @@ from anubis_dagster.integrations.base import (
     register_adapter,
 )
 from anubis_dagster.integrations.estacio import health as estacio_health
-from anubis_dagster.integrations.estacio.client import EstacioClient, EstacioNotConfigured
+from anubis_dagster.integrations.estacio.client import EstacioClient
 from anubis_dagster.integrations.estacio.mapping import (
     Answer,
     Lookup,
@@ -54,11 +50,11 @@ from anubis_dagster.integrations.estacio.payload import (
     registration_body,
 )
 from anubis_dagster.integrations.estacio.resources import (
+    ESTACIO_APIS,
     WINDOW_ENV,
     EstacioApiResource,
     EstacioCepResource,
     OneTrustResource,
-    estacio_resources,
 )
 from anubis_dagster.integrations.estacio.settings import EstacioSettings
 
@@ -79,51 +75,21 @@ class EstacioAdapter(IESAdapter):
     )
     prepare_label = "sync_lgpd"
     check_statuses: ClassVar[frozenset[Status]] = frozenset()  # no status endpoint
-    resource_keys: ClassVar[frozenset[str]] = frozenset(
-        {"estacio_api", "estacio_onetrust", "estacio_cep"}
-    )
+    title = "Estácio"
+    apis = ESTACIO_APIS
+    probes = estacio_health.PROBES
     #: no way to ask Estácio about a CPF, but it answers ATL016 to a CPF it already registered
     #: (reference §3): after a lost answer the resend is the question, never a second inscription
     resend_guard = ResendGuard.PARTNER_REFUSES_DUPLICATES
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        self._api: EstacioApiResource = ctx.resources.estacio_api
-        self._onetrust: OneTrustResource = ctx.resources.estacio_onetrust
-        self._cep: EstacioCepResource = ctx.resources.estacio_cep
-        # fail the op (and the run, with an alert) rather than every subscription one by one
-        missing = self._api.missing_settings() + self._onetrust.missing_settings()
-        if missing:
-            raise EstacioNotConfigured(
-                "Estácio is not configured: set " + ", ".join(missing) + " (see the README)"
-            )
+        self._api = ctx.clients.config("estacio_api", EstacioApiResource)
+        self._onetrust = ctx.clients.config("estacio_onetrust", OneTrustResource)
+        self._cep = ctx.clients.config("estacio_cep", EstacioCepResource)
         self.window = _window(self._api, ctx.settings)
-        self._client: EstacioClient | None = None
+        self.client = EstacioClient(ctx.clients)
         self._locations: dict[str, dict[str, str]] = {}  # CEP → lookup answer, this run
-
-    @classmethod
-    def resources(cls) -> dict[str, dg.ConfigurableResource]:
-        return estacio_resources()
-
-    @classmethod
-    def health_probes(cls) -> Sequence[Probe]:
-        return estacio_health.PROBES
-
-    @property
-    def client(self) -> EstacioClient:
-        if self._client is None:
-            self._client = EstacioClient(
-                self._api,
-                self._onetrust,
-                self._cep,
-                self.ctx.call,
-                bucket_prefix=self.ctx.integration.key,
-            )
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
 
     # --- sync_lgpd: consent at OneTrust ----------------------------------------------------------
     def prepare(self, subscription: Subscription) -> Outcome:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import dagster as dg
 from sqlalchemy import func, select
 
 from anubis_dagster.clients.http import HttpResult
-from anubis_dagster.clients.probes import Probe
 from anubis_dagster.clients.rate_limit import Priority
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
@@ -26,7 +23,6 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.db.upsert import upsert
 from anubis_dagster.integrations.base import (
     AdapterContext,
-    AdapterNotConfigured,
     IESAdapter,
     Outcome,
     PayloadError,
@@ -41,15 +37,11 @@ from anubis_dagster.integrations.kroton.payload import (
     registration_body,
     valid_offers,
 )
-from anubis_dagster.integrations.kroton.resources import kroton_resources
+from anubis_dagster.integrations.kroton.resources import KROTON_APIS
 from anubis_dagster.integrations.kroton.settings import KrotonOriginSettings, KrotonSettings
 
 DEFAULT_CATALOG_CACHE_SECONDS = 3600
 OFFERS_NEEDED = 2  # first and second option
-
-
-class KrotonNotConfigured(AdapterNotConfigured):
-    """A Kroton run was asked for without Kroton's settings in the environment."""
 
 
 def _today() -> Any:
@@ -69,42 +61,16 @@ class KrotonAdapter(IESAdapter):
     check_statuses: ClassVar[frozenset[Status]] = frozenset(
         {Status.AWAITING_REGISTER, Status.REGISTERED}
     )
-    resource_keys: ClassVar[frozenset[str]] = frozenset({"kroton_api", "kroton_catalog"})
+    title = "Kroton"
+    apis = KROTON_APIS
     resend_guard = ResendGuard.ASK  # inscriptions by CPF
+
+    probes = kroton_health.PROBES
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)
-        missing = (
-            ctx.resources.kroton_api.missing_settings()
-            + ctx.resources.kroton_catalog.missing_settings()
-        )
-        if missing:
-            raise KrotonNotConfigured(f"Kroton is not configured: set {', '.join(missing)}")
-        self._client: KrotonClient | None = None
+        self.client = KrotonClient(ctx.clients)
         self._catalog_memo: dict[str, Any] = {}
-
-    @classmethod
-    def resources(cls) -> dict[str, dg.ConfigurableResource]:
-        return kroton_resources()
-
-    @classmethod
-    def health_probes(cls) -> Sequence[Probe]:
-        return kroton_health.PROBES
-
-    @property
-    def client(self) -> KrotonClient:
-        if self._client is None:
-            self._client = KrotonClient(
-                self.ctx.resources.kroton_api,
-                self.ctx.resources.kroton_catalog,
-                self.ctx.call,
-                bucket_prefix=self.ctx.integration.key,
-            )
-        return self._client
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
 
     # --- fix_data: Kroton requires `sexo` -----------------------------------------------------
     def fix_data(self, subscription: Subscription) -> dict[str, Any] | None:

@@ -1,105 +1,102 @@
-"""Kroton's credentials and quotas as Dagster resources (environment names of the current
-Node service, so operators can move over without renaming anything).
+"""Kroton's three APIs as Dagster resources, each yielding its ready client
+(`anubis_dagster.integrations.partner_api`).
 
-Credentials are `dg.EnvVar`s, so their values never show in the UI. Every integration's
-resources are built for every delivery run, so an unset credential is not an error here (an
-Estácio run must not need Kroton's secrets): `missing_settings()` names what is unset and the
-Kroton adapter refuses to start a Kroton run without it. Quotas and timeouts come from the
-validated settings (`anubis_dagster.settings`), so a malformed one fails the load naming it.
+Environment names are the current Node service's, so operators move over without renaming
+anything. Quotas and timeouts come from the settings validated at load.
 """
 
 from __future__ import annotations
 
-import dagster as dg
-from pydantic import Field, field_validator
+from typing import ClassVar
 
-from anubis_dagster.clients.rate_limit import Quota
-from anubis_dagster.settings import Settings, get_settings
+from anubis_dagster.integrations.partner_api import PartnerApiResource, TokenGrant, credential
 
-DEFAULT_RATE_LIMIT = "100/300"  # Kroton: 100 requests per 5 minutes, API and catalog each
+#: the OAuth2 token of the inscription API, in `integration_tokens`
+OAUTH_TOKEN_KEY = "oauth2"
+#: assumption: the Captação API's e-mail/password login (seed 001 gives the variables and the
+#: body `{email, password}`, not the path or the answer); it answers `{token, expiresIn}`
+CAPTACAO_LOGIN_PATH = "/auth/login"
 
 
-class KrotonApiResource(dg.ConfigurableResource):
-    """Kroton's inscription API (OAuth2 client credentials + APIM subscription key)."""
+class KrotonApiResource(PartnerApiResource):
+    """Kroton's inscription API: OAuth2 client credentials, plus the APIM subscription key on
+    every call. Token calls count in its quota."""
 
-    base_url: str | None = Field(default=None, description="API_KROTON_BASE_URL")
-    client_id: str | None = Field(default=None, description="API_KROTON_CLIENT_ID")
-    secret: str | None = Field(default=None, description="API_KROTON_SECRET")
-    subscription: str | None = Field(
-        default=None, description="API_KROTON_SUBSCRIPTION (scope and APIM key)"
-    )
-    rate_limit: str = Field(default=DEFAULT_RATE_LIMIT, description="API_KROTON_RATE_LIMIT")
-    timeout_seconds: float = Field(default=20.0, description="read timeout per request")
-    # The captação API (e-mail/password) of the current service is not used by any flow yet;
-    # its settings are accepted so the same environment works unchanged.
-    base_url_captacao: str | None = Field(default=None, description="API_KROTON_BASE_URL_CAPTACAO")
-    email: str | None = Field(default=None, description="API_KROTON_EMAIL")
-    password: str | None = Field(default=None, description="API_KROTON_PASSWORD")
+    base_url: str | None = credential("API_KROTON_BASE_URL")
+    client_id: str | None = credential("API_KROTON_CLIENT_ID")
+    secret: str | None = credential("API_KROTON_SECRET")
+    subscription: str | None = credential("API_KROTON_SUBSCRIPTION", "scope and APIM key")
 
-    @field_validator("rate_limit")
-    @classmethod
-    def _quota(cls, value: str) -> str:
-        Quota.parse(value, name="API_KROTON_RATE_LIMIT")
-        return value
+    client_name: ClassVar[str] = "kroton"
+    settings_prefix: ClassVar[str] = "api_kroton"
 
-    def missing_settings(self) -> list[str]:
-        values = {
-            "API_KROTON_BASE_URL": self.base_url,
-            "API_KROTON_CLIENT_ID": self.client_id,
-            "API_KROTON_SECRET": self.secret,
-            "API_KROTON_SUBSCRIPTION": self.subscription,
+    def token_grant(self) -> TokenGrant:
+        return TokenGrant(
+            key=OAUTH_TOKEN_KEY,
+            operation="oauth_token",
+            path="/oauth2/token",
+            token_field="access_token",
+            lifetime_field="expires_in",
+            form={
+                "grant_type": "client_credentials",
+                "client_id": str(self.client_id),
+                "client_secret": str(self.secret),
+                "scope": str(self.subscription),
+            },
+        )
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "Ocp-Apim-Subscription-Key": self.subscription or "",
         }
-        return [name for name, value in values.items() if not value]
 
 
-class KrotonCatalogResource(dg.ConfigurableResource):
+class KrotonCaptacaoResource(PartnerApiResource):
+    """Kroton's Captação API (e-mail/password login). No flow uses it yet: its settings are
+    accepted so the same environment works unchanged, and its health check logs in."""
+
+    base_url: str | None = credential("API_KROTON_BASE_URL_CAPTACAO")
+    email: str | None = credential("API_KROTON_EMAIL")
+    password: str | None = credential("API_KROTON_PASSWORD")
+
+    client_name: ClassVar[str] = "kroton-captacao"
+    bucket: ClassVar[str] = "captacao"
+    # assumption: no quota is documented for the Captação API; the API's is kept
+    settings_prefix: ClassVar[str] = "api_kroton"
+    optional: ClassVar[bool] = True
+
+    def token_grant(self) -> TokenGrant:
+        return TokenGrant(
+            key="captacao",
+            operation="captacao_token",
+            path=CAPTACAO_LOGIN_PATH,
+            token_field="token",
+            lifetime_field="expiresIn",
+            json_body={"email": str(self.email), "password": str(self.password)},
+        )
+
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+class KrotonCatalogResource(PartnerApiResource):
     """Kroton's offer catalog (Elasticsearch middleware, `Authorization: apiKey`)."""
 
-    base_url: str | None = Field(default=None, description="CATALOG_KROTON_BASE_URL")
-    api_key: str | None = Field(default=None, description="CATALOG_KROTON_API_KEY")
-    rate_limit: str = Field(default=DEFAULT_RATE_LIMIT, description="CATALOG_KROTON_RATE_LIMIT")
-    timeout_seconds: float = Field(default=20.0)
+    base_url: str | None = credential("CATALOG_KROTON_BASE_URL")
+    api_key: str | None = credential("CATALOG_KROTON_API_KEY")
 
-    @field_validator("rate_limit")
-    @classmethod
-    def _quota(cls, value: str) -> str:
-        Quota.parse(value, name="CATALOG_KROTON_RATE_LIMIT")
-        return value
+    client_name: ClassVar[str] = "kroton-catalog"
+    bucket: ClassVar[str] = "catalog"
+    settings_prefix: ClassVar[str] = "catalog_kroton"
 
-    def missing_settings(self) -> list[str]:
-        values = {"CATALOG_KROTON_BASE_URL": self.base_url, "CATALOG_KROTON_API_KEY": self.api_key}
-        return [name for name, value in values.items() if not value]
+    def headers(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"apiKey {self.api_key or ''}"}
 
 
-def _optional_env(settings: Settings, name: str) -> dg.EnvVar | None:
-    """A set variable as a `dg.EnvVar` (its value resolved at run start, never shown)."""
-    return dg.EnvVar(name) if settings.is_set(name) else None
-
-
-def kroton_resources() -> dict[str, dg.ConfigurableResource]:
-    """Secrets as `dg.EnvVar`s (read when a run starts); quotas and timeouts from the
-    settings validated at load."""
-    settings = get_settings()
-
-    def env(name: str) -> dg.EnvVar | None:
-        return _optional_env(settings, name)
-
-    return {
-        "kroton_api": KrotonApiResource(
-            base_url=env("API_KROTON_BASE_URL"),
-            client_id=env("API_KROTON_CLIENT_ID"),
-            secret=env("API_KROTON_SECRET"),
-            subscription=env("API_KROTON_SUBSCRIPTION"),
-            rate_limit=settings.api_kroton_rate_limit,
-            timeout_seconds=settings.api_kroton_timeout_seconds,
-            base_url_captacao=env("API_KROTON_BASE_URL_CAPTACAO"),
-            email=env("API_KROTON_EMAIL"),
-            password=env("API_KROTON_PASSWORD"),
-        ),
-        "kroton_catalog": KrotonCatalogResource(
-            base_url=env("CATALOG_KROTON_BASE_URL"),
-            api_key=env("CATALOG_KROTON_API_KEY"),
-            rate_limit=settings.catalog_kroton_rate_limit,
-            timeout_seconds=settings.catalog_kroton_timeout_seconds,
-        ),
-    }
+#: resource key → resource, as the Kroton adapter reads them
+KROTON_APIS: dict[str, type[PartnerApiResource]] = {
+    "kroton_api": KrotonApiResource,
+    "kroton_captacao": KrotonCaptacaoResource,
+    "kroton_catalog": KrotonCatalogResource,
+}
