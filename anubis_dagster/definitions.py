@@ -31,6 +31,7 @@ from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.lineage import lineage_specs
 from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
@@ -62,8 +63,10 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     health = build_health_definitions(
         {i.key: adapter_class(i.type) for i in config.integrations if i.enabled}
     )
+    # paid orders → subscriptions → each university, for the asset graph (work stays in jobs)
+    lineage = lineage_specs(config.integrations, get_settings().anubis_orders_table)
     return dg.Definitions(
-        assets=health.assets,
+        assets=[*lineage, *(health.assets or [])],
         schedules=[
             *(health.schedules or []),
             retention_schedule,
