@@ -1,0 +1,83 @@
+"""Adding an IES is one package plus one block in `integrations.yaml`: nothing in the
+production package changes, the registry discovers the adapter, its resources and its
+partitions (issue 11's "Done when").
+
+The test-only third IES (`anubis_dagster_tests/third_ies/`) is added to the versioned
+integrations file as one appended block; the definitions built from that file must carry it
+everywhere a built-in partner appears, and no production module may name it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import anubis_dagster
+import anubis_dagster_tests.third_ies.adapter as tiny_adapter
+from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_integrations
+from anubis_dagster.definitions import build_definitions
+from anubis_dagster.health.assets import health_key, job_name
+from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster_tests.test_third_adapter import TINY_ENTRY
+
+PRODUCTION_PACKAGE = Path(anubis_dagster.__file__).parent
+
+
+def _with_one_more_block(tmp_path: Path) -> Path:
+    """The versioned integrations file, unchanged, plus the third IES's entry at the end."""
+    versioned = DEFAULT_FILE.read_text()
+    block = yaml.safe_dump([TINY_ENTRY], sort_keys=False, allow_unicode=True)
+    path = tmp_path / "integrations.yaml"
+    path.write_text(versioned.rstrip("\n") + "\n" + _indent(block, "  "))
+    return path
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "".join(prefix + line if line.strip() else line for line in text.splitlines(True))
+
+
+def test_the_registry_discovers_a_new_ies_from_its_package_and_one_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _with_one_more_block(tmp_path)
+    monkeypatch.setenv(FILE_ENV, str(path))
+    monkeypatch.setenv("TINY_IES_URL", "http://127.0.0.1:9")
+    added = path.read_text().removeprefix(DEFAULT_FILE.read_text().rstrip("\n") + "\n")
+    assert yaml.safe_load(added) == [TINY_ENTRY]  # the one change: one block, appended
+
+    config = load_integrations()
+    builtin = [i.key for i in load_integrations(DEFAULT_FILE).integrations]
+    assert [i.key for i in config.integrations] == [*builtin, "tiny"]
+    assert adapter_class("tiny_ies") is tiny_adapter.TinyAdapter
+
+    defs = build_definitions(config)
+    deliver = defs.resolve_job_def("deliver_job").partitions_def
+    check = defs.resolve_job_def("check_job").partitions_def
+    assert deliver is not None and check is not None
+    assert "tiny" in deliver.get_partition_keys()
+    assert "tiny" not in check.get_partition_keys()  # no status endpoint, no check partition
+    # its resource, built by the generic code from the adapter's `apis`
+    resources = defs.resources or {}
+    assert isinstance(resources["tiny_api"], tiny_adapter.TinyApiResource)
+    for key in adapter_class("kroton").resource_keys | adapter_class("estacio").resource_keys:
+        assert key in resources
+    # its health asset and job, like the built-in partners'
+    graph = defs.resolve_asset_graph()
+    assert health_key("tiny") in graph.get_all_asset_keys()
+    assert defs.resolve_job_def(job_name("tiny")) is not None
+
+
+def test_no_production_module_names_the_test_only_ies() -> None:
+    """Everything about the third IES lives in its package: the production code finds it only
+    through the registry (the integration `type` in the file)."""
+    names = ("tiny", "third_ies", "TinyAdapter")
+    mentions = [
+        f"{source.relative_to(PRODUCTION_PACKAGE)}: {name}"
+        for source in PRODUCTION_PACKAGE.rglob("*")
+        if source.is_file() and source.suffix in {".py", ".yaml", ".toml", ".sql"}
+        for name in names
+        if name.lower() in source.read_text(encoding="utf-8").lower()
+    ]
+    assert mentions == []
