@@ -11,6 +11,7 @@ from datetime import date
 from typing import Any
 
 from anubis_dagster.core.orders import digits, get_path
+from anubis_dagster.core.routing import normalize
 from anubis_dagster.integrations.base import PayloadError
 
 # assumption: marketplace course levels/kinds → Kroton catalog vocabulary
@@ -25,8 +26,6 @@ ADDRESS_FIELDS = ("zipcode", "address", "address_number", "city", "state")
 
 
 def _norm(value: object) -> str:
-    from anubis_dagster.core.routing import normalize
-
     return normalize(value) if value is not None else ""
 
 
