@@ -4,7 +4,8 @@ ports and temporary homes, so a headless browser can use the Dagster UI on real 
 The IES sandboxes and the webhook sink (`anubis-sandbox`), the demo's 60 generated orders, one
 `anubis run` pass (intake, course sync or consent, registration, checks), then the code server,
 `dagster-daemon` (it dequeues the runs the Launchpad submits) and `dagster-webserver` as separate
-processes on the embedded SQLite instance. Each process gets its own session and is killed with
+processes on the embedded SQLite instance. The app DB is SQLite too, or the PostgreSQL database
+given as `ANUBIS_DATABASE_URL` in `extra_env`. Each process gets its own session and is killed with
 its group when the instance stops, also when the caller fails.
 """
 
@@ -99,7 +100,9 @@ class DemoInstance:
 
     @property
     def app_db_url(self) -> str:
-        return f"sqlite:///{self.tmp / 'anubis_home' / 'anubis.db'}"
+        """`ANUBIS_DATABASE_URL` when given (PostgreSQL), else the embedded SQLite file."""
+        default = f"sqlite:///{self.tmp / 'anubis_home' / 'anubis.db'}"
+        return self.extra_env.get("ANUBIS_DATABASE_URL") or default
 
     # -- processes ----------------------------------------------------------------------------
     def _cli(self, *argv: str, timeout: float = 300) -> str:

@@ -2,7 +2,7 @@
 demo instance (sandboxes, demo orders, one pass, webserver + daemon + code server).
 
 - A `student_lookup` launched from the Launchpad shows, on its run page, the student's attempts
-  exactly as the app DB holds them, with the CPF masked.
+  exactly as the app DB holds them, with the CPF masked (app DB on SQLite and on PostgreSQL).
 - Each integration's health asset lists its checks, each with a description naming the
   integration, evaluated by a health run.
 
@@ -25,6 +25,7 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 from anubis_dagster.db.session import session_scope
 from anubis_dagster_tests.browser.console import Console, chromium_path, headless_chromium
 from anubis_dagster_tests.browser.demo_instance import DemoInstance, running_demo
+from anubis_dagster_tests.conftest import BACKENDS, _truncate_postgres
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright is not installed (make test-browser installs it)"
@@ -34,9 +35,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 HEALTH_GROUP = "health"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
-    with running_demo(tmp_path_factory.mktemp("ui")) as instance:
+@pytest.fixture(scope="module", params=BACKENDS)
+def demo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DemoInstance]:
+    """A demo instance whose app DB is SQLite (the embedded default) or PostgreSQL."""
+    extra_env = {}
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        _truncate_postgres(url)
+        extra_env["ANUBIS_DATABASE_URL"] = url
+    with running_demo(tmp_path_factory.mktemp("ui"), extra_env=extra_env) as instance:
         yield instance
 
 
