@@ -27,6 +27,7 @@ from anubis_dagster.clients.http import CallContext
 from anubis_dagster.clients.rate_limit import Quota
 from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.adapter_store import DbAdapterStore
 from anubis_dagster.delivery.alerts import run_alerts
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.requeue import requeue, retry_now
@@ -180,6 +181,7 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
                 integration=integration,
                 call=call,
                 clients=clients,
+                store=DbAdapterStore(app_db.resolved_url, integration.id),
                 dry_run=request.dry_run,
                 log=context.log.info,
             )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import dagster as dg
 from pydantic import BaseModel
@@ -101,14 +101,31 @@ class PayloadError(ValueError):
     """The subscription's data cannot make a valid request (permanent; message is masked)."""
 
 
+class AdapterStore(Protocol):
+    """What an adapter may ask of the app database (the delivery layer answers:
+    `delivery/adapter_store.py`). Adapters never open database sessions themselves."""
+
+    def gender_hint(self, first_name: str, exclude_id: int) -> tuple[str, str] | None:
+        """(gender M/F, where it came from) for a first name, or None when nothing knows it."""
+        ...
+
+    def cached_answer(self, key: str, max_age_seconds: float) -> Any | None:
+        """A partner answer remembered under `key` less than `max_age_seconds` ago."""
+        ...
+
+    def remember_answer(self, key: str, answer: Any) -> None: ...
+
+
 @dataclass
 class AdapterContext:
-    """What an adapter may use: the integration row and its settings, the run's call context
-    and the ready clients of its partner APIs (by resource key)."""
+    """What an adapter may use: the integration row and its settings, the run's call context,
+    the ready clients of its partner APIs (by resource key) and the store for what it needs of
+    our database."""
 
     integration: Integration
     call: CallContext
     clients: PartnerClients
+    store: AdapterStore
     dry_run: bool = False
     log: Callable[[str], None] = print
 

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
-
-from sqlalchemy import func, select
 
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.rate_limit import Priority
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
-from anubis_dagster.db.models import CatalogCacheEntry, Name, Subscription
-from anubis_dagster.db.session import session_scope
-from anubis_dagster.db.upsert import upsert
+from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import (
     AdapterContext,
     IESAdapter,
@@ -78,30 +74,10 @@ class KrotonAdapter(IESAdapter):
         from the IBGE census (`names`), else `NI` (seed 001's FixData rule)."""
         if subscription.gender in ("M", "F", "NI"):
             return None
-        gender: str = "NI"
-        source = "default"
-        with session_scope(self.ctx.call.db_url) as session:
-            if subscription.first_name:
-                same_name = session.execute(
-                    select(Subscription.gender, func.count())
-                    .where(
-                        Subscription.first_name == subscription.first_name,
-                        Subscription.gender.in_(("M", "F")),
-                        Subscription.id != subscription.id,
-                    )
-                    .group_by(Subscription.gender)
-                    .order_by(func.count().desc())
-                ).first()
-                if same_name:
-                    gender, source = same_name[0] or "NI", "same-name subscriptions"
-                else:
-                    census = session.execute(
-                        select(Name.gender)
-                        .where(Name.name == subscription.first_name)
-                        .order_by(Name.frequency.desc())
-                    ).first()
-                    if census:
-                        gender, source = census[0], "IBGE names"
+        hint = None
+        if subscription.first_name:
+            hint = self.ctx.store.gender_hint(subscription.first_name, subscription.id)
+        gender, source = hint or ("NI", "default")
         subscription.gender = gender
         return {"gender": gender, "source": source}
 
@@ -154,13 +130,11 @@ class KrotonAdapter(IESAdapter):
             self.ctx.call.count("catalog_cache_hits")
             return self._catalog_memo[key], None
         ttl = float(self.ctx.settings.get("catalog_cache_seconds", DEFAULT_CATALOG_CACHE_SECONDS))
-        now = datetime.now(UTC)
-        with session_scope(self.ctx.call.db_url) as session:
-            cached = session.get(CatalogCacheEntry, key)
-            if cached is not None and cached.fetched_at > now - timedelta(seconds=ttl):
-                self._catalog_memo[key] = cached.response
-                self.ctx.call.count("catalog_cache_hits")
-                return cached.response, None
+        cached = self.ctx.store.cached_answer(key, ttl)
+        if cached is not None:
+            self._catalog_memo[key] = cached
+            self.ctx.call.count("catalog_cache_hits")
+            return cached, None
         result = self.client.search_offers(query, subscription)
         if not result.ok:
             return None, result
@@ -168,14 +142,7 @@ class KrotonAdapter(IESAdapter):
             valid_offers(result.body, _today())
         except ValueError:
             return None, result  # never cache garbage
-        with session_scope(self.ctx.call.db_url) as session:
-            values = {
-                "key": key,
-                "integration_id": self.ctx.integration.id,
-                "response": result.body,
-                "fetched_at": now,
-            }
-            upsert(session, CatalogCacheEntry, values, key=("key",))
+        self.ctx.store.remember_answer(key, result.body)
         self._catalog_memo[key] = result.body
         return result.body, result
 
