@@ -160,22 +160,38 @@ def test_checks_yield_to_waiting_registrations(db_url: str) -> None:
     quota = limiter(db_url, clock, limit=1)
     assert take(quota, Priority.HIGH)
     assert not take(quota, Priority.HIGH)  # a registration now waits for the window
-    clock.now += 10 + quota.quota.margin + 0.001  # the window frees
+    clock.now += 10  # (it polls at least every second, keeping its mark)
+    assert quota.try_acquire(Priority.HIGH).wait == pytest.approx(quota.quota.margin)
+    clock.now += quota.quota.margin + 0.001  # the window frees
     assert not take(quota, Priority.LOW)  # but the check yields
     assert take(quota, Priority.HIGH)  # the registration takes it
     clock.now += 30
     assert take(quota, Priority.LOW)  # no registration waiting: checks go
 
 
-def test_checks_go_again_as_soon_as_the_waiting_registration_is_served(db_url: str) -> None:
-    """The demand ends with the registration's slot: the other free slot is not left idle."""
+def test_checks_go_again_as_soon_as_the_waiting_registrations_are_served(db_url: str) -> None:
+    """Each waiting registration has its own mark: serving one keeps the checks behind the
+    other; once both are served the next free slot is not left idle."""
     clock = FakeClock()
-    quota = limiter(db_url, clock, limit=2)
-    assert take(quota, Priority.HIGH) and take(quota, Priority.HIGH)
-    assert not take(quota, Priority.HIGH)  # waits: checks yield from now
-    clock.now += 10 + quota.quota.margin + 0.001  # both slots free
-    assert not take(quota, Priority.LOW)
-    assert take(quota, Priority.HIGH)
+    first, second = limiter(db_url, clock, limit=3), limiter(db_url, clock, limit=3)
+    assert take(first) and take(first) and take(first)
+    clock.now += 9.5
+    assert not take(first, Priority.HIGH) and not take(second, Priority.HIGH)  # both wait
+    clock.now += 0.5 + first.quota.margin + 0.001  # all three slots free
+    assert take(first, Priority.HIGH)
+    assert not take(first, Priority.LOW)  # the second registration still waits
+    assert take(second, Priority.HIGH)
+    assert take(first, Priority.LOW)  # nobody waits: the last slot goes to a check at once
+
+
+def test_the_mark_of_a_registration_that_gave_up_is_removed(db_url: str) -> None:
+    clock = FakeClock()
+    quota = limiter(db_url, clock, limit=1, period=10)
+    assert take(quota)
+    clock.now += 9
+    with pytest.raises(QuotaWaitTooLong):
+        quota.acquire(max_wait=0.5)  # the run defers this student: it no longer waits
+    clock.now += 1 + quota.quota.margin + 0.001
     assert take(quota, Priority.LOW)
 
 

@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": TinyServer(TinySettings(rate_limits={"api": args.tiny})),
     }
     try:
-        app_url, orders_url = dbs.fresh("partners_app"), dbs.fresh("partners_orders")
+        app_url = dbs.fresh(f"partners_app_{os.getpid()}")
+        orders_url = dbs.fresh(f"partners_orders_{os.getpid()}")
         upgrade(app_url)
         urls = {key: sandbox.start() for key, sandbox in sandboxes.items()}
         os.environ.update(environment(args, urls, dbs.home))

@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     dbs = Databases(args.backend)
     try:
-        db_url = dbs.fresh("quota")
+        db_url = dbs.fresh(f"quota_{os.getpid()}")  # runs side by side never share one
         upgrade(db_url)
         with session_scope(db_url) as session:
             integration = Integration(name="Kroton", type="kroton", key="kroton", interval=1)

@@ -5,8 +5,9 @@ Sliding window: a request may be sent when fewer than `limit` requests count in 
 made with the bucket's row in `rate_limit_buckets` locked (`SELECT … FOR UPDATE` on PostgreSQL,
 the database write lock on SQLite), in the transaction that inserts the slot, so two processes
 can never both take the last one. A 429 from the partner blocks the bucket until its
-`Retry-After`. Registrations are `HIGH` priority: while one waits, `LOW` callers (status checks)
-take no slot, so a scarce quota goes to registrations.
+`Retry-After`. Registrations are `HIGH` priority: each one waiting for a slot keeps a mark (a row
+of its own, refreshed at every poll, removed when it is served), and while any mark holds, `LOW`
+callers (status checks) take no slot, so a scarce quota goes to registrations.
 
 **When a slot counts.** The partner counts a request when it arrives, which can be any time
 after we reserved its slot: a garbage collection, a busy CPU or a token fetch may pause the
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +55,9 @@ from anubis_dagster.db.session import get_engine, session_scope
 
 #: reads "now" inside the limiter's transaction
 Clock = Callable[[Session], datetime]
+
+#: how long past its next poll a waiting registration's mark holds (a late wake-up under load)
+DEMAND_GRACE_SECONDS = 1.0
 
 #: seconds a reserved slot counts before its answer comes back: longer than any pause between
 #: reserving and sending (a process killed in between holds its slot this long + one period)
@@ -144,6 +149,10 @@ class RateLimiter:
         self._monotonic = monotonic
         self._max_poll = max_poll
         self._hold = timedelta(seconds=hold)
+        # rows of `rate_limit_slots` under this name mark registrations waiting for a slot
+        # (`taken_at`: until when the mark holds); one per waiting thread
+        self._waiting_bucket = f"{bucket}#waiting"
+        self._local = threading.local()
         self._ensure_bucket()
 
     def _ensure_bucket(self) -> None:
@@ -167,18 +176,21 @@ class RateLimiter:
             # read once the bucket is ours: a wait for the lock must not age the decision
             now = self._clock(session)
             if bucket.blocked_until and bucket.blocked_until > now:
-                return self._wait(bucket.blocked_until, now, bucket, priority)
-            if (
-                priority is Priority.LOW
-                and bucket.priority_demand_until
-                and bucket.priority_demand_until > now
-            ):
-                wait = (bucket.priority_demand_until - now).total_seconds()
-                return Grant(None, min(self._max_poll, wait))
+                return self._wait(session, bucket.blocked_until, now, priority)
+            if priority is Priority.LOW:
+                demand_until = session.scalar(
+                    select(func.max(RateLimitSlot.taken_at)).where(
+                        RateLimitSlot.bucket == self._waiting_bucket
+                    )
+                )
+                if demand_until is not None and demand_until > now:
+                    wait = (demand_until - now).total_seconds()
+                    return Grant(None, min(self._max_poll, wait))
             window = timedelta(seconds=self.quota.period + self.quota.margin)
             session.execute(
                 delete(RateLimitSlot).where(
-                    RateLimitSlot.bucket == self.bucket, RateLimitSlot.taken_at <= now - window
+                    RateLimitSlot.bucket.in_((self.bucket, self._waiting_bucket)),
+                    RateLimitSlot.taken_at <= now - window,
                 )
             )
             used, oldest = session.execute(
@@ -188,9 +200,7 @@ class RateLimiter:
             ).one()
             if used < self.quota.limit:
                 if priority is Priority.HIGH:
-                    # served: checks may take the next free slot at once (a registration still
-                    # waiting asserts its demand again when it wakes, at the next slot's time)
-                    bucket.priority_demand_until = None
+                    self._stop_waiting(session)
                 slot = RateLimitSlot(bucket=self.bucket, taken_at=now + self._hold)
                 session.add(slot)
                 session.flush()
@@ -198,30 +208,52 @@ class RateLimiter:
             free_at = oldest + window
             if oldest > now:  # every slot is still unanswered: one may be answered any moment
                 free_at = min(free_at, now + timedelta(seconds=self._max_poll))
-            return self._wait(free_at, now, bucket, priority)
+            return self._wait(session, free_at, now, priority)
 
-    def _wait(
-        self, until: datetime, now: datetime, bucket: RateLimitBucket, priority: Priority
-    ) -> Grant:
+    def _wait(self, session: Session, until: datetime, now: datetime, priority: Priority) -> Grant:
         wait = max(0.001, (until - now).total_seconds())
         if priority is Priority.HIGH:
-            # checks yield until a poll after this registration has had its chance
-            bucket.priority_demand_until = now + timedelta(seconds=wait + self._max_poll)
+            # this registration's mark: checks yield until its next poll (+ a grace for a late
+            # wake-up), and at once when it is served; one mark per waiting caller, so serving
+            # one registration does not let checks pass another that still waits
+            until = now + timedelta(seconds=min(wait, self._max_poll) + DEMAND_GRACE_SECONDS)
+            mark = getattr(self._local, "mark", None)
+            row_of_mark = session.get(RateLimitSlot, mark) if mark is not None else None
+            if row_of_mark is not None:
+                row_of_mark.taken_at = until
+            else:
+                row = RateLimitSlot(bucket=self._waiting_bucket, taken_at=until)
+                session.add(row)
+                session.flush()
+                self._local.mark = row.id
         return Grant(None, wait)
 
+    def _stop_waiting(self, session: Session) -> None:
+        mark = getattr(self._local, "mark", None)
+        if mark is not None:
+            session.execute(delete(RateLimitSlot).where(RateLimitSlot.id == mark))
+            self._local.mark = None
+
     def acquire(self, priority: Priority = Priority.HIGH, *, max_wait: float = 3600) -> Acquired:
-        """Block until a slot is taken. Raises `QuotaWaitTooLong` past `max_wait` seconds."""
+        """Block until a slot is taken. Raises `QuotaWaitTooLong` past `max_wait` seconds.
+
+        Waiters poll at least every `max_poll` seconds: a slot can free earlier than computed
+        (an unanswered slot, counted ahead, is answered), and a waiting registration keeps its
+        mark fresh."""
         started = self._monotonic()
         while True:
             grant = self.try_acquire(priority)
             if grant.slot is not None:
                 return Acquired(slot=grant.slot, waited=self._monotonic() - started)
             if self._monotonic() - started + grant.wait > max_wait:
+                if priority is Priority.HIGH:
+                    with session_scope(self.db_url) as session:
+                        self._stop_waiting(session)
                 raise QuotaWaitTooLong(
                     f"quota {self.bucket} would need more than {max_wait:.0f}s of waiting",
                     retry_in=grant.wait,
                 )
-            self._sleep(min(grant.wait, self._max_poll) if priority is Priority.LOW else grant.wait)
+            self._sleep(min(grant.wait, self._max_poll))
 
     def finish(self, slot: int, *, answered_at: float | None, sent: bool = True) -> None:
         """After the request. `answered_at` is the `monotonic` reading when its answer came
