@@ -5,7 +5,7 @@ The Kroton sandbox runs in this process (port 0) with Kroton's quota shape scale
 4) each play a run worker on a machine whose clock is off by its `--skews` value: the worker
 replaces `time.time`/`time_ns` before it imports anything, so every library in it reads the
 skewed clock (the limiter's `worker_clock`, pyrate-limiter's SQLite clock). Each worker sends,
-through the product's `KrotonClient` (attempt rows, token cache, the limiter under test):
+through the product's Kroton API client (attempt rows, token cache, the limiter under test):
 
 - **registrations** (`POST` inscription, `Priority.HIGH`), arriving at random (Poisson) so that
   all workers together ask for `--registration-share` of the quota;
@@ -165,30 +165,23 @@ def worker_main(plan: WorkerPlan) -> None:
 
     from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, worker_clock
     from anubis_dagster.delivery.attempts import call_context
-    from anubis_dagster.integrations.kroton.client import KrotonClient
-    from anubis_dagster.integrations.kroton.resources import (
-        KrotonApiResource,
-        KrotonCatalogResource,
-    )
+    from anubis_dagster.integrations.kroton.client import CPF_PATH, REGISTER_PATH
+    from anubis_dagster.integrations.kroton.resources import KrotonApiResource
 
     quota = Quota.parse(plan.quota, name="--quota")
     ctx = call_context(plan.db_url, plan.integration_id, log=lambda _line: None)
-    client = KrotonClient(
-        KrotonApiResource(
-            base_url=plan.base_url,
-            client_id="sandbox-client",
-            secret="sandbox-secret",
-            subscription="sandbox-subscription",
-            rate_limit=plan.quota,
-        ),
-        KrotonCatalogResource(base_url=plan.base_url, api_key="sandbox-catalog-key"),
-        ctx,
-    )
+    api = KrotonApiResource(
+        base_url=plan.base_url,
+        client_id="sandbox-client",
+        secret="sandbox-secret",
+        subscription="sandbox-subscription",
+        rate_limit=plan.quota,
+    ).client(ctx, "kroton")
     if plan.limiter == "pyrate":
-        client.api.limiter = PyrateAdapter(plan.db_url, quota.limit, quota.period, quota.margin)  # type: ignore[assignment]
+        api.limiter = PyrateAdapter(plan.db_url, quota.limit, quota.period, quota.margin)  # type: ignore[assignment]
     elif plan.limiter == "worker-clock":
-        client.api.limiter = RateLimiter(plan.db_url, BUCKET, quota, clock=worker_clock())
-    limiter = client.api.limiter
+        api.limiter = RateLimiter(plan.db_url, BUCKET, quota, clock=worker_clock())
+    limiter = api.limiter
 
     granted = threading.local()  # when this thread's last slot was handed out (real time)
     acquire_slot = limiter.acquire
@@ -236,7 +229,9 @@ def worker_main(plan: WorkerPlan) -> None:
             serial += 1
             body = register_body(cpf_number(serial), plan.offer_id)
             started = real_time()
-            result = client.register(body, None)  # type: ignore[arg-type]
+            result = api.request(
+                "register", "POST", REGISTER_PATH, json_body=body, idempotent=False
+            )
             note("register", due, started, result.status)
 
     def checks() -> None:
@@ -245,7 +240,8 @@ def worker_main(plan: WorkerPlan) -> None:
             serial += 1
             asked = real_time()
             cpf = cpf_number(serial)
-            result = client.inscriptions_by_cpf(cpf, None, priority=Priority.LOW)  # type: ignore[arg-type]
+            path = CPF_PATH.format(cpf=cpf)
+            result = api.request("check_cpf", "GET", path, priority=Priority.LOW)
             note("check", asked, asked, result.status)
 
     threads = [threading.Thread(target=registrations), threading.Thread(target=checks)]
@@ -253,7 +249,7 @@ def worker_main(plan: WorkerPlan) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    client.close()
+    api.close()
     Path(plan.out).write_text("\n".join(json.dumps(r) for r in records))
 
 
