@@ -59,6 +59,9 @@ Clock = Callable[[Session], datetime]
 #: how long past its next poll a waiting registration's mark holds (a late wake-up under load)
 DEMAND_GRACE_SECONDS = 1.0
 
+#: how often a check behind a waiting registration looks again
+CHECK_POLL_SECONDS = 0.2
+
 #: seconds a reserved slot counts before its answer comes back: longer than any pause between
 #: reserving and sending (a process killed in between holds its slot this long + one period)
 DEFAULT_HOLD_SECONDS = 60.0
@@ -184,8 +187,9 @@ class RateLimiter:
                     )
                 )
                 if demand_until is not None and demand_until > now:
+                    # look again soon: the registration may be served long before its mark ends
                     wait = (demand_until - now).total_seconds()
-                    return Grant(None, min(self._max_poll, wait))
+                    return Grant(None, min(self._max_poll, wait, CHECK_POLL_SECONDS))
             window = timedelta(seconds=self.quota.period + self.quota.margin)
             session.execute(
                 delete(RateLimitSlot).where(
