@@ -100,6 +100,15 @@ def take(demo: DemoInstance, console: Console, out: Path) -> None:
     console.shot(out / "dry-run-run.png")
     console.set_sensor("due_work_sensor", running=True)
 
+    # a date that is not one is refused at launch, with the reason
+    console.launchpad(
+        "deliver_job",
+        'ops:\n  delivery_request:\n    config:\n      requeue_failed_since: "yesterday"\n',
+        partition="kroton",
+    )
+    console.launch_refused()
+    console.shot(out / "bad-date-refused.png")
+
     # re-send every dead letter since midnight
     midnight = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00+00:00")
     console.launchpad(

@@ -69,6 +69,7 @@ class Console:
         page.keyboard.press("Delete")
         # as one paste: typed key by key, the editor would auto-indent every new line
         page.keyboard.insert_text(config_yaml)
+        # the editor checks types only; our own checks (dates, ids) answer at Launch Run
         page.get_by_text("No errors").wait_for()
 
     def pick_partition(self, partition: str) -> None:
@@ -85,6 +86,13 @@ class Console:
         match = RUN_ID.search(self.page.url)
         assert match, self.page.url
         return match.group(1)
+
+    def launch_refused(self) -> str:
+        """Click Launch Run on a config the code location refuses; the error dialog's text."""
+        self.page.get_by_role("button", name="Launch Run").click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_text("Error", exact=True).first.wait_for()
+        return dialog.inner_text()
 
     # -- run page -----------------------------------------------------------------------------
     def run_page(self, run_id: str) -> Page:

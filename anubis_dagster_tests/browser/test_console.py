@@ -3,6 +3,8 @@ demo instance (sandboxes, demo orders, one pass, webserver + daemon + code serve
 
 - A `student_lookup` launched from the Launchpad shows, on its run page, the student's attempts
   exactly as the app DB holds them, with the CPF masked (app DB on SQLite and on PostgreSQL).
+- A requeue date that is not a date is refused when Launch Run is clicked, with the reason,
+  and no run is created.
 - Each integration's health asset lists its checks, each with a description naming the
   integration, evaluated by a health run.
 
@@ -112,6 +114,27 @@ def test_lookup_from_the_launchpad_shows_the_attempts(demo: DemoInstance, consol
     # every attempt links to the run that made it, on this UI
     links = report.locator("tbody a").evaluate_all("els => els.map(e => e.href)")
     assert links and all(link.startswith(f"{demo.url}/runs/") for link in links)
+
+
+def test_a_bad_date_is_refused_at_launch_with_its_reason(
+    demo: DemoInstance, console: Console
+) -> None:
+    def deliver_runs() -> int:
+        data = demo.graphql(
+            '{ runsOrError(filter: {pipelineName: "deliver_job"}) { ... on Runs { count } } }'
+        )
+        return int(data["runsOrError"]["count"])
+
+    before = deliver_runs()
+    console.launchpad(
+        "deliver_job",
+        'ops:\n  delivery_request:\n    config:\n      requeue_failed_since: "yesterday"\n',
+        partition="kroton",
+    )
+    text = console.launch_refused()
+    assert "requeue_failed_since: must be an ISO 8601 time" in text, text
+    assert "/playground" in console.page.url
+    assert deliver_runs() == before
 
 
 def _health_assets(demo: DemoInstance) -> list[dict[str, Any]]:
