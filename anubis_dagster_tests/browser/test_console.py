@@ -42,6 +42,8 @@ def demo(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DemoInstance]:
     """A demo instance whose app DB is SQLite (the embedded default) or PostgreSQL."""
+    if chromium_path() is None:  # before starting anything
+        pytest.skip("no system Chromium (apt-get install chromium, or set CHROMIUM)")
     extra_env = {}
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
@@ -54,8 +56,7 @@ def demo(
 @pytest.fixture(scope="module")
 def console(demo: DemoInstance) -> Iterator[Console]:
     executable = chromium_path()
-    if executable is None:
-        pytest.skip("no system Chromium (apt-get install chromium, or set CHROMIUM)")
+    assert executable is not None  # the demo fixture skipped otherwise
     with headless_chromium(executable) as browser:
         yield Console(browser, demo.url)
 
