@@ -31,6 +31,7 @@ from anubis_dagster.clients import http
 from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_integrations
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.delivery.jobs import BATCH_LIMIT
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, failure_message
 from anubis_dagster_tests.secret_scan import find_markers
@@ -160,7 +161,7 @@ def deliver_until_settled(
     runs = stopped = 0
     while time.monotonic() < deadline:
         if harness.due(key):
-            result = harness.run("deliver_job", key, instance, limit=500)
+            result = harness.run("deliver_job", key, instance, limit=BATCH_LIMIT)
             runs += 1
             if not result.success:
                 # the one acceptable failure: the token endpoint failed every quick retry (a
