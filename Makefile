@@ -53,6 +53,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy anubis_dagster sandboxes/anubis_sandboxes
+	$(BIN)/lint-imports
 
 ui: install
 	@scripts/sandboxes.sh start

@@ -542,7 +542,7 @@ def hide_password(value: str) -> str:
 
 
 def check_quota(value: str) -> None:
-    from anubis_dagster.clients.rate_limit import Quota
+    from anubis_dagster.clients.quota import Quota
 
     try:
         Quota.parse(value, name="quota")

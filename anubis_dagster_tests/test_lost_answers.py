@@ -262,7 +262,7 @@ def test_a_claim_lost_during_the_quota_wait_sends_nothing_and_leaves_no_marker(
 ) -> None:
     """A quota wait can outlast a lease: another run may own the row by the time a slot
     frees. The fence, right before the request leaves, sees it and sends nothing."""
-    from anubis_dagster.clients.rate_limit import RateLimiter
+    from anubis_dagster.db.rate_limit import RateLimiter
 
     harness = Harness(anubis_env)
     harness.ingest([make_order(1)])

@@ -12,11 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from anubis_dagster.clients.rate_limit import (
+from anubis_dagster.clients.quota import Priority, Quota, QuotaWaitTooLong
+from anubis_dagster.db.rate_limit import (
     DEFAULT_HOLD_SECONDS,
-    Priority,
-    Quota,
-    QuotaWaitTooLong,
     RateLimiter,
     database_clock,
     worker_clock,

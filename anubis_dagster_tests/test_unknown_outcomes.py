@@ -12,7 +12,8 @@ import pytest
 
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.http import ApiClient, HttpOutcome
-from anubis_dagster.clients.rate_limit import Quota, RateLimiter
+from anubis_dagster.clients.quota import Quota
+from anubis_dagster.db.rate_limit import RateLimiter
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.outcomes import still_unknown
 

@@ -118,8 +118,9 @@ class SlotRecorder:
             self.gc_pauses.append((self._gc_started, time.time(), info["generation"]))
 
     def install(self) -> None:
-        from anubis_dagster.clients.rate_limit import Grant as Grant_
-        from anubis_dagster.clients.rate_limit import Priority, RateLimiter
+        from anubis_dagster.clients.quota import Grant as Grant_
+        from anubis_dagster.clients.quota import Priority
+        from anubis_dagster.db.rate_limit import RateLimiter
 
         original = RateLimiter.try_acquire
         recorder = self
@@ -323,8 +324,8 @@ class Quota:
 
     @property
     def margin(self) -> float:
-        """The product's `Quota.margin` (clients.rate_limit) for this quota."""
-        from anubis_dagster.clients.rate_limit import Quota as AnubisQuota
+        """The product's `Quota.margin` (db.rate_limit) for this quota."""
+        from anubis_dagster.clients.quota import Quota as AnubisQuota
 
         return AnubisQuota(self.limit, self.period).margin
 

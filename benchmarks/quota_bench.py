@@ -142,7 +142,7 @@ class PyrateAdapter:
         self.bucket = BUCKET
 
     def acquire(self, priority: Any = None, *, max_wait: float = 3600) -> Any:
-        from anubis_dagster.clients.rate_limit import Acquired
+        from anubis_dagster.clients.quota import Acquired
 
         started = time.monotonic()
         while not self.limiter.try_acquire(BUCKET, blocking=True, timeout=max_wait):
@@ -163,7 +163,8 @@ def worker_main(plan: WorkerPlan) -> None:
     time.time = lambda: real_time() + plan.skew
     time.time_ns = lambda: real_time_ns() + skew_ns
 
-    from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, worker_clock
+    from anubis_dagster.clients.quota import Priority, Quota
+    from anubis_dagster.db.rate_limit import RateLimiter, worker_clock
     from anubis_dagster.delivery.attempts import call_context
     from anubis_dagster.integrations.kroton.client import CPF_PATH, REGISTER_PATH
     from anubis_dagster.integrations.kroton.resources import KrotonApiResource
@@ -292,7 +293,7 @@ def report(
     window: tuple[float, float],
     load: tuple[str, str],
 ) -> str:
-    from anubis_dagster.clients.rate_limit import Quota
+    from anubis_dagster.clients.quota import Quota
 
     quota = Quota.parse(args.quota, name="--quota")
     api = [e for e in log if e["api"] == "api"]
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.skews) != args.workers:
         parser.error("--skews needs one value per worker")
 
-    from anubis_dagster.clients.rate_limit import Quota
+    from anubis_dagster.clients.quota import Quota
     from anubis_dagster.db.migrate import upgrade
     from anubis_dagster.db.models import Integration
     from anubis_dagster.db.session import get_engine, session_scope

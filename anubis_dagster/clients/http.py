@@ -43,7 +43,7 @@ from tenacity import (
 )
 
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
-from anubis_dagster.clients.rate_limit import Priority, Quota, RateLimiter, retry_after_seconds
+from anubis_dagster.clients.quota import Limiter, Priority, retry_after_seconds
 from anubis_dagster.core.masking import mask_text, mask_url_path
 
 MAX_STORED_TEXT = 2000
@@ -186,7 +186,7 @@ class ApiClient:
         *,
         name: str,
         base_url: str,
-        limiter: RateLimiter,
+        limiter: Limiter,
         ctx: CallContext,
         auth_headers: Callable[[], dict[str, str]] | None = None,
         on_unauthorized: Callable[[], None] | None = None,
@@ -206,30 +206,6 @@ class ApiClient:
         self.credential_settings = credential_settings
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
-        )
-
-    @classmethod
-    def for_partner(
-        cls,
-        *,
-        name: str,
-        base_url: str,
-        ctx: CallContext,
-        bucket: str,
-        quota: str,
-        quota_setting: str,
-        timeout_seconds: float,
-        **options: Any,
-    ) -> ApiClient:
-        """The usual construction: a quota read from `quota` ("REQUESTS/SECONDS"; a bad value
-        is reported under the setting's name) and a read timeout, connect timeout 5 s."""
-        return cls(
-            name=name,
-            base_url=base_url,
-            limiter=RateLimiter(ctx.db_url, bucket, Quota.parse(quota, name=quota_setting)),
-            ctx=ctx,
-            timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
-            **options,
         )
 
     def close(self) -> None:
@@ -369,7 +345,7 @@ class ApiClient:
                 f"{type(exc).__name__}: {mask_text(str(exc))}"[:300],
             )
         duration_ms = (time.perf_counter() - started) * 1000
-        # the quota counts this request from its answer (see clients/rate_limit.py)
+        # the quota counts this request from its answer (see db/rate_limit.py)
         self.limiter.finish(
             acquired.slot,
             answered_at=answered_at,

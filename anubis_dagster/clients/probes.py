@@ -16,7 +16,7 @@ from typing import Any
 
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.http import ApiClient, HttpOutcome, HttpResult
-from anubis_dagster.clients.rate_limit import Priority, QuotaWaitTooLong
+from anubis_dagster.clients.quota import Priority, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
 
 #: longest wait for a quota slot: a health run must not sit behind a busy partner's quota

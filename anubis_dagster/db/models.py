@@ -77,6 +77,10 @@ class Integration(Timestamps, Base):
     interval: Mapped[int] = mapped_column(Integer, nullable=False, default=5)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)  # added
+    # added: set by the operator (`pause_integration`), never by the integrations file, so a
+    # pause survives every sync; intake still routes to a paused integration
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class IntegrationFilter(Timestamps, Base):
@@ -215,7 +219,7 @@ class RateLimitSlot(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     bucket: Mapped[str] = mapped_column(String(80), nullable=False)
     # the slot counts in the window from this time (database clock): when its answer arrived,
-    # or, until then, a provisional time ahead (clients/rate_limit.py)
+    # or, until then, a provisional time ahead (db/rate_limit.py)
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (Index("ix_rate_limit_slots_bucket_taken", "bucket", "taken_at"),)

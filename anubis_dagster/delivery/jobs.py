@@ -24,7 +24,7 @@ from sqlalchemy import select
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
-from anubis_dagster.clients.rate_limit import Quota
+from anubis_dagster.clients.quota import Quota
 from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.adapter_store import DbAdapterStore
@@ -221,8 +221,12 @@ def _runner(context: dg.OpExecutionContext, app_db: AppDatabase, request: Delive
 def _operator_actions(
     context: dg.OpExecutionContext, config: DeliveryConfig, app_db: AppDatabase
 ) -> None:
+    """Requeue and retry-now, for real or, in a dry run, as a report of what they would do:
+    a dry run changes nothing (`would_requeue`, `would_retry_now` in the step's metadata)."""
     key = context.partition_key
     since = config.failed_since
+    dry = config.dry_run
+    metadata: dict[str, Any] = {}
     with app_db.session() as session:
         integration = session.scalars(select(Integration).where(Integration.key == key)).one()
         if config.requeue_ids or since:
@@ -232,19 +236,25 @@ def _operator_actions(
                 ids=list(config.requeue_ids),
                 failed_since=since,
                 run_id=context.run_id,
+                dry_run=dry,
             )
-            context.log.info(f"requeued {len(report.requeued)}: {report.requeued[:50]}")
+            verb = "dry run: would requeue" if dry else "requeued"
+            context.log.info(f"{verb} {len(report.requeued)}: {report.requeued[:50]}")
             for skipped in report.skipped:
                 context.log.warning(f"not requeued #{skipped['id']}: {skipped['reason']}")
-            context.add_output_metadata(
-                {
-                    "requeued": dg.MetadataValue.json(report.requeued),
-                    "not_requeued": dg.MetadataValue.json(report.skipped),
-                }
+            metadata["would_requeue" if dry else "requeued"] = dg.MetadataValue.json(
+                report.requeued
             )
+            metadata["not_requeued"] = dg.MetadataValue.json(report.skipped)
         if config.retry_now:
-            count = retry_now(session, integration.id)
-            context.log.info(f"retry now: {count} scheduled subscriptions are due now")
+            count = retry_now(session, integration.id, dry_run=dry)
+            context.log.info(
+                f"dry run: retry now would make {count} scheduled subscriptions due"
+                if dry
+                else f"retry now: {count} scheduled subscriptions are due now"
+            )
+            metadata["would_retry_now" if dry else "retried_now"] = count
+    context.add_output_metadata(metadata)
 
 
 def _run_still_going(context: dg.OpExecutionContext) -> bool:
@@ -342,7 +352,8 @@ def build_delivery_jobs(
 
     @dg.op(
         config_schema=checked_schema(DeliveryConfig),
-        description="Reads the Launchpad settings; applies requeue and retry-now first.",
+        description="Reads the Launchpad settings; applies requeue and retry-now first (a dry "
+        "run only reports what they would do).",
     )
     def delivery_request(context: dg.OpExecutionContext, app_db: AppDatabase) -> DeliveryRequest:
         config = DeliveryConfig.model_validate(context.op_config)
@@ -350,6 +361,14 @@ def build_delivery_jobs(
         retag_run(context, action=config.action(flow))
         if config.requeue_ids or config.requeue_failed_since or config.retry_now:
             _operator_actions(context, config, app_db)
+        with app_db.session() as session:
+            paused = session.scalar(
+                select(Integration.paused_at).where(Integration.key == context.partition_key)
+            )
+        if paused is not None:
+            # the sensors start no run while paused: this one was launched by hand (or is a
+            # re-execution), and an operator's explicit run is not second-guessed
+            context.log.warning(f"{context.partition_key} is paused; this run goes on anyway")
         return DeliveryRequest(
             subscription_ids=list(config.subscription_ids),
             limit=config.limit,

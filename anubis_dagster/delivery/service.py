@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import AttemptSubject
-from anubis_dagster.clients.rate_limit import QuotaWaitTooLong
+from anubis_dagster.clients.quota import QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.retry_schedule import RetrySchedule
 from anubis_dagster.core.states import FINAL_STATUSES, Status, is_allowed

@@ -24,8 +24,9 @@ from pydantic import Field, field_validator
 from anubis_dagster.clients.errors import PartnerUnreachable
 from anubis_dagster.clients.http import ApiClient, AttemptSubject, CallContext, HttpResult
 from anubis_dagster.clients.probes import Level, ProbeResult
-from anubis_dagster.clients.rate_limit import Quota, RateLimiter
-from anubis_dagster.clients.tokens import TokenStore
+from anubis_dagster.clients.quota import Quota
+from anubis_dagster.db.rate_limit import RateLimiter
+from anubis_dagster.db.tokens import TokenStore
 from anubis_dagster.settings import Settings, get_settings
 
 #: a failing token endpoint stops the whole batch, so it gets a few more quick tries than a

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import HttpResult
-from anubis_dagster.clients.rate_limit import Quota, QuotaWaitTooLong
+from anubis_dagster.clients.quota import Quota, QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.states import Status

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from anubis_dagster.clients.http import HttpResult
-from anubis_dagster.clients.rate_limit import Priority
+from anubis_dagster.clients.quota import Priority
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Subscription

@@ -7,7 +7,7 @@ Two quotas: the API (token calls included) and the catalog. The OAuth token is c
 from __future__ import annotations
 
 from anubis_dagster.clients.http import HttpResult
-from anubis_dagster.clients.rate_limit import Priority
+from anubis_dagster.clients.quota import Priority
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.partner_api import PartnerClients, send_registration
 

@@ -1,4 +1,5 @@
-"""A partner's request quota, shared by every run and process through the app database.
+"""A partner's request quota, shared by every run and process through the app database
+(the types it works with, and the `Limiter` interface the HTTP client sees: `clients/quota.py`).
 
 Sliding window: a request may be sent when fewer than `limit` requests count in the last
 `period` seconds. Each request takes a row in `rate_limit_slots`; the decision to take one is
@@ -36,20 +37,17 @@ period, at least 10 ms (300 ms at Kroton's 100/300).
 
 from __future__ import annotations
 
-import math
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import IntEnum
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from anubis_dagster.clients.quota import Acquired, Grant, Priority, Quota, QuotaWaitTooLong
 from anubis_dagster.db.models import RateLimitBucket, RateLimitSlot
 from anubis_dagster.db.session import get_engine, session_scope
 
@@ -87,48 +85,6 @@ def worker_clock(read: Callable[[], float] | None = None) -> Clock:
         return datetime.fromtimestamp(read() if read is not None else time.time(), UTC)
 
     return now
-
-
-class Priority(IntEnum):
-    LOW = 0  # status checks
-    HIGH = 1  # registrations, consent, course sync
-
-
-@dataclass(frozen=True)
-class Quota:
-    limit: int
-    period: float  # seconds
-
-    @classmethod
-    def parse(cls, text: str, *, name: str) -> Quota:
-        """`"100/300"` = 100 requests per 300 s. `name` (the setting) goes in the error."""
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*", text or "")
-        if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
-            raise ValueError(f"{name} must look like REQUESTS/SECONDS (e.g. 100/300), got {text!r}")
-        return cls(int(match.group(1)), float(match.group(2)))
-
-    @property
-    def margin(self) -> float:
-        """Extra seconds a slot is kept beyond the period, for clocks ticking at other rates."""
-        return max(0.01, self.period * 0.001)
-
-
-@dataclass(frozen=True)
-class Grant:
-    """What `try_acquire` answers: a slot (`slot` is its id), or the seconds to wait."""
-
-    slot: int | None
-    wait: float = 0.0
-
-    @property
-    def taken(self) -> bool:
-        return self.slot is not None
-
-
-@dataclass
-class Acquired:
-    slot: int  # give it to `finish` once the request is answered (or not)
-    waited: float  # seconds spent waiting for the slot
 
 
 class RateLimiter:
@@ -303,22 +259,3 @@ class RateLimiter:
                 )
                 or 0
             )
-
-
-class QuotaWaitTooLong(RuntimeError):
-    """The quota is spent for longer than this run should wait: try again in a later run
-    (`retry_in`: the limiter's estimate of the seconds until a slot frees)."""
-
-    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_in = retry_in
-
-
-def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
-    """Parse a `Retry-After` header (seconds; HTTP dates are rare here and fall back)."""
-    if not value:
-        return default
-    try:
-        return max(0.0, math.ceil(float(value)))
-    except ValueError:
-        return default
