@@ -3,7 +3,9 @@
 anubis db upgrade                 migrate the app DB and sync the integrations file
 anubis orders load FILE           load JSON Lines orders into the configured orders source
 anubis run                        one in-process pass of intake and due work
-anubis status [--by-origin]       subscription counts by integration and status
+anubis status [--by-origin]       subscription counts by integration and status; paused ones
+anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes on)
+anubis resume KEY                 send to it again
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
 anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
 
@@ -60,6 +62,7 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from anubis_dagster.delivery.pause import paused_integrations
     from anubis_dagster.resources import prepare_database
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
@@ -68,6 +71,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with session_scope(url) as session:
         rows = status_counts(session, by_origin=args.by_origin)
         attempts = attempt_counts(session)
+        paused = paused_integrations(session)
+    for key, (since, reason) in paused.items():
+        print(f"PAUSED: {key} since {since:%Y-%m-%d %H:%M} UTC" + (f": {reason}" if reason else ""))
+    if paused:
+        print()
     headers = (
         ("integration", "origin", "status", "subscriptions")
         if args.by_origin
@@ -76,6 +84,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(format_table(rows, headers))
     print()
     print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace) -> int:
+    """`anubis pause` and `anubis resume`: the same rule and alert as the `pause_integration`
+    job, for operators without the UI."""
+    from anubis_dagster.alerts.webhook import send_alert
+    from anubis_dagster.delivery.pause import UnknownIntegration, pause_alert, set_paused
+    from anubis_dagster.resources import prepare_database
+
+    url = default_database_url()
+    prepare_database(url)
+    try:
+        with session_scope(url) as session:
+            change = set_paused(session, args.key, args.paused, args.reason)
+    except UnknownIntegration as exc:
+        print(f"anubis: {exc.args[0]}", file=sys.stderr)
+        return 1
+    if change.changed:
+        send_alert(pause_alert(change))
+    print(change.describe())
     return 0
 
 
@@ -215,6 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="subscription counts by integration and status")
     status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
     status.set_defaults(func=_cmd_status)
+
+    pause = sub.add_parser("pause", help="stop sending to one integration; intake goes on")
+    pause.add_argument("key", help="the integration's key (kroton, estacio, …)")
+    pause.add_argument("--reason", default="", help="why (shown in the alert and status)")
+    pause.set_defaults(func=_cmd_pause, paused=True)
+    resume = sub.add_parser("resume", help="send to a paused integration again")
+    resume.add_argument("key", help="the integration's key")
+    resume.set_defaults(func=_cmd_pause, paused=False, reason="")
 
     run = sub.add_parser("run", help="one in-process pass: intake, then due work")
     run.add_argument(

@@ -25,6 +25,7 @@ from anubis_dagster.config.integrations import (
 )
 from anubis_dagster.console.jobs import student_lookup
 from anubis_dagster.delivery.jobs import build_delivery_jobs
+from anubis_dagster.delivery.pause_job import build_pause_job
 from anubis_dagster.delivery.sensors import build_due_work_sensor, build_release_claims_sensors
 from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
@@ -79,6 +80,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             import_names_job,
             retention_job,
             student_lookup,
+            build_pause_job(i.key for i in config.integrations),
             digest_job,
             *(health.jobs or []),
         ],

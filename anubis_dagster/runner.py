@@ -7,7 +7,8 @@ checks are due. Runs are created with the code location's origin and executed in
 like those the daemon launches. Intake starts from the watermark intake runs commit in the app
 DB (the same one the sensor plans from), so a failed run's orders are read again by the next
 pass, and the sensor and this command never skip each other's orders. Delivery runs even when
-intake failed: subscriptions already ingested do not wait for new orders.
+intake failed: subscriptions already ingested do not wait for new orders. A paused integration
+(`delivery.pause`) gets no deliver or check run; its orders are still ingested.
 """
 
 from __future__ import annotations
@@ -103,10 +104,13 @@ def run_due_work(
     app_db = AppDatabase()
     with app_db.session() as session:
         integrations = [
-            (i.id, i.key, i.type)
+            (i.id, i.key, i.type, i.paused_at is not None)
             for i in session.scalars(select(Integration).where(Integration.enabled.is_(True)))
         ]
-    for integration_id, key, integration_type in integrations:
+    for integration_id, key, integration_type, paused in integrations:
+        if paused:
+            echo(f"{key}: paused, nothing sent (anubis resume {key})")
+            continue
         adapter = adapter_class(integration_type)
         for flow in Flow:
             job_name = flow.job_name
@@ -150,12 +154,15 @@ def run_pass(
 
 
 def seconds_until_next_work() -> float | None:
-    """Seconds until the earliest scheduled work of any enabled integration (None: none)."""
+    """Seconds until the earliest scheduled work of any enabled integration that is not
+    paused (None: none): a paused one's work waits for a resume, not for time."""
     app_db = AppDatabase()
     soonest: datetime | None = None
     with app_db.session() as session:
         for integration in session.scalars(
-            select(Integration).where(Integration.enabled.is_(True))
+            select(Integration).where(
+                Integration.enabled.is_(True), Integration.paused_at.is_(None)
+            )
         ):
             adapter = adapter_class(integration.type)
             when = next_due_at(session, integration.id, all_statuses(adapter))

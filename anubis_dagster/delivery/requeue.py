@@ -3,6 +3,8 @@ scheduled retries due now.
 
 A requeued subscription goes back to the step it failed at (read from its last status change),
 with its attempt count reset; the move is an event row like any other (`operation=requeue`).
+A dry run (`dry_run=True`) answers what would be requeued or made due, and writes nothing: a
+preview must not change what it previews.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -65,8 +67,11 @@ def requeue(
     ids: list[int] | None = None,
     failed_since: datetime | None = None,
     run_id: str | None = None,
+    dry_run: bool = False,
 ) -> RequeueReport:
-    """Requeue the given subscriptions, and/or every dead-lettered one since `failed_since`."""
+    """Requeue the given subscriptions, and/or every dead-lettered one since `failed_since`.
+    With `dry_run`, `requeued` lists those that would be, and nothing is written (a CPF
+    taken by another active subscription is only found when requeueing for real)."""
     report = RequeueReport()
     s = Subscription
     chosen: list[Subscription] = []
@@ -127,6 +132,9 @@ def requeue(
         # held because the partner cannot be asked: the person requeueing it checked there
         # that it did not arrive. Elsewhere the marker stays and the partner is asked first.
         clear_marker = Status(subscription.status) is Status.UNKNOWN and not can_settle
+        if dry_run:
+            report.requeued.append(subscription.id)
+            continue
         try:
             with session.begin_nested():
                 transition(
@@ -150,16 +158,16 @@ def requeue(
     return report
 
 
-def retry_now(session: Session, integration_id: int) -> int:
-    """Every scheduled retry or check of this integration becomes due now; returns how many."""
+def retry_now(session: Session, integration_id: int, *, dry_run: bool = False) -> int:
+    """Every scheduled retry or check of this integration becomes due now; returns how many
+    (with `dry_run`, how many would, changing nothing)."""
     now = datetime.now(UTC)
-    result = session.execute(
-        update(Subscription)
-        .where(
-            Subscription.integration_id == integration_id,
-            Subscription.status.not_in([st.value for st in FINAL_STATUSES]),
-            Subscription.scheduled_to > now,
-        )
-        .values(scheduled_to=now)
+    scheduled = (
+        Subscription.integration_id == integration_id,
+        Subscription.status.not_in([st.value for st in FINAL_STATUSES]),
+        Subscription.scheduled_to > now,
     )
+    if dry_run:
+        return int(session.scalar(select(func.count()).where(*scheduled)) or 0)
+    result = session.execute(update(Subscription).where(*scheduled).values(scheduled_to=now))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@
 release_claims_of_failed/canceled_runs: give a dead run's subscriptions back at once.
 
 "Due" = a subscription in a status the flow works on whose `scheduled_to` has come (new ones,
-retries whose time has come, checks due), not claimed by a live run. New students (never
+retries whose time has come, checks due), not claimed by a live run. A paused integration
+(`delivery.pause`) gets no run; its name is in the tick's SkipReason. New students (never
 attempted) are asked for on the next tick: the paid→sent path must not wait for the
 integration's `interval`, which paces only retries and status checks. While a run of the flow
 is queued, none is added; while one is running, one more may wait in the queue for new
@@ -21,6 +22,7 @@ import time
 import dagster as dg
 from sqlalchemy import select
 
+from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.due import Flow, count_due, flow_statuses, has_due
 from anubis_dagster.delivery.jobs import BATCH_LIMIT, MAX_RUNTIME_TAG, partition_tags
@@ -121,12 +123,18 @@ def build_due_work_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         last_asked: dict[str, float] = json.loads(context.cursor or "{}")
         now = time.time()
-        requests, waiting = [], []
+        requests, waiting, paused = [], [], []
         with app_db.session() as session:
             integrations = list(
                 session.scalars(select(Integration).where(Integration.enabled.is_(True)))
             )
             for integration in integrations:
+                if integration.paused_at is not None:
+                    paused.append(
+                        integration.key
+                        + (f" ({integration.pause_reason})" if integration.pause_reason else "")
+                    )
+                    continue
                 adapter = adapter_class(integration.type)
                 for flow, job in ((Flow.DELIVER, deliver_job), (Flow.CHECK, check_job)):
                     statuses = flow_statuses(adapter, flow)
@@ -160,8 +168,10 @@ def build_due_work_sensor(
                     )
                     last_asked[slot] = now
         if not requests:
-            reason = f"runs still in flight: {', '.join(waiting)}" if waiting else "nothing due"
-            return dg.SkipReason(reason)
+            reasons = [f"runs still in flight: {', '.join(waiting)}"] if waiting else []
+            if paused:
+                reasons.append(f"paused: {', '.join(paused)}")
+            return dg.SkipReason(mask_text("; ".join(reasons)) if reasons else "nothing due")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(last_asked))
 
     return due_work_sensor

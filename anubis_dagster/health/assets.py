@@ -137,7 +137,9 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         retag_run(context, integration=key, action="health")
         db_url = context.resources.app_db.resolved_url
         with context.resources.app_db.session() as session:
-            integration_id = session.scalar(select(Integration.id).where(Integration.key == key))
+            integration_id, paused_at = session.execute(
+                select(Integration.id, Integration.paused_at).where(Integration.key == key)
+            ).one()
         ctx = call_context(db_url, integration_id, context.run.run_id, context.log.info)
         now = utcnow()
         clients = PartnerClients.of(context.resources, adapter.resource_keys, ctx, key)
@@ -154,6 +156,9 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
             "attempts_24h": health.attempts_24h,
             "errors_24h": health.errors_24h,
             "failing_checks": sum(o.level is not Level.OK for o in found.outcomes),
+            # 1 while an operator paused its sending (`pause_integration`): plotted with the
+            # backlog, it explains a queue that grows on purpose
+            "paused": int(paused_at is not None),
         }
         if health.backlog_age is not None:
             metadata["backlog_age_h"] = round(health.backlog_age / 3600, 2)
