@@ -75,6 +75,9 @@ def test_a_paused_integration_gets_no_due_runs_and_resuming_sends_what_waited(
     # intake goes on while paused: nothing is lost
     harness.ingest([make_order(3)])
     assert harness.statuses() == {1: "to_sync", 2: "to_sync_lgpd", 3: "to_sync"}
+    # a deliver run launched by hand (or retried, re-executed) while paused sends nothing
+    assert harness.deliver("kroton").success
+    assert harness.statuses() == {1: "to_sync", 2: "to_sync_lgpd", 3: "to_sync"}
     assert kroton.requests_log() == []
 
     resumed = set_pause(harness, "kroton", False)

@@ -365,14 +365,17 @@ def build_delivery_jobs(
             paused = session.scalar(
                 select(Integration.paused_at).where(Integration.key == context.partition_key)
             )
-        if paused is not None:
-            # the sensors start no run while paused: this one was launched by hand (or is a
-            # re-execution), and an operator's explicit run is not second-guessed
-            context.log.warning(f"{context.partition_key} is paused; this run goes on anyway")
+        limit = config.limit
+        if paused is not None and not config.dry_run:
+            # launched by hand, re-executed or retried after a crash while paused: paused means
+            # nothing is sent; a dry run still previews what resuming will send
+            context.log.warning(
+                f"{context.partition_key} is paused: this run sends nothing (resume it first; "
+                "a dry run shows what would be sent)"
+            )
+            limit = 0
         return DeliveryRequest(
-            subscription_ids=list(config.subscription_ids),
-            limit=config.limit,
-            dry_run=config.dry_run,
+            subscription_ids=list(config.subscription_ids), limit=limit, dry_run=config.dry_run
         )
 
     @dg.op(required_resource_keys=resource_keys)
