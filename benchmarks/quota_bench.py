@@ -179,7 +179,7 @@ def worker_main(plan: WorkerPlan) -> None:
         rate_limit=plan.quota,
     ).client(ctx, "kroton")
     if plan.limiter == "pyrate":
-        api.limiter = PyrateAdapter(plan.db_url, quota.limit, quota.period, quota.margin)  # type: ignore[assignment]
+        api.limiter = PyrateAdapter(plan.db_url, quota.limit, quota.period, quota.margin)
     elif plan.limiter == "worker-clock":
         api.limiter = RateLimiter(plan.db_url, BUCKET, quota, clock=worker_clock())
     limiter = api.limiter
