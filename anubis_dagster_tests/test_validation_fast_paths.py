@@ -3,6 +3,7 @@ against the character-by-character definition on generated text (mostly ASCII, s
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
 from hypothesis import given, settings
@@ -75,3 +76,95 @@ def test_secret_keys_long_and_short() -> None:
     assert is_secret_key("client_secret") and is_secret_key("Access-Token")
     assert not is_secret_key("subscription_id")
     assert is_secret_key("x" * 200 + "_password") and not is_secret_key("y" * 200)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-document scan: the plain-document fast path never hides a problem the full walk finds
+# --------------------------------------------------------------------------------------------
+hostile_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["a\x00b", "\ud800", "x\udfffy", "é\ud83d", "ok"])
+)
+keys = st.text(max_size=8) | st.sampled_from(["id", "offer", "base_user", "cpf"])
+documents = st.recursive(
+    hostile_leaves,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
+    max_leaves=40,
+)
+
+
+def _nested(depth: int) -> object:
+    node: object = "leaf"
+    for _ in range(depth):
+        node = {"a": node}
+    return node
+
+
+@settings(max_examples=800, deadline=None)
+@given(document=documents)
+def test_scan_fast_path_agrees_with_the_full_walk(document: object) -> None:
+    if validation._plain_size(document, 0, 0) >= 0:
+        assert validation._scan_paths(document) == []
+    assert validation.scan_document(document) == validation._scan_paths(document)
+
+
+def test_scan_fast_path_at_the_bounds() -> None:
+    for depth in (validation.MAX_DEPTH - 1, validation.MAX_DEPTH, validation.MAX_DEPTH + 1, 500):
+        document = _nested(depth)
+        assert validation.scan_document(document) == validation._scan_paths(document)
+    assert validation.scan_document(_nested(validation.MAX_DEPTH)) == []
+    assert validation.scan_document(_nested(validation.MAX_DEPTH + 1)) != []
+    limit = validation.MAX_DOCUMENT_CHARS
+    for size in (limit - 20, limit - 4, limit, limit + 10):
+        document = {"k": "x" * size}
+        assert validation.scan_document(document) == validation._scan_paths(document)
+    assert validation.scan_document([2**63]) == validation._scan_paths([2**63]) != []
+    assert validation.scan_document([float("inf")]) != []
+
+
+# --------------------------------------------------------------------------------------------
+# Redaction of stored documents: the check on the JSON text never skips what the walk redacts
+# --------------------------------------------------------------------------------------------
+SECRET = "s3cr3t-Valu3"
+redaction_keys = st.sampled_from(
+    ["name", "access_token", "Access-Token", "to_ken", "\u212aey", "apiKey", "İd", "pwd",
+     "client secret", "x", "\u212aapikey", "subscription", "a\\b", 'q"k', "tok\nen"]
+) | st.text(max_size=10)  # fmt: skip
+redaction_strings = st.sampled_from(
+    [SECRET, f"x{SECRET}y", "Bearer abc123def", "bearer\tXYZ_9876543", "api\u212aey=abc12345",
+     "postgresql://u:pw1234@h/db", "https://h.example/hook/" + SECRET, "plain text", "Básica",
+     "line\nbreak", 'quote"d', "back\\slash", "\ud800", "São Paulo", "BASIC 12345678"]
+) | st.text(max_size=20)  # fmt: skip
+redaction_documents = st.recursive(
+    st.none() | st.integers() | st.booleans() | redaction_strings,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(redaction_keys, children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(document=redaction_documents)
+def test_redacted_json_is_the_walk(document: object) -> None:
+    from anubis_dagster.core import redaction
+
+    redaction.register_secrets([SECRET], source="fast-path-test")
+    try:
+        fast = json.loads(redaction.redacted_json(document))
+        assert fast == json.loads(json.dumps(redaction.redact_data(document)))
+        assert SECRET not in json.dumps(fast, ensure_ascii=False)
+    finally:
+        redaction.register_secrets([], source="fast-path-test")
+
+
+def test_redacted_json_takes_the_text_when_nothing_is_secret() -> None:
+    from anubis_dagster.core import redaction
+
+    order = {"id": 7, "base_user": {"full_name": "José da Silva", "city": "São Paulo"}}
+    assert redaction.redacted_json(order) == json.dumps(order, ensure_ascii=False)
+    assert "[redacted]" in redaction.redacted_json({"order": {"client_secret": "abcdefgh"}})

@@ -17,7 +17,6 @@ statements per batch instead of one ORM flush per row.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import get_path
-from anubis_dagster.core.redaction import redact, redact_data
+from anubis_dagster.core.redaction import redact, redacted_json
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
 from anubis_dagster.db.models import Subscription, SubscriptionEvent, utcnow
 
@@ -269,12 +268,32 @@ def allocate_subscription_ids(session: Session, count: int) -> list[int]:
 STAGING_TABLE = "anubis_subscriptions_staging"
 
 
+class RenderedJson:
+    """The redacted JSON text of each document a caller may write more than once (intake
+    writes a chunk again in parts after the database refused one of its rows), rendered once.
+    Keyed by identity, and holding the document so that its id is not reused while the cache
+    lives; the documents must not change meanwhile."""
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[Any, str]] = {}
+
+    def text(self, value: Any) -> str:
+        entry = self._texts.get(id(value))
+        if entry is not None and entry[0] is value:
+            return entry[1]
+        text = _json_text(value)
+        if isinstance(value, dict | list):
+            self._texts[id(value)] = (value, text)
+        return text
+
+
 def write_rows(
     session: Session,
     *,
     subscriptions: list[dict[str, Any]],
     updates: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    rendered: RenderedJson | None = None,
 ) -> set[int]:
     """Write a batch built from `subscription_values` (with `id`, `created_at`, `updated_at`
     added), `transition_values` (with `id` and the changed order columns) and `event_values`
@@ -286,6 +305,7 @@ def write_rows(
     transaction inserted meanwhile for the same (integration, order) is skipped (`ON CONFLICT
     DO NOTHING`), and so is its event; on SQLite that cannot happen (the write lock is held
     since the caller read what exists). Any other refusal raises: the caller isolates the row.
+    `rendered` keeps the JSON text of documents written again (PostgreSQL).
     """
     table = cast(Table, Subscription.__table__)
     event_table = cast(Table, SubscriptionEvent.__table__)
@@ -293,7 +313,7 @@ def write_rows(
     inserted: set[int] = set()
     if subscriptions:
         if postgres:
-            inserted = _copy_subscriptions(session, subscriptions)
+            inserted = _copy_subscriptions(session, subscriptions, rendered)
         else:
             session.execute(insert(table), subscriptions)
             inserted = {row["id"] for row in subscriptions}
@@ -313,13 +333,15 @@ def write_rows(
     ]
     if events:
         if postgres:
-            _copy(session, event_table, events)
+            _copy(session, event_table, events, rendered=rendered)
         else:
             session.execute(insert(event_table), events)
     return inserted
 
 
-def _copy_subscriptions(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+def _copy_subscriptions(
+    session: Session, rows: list[dict[str, Any]], rendered: RenderedJson | None
+) -> set[int]:
     columns = ", ".join(rows[0])
     session.execute(
         text(
@@ -329,7 +351,7 @@ def _copy_subscriptions(session: Session, rows: list[dict[str, Any]]) -> set[int
             "(LIKE subscriptions INCLUDING DEFAULTS) ON COMMIT DROP"
         )
     )
-    _copy(session, cast(Table, Subscription.__table__), rows, into=STAGING_TABLE)
+    _copy(session, cast(Table, Subscription.__table__), rows, into=STAGING_TABLE, rendered=rendered)
     ids = session.scalars(
         text(
             f"INSERT INTO subscriptions ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
@@ -342,15 +364,22 @@ def _copy_subscriptions(session: Session, rows: list[dict[str, Any]]) -> set[int
 
 
 def _copy(
-    session: Session, table: Table, rows: list[dict[str, Any]], *, into: str | None = None
+    session: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    *,
+    into: str | None = None,
+    rendered: RenderedJson | None = None,
 ) -> None:
     """`COPY` rows of `table` (or of a table shaped like it, `into`) in the session's
     transaction. COPY does not pass through the cursor hook of `db.redact_writes`, so every
-    value is redacted here the same way: text with `redact`, JSON documents with `redact_data`.
-    A JSON column's None is JSON `null`, as SQLAlchemy's JSON type stores it."""
+    value is redacted here the same way: text with `redact`, JSON documents with `redact_data`
+    (`redacted_json`). A JSON column's None is JSON `null`, as SQLAlchemy's JSON type stores
+    it."""
     names = list(rows[0])
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    convert = [_json_text if name in json_columns else _copy_value for name in names]
+    json_text = rendered.text if rendered is not None else _json_text
+    convert = [json_text if name in json_columns else _copy_value for name in names]
     driver = session.connection().connection.driver_connection
     assert driver is not None
     statement = f"COPY {into or table.name} ({', '.join(names)}) FROM STDIN"
@@ -360,7 +389,7 @@ def _copy(
 
 
 def _json_text(value: Any) -> str:
-    return json.dumps(redact_data(value))
+    return redacted_json(value)
 
 
 def _copy_value(value: Any) -> Any:

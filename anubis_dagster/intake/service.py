@@ -51,6 +51,7 @@ from anubis_dagster.db.models import (
 )
 from anubis_dagster.db.transitions import (
     TRANSITION,
+    RenderedJson,
     allocate_subscription_ids,
     event_values,
     subscription_values,
@@ -181,7 +182,7 @@ class _Known:
     order_updated_at: datetime | None
 
 
-@dataclass(frozen=True, eq=False)  # compared by identity: one order may come twice
+@dataclass(eq=False)  # compared by identity: one order may come twice
 class _Candidate:
     """One order routed to one integration: a subscription to create, look at again or leave."""
 
@@ -190,10 +191,26 @@ class _Candidate:
     route: Route
     filter_id: int
     required: tuple[str, ...]
+    _problems: list[Problem] | None = None
+    _stored: dict[str, Any] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.route.integration_id, self.row.id)
+
+    def problems(self, today: date) -> list[Problem]:
+        """The order's problems, found once: a chunk decided again after a refused row does
+        not validate its orders again."""
+        if self._problems is None:
+            self._problems = validate_order(self.order, today=today, required_fields=self.required)
+        return self._problems
+
+    def stored_order(self, today: date) -> dict[str, Any]:
+        """The document the subscription keeps: the order, or a bounded copy of an invalid one
+        (any backend stores it; the original is at the source). Made once, like `problems`."""
+        if self._stored is None:
+            self._stored = storable_copy(self.order) if self.problems(today) else self.order
+        return self._stored
 
 
 @dataclass
@@ -265,6 +282,7 @@ class _Batch:
             )
         }
         self.resolved: set[tuple[int, str]] = set()
+        self.rendered = RenderedJson()  # a part written again renders no document twice
 
     def resolve(self, order_id: int, integration_key: str) -> None:
         if (order_id, integration_key) in self.quarantine:
@@ -419,7 +437,7 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
         return None
     try:
         with batch.session.begin_nested():
-            skipped = _write_decisions(batch.session, decisions)
+            skipped = _write_decisions(batch.session, decisions, batch.rendered)
     except Exception as exc:  # any refusal: the caller narrows it down to one order
         return exc
     batch.apply(decisions, skipped)
@@ -436,7 +454,9 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
     return None
 
 
-def _write_decisions(session: Session, decisions: list[_Decision]) -> set[int]:
+def _write_decisions(
+    session: Session, decisions: list[_Decision], rendered: RenderedJson
+) -> set[int]:
     """The statements of a batch of decisions; the ids of subscriptions that were not inserted
     because another transaction had just created them."""
     inserts = [d.insert for d in decisions if d.insert is not None]
@@ -445,6 +465,7 @@ def _write_decisions(session: Session, decisions: list[_Decision]) -> set[int]:
         subscriptions=inserts,
         updates=[d.update for d in decisions if d.update is not None],
         events=[d.event for d in decisions if d.event is not None],
+        rendered=rendered,
     )
     return {row["id"] for row in inserts} - inserted
 
@@ -509,13 +530,13 @@ def _decide(
         if not _needs_revalidation(known, row.updated_at):
             return _Decision(candidate, "unchanged", "unchanged")
         # the order was corrected at the source after being refused: look again
-        problems = validate_order(order, today=today, required_fields=candidate.required)
+        problems = candidate.problems(today)
         target, error = _target(route, cpf, problems, holder_of())
         message = error or REVALIDATED_NOTE
         values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
         values.update(
             id=known.id,
-            payload=storable_copy(order) if problems else order,
+            payload=candidate.stored_order(today),
             order_updated_at=row.updated_at,
             cpf=stored_cpf,
         )
@@ -529,13 +550,12 @@ def _decide(
             event=_event(known.id, route, target, message, problems, run_id, now),
         )
 
-    problems = validate_order(order, today=today, required_fields=candidate.required)
+    problems = candidate.problems(today)
     target, error = _target(route, cpf, problems, holder_of())
     values = subscription_values(
         integration_id=route.integration_id,
         integration_filter_id=candidate.filter_id,
-        # an invalid order is kept bounded (any backend stores it); the original is at the source
-        order=storable_copy(order) if problems else order,
+        order=candidate.stored_order(today),
         order_id=row.id,
         cpf=stored_cpf,
         status=target,
