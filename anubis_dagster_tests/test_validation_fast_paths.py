@@ -13,6 +13,7 @@ from anubis_dagster.core import validation
 from anubis_dagster.core.redaction import is_secret_key
 from anubis_dagster.core.routing import filter_matches, normalize
 from anubis_dagster.core.validation import check_text
+from anubis_dagster.intake import service as intake_service
 
 FIELDS = ["base_user.full_name", "base_user.cpf", "base_user.address.city", "offer.course.name"]
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=30)
@@ -140,7 +141,11 @@ redaction_strings = st.sampled_from(
      "line\nbreak", 'quote"d', "back\\slash", "\ud800", "São Paulo", "BASIC 12345678"]
 ) | st.text(max_size=20)  # fmt: skip
 redaction_documents = st.recursive(
-    st.none() | st.integers() | st.booleans() | redaction_strings,
+    st.none()
+    | st.integers()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | redaction_strings,
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(redaction_keys, children, max_size=5)
     ),
@@ -166,5 +171,56 @@ def test_redacted_json_takes_the_text_when_nothing_is_secret() -> None:
     from anubis_dagster.core import redaction
 
     order = {"id": 7, "base_user": {"full_name": "José da Silva", "city": "São Paulo"}}
-    assert redaction.redacted_json(order) == json.dumps(order, ensure_ascii=False)
+    text = redaction.redacted_json(order)
+    assert json.loads(text) == order and "José" in text  # orjson's text, not the walk's
     assert "[redacted]" in redaction.redacted_json({"order": {"client_secret": "abcdefgh"}})
+
+
+# --------------------------------------------------------------------------------------------
+# Reading orders: orjson where it answers as json does, json otherwise
+# --------------------------------------------------------------------------------------------
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["\ud800", "é😀", "\x00"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+odd_texts = st.sampled_from(
+    ['{"a": 1e400}', '{"a": NaN}', '{"a": -Infinity}', '{"a": "\\ud800"}', '[' * 1100 + ']' * 1100,
+     '{"a": 1, "a": 2}', '\ufeff{"a": 1}', '{"a": 18446744073709551616}', '{"a": 1.5e-400}',
+     '{"a": -9223372036854775809}', '{"a": 123456789012345678901234567890.5}', "", "{", "nul"]
+)  # fmt: skip
+
+
+def _reference(text: str | bytes) -> object:
+    try:
+        return ("ok", json.loads(text, parse_constant=intake_service._reject_constant))
+    except (ValueError, RecursionError) as exc:
+        return ("error", type(exc))
+
+
+def _fast(text: str | bytes) -> object:
+    try:
+        return ("ok", intake_service.load_json(text))
+    except (ValueError, RecursionError) as exc:
+        return ("error", type(exc))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(value=json_values, ascii_only=st.booleans(), as_bytes=st.booleans())
+def test_load_json_reads_as_json_does(value: object, ascii_only: bool, as_bytes: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    data: str | bytes = text.encode("utf-8", "surrogatepass") if as_bytes else text
+    assert _fast(data) == _reference(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=odd_texts)
+def test_load_json_on_what_orjson_refuses_or_reads_otherwise(text: str) -> None:
+    assert _fast(text) == _reference(text)
