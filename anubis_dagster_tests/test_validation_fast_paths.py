@@ -224,3 +224,26 @@ def test_load_json_reads_as_json_does(value: object, ascii_only: bool, as_bytes:
 @given(text=odd_texts)
 def test_load_json_on_what_orjson_refuses_or_reads_otherwise(text: str) -> None:
     assert _fast(text) == _reference(text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(document=documents, ascii_only=st.booleans())
+def test_a_plain_text_gives_a_document_the_scan_accepts(document: object, ascii_only: bool) -> None:
+    try:
+        text = json.dumps(document, ensure_ascii=ascii_only)
+        parsed = intake_service.load_json(text)
+    except (ValueError, RecursionError):
+        return  # NaN/Infinity: intake refuses the text before validation
+    if validation.plain_json_text(text):
+        assert validation._scan_paths(parsed) == []
+
+
+def test_plain_json_text_known_answers() -> None:
+    plain = validation.plain_json_text
+    assert plain('{"name": "Jos\\u00e9", "n": 12, "x": 1.5e10}')
+    assert not plain('{"a": "\\u0000"}') and not plain('{"a": "\\uDBFF"}')
+    assert not plain('{"a": "\ud800"}')  # a surrogate in the str itself
+    assert not plain('{"a": 12345678901234567890}') and not plain('{"a": 1e400}')
+    assert not plain("[" * 33 + "]" * 33) and plain("[" * 32 + "]" * 32)
+    assert not plain({"already": "parsed"})
+    assert not plain('{"a": "' + "x" * validation.MAX_DOCUMENT_CHARS + '"}')

@@ -43,7 +43,12 @@ from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.orders import ORIGINS, digits, get_path
 from anubis_dagster.core.routing import first_match
 from anubis_dagster.core.states import Status
-from anubis_dagster.core.validation import Problem, storable_copy, validate_order
+from anubis_dagster.core.validation import (
+    Problem,
+    plain_json_text,
+    storable_copy,
+    validate_order,
+)
 from anubis_dagster.db.models import (
     IntakeQuarantine,
     Integration,
@@ -212,6 +217,7 @@ class _Candidate:
     route: Route
     filter_id: int
     required: tuple[str, ...]
+    plain: bool  # read from a text `plain_json_text` accepts: no whole-document scan needed
     _problems: list[Problem] | None = None
     _stored: dict[str, Any] | None = None
 
@@ -223,7 +229,9 @@ class _Candidate:
         """The order's problems, found once: a chunk decided again after a refused row does
         not validate its orders again."""
         if self._problems is None:
-            self._problems = validate_order(self.order, today=today, required_fields=self.required)
+            self._problems = validate_order(
+                self.order, today=today, required_fields=self.required, plain=self.plain
+            )
         return self._problems
 
     def stored_order(self, today: date) -> dict[str, Any]:
@@ -395,7 +403,8 @@ def ingest(
             continue
         for route, (filter_id, filter_) in matched:
             required = tuple(filter_.get("required_fields") or ())
-            candidates.append(_Candidate(row, order, route, filter_id, required))
+            plain = plain_json_text(row.payload)
+            candidates.append(_Candidate(row, order, route, filter_id, required, plain))
     batch.load_cpf_holders(candidates)
     _write_candidates(batch, report, candidates, today=today, run_id=run_id)
     batch.close()
