@@ -244,6 +244,8 @@ def test_plain_json_text_known_answers() -> None:
     assert not plain('{"a": "\\u0000"}') and not plain('{"a": "\\uDBFF"}')
     assert not plain('{"a": "\ud800"}')  # a surrogate in the str itself
     assert not plain('{"a": 12345678901234567890}') and not plain('{"a": 1e400}')
+    assert not plain('{"a": 1E+400}') and not plain("[1e4000 ]") and plain('{"u": "a6e397"}')
+    assert plain("[1e40, 1e-400]")
     assert not plain("[" * 33 + "]" * 33) and plain("[" * 32 + "]" * 32)
     assert not plain({"already": "parsed"})
     assert not plain('{"a": "' + "x" * validation.MAX_DOCUMENT_CHARS + '"}')

@@ -414,26 +414,41 @@ def _read_fields(node: dict[str, object], tree: _FieldTree, out: dict[str, objec
             _read_fields(value, children, out)
 
 
-# What in a JSON text can give a document `scan_document` refuses: a NUL or surrogate escape,
-# a surrogate as such (json reads it from a str), a number of 19 digits or more (beyond 64
-# bits), an exponent of 3 digits (beyond a double)
-_UNPLAIN_TEXT = re.compile(
-    r"\\u(?:0000|[dD][89a-fA-F])|[\ud800-\udfff]|[0-9]{19}|[0-9.][eE][+-]?[0-9]{3}"
-)
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")  # NUL or a surrogate, escaped
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")  # one byte per character
+_BIG_EXPONENT = re.compile(rb"0e\+?000+(?:[,}\]\s]|$)")  # in a text whose digits are all "0"
+
+
+def long_number_in(text: str | bytes | bytearray) -> bool:
+    """Whether a JSON text holds 19 digits in a row (a number that may not fit 64 bits, or a
+    string of digits: either way, the caller takes its careful path). A translation and a
+    search, ten times quicker than the regex `[0-9]{19}`."""
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    return b"0" * 19 in raw.translate(_DIGITS_AS_ZERO)
 
 
 def plain_json_text(text: object) -> bool:
     """Whether the document parsed from the JSON text `text` is one `scan_document` finds
     nothing in, told from the text alone (a real order's text in a few microseconds, against
-    tens for the walk). True only when it cannot find anything: no NUL or surrogate escape, no
-    number that does not fit, no more than `MAX_DEPTH` brackets in all, and a text short
-    enough that the document's size (at most 8 per character of text) is within bounds.
-    NaN and Infinity never parse (intake refuses them)."""
-    return (
-        isinstance(text, str)
-        and len(text) * 8 <= MAX_DOCUMENT_CHARS
-        and text.count("{") + text.count("[") <= MAX_DEPTH
-        and _UNPLAIN_TEXT.search(text) is None
+    tens for the walk). True only when it cannot find anything: no NUL or surrogate escape and
+    no surrogate, no number beyond 64 bits (19 digits in a row) or beyond a double (an
+    exponent of 3 digits), no more than `MAX_DEPTH` brackets in all, and a text short enough
+    that the document's size (at most 8 per character of text) is within bounds. NaN and
+    Infinity never parse (intake refuses them)."""
+    if not isinstance(text, str) or len(text) * 8 > MAX_DOCUMENT_CHARS:
+        return False
+    if text.count("{") + text.count("[") > MAX_DEPTH:
+        return False
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        return False
+    if not text.isascii() and _SURROGATE.search(text):
+        return False
+    digits = text.encode("utf-8").translate(_DIGITS_AS_ZERO)
+    if b"0" * 19 in digits:
+        return False
+    # an exponent of 3 digits ends a number (not a hex string such as a UUID's "…a6e397")
+    return not (
+        (b"0e000" in digits or b"0e+000" in digits) and _BIG_EXPONENT.search(digits) is not None
     )
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from anubis_dagster.core.routing import first_match
 from anubis_dagster.core.states import Status
 from anubis_dagster.core.validation import (
     Problem,
+    long_number_in,
     plain_json_text,
     storable_copy,
     validate_order,
@@ -150,18 +150,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-# 19 digits in a row: a number orjson might read as a float where json reads an integer
-_LONG_NUMBER = re.compile(r"[0-9]{19}")
-_LONG_NUMBER_BYTES = re.compile(rb"[0-9]{19}")
-
-
 def load_json(text: str | bytes | bytearray) -> Any:
     """`json.loads(text)`, refusing NaN and Infinity, from orjson where it gives the same answer
     (most orders, in half the time). orjson refuses some documents json reads (lone surrogates,
     1e400, nesting beyond 1024) and reads integers beyond 64 bits as floats: those documents,
     and any with 19 digits in a row, are read by json, so validation sees what json sees."""
-    long_number = _LONG_NUMBER if isinstance(text, str) else _LONG_NUMBER_BYTES
-    if not long_number.search(text):  # type: ignore[arg-type]
+    if not long_number_in(text):  # orjson might read it as a float where json reads an int
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -217,7 +211,6 @@ class _Candidate:
     route: Route
     filter_id: int
     required: tuple[str, ...]
-    plain: bool  # read from a text `plain_json_text` accepts: no whole-document scan needed
     _problems: list[Problem] | None = None
     _stored: dict[str, Any] | None = None
 
@@ -229,8 +222,10 @@ class _Candidate:
         """The order's problems, found once: a chunk decided again after a refused row does
         not validate its orders again."""
         if self._problems is None:
+            # read from a plain text: no whole-document scan needed
+            plain = plain_json_text(self.row.payload)
             self._problems = validate_order(
-                self.order, today=today, required_fields=self.required, plain=self.plain
+                self.order, today=today, required_fields=self.required, plain=plain
             )
         return self._problems
 
@@ -403,8 +398,7 @@ def ingest(
             continue
         for route, (filter_id, filter_) in matched:
             required = tuple(filter_.get("required_fields") or ())
-            plain = plain_json_text(row.payload)
-            candidates.append(_Candidate(row, order, route, filter_id, required, plain))
+            candidates.append(_Candidate(row, order, route, filter_id, required))
     batch.load_cpf_holders(candidates)
     _write_candidates(batch, report, candidates, today=today, run_id=run_id)
     batch.close()
