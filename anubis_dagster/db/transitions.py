@@ -389,6 +389,8 @@ def _copy(
 
 
 def _json_text(value: Any) -> str:
+    if value is None or value == {}:  # most events' request and response, every new ies_data
+        return "null" if value is None else "{}"
     return redacted_json(value)
 
 
