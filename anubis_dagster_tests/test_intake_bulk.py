@@ -186,3 +186,35 @@ def test_an_order_another_run_just_created_is_left_alone(
             )
         ).all()
     assert [tuple(r) for r in runs] == [(1, "bulk"), (2, "other"), (3, "bulk")]
+
+
+def test_a_chunk_is_written_in_units_and_a_refusal_costs_only_its_unit(url: str) -> None:
+    """A chunk larger than `WRITE_UNIT` is written a unit per savepoint: a refused row is
+    found in its own unit (the units before it stay written), and the decisions after it are
+    made again, across units (the later order of the refused student's CPF holds it now)."""
+    from anubis_dagster.intake.service import WRITE_UNIT
+
+    size = 2 * WRITE_UNIT + 50
+    cpf = make_cpf(4242)
+    orders = [make_order(i) for i in range(1, size + 1)]
+    orders[9] = make_order(10, cpf=cpf)  # unit 1, refused
+    orders[WRITE_UNIT + 20] = make_order(WRITE_UNIT + 21, cpf=cpf)  # unit 2: takes its place
+    poison = [10, 2 * WRITE_UNIT + 7]  # units 1 and 3
+    clean: list[str] = []
+    used: list[str] = []
+    intake(url, [make_order(i) for i in range(5000, 5000 + size)], clean)
+    with refusing_orders(url, poison, "refused by the test"):
+        report = intake(url, orders, used)
+    assert sorted(q["order_id"] for q in report.quarantined) == poison
+    assert (report.created, report.errors) == (size - 2, 0)
+    found = statuses(url)
+    assert set(found) >= set(range(1, size + 1)) - set(poison)
+    assert found[WRITE_UNIT + 21] == "to_sync"
+    with session_scope(url) as session:
+        holder = session.scalars(
+            select(Subscription).where(Subscription.order_id == WRITE_UNIT + 21)
+        ).one()
+        assert holder.active_cpf == cpf
+    # per refusal: a bisection of one unit, not of the chunk
+    extra = len(used) - len(clean)
+    assert extra <= 2 * (8 * math.ceil(math.log2(WRITE_UNIT)) + 12), used

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -180,6 +181,26 @@ def test_checks_go_again_as_soon_as_the_waiting_registrations_are_served(db_url:
     assert not take(first, Priority.LOW)  # the second registration still waits
     assert take(second, Priority.HIGH)
     assert take(first, Priority.LOW)  # nobody waits: the last slot goes to a check at once
+
+
+def test_a_registration_is_waiting_from_before_it_queues_for_the_lock(db_url: str) -> None:
+    """`acquire` marks a registration waiting in a transaction of its own before its first try:
+    a check that gets the bucket's lock in between (queued ahead of it) sees the mark and
+    yields, though slots are free; the mark goes when the registration is served."""
+    clock = FakeClock()
+    registrations, checks = limiter(db_url, clock), limiter(db_url, clock)
+    served: list[bool] = []
+    real_try = registrations.try_acquire
+
+    def check_first(priority: Priority = Priority.HIGH) -> Any:
+        served.append(take(checks, Priority.LOW))  # the check held the lock first
+        return real_try(priority)
+
+    registrations.try_acquire = check_first  # type: ignore[method-assign]
+    acquired = registrations.acquire()
+    registrations.finish(acquired.slot, answered_at=clock())
+    assert served == [False] and acquired.waited == 0
+    assert take(checks, Priority.LOW)  # served: its mark is gone
 
 
 def test_the_mark_of_a_registration_that_gave_up_is_removed(db_url: str) -> None:

@@ -9,12 +9,13 @@ that matches no integration is counted as unrouted.
 
 Set-based: a chunk is read from the database with three lookups (subscriptions that exist, CPFs
 held, open quarantine rows), decided in Python, and written with a few statements
-(`transitions.write_rows`: multi-row inserts on PostgreSQL, `executemany` on SQLite), so the
-cost per order is Python's, not a round trip's. The write runs in a savepoint; if the database
-refuses it, the chunk is bisected (each half in its own savepoint, halves that pass are kept)
-down to the one order it refuses, which is quarantined, and the orders after it are decided
-again (one of them may have been waiting on its CPF). One poison order costs about 2·log2(n)
-extra statements, not a savepoint per order for everybody.
+(`transitions.write_rows`: COPY on PostgreSQL, `executemany` on SQLite), so the cost per
+order is Python's, not a round trip's. The decisions are written `WRITE_UNIT` at a time, each
+unit in a savepoint; if the database refuses a unit, it is bisected (each half in its own
+savepoint, halves that pass are kept) down to the one order it refuses, which is quarantined,
+and the orders after it are decided again (one of them may have been waiting on its CPF;
+their validation is not repeated). One poison order costs about 2·log2(WRITE_UNIT) extra
+statements and its unit written twice, not a savepoint per order for everybody.
 
 Poison orders are quarantined, never allowed to stop intake: an order whose payload is not a
 JSON object, or whose write the database refuses (any error), is recorded in `intake_quarantine`
@@ -68,6 +69,9 @@ from anubis_dagster.db.transitions import (
 from anubis_dagster.intake.orders_source import OrderRow
 
 OPERATION = "intake"
+#: decisions written per savepoint: a row the database refuses costs at most its unit written
+#: again (and the unit's bisection), not the chunk; a clean chunk costs a few statements more
+WRITE_UNIT = 200
 UNREADABLE = "unreadable"
 WRITE_FAILED = "write_failed"
 REVALIDATED_NOTE = "order corrected at the source; validated again"
@@ -413,12 +417,18 @@ def _write_candidates(
     today: date,
     run_id: str | None,
 ) -> None:
-    """Decide and write every candidate; a row the database refuses is found by bisection and
-    quarantined, and the candidates after it are decided again without it."""
+    """Decide and write every candidate, `WRITE_UNIT` decisions per savepoint; a row the
+    database refuses is found by bisection of its unit and quarantined, and the candidates after
+    it are decided again without it."""
     pending = candidates
     while pending:
         decisions = _decide_all(batch, report, pending, today=today, run_id=run_id)
-        bad, error = _write_isolating(batch, report, decisions)
+        bad, error = None, None
+        for start in range(0, len(decisions), WRITE_UNIT):
+            found, error = _write_isolating(batch, report, decisions[start : start + WRITE_UNIT])
+            if found is not None:
+                bad = start + found
+                break
         if bad is None:
             return
         candidate = decisions[bad].candidate
