@@ -9,7 +9,8 @@ Ops carry no `dg.RetryPolicy`: Dagster turns the interrupt of a Terminate into a
 that has one, so the step ran again and a terminated run finished as if nobody had asked.
 `@retry_unexpected_errors` (under `@dg.op`) raises `RetryRequested` with the same policy for
 exceptions only: an interrupt passes through and the run ends CANCELED, and a `Failure` with
-`allow_retries=False` fails the step at once.
+`allow_retries=False` fails the step at once. The exception a retry carries is masked
+(`scrub_exception`): its text reaches the run log and the failure alert.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from anubis_dagster.core.masking import scrub_exception
 from anubis_dagster.settings import get_settings
 
 OP_RETRY_POLICY = dg.RetryPolicy(
@@ -55,9 +57,11 @@ def retried_on_unexpected_errors(context: dg.OpExecutionContext) -> Iterator[Non
     except dg.Failure as failure:
         if not failure.allow_retries:
             raise
-        raise _retry(context) from failure
+        raise _retry(context) from scrub_exception(failure)
     except Exception as exc:
-        raise _retry(context) from exc
+        # the retry (and the failure once retries are spent) stores the cause's text in the
+        # run log: masked first, as the delivery ops do (a driver's DETAIL may quote a CPF)
+        raise _retry(context) from scrub_exception(exc)
 
 
 def _retry(context: dg.OpExecutionContext) -> dg.RetryRequested:

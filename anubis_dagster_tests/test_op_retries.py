@@ -42,6 +42,23 @@ def test_an_unexpected_exception_is_retried_by_the_policy() -> None:
     assert _event_types(result).count("STEP_UP_FOR_RETRY") == OP_RETRY_POLICY.max_retries
 
 
+def test_the_exception_a_retry_carries_is_masked() -> None:
+    """Any op's unexpected exception (intake's too) reaches the run log masked: a driver's
+    DETAIL line may quote a CPF or an e-mail."""
+    CALLS.clear()
+    error = ValueError(
+        "duplicate key value: DETAIL: Key (cpf)=(52998224725) exists; e-mail maria@example.com"
+    )
+    result = _job(error).execute_in_process(raise_on_error=False)
+    assert not result.success
+    logged = " ".join(
+        str(event.event_specific_data) + str(event.message) for event in result.all_events
+    )
+    assert "STEP_UP_FOR_RETRY" in _event_types(result)
+    assert "52998224725" not in logged and "maria@example.com" not in logged
+    assert "duplicate key value" in logged  # the rest of the text is kept
+
+
 def test_a_failure_that_forbids_retries_fails_at_once() -> None:
     CALLS.clear()
     failure = dg.Failure("credentials refused", allow_retries=False)
