@@ -37,6 +37,7 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _pattern: re.Pattern[str] | None = None
 _forms_found: tuple[str, ...] = ()  # every spelling of every secret, longest first
 _json_forms_found: tuple[str, ...] = ()  # the same as they appear inside a JSON text
+_shortest_form = 0  # a text shorter than every spelling holds none
 
 # Credentials in an Authorization-style header value, whoever wrote them.
 # The credential must hold a digit or symbol, so prose ("Basic information") is left alone.
@@ -142,7 +143,7 @@ def register_secrets(values: Iterable[str | None], *, source: str | None = None)
     replace those that source registered before, so a process whose settings are reloaded
     (tests) does not pile up stale ones.
     """
-    global _pattern, _forms_found, _json_forms_found
+    global _pattern, _forms_found, _json_forms_found, _shortest_form
     added = {part for v in values if isinstance(v, str) for part in _secret_parts(v.strip())}
     with _lock:
         if source is not None:
@@ -161,6 +162,7 @@ def register_secrets(values: Iterable[str | None], *, source: str | None = None)
         _pattern = re.compile("|".join(re.escape(f) for f in alternatives)) if forms else None
         _forms_found = tuple(alternatives)
         _json_forms_found = tuple({json.dumps(f, ensure_ascii=False)[1:-1] for f in forms})
+        _shortest_form = min((len(f) for f in forms), default=0)
 
 
 def _secret_parts(value: str) -> set[str]:
@@ -189,7 +191,7 @@ def registered_count() -> int:
 
 def clear_secrets() -> None:
     """Forget every registered value (tests only)."""
-    global _pattern, _forms_found, _json_forms_found
+    global _pattern, _forms_found, _json_forms_found, _shortest_form
     with _lock:
         _secrets.clear()
         _unsourced.clear()
@@ -197,6 +199,7 @@ def clear_secrets() -> None:
         _pattern = None
         _forms_found = ()
         _json_forms_found = ()
+        _shortest_form = 0
 
 
 def redact(text: str) -> str:
@@ -205,8 +208,9 @@ def redact(text: str) -> str:
         return text
     # cheap substring tests first: this runs on every stored parameter and log line, and a
     # regex pass over a long text costs ten times more than the few `in` tests that rule it out
+    # (most stored values, a status or a first name, are shorter than any spelling)
     pattern, forms = _pattern, _forms_found
-    if pattern is not None and any(form in text for form in forms):
+    if pattern is not None and len(text) >= _shortest_form and any(f in text for f in forms):
         text = pattern.sub(REDACTED, text)
     lowered = text.lower()
     if "bearer" in lowered or "basic" in lowered or "apikey" in lowered:
