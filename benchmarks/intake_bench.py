@@ -341,14 +341,12 @@ def paired_passes(
     """First passes of the clean and the hostile orders, interleaved run by run: each run of
     one is followed by the same run of the other, so both see the same machine. (Run one after
     the other, the second pass was slower whatever it was, by up to a third on a host whose
-    speed moves from one minute to the next.) Each is (app DB URL, orders DB URL)."""
+    speed moves from one minute to the next.) Each is (app DB URL, orders DB URL), the app
+    DBs migrated."""
     import dagster as dg
 
-    from anubis_dagster import resources
     from anubis_dagster.definitions import build_definitions
 
-    for app_url, _ in (clean, hostile):
-        resources.prepare_database(remember(app_url))
     job = build_definitions().resolve_job_def("intake_job")
     instance = dg.DagsterInstance.ephemeral()
     seconds = {"clean": 0.0, "hostile": 0.0}
@@ -877,7 +875,11 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
     hostile_ids, refused_ids = make_hostile(hostile_orders, args.hostile_share, args.seed)
     analyze(hostile_orders, args.analyze)
     hostile_app, paired_app = dbs.fresh("app_hostile"), dbs.fresh("app_paired")
+    from anubis_dagster import resources
     from anubis_dagster_tests.db_faults import refusing_orders
+
+    for app_url in (hostile_app, paired_app):  # migrated (the trigger needs the table)
+        resources.prepare_database(remember(app_url))
 
     with refusing_orders(hostile_app, refused_ids, "refused by the benchmark"):
         (paired, hostile), hostile_load = timed_load(
