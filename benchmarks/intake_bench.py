@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import math
 import multiprocessing
@@ -336,13 +337,13 @@ def job_pass(name: str, batches: list[Any], *, trace: bool = False) -> Pass:
 
 
 def paired_passes(
-    clean: tuple[str, str], hostile: tuple[str, str], batches: list[Any]
+    clean: tuple[str, str, list[Any]], hostile: tuple[str, str, list[Any]]
 ) -> tuple[Pass, Pass]:
     """First passes of the clean and the hostile orders, interleaved run by run: each run of
     one is followed by the same run of the other, so both see the same machine. (Run one after
     the other, the second pass was slower whatever it was, by up to a third on a host whose
-    speed moves from one minute to the next.) Each is (app DB URL, orders DB URL), the app
-    DBs migrated."""
+    speed moves from one minute to the next.) Each is (app DB URL, orders DB URL, its planned
+    batches), the app DBs migrated."""
     import dagster as dg
 
     from anubis_dagster.definitions import build_definitions
@@ -353,8 +354,12 @@ def paired_passes(
     counts = {"clean": [0, 0], "hostile": [0, 0]}
     saved = {k: os.environ.get(k) for k in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL")}
     try:
-        for batch in batches:
-            for name, (app_url, orders_url) in (("clean", clean), ("hostile", hostile)):
+        for pair in itertools.zip_longest(clean[2], hostile[2]):
+            for name, (app_url, orders_url, _), batch in zip(
+                ("clean", "hostile"), (clean, hostile), pair, strict=True
+            ):
+                if batch is None:
+                    continue
                 os.environ["ANUBIS_DATABASE_URL"] = remember(app_url)
                 os.environ["ANUBIS_ORDERS_DATABASE_URL"] = remember(orders_url)
                 started = time.perf_counter()
@@ -882,8 +887,13 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
         resources.prepare_database(remember(app_url))
 
     with refusing_orders(hostile_app, refused_ids, "refused by the benchmark"):
+        # the copy's timestamps are its own (generated when it was loaded): its own batches
+        hostile_batches, _, _ = plan_all(hostile_orders, args.batch_size)
         (paired, hostile), hostile_load = timed_load(
-            lambda: paired_passes((paired_app, orders_url), (hostile_app, hostile_orders), batches)
+            lambda: paired_passes(
+                (paired_app, orders_url, batches),
+                (hostile_app, hostile_orders, hostile_batches),
+            )
         )
     say(f"  {hostile.per_second:.0f} orders/s against {paired.per_second:.0f} clean")
     hostile_quarantined = quarantine_count(hostile_app)
