@@ -277,10 +277,16 @@ def app_env(app_url: str, orders_url: str) -> Iterator[None]:
     """Point the resources' defaults (read at run time) at this pass's databases."""
     from anubis_dagster import resources
 
+    with database_env_restored():
+        point_at(app_url, orders_url)
+        resources.prepare_database(app_url)  # migrations are not what this measures
+        yield
+
+
+@contextmanager
+def database_env_restored() -> Iterator[None]:
+    """The database variables as they were before, whatever `point_at` did inside."""
     saved = {k: os.environ.get(k) for k in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL")}
-    os.environ["ANUBIS_DATABASE_URL"] = remember(app_url)
-    os.environ["ANUBIS_ORDERS_DATABASE_URL"] = remember(orders_url)
-    resources.prepare_database(app_url)  # migrations are not what this measures
     try:
         yield
     finally:
@@ -289,6 +295,12 @@ def app_env(app_url: str, orders_url: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def point_at(app_url: str, orders_url: str) -> None:
+    """The resources' defaults (read at run time) for the next runs."""
+    os.environ["ANUBIS_DATABASE_URL"] = remember(app_url)
+    os.environ["ANUBIS_ORDERS_DATABASE_URL"] = remember(orders_url)
 
 
 def plan_all(orders_url: str, batch_size: int) -> tuple[list[Any], float, int]:
@@ -352,16 +364,14 @@ def paired_passes(
     instance = dg.DagsterInstance.ephemeral()
     seconds = {"clean": 0.0, "hostile": 0.0}
     counts = {"clean": [0, 0], "hostile": [0, 0]}
-    saved = {k: os.environ.get(k) for k in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL")}
-    try:
+    with database_env_restored():
         for pair in itertools.zip_longest(clean[2], hostile[2]):
             for name, (app_url, orders_url, _), batch in zip(
                 ("clean", "hostile"), (clean, hostile), pair, strict=True
             ):
                 if batch is None:
                     continue
-                os.environ["ANUBIS_DATABASE_URL"] = remember(app_url)
-                os.environ["ANUBIS_ORDERS_DATABASE_URL"] = remember(orders_url)
+                point_at(app_url, orders_url)
                 started = time.perf_counter()
                 result = job.execute_in_process(
                     run_config={**batch.run_config(), **QUIET}, instance=instance
@@ -370,12 +380,6 @@ def paired_passes(
                 summary = result.output_for_node("ingest_paid_orders")
                 counts[name][0] += summary["orders"]
                 counts[name][1] += summary["created"]
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     peak, now = rss_peak_mb(), rss_now_mb()
     passes = {
         name: Pass(f"intake_job, first time, {name}", seconds[name], orders, created, peak, now)
@@ -729,28 +733,18 @@ def timed_load(step: Any) -> tuple[Any, str]:
     return result, f"{before} → {load_average()}"
 
 
-#: the secret variables of a production environment (README's settings table): every value
-#: stored is checked against each of their spellings, so the benchmark pays for them too
-PRODUCTION_SECRETS = (
-    "API_KROTON_SECRET",
-    "API_KROTON_SUBSCRIPTION",
-    "API_KROTON_PASSWORD",
-    "CATALOG_KROTON_API_KEY",
-    "API_ESTACIO_NEW_TOKEN",
-    "API_ONETRUST_CLIENT_SECRET",
-    "API_ONETRUST_TOKEN",
-)
-
-
 def production_like_secrets() -> int:
-    """Random values for the production secrets that are not set, registered for redaction
-    as `anubis_dagster.settings` registers the environment's; how many are registered."""
+    """Random values for the production secret variables that are not set (the secret scan's
+    list: every value stored is checked against each of their spellings, so the benchmark pays
+    for them too), registered for redaction as `anubis_dagster.settings` registers the
+    environment's; how many are registered."""
     import secrets
 
     from anubis_dagster.core.redaction import registered_count
     from anubis_dagster.settings import register_environment_secrets
+    from anubis_dagster_tests.secret_scan import SECRET_VARIABLES
 
-    for name in PRODUCTION_SECRETS:
+    for name in SECRET_VARIABLES:
         os.environ.setdefault(name, secrets.token_urlsafe(24))
     register_environment_secrets()
     return registered_count()
