@@ -57,6 +57,7 @@ from anubis_dagster.db.models import (
     Subscription,
     utcnow,
 )
+from anubis_dagster.db.statistics import refresh_if_stale
 from anubis_dagster.db.transitions import (
     TRANSITION,
     RenderedJson,
@@ -378,6 +379,8 @@ def ingest(
             unreadable.append((row, reason or "unreadable"))
         else:
             orders[row.id] = order
+    # a first import grows the table faster than autovacuum analyses it
+    refresh_if_stale(session, Subscription.__tablename__)
     batch = _Batch(session, routes, rows)
     for row, reason in unreadable:
         _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
