@@ -79,9 +79,14 @@ _SECRET_KEY_WORDS = tuple(
         if not any(other != word and other in word for other in _SECRET_KEYS)
     )
 )
-_SECRET_KEY_WORD_BYTES = tuple(word.encode() for word in _SECRET_KEY_WORDS)
-_NOT_ALNUM_BYTES = bytes(b for b in range(128) if not chr(b).isalnum())
-_SURROGATE_RE = re.compile("[\\ud800-\\udfff]")
+# …and, as letters, the credential schemes `_AUTH_SCHEME_RE` looks for (`apikey` is a word)
+_WORDS_TO_REDACT = (*_SECRET_KEY_WORDS, "bearer", "basic")
+# every byte but ASCII letters and digits: what `is_secret_key`'s normalisation removes
+_NOT_ALNUM_BYTES = bytes(b for b in range(256) if not (b < 128 and chr(b).isalnum()))
+# The letters outside ASCII that `str.lower()` turns into ASCII letters (İ → i̇, K → k) or that
+# case-insensitive patterns match as ASCII letters (ı, ſ): a text holding one is read by the
+# walk, since lowering ASCII only could miss a key word or a scheme
+_ASCII_LOOKALIKES = "\u0130\u0131\u017f\u212a"
 
 # Environment variable names whose values are secrets (…SECRET…, …TOKEN…, …API_KEY…).
 _SECRET_ENV_RE = re.compile(
@@ -259,35 +264,33 @@ def redacted_json(data: Any) -> str:
     Infinity as null (json's `NaN` is refused by every JSON column; validation keeps them out
     of stored orders anyway)."""
     try:
-        text = orjson.dumps(data).decode()
+        raw = orjson.dumps(data)
     except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
-        text = ""  # not plain JSON data: the walk's answer (or its error)
-    if not text or _may_need_redaction(text):
-        return json.dumps(redact_data(data))
-    return text
+        return json.dumps(redact_data(data))  # not plain JSON data: the walk's answer (or error)
+    text = raw.decode()
+    return json.dumps(redact_data(data)) if _may_need_redaction(text, raw) else text
 
 
-def _may_need_redaction(text: str) -> bool:
-    """Whether `redact_data` could change the document whose JSON text is `text`. False only
-    when it cannot: no escape at all (a string's or key's characters are then in the text as
-    they are), no spelling of a registered secret, no credential scheme, no URL with an `@`,
-    no key word of a secret key in the letters and digits of the text (how `is_secret_key`
-    normalises a key), and no lone surrogate (which only the escaped text can carry)."""
+def _may_need_redaction(text: str, raw: bytes) -> bool:
+    """Whether `redact_data` could change the document whose orjson text is `text` (`raw` in
+    UTF-8). False only when it cannot: no escape at all (a string's or key's characters are
+    then in the text as they are), no spelling of a registered secret, no URL with an `@`, and
+    among the letters and digits of the text (how `is_secret_key` normalises a key) no key word
+    of a secret key and no credential scheme. The letters come from the bytes: lowering them
+    lowers ASCII only, which is all those words are made of, unless a letter of
+    `_ASCII_LOOKALIKES` is in the text. orjson's text holds no lone surrogate (it refuses
+    them). About 10 µs for a 1.2 kB order; each `in` on the str is twice as quick as on bytes."""
     if "\\" in text:
         return True
     forms = _json_forms_found
     if forms and any(form in text for form in forms):
         return True
-    lowered = text.lower()
-    if "bearer" in lowered or "basic" in lowered or "apikey" in lowered:
-        return True
     if "://" in text and "@" in text:
         return True
-    # `is_secret_key`'s normalisation of the whole text: lower case, ASCII letters and digits
-    letters = lowered.encode("ascii", "ignore").translate(None, _NOT_ALNUM_BYTES)
-    if any(word in letters for word in _SECRET_KEY_WORD_BYTES):
+    if not text.isascii() and any(letter in text for letter in _ASCII_LOOKALIKES):
         return True
-    return not text.isascii() and _SURROGATE_RE.search(text) is not None
+    letters = raw.lower().translate(None, _NOT_ALNUM_BYTES).decode("ascii")
+    return any(word in letters for word in _WORDS_TO_REDACT)
 
 
 def is_secret_variable(name: str) -> bool:
