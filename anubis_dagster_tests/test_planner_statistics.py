@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from anubis_dagster.config.integrations import load_integrations, sync_integrations
 from anubis_dagster.db.session import get_engine, session_scope
-from anubis_dagster.db.statistics import MIN_ROWS, is_stale, refresh_if_stale
+from anubis_dagster.db.statistics import GROWTH, MIN_ROWS, is_stale, refresh_if_stale
 from anubis_dagster_tests.factories import make_order
 from anubis_dagster_tests.test_intake_bulk import intake
 
@@ -27,8 +27,8 @@ def url(db_url: str) -> str:
         (-1, 0, 0, False),  # never analysed, empty: any plan is fast
         (-1, MIN_ROWS - 1, 5000, False),
         (-1, MIN_ROWS, 0, True),  # never analysed and holds rows (counters may lag)
-        (5000, 0, 4999, False),  # grew by less than it held: estimates scale with its size
-        (5000, 0, 5000, True),  # doubled since
+        (5000, 0, GROWTH * 5000 - 1, False),  # estimates scale with the table's size
+        (5000, 0, GROWTH * 5000, True),  # outgrown
         (10, 0, MIN_ROWS - 1, False),  # small changes to a small table
         (10, 0, MIN_ROWS, True),
     ],

@@ -20,7 +20,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import JSON, Table, bindparam, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_data, mask_text
@@ -263,9 +265,10 @@ def allocate_subscription_ids(session: Session, count: int) -> list[int]:
     return list(range(int(start) + 1, int(start) + 1 + count))
 
 
-#: PostgreSQL: a batch of new subscriptions is copied here first, then inserted with
-#: `ON CONFLICT DO NOTHING` (COPY itself cannot skip a conflicting row)
+#: PostgreSQL: a batch of new subscriptions that conflicts with another transaction's is
+#: copied here, then inserted with `ON CONFLICT DO NOTHING` (COPY cannot skip a row)
 STAGING_TABLE = "anubis_subscriptions_staging"
+ORDER_CONSTRAINT = "uq_subscriptions_integration_order"  # one subscription per order
 
 
 class RenderedJson:
@@ -297,9 +300,8 @@ def write_rows(
 ) -> set[int]:
     """Write a batch built from `subscription_values` (with `id`, `created_at`, `updated_at`
     added), `transition_values` (with `id` and the changed order columns) and `event_values`
-    with a few statements whatever its size: on PostgreSQL `COPY` (new subscriptions through a
-    staging table), on SQLite one `executemany` per table. Rows of one list must have the
-    same keys.
+    with a few statements whatever its size: on PostgreSQL `COPY`, on SQLite one
+    `executemany` per table. Rows of one list must have the same keys.
 
     Returns the ids of the subscriptions inserted. On PostgreSQL a subscription another
     transaction inserted meanwhile for the same (integration, order) is skipped (`ON CONFLICT
@@ -342,6 +344,22 @@ def write_rows(
 def _copy_subscriptions(
     session: Session, rows: list[dict[str, Any]], rendered: RenderedJson | None
 ) -> set[int]:
+    """COPY new subscriptions straight into the table, in a savepoint. COPY cannot skip a row:
+    if a unique constraint refuses one (another transaction inserted one of these
+    (integration, order) pairs since the caller looked: two intakes of the same orders at
+    once), the batch goes again through a staging table and `INSERT … ON CONFLICT DO
+    NOTHING` on the order's constraint, which the common case does not pay for (three
+    statements and the rows written twice). A refusal that remains there (a CPF another
+    transaction holds) raises, as any other."""
+    table = cast(Table, Subscription.__table__)
+    try:
+        with session.begin_nested():
+            _copy(session, table, rows, rendered=rendered)
+        return {row["id"] for row in rows}
+    except IntegrityError as exc:
+        # the order's constraint or a CPF's: which one PostgreSQL checks first varies
+        if not isinstance(exc.orig, psycopg.errors.UniqueViolation):
+            raise
     columns = ", ".join(rows[0])
     session.execute(
         text(
@@ -351,11 +369,11 @@ def _copy_subscriptions(
             "(LIKE subscriptions INCLUDING DEFAULTS) ON COMMIT DROP"
         )
     )
-    _copy(session, cast(Table, Subscription.__table__), rows, into=STAGING_TABLE, rendered=rendered)
+    _copy(session, table, rows, into=STAGING_TABLE, rendered=rendered)
     ids = session.scalars(
         text(
             f"INSERT INTO subscriptions ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
-            "ORDER BY id ON CONFLICT (integration_id, order_id) DO NOTHING RETURNING id"
+            f"ORDER BY id ON CONFLICT ON CONSTRAINT {ORDER_CONSTRAINT} DO NOTHING RETURNING id"
         )
     )
     inserted = set(ids)
@@ -375,7 +393,8 @@ def _copy(
     transaction. COPY does not pass through the cursor hook of `db.redact_writes`, so every
     value is redacted here the same way: text with `redact`, JSON documents with `redact_data`
     (`redacted_json`). A JSON column's None is JSON `null`, as SQLAlchemy's JSON type stores
-    it."""
+    it. The driver's errors are raised as SQLAlchemy raises those of any other statement
+    (`IntegrityError`, `ProgrammingError`…, the driver's in `orig`)."""
     names = list(rows[0])
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
     json_text = rendered.text if rendered is not None else _json_text
@@ -383,9 +402,14 @@ def _copy(
     driver = session.connection().connection.driver_connection
     assert driver is not None
     statement = f"COPY {into or table.name} ({', '.join(names)}) FROM STDIN"
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, hide_parameters=True
+        ) from exc
 
 
 def _json_text(value: Any) -> str:
