@@ -15,31 +15,35 @@ TRIGGER = "anubis_test_refuse_orders"
 
 
 @contextmanager
-def refusing_orders(url: str, order_ids: list[int], message: str) -> Iterator[None]:
-    """While inside, inserting or updating a subscription of one of `order_ids` fails with
-    `message` (no quotes in it)."""
+def refusing_orders(
+    url: str, order_ids: list[int], message: str, table: str = "subscriptions"
+) -> Iterator[None]:
+    """While inside, inserting or updating a row of `table` (with an `order_id` column:
+    subscriptions, intake_quarantine) for one of `order_ids` fails with `message` (no quotes
+    in it)."""
     ids = ", ".join(str(int(i)) for i in order_ids)
+    name = TRIGGER if table == "subscriptions" else f"{TRIGGER}_{table}"
     engine = get_engine(url)
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(
                 text(
-                    f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger AS $$ BEGIN "
+                    f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
                     f"IF NEW.order_id IN ({ids}) THEN RAISE EXCEPTION '{message}'; END IF; "
                     "RETURN NEW; END $$ LANGUAGE plpgsql"
                 )
             )
             connection.execute(
                 text(
-                    f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE ON subscriptions "
-                    f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER}()"
+                    f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {name}()"
                 )
             )
         else:
             for when in ("INSERT", "UPDATE"):
                 connection.execute(
                     text(
-                        f"CREATE TRIGGER {TRIGGER}_{when.lower()} BEFORE {when} ON subscriptions "
+                        f"CREATE TRIGGER {name}_{when.lower()} BEFORE {when} ON {table} "
                         f"WHEN NEW.order_id IN ({ids}) BEGIN SELECT RAISE(ABORT, '{message}'); END"
                     )
                 )
@@ -48,8 +52,8 @@ def refusing_orders(url: str, order_ids: list[int], message: str) -> Iterator[No
     finally:
         with engine.begin() as connection:
             if engine.dialect.name == "postgresql":
-                connection.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER} ON subscriptions"))
-                connection.execute(text(f"DROP FUNCTION IF EXISTS {TRIGGER}()"))
+                connection.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
+                connection.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
             else:
                 for when in ("insert", "update"):
-                    connection.execute(text(f"DROP TRIGGER IF EXISTS {TRIGGER}_{when}"))
+                    connection.execute(text(f"DROP TRIGGER IF EXISTS {name}_{when}"))

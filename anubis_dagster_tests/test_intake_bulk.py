@@ -104,6 +104,9 @@ def test_a_poison_order_in_the_middle_costs_a_few_statements_and_only_itself(url
     extra = len(used) - len(clean)
     assert extra <= 8 * math.ceil(math.log2(SIZE)) + 12, used
     assert len(used) < SIZE
+    if url.startswith("postgresql"):  # COPY names the refused row: no bisection (16 savepoints)
+        # the rows before it, it alone, the rows after it (2 savepoints each) and its quarantine
+        assert used.count("SAVEPOINT") - clean.count("SAVEPOINT") <= 7, used
 
     report = intake(url, orders)  # the cause fixed: it goes through, the quarantine resolves
     assert (report.created, report.unchanged, report.quarantined) == (1, SIZE - 1, [])

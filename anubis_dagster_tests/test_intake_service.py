@@ -161,6 +161,47 @@ def test_an_unreadable_payload_is_quarantined_and_the_batch_goes_on(db_url: str)
     ]
 
 
+def test_unreadable_orders_seen_again_count_attempts_and_reopen(db_url: str) -> None:
+    """The chunk's unreadable orders are recorded with one statement, which upserts as the
+    row-by-row path does: another attempt, reopened if it had been resolved."""
+    stamp = parse_timestamp("2026-11-01T00:00:00+00:00")
+    garbage = [OrderRow(1, stamp, "{not json"), OrderRow(3, stamp, "[1]")]
+    with session_scope(db_url) as session:
+        sync_integrations(session, load_integrations())
+        routes = load_routes(session, initial_status_for)
+    for _ in range(2):
+        with session_scope(db_url) as session:
+            ingest(session, garbage, routes, today=TODAY, run_id="run-a")
+    with session_scope(db_url) as session:
+        for entry in quarantine(session):
+            entry.resolved_at = stamp  # as if an operator had fixed them
+    with session_scope(db_url) as session:
+        report = ingest(session, garbage, routes, today=TODAY, run_id="run-b")
+    assert [q["order_id"] for q in report.quarantined] == [1, 3]
+    with session_scope(db_url) as session:
+        stored = [
+            (q.order_id, q.attempts, q.resolved_at, q.dagster_run_id) for q in quarantine(session)
+        ]
+    assert stored == [(1, 3, None, "run-b"), (3, 3, None, "run-b")]
+
+
+def test_when_the_quarantine_refuses_one_unreadable_order_the_others_are_still_recorded(
+    db_url: str,
+) -> None:
+    stamp = parse_timestamp("2026-11-01T00:00:00+00:00")
+    garbage = [OrderRow(i, stamp, "[1]") for i in (1, 2, 3)]
+    with session_scope(db_url) as session:
+        sync_integrations(session, load_integrations())
+        routes = load_routes(session, initial_status_for)
+    refused = refusing_orders(db_url, [2], "quarantine refused", table="intake_quarantine")
+    with refused, session_scope(db_url) as session:
+        report = ingest(session, [*garbage, *rows(make_order(4))], routes, today=TODAY)
+    assert [q["order_id"] for q in report.quarantined] == [1, 3]
+    assert (report.errors, report.error_orders, report.created) == (1, [2], 1)
+    with session_scope(db_url) as session:
+        assert [q.order_id for q in quarantine(session)] == [1, 3]
+
+
 def test_a_corrected_order_is_validated_again(db_url: str) -> None:
     broken = make_order(1, email="maria@")
     run_intake(db_url, broken)

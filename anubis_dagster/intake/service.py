@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, any_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
@@ -382,8 +385,7 @@ def ingest(
     # a first import grows the table faster than autovacuum analyses it
     refresh_if_stale(session, Subscription.__tablename__)
     batch = _Batch(session, routes, rows)
-    for row, reason in unreadable:
-        _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
+    _quarantine_unreadable(batch, report, unreadable, run_id)
     candidates: list[_Candidate] = []
     for row in rows:
         order = orders.get(row.id)
@@ -421,11 +423,10 @@ def _write_candidates(
     run_id: str | None,
 ) -> None:
     """Decide and write every candidate, `WRITE_UNIT` decisions per savepoint; a row the
-    database refuses is found by bisection of its unit and quarantined, and the candidates after
-    it are decided again without it."""
-    pending = candidates
-    while pending:
-        decisions = _decide_all(batch, report, pending, today=today, run_id=run_id)
+    database refuses is found in its unit and quarantined, and the decisions after it that
+    depended on it are made again without it."""
+    decisions = _decide_all(batch, report, candidates, today=today, run_id=run_id)
+    while decisions:
         bad, error = None, None
         for start in range(0, len(decisions), WRITE_UNIT):
             found, error = _write_isolating(batch, report, decisions[start : start + WRITE_UNIT])
@@ -434,7 +435,8 @@ def _write_candidates(
                 break
         if bad is None:
             return
-        candidate = decisions[bad].candidate
+        refused = decisions[bad]
+        candidate = refused.candidate
         log.warning(
             "intake of order %s for %s failed: %s",
             candidate.row.id,
@@ -444,11 +446,45 @@ def _write_candidates(
         reason = _failure_reason(error) if error is not None else "the database refused the write"
         errors = report.errors
         _quarantine(batch, report, candidate.row, candidate.route.key, WRITE_FAILED, reason, run_id)
-        pending = pending[next(i for i, c in enumerate(pending) if c is candidate) + 1 :]
+        rest = decisions[bad + 1 :]
         if report.errors > errors:  # not even the quarantine went in: the database is down
-            report.errors += len(pending)
-            report.error_orders.extend(c.row.id for c in pending)
+            report.errors += len(rest)
+            report.error_orders.extend(d.candidate.row.id for d in rest)
             return
+        decisions = _decide_again(batch, report, rest, refused, today=today, run_id=run_id)
+
+
+def _decide_again(
+    batch: _Batch,
+    report: IntakeReport,
+    decisions: list[_Decision],
+    refused: _Decision,
+    *,
+    today: date,
+    run_id: str | None,
+) -> list[_Decision]:
+    """`decisions` (not written yet) once `refused` is out: a decision saw another only through
+    its (integration, order) key or its (integration, CPF), so only those that share one with
+    the refused decision, or with one decided again, are made again; the others are kept."""
+    keys = {refused.candidate.key}
+    cpfs = {_cpf_key(refused.candidate)}
+    kept: dict[_Candidate, _Decision] = {}
+    for decision in decisions:
+        candidate = decision.candidate
+        cpf_key = _cpf_key(candidate)
+        if candidate.key in keys or (cpf_key is not None and cpf_key in cpfs):
+            keys.add(candidate.key)
+            cpfs.add(cpf_key)
+        else:
+            kept[candidate] = decision
+    candidates = [d.candidate for d in decisions]
+    return _decide_all(batch, report, candidates, today=today, run_id=run_id, kept=kept)
+
+
+def _cpf_key(candidate: _Candidate) -> tuple[int, str] | None:
+    """What a candidate may hold, or be a duplicate of: its integration and CPF."""
+    cpf = _cpf(candidate.order)
+    return (candidate.route.integration_id, cpf) if len(cpf) == 11 else None
 
 
 def _write_isolating(
@@ -462,6 +498,13 @@ def _write_isolating(
         return None, None
     low, high = 0, len(decisions)  # decisions[:low] are written; the first refusal is before high
     refused_range = (low, high)  # the range `error` comes from
+    named = _named_row(error, decisions)
+    if named is not None:  # PostgreSQL named the row: the rows before it, then it alone
+        refused = _try_write(batch, report, decisions[:named])
+        if refused is None:
+            low, high = named, named + 1
+        else:
+            high, error, refused_range = named, refused, (0, named)
     while high - low > 1:
         middle = (low + high) // 2
         refused = _try_write(batch, report, decisions[low:middle])
@@ -474,6 +517,22 @@ def _write_isolating(
     if error is None:  # it went through alone (the refusal was elsewhere, or passing)
         return _write_isolating_rest(batch, report, decisions, low + 1)
     return low, error
+
+
+_COPY_LINE = re.compile(r"^COPY subscriptions, line (\d+)", re.MULTILINE)
+
+
+def _named_row(error: Exception, decisions: list[_Decision]) -> int | None:
+    """The decision whose new subscription PostgreSQL names in the error of a COPY ("COPY
+    subscriptions, line 57" in its context), if it does: tried first, so one refused row
+    costs two more writes instead of a bisection's eight. Only a hint: it is checked."""
+    context = getattr(getattr(getattr(error, "orig", None), "diag", None), "context", None)
+    match = _COPY_LINE.search(context) if isinstance(context, str) else None
+    if match is None:
+        return None
+    inserts = [i for i, d in enumerate(decisions) if d.insert is not None]
+    line = int(match.group(1))
+    return inserts[line - 1] if 1 <= line <= len(inserts) else None
 
 
 def _write_isolating_rest(
@@ -529,21 +588,26 @@ def _decide_all(
     *,
     today: date,
     run_id: str | None,
+    kept: Mapping[_Candidate, _Decision] | None = None,
 ) -> list[_Decision]:
     """Decide every candidate in order, in Python: later candidates see the subscriptions and
     CPFs of earlier ones. Nothing is written and the batch's state is not changed. A candidate
-    whose decision raises (a bug, a value nobody foresaw) is quarantined, and the rest go on."""
+    whose decision raises (a bug, a value nobody foresaw) is quarantined, and the rest go on.
+    `kept`: decisions made before that still hold (they are taken as they are)."""
+    kept = kept or {}
     existing: dict[tuple[int, int], _Known] = {}
     holders: dict[tuple[int, str], int] = {}
-    new_keys = {c.key for c in candidates if c.key not in batch.existing}
+    new_keys = {c.key for c in candidates if c not in kept and c.key not in batch.existing}
     ids = iter(allocate_subscription_ids(batch.session, len(new_keys)))
     now = utcnow()
     decisions = []
     for candidate in candidates:
+        decision = kept.get(candidate)
         try:
-            decision = _decide(
-                batch, candidate, existing, holders, ids, today=today, now=now, run_id=run_id
-            )
+            if decision is None:
+                decision = _decide(
+                    batch, candidate, existing, holders, ids, today=today, now=now, run_id=run_id
+                )
         except Exception as exc:
             reason = f"the order could not be processed ({type(exc).__name__})"
             _quarantine(
@@ -675,6 +739,60 @@ def _quarantine(
     report.quarantined.append(
         {"order_id": row.id, "integration": integration_key or None, "kind": kind, "reason": reason}
     )
+
+
+def _quarantine_unreadable(
+    batch: _Batch, report: IntakeReport, unreadable: list[tuple[OrderRow, str]], run_id: str | None
+) -> None:
+    """Record a chunk's unreadable orders with one statement (an `INSERT … ON CONFLICT DO
+    UPDATE` that counts another attempt and reopens, as `_upsert_quarantine` does); if the
+    database refuses it, one at a time, so that each ends quarantined or counted as an error."""
+    entries = {row.id: (row, reason) for row, reason in unreadable}  # one row per statement
+    if not entries:
+        return
+    now = utcnow()
+    values = [
+        {
+            "order_id": row.id,
+            "integration_key": "",
+            "kind": UNREADABLE,
+            "reason": reason,
+            "order_updated_at": row.updated_at,
+            "dagster_run_id": run_id,
+            "attempts": 1,
+            "resolved_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for row, reason in entries.values()
+    ]
+    postgres = batch.session.get_bind().dialect.name == "postgresql"
+    statement = (pg_insert if postgres else sqlite_insert)(IntakeQuarantine).values(values)
+    q = IntakeQuarantine.__table__.c
+    statement = statement.on_conflict_do_update(
+        index_elements=[q.order_id, q.integration_key],
+        set_={
+            **{
+                name: statement.excluded[name]
+                for name in ("kind", "reason", "order_updated_at", "dagster_run_id", "updated_at")
+            },
+            "attempts": q.attempts + 1,
+            "resolved_at": None,
+        },
+    )
+    try:
+        with batch.session.begin_nested():
+            batch.session.execute(statement)
+    except Exception as exc:
+        log.warning("unreadable orders quarantined one at a time: %s", type(exc).__name__)
+        for row, reason in entries.values():
+            _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
+        return
+    for row, reason in entries.values():
+        batch.quarantined(row.id, "")
+        report.quarantined.append(
+            {"order_id": row.id, "integration": None, "kind": UNREADABLE, "reason": reason}
+        )
 
 
 def _upsert_quarantine(
