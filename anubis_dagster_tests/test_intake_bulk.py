@@ -222,3 +222,80 @@ def test_a_chunk_is_written_in_units_and_a_refusal_costs_only_its_unit(url: str)
     # per refusal: a bisection of one unit, not of the chunk
     extra = len(used) - len(clean)
     assert extra <= 2 * (8 * math.ceil(math.log2(WRITE_UNIT)) + 12), used
+
+
+def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None:
+    """`write_rows` bypasses SQLAlchemy's parameter processing (COPY on PostgreSQL, the
+    driver's executemany on SQLite): what it stores reads back through the ORM exactly as an
+    ORM write of the same values does (aware UTC datetimes, JSON documents, None as null),
+    with registered secrets redacted as the cursor hook would."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from anubis_dagster.core.redaction import register_secrets
+    from anubis_dagster.core.states import Status
+    from anubis_dagster.db.transitions import (
+        allocate_subscription_ids,
+        event_values,
+        subscription_values,
+        write_rows,
+    )
+
+    secret = "k3y-that-must-not-be-stored"
+    register_secrets([secret], source="bulk-round-trip")
+    try:
+        order = make_order(1, name="José D'Ávila")
+        order["notes"] = {"nested": [1, 2.5, None, True, "São Paulo"], "leak": f"key={secret}"}
+        stamp = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-3)))
+        with session_scope(url) as session:
+            routes = load_routes(session, initial_status_for)
+            (sid,) = allocate_subscription_ids(session, 1)
+            values = subscription_values(
+                integration_id=routes[0].integration_id,
+                integration_filter_id=None,
+                order=order,
+                order_id=1,
+                cpf=None,
+                status=Status.INVALID,
+                error=f"bad {secret}",
+                order_updated_at=stamp,
+                scheduled_to=None,
+            )
+            values.update(id=sid, created_at=stamp, updated_at=stamp)
+            event = event_values(
+                subscription_id=sid,
+                integration_id=routes[0].integration_id,
+                kind="transition",
+                status="invalid",
+                operation="intake",
+                run_id=None,
+                response={"problems": [{"field": "x", "message": secret}]},
+                duration_ms=1.5,
+            )
+            event.update(created_at=stamp, updated_at=stamp)
+            assert write_rows(session, subscriptions=[values], updates=[], events=[event]) == {sid}
+        with session_scope(url) as session:
+            stored = session.get(Subscription, sid)
+            assert stored is not None
+            assert stored.created_at == stamp and stored.created_at.tzinfo is not None
+            assert stored.order_updated_at == stamp.astimezone(UTC)
+            # stored in the form SQL compares with (SQLite keeps text: the same text)
+            found = select(func.count()).where(
+                Subscription.id == sid,
+                Subscription.created_at == stamp,
+                Subscription.order_updated_at <= stamp,
+                Subscription.order_updated_at > stamp - timedelta(microseconds=1),
+            )
+            assert session.scalar(found) == 1
+            assert stored.scheduled_to is None and stored.ies_data == {}
+            assert stored.payload["base_user"] == order["base_user"]
+            assert stored.payload["notes"]["nested"] == [1, 2.5, None, True, "São Paulo"]
+            assert secret not in str(stored.payload) and secret not in (stored.last_error or "")
+            (written,) = session.scalars(
+                select(SubscriptionEvent).where(SubscriptionEvent.subscription_id == sid)
+            ).all()
+            assert written.request is None and written.duration_ms == 1.5
+            assert written.created_at == stamp and written.http_status is None
+            assert secret not in str(written.response)
+            assert written.response["problems"][0]["field"] == "x"
+    finally:
+        register_secrets([], source="bulk-round-trip")

@@ -17,11 +17,13 @@ statements per batch instead of one ORM flush per row.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import JSON, Table, bindparam, func, insert, select, text, update
+from sqlalchemy import JSON, Table, bindparam, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -307,7 +309,7 @@ def write_rows(
     transaction inserted meanwhile for the same (integration, order) is skipped (`ON CONFLICT
     DO NOTHING`), and so is its event; on SQLite that cannot happen (the write lock is held
     since the caller read what exists). Any other refusal raises: the caller isolates the row.
-    `rendered` keeps the JSON text of documents written again (PostgreSQL).
+    `rendered` keeps the JSON text of documents written again.
     """
     table = cast(Table, Subscription.__table__)
     event_table = cast(Table, SubscriptionEvent.__table__)
@@ -317,7 +319,7 @@ def write_rows(
         if postgres:
             inserted = _copy_subscriptions(session, subscriptions, rendered)
         else:
-            session.execute(insert(table), subscriptions)
+            _insert_many(session, table, subscriptions, rendered)
             inserted = {row["id"] for row in subscriptions}
     if updates:
         columns = [name for name in updates[0] if name != "id"]
@@ -337,7 +339,7 @@ def write_rows(
         if postgres:
             _copy(session, event_table, events, rendered=rendered)
         else:
-            session.execute(insert(event_table), events)
+            _insert_many(session, event_table, events, rendered)
     return inserted
 
 
@@ -390,15 +392,11 @@ def _copy(
     rendered: RenderedJson | None = None,
 ) -> None:
     """`COPY` rows of `table` (or of a table shaped like it, `into`) in the session's
-    transaction. COPY does not pass through the cursor hook of `db.redact_writes`, so every
-    value is redacted here the same way: text with `redact`, JSON documents with `redact_data`
-    (`redacted_json`). A JSON column's None is JSON `null`, as SQLAlchemy's JSON type stores
-    it. The driver's errors are raised as SQLAlchemy raises those of any other statement
-    (`IntegrityError`, `ProgrammingError`…, the driver's in `orig`)."""
+    transaction, each value as `_converters` makes it. The driver's errors are raised as
+    SQLAlchemy raises those of any other statement (`IntegrityError`, `ProgrammingError`…,
+    the driver's in `orig`)."""
     names = list(rows[0])
-    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
-    json_text = rendered.text if rendered is not None else _json_text
-    convert = [json_text if name in json_columns else _copy_value for name in names]
+    convert = _converters(table, names, rendered)
     driver = session.connection().connection.driver_connection
     assert driver is not None
     statement = f"COPY {into or table.name} ({', '.join(names)}) FROM STDIN"
@@ -407,9 +405,57 @@ def _copy(
             for row in rows:
                 copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
     except psycopg.Error as exc:
-        raise DBAPIError.instance(
-            statement, None, exc, psycopg.Error, hide_parameters=True
-        ) from exc
+        error = DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True)
+        raise error from exc
+
+
+def _insert_many(
+    session: Session, table: Table, rows: list[dict[str, Any]], rendered: RenderedJson | None
+) -> None:
+    """SQLite: one `executemany` of the rows on the driver's cursor, each value as
+    `_converters` makes it for SQLite. Through SQLAlchemy the same statement spent more time
+    in per-row parameter processing (and in the cursor hook's redaction of every JSON text)
+    than SQLite spent writing. Errors are raised as SQLAlchemy raises them."""
+    names = list(rows[0])
+    convert = _converters(table, names, rendered, session.get_bind().dialect)
+    statement = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    )
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(
+            statement, ([f(row[n]) for f, n in zip(convert, names, strict=True)] for row in rows)
+        )
+    except sqlite3.Error as exc:
+        error = DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)
+        raise error from exc
+    finally:
+        cursor.close()
+
+
+def _converters(
+    table: Table, names: list[str], rendered: RenderedJson | None, dialect: Any = None
+) -> list[Callable[[Any], Any]]:
+    """How each value of a bulk write reaches the database, bypassing SQLAlchemy and so the
+    cursor hook of `db.redact_writes`: every value is redacted here the same way, text with
+    `redact`, JSON documents with `redact_data` (`redacted_json`; a JSON column's None is JSON
+    `null`, as SQLAlchemy's JSON type stores it). With a `dialect` (SQLite), other values
+    take their column type's own form (datetimes as SQLite's text); psycopg's COPY formats
+    them itself."""
+    json_text = rendered.text if rendered is not None else _json_text
+    converters: list[Callable[[Any], Any]] = []
+    for name in names:
+        column_type = table.c[name].type
+        process = column_type.bind_processor(dialect) if dialect is not None else None
+        if isinstance(column_type, JSON):
+            converters.append(json_text)
+        elif process is not None:
+            converters.append(process)
+        else:
+            converters.append(_copy_value)
+    return converters
 
 
 def _json_text(value: Any) -> str:
