@@ -256,3 +256,32 @@ def test_plain_json_text_known_answers() -> None:
     assert not plain("[" * 33 + "]" * 33) and plain("[" * 32 + "]" * 32)
     assert not plain({"already": "parsed"})
     assert not plain('{"a": "' + "x" * validation.MAX_DOCUMENT_CHARS + '"}')
+
+
+# --------------------------------------------------------------------------------------------
+# CPF check digits: intake's arithmetic answers as python-stdnum does
+# --------------------------------------------------------------------------------------------
+@settings(max_examples=3000, deadline=None)
+@given(number=st.text(alphabet="0123456789", min_size=11, max_size=11))
+def test_cpf_check_digits_are_stdnums(number: str) -> None:
+    from stdnum.br import cpf as stdnum_cpf
+
+    # stdnum also refuses 000.000.000-00; check_cpf refuses every repeated digit before
+    accepted = stdnum_cpf.is_valid(number) and len(set(number)) > 1
+    assert (validation.check_cpf(number) is None) is accepted
+
+
+def test_cpf_check_digits_of_valid_numbers_and_their_neighbours() -> None:
+    import random
+
+    from stdnum.br import cpf as stdnum_cpf
+
+    rng = random.Random(11)
+    for _ in range(2000):  # valid numbers are 1 in 100 of random ones: make them
+        stem = "".join(rng.choice("0123456789") for _ in range(9))
+        valid = next(
+            stem + f"{k:02d}" for k in range(100) if stdnum_cpf.is_valid(stem + f"{k:02d}")
+        )
+        assert validation.cpf_check_digits_match(valid)
+        wrong = valid[:10] + str((int(valid[10]) + rng.randrange(1, 10)) % 10)
+        assert not validation.cpf_check_digits_match(wrong)

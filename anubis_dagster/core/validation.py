@@ -18,8 +18,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
-
-from stdnum.br import cpf as stdnum_cpf
+from operator import mul
 
 from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import ORIGINS, PAID, digits, get_path
@@ -145,9 +144,23 @@ def check_cpf(value: object) -> str | None:
         return "CPF must have 11 digits"
     if len(set(number)) == 1:
         return "CPF cannot be one repeated digit"
-    if not stdnum_cpf.is_valid(number):
+    if not cpf_check_digits_match(number):
         return "CPF check digits do not match"
     return None
+
+
+_FIRST_WEIGHTS = range(10, 1, -1)
+_SECOND_WEIGHTS = range(11, 1, -1)
+
+
+def cpf_check_digits_match(number: str) -> bool:
+    """The Receita Federal's mod-11 check digits of an 11-digit CPF, as python-stdnum computes
+    them (tests compare the two): intake checks every order's CPF, and stdnum's `is_valid`,
+    which cleans and re-validates its input first, cost five times as much."""
+    d = [ord(c) - 48 for c in number]
+    first = sum(map(mul, d, _FIRST_WEIGHTS)) * 10 % 11 % 10
+    second = sum(map(mul, d, _SECOND_WEIGHTS)) * 10 % 11 % 10
+    return d[9] == first and d[10] == second
 
 
 def check_email(value: object) -> str | None:
