@@ -104,9 +104,11 @@ def test_a_poison_order_in_the_middle_costs_a_few_statements_and_only_itself(url
     extra = len(used) - len(clean)
     assert extra <= 8 * math.ceil(math.log2(SIZE)) + 12, used
     assert len(used) < SIZE
-    if url.startswith("postgresql"):  # COPY names the refused row: no bisection (16 savepoints)
-        # the rows before it, it alone, the rows after it (2 savepoints each) and its quarantine
-        assert used.count("SAVEPOINT") - clean.count("SAVEPOINT") <= 7, used
+    # the database says which row it refused (COPY's context; executemany stops there): no
+    # bisection (7 tries), but the rows before it, it alone, the rows after it, its quarantine
+    # (a savepoint per try, two on PostgreSQL: the COPY's own)
+    per_try = 2 if url.startswith("postgresql") else 1
+    assert used.count("SAVEPOINT") - clean.count("SAVEPOINT") <= 3 * per_try + 1, used
 
     report = intake(url, orders)  # the cause fixed: it goes through, the quarantine resolves
     assert (report.created, report.unchanged, report.quarantined) == (1, SIZE - 1, [])
@@ -171,13 +173,13 @@ def test_an_order_another_run_just_created_is_left_alone(
     real = service.allocate_subscription_ids
     first = make_order(2)
 
-    def racing(session: Any, count: int) -> list[int]:
+    def racing(session: Any, count: int, above: int = 0) -> list[int]:
         monkeypatch.setattr(service, "allocate_subscription_ids", real)  # race only once
         with session_scope(url) as other:  # the other run, committed before our write
             routes = load_routes(other, initial_status_for)
             row = OrderRow(2, parse_timestamp(first["updated_at"]), first)
             ingest(other, [row], routes, today=TODAY, run_id="other")
-        return real(session, count)
+        return real(session, count, above=above)
 
     monkeypatch.setattr(service, "allocate_subscription_ids", racing)
     report = intake(url, [make_order(1), first, make_order(3)])
@@ -299,3 +301,25 @@ def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None
             assert written.response["problems"][0]["field"] == "x"
     finally:
         register_secrets([], source="bulk-round-trip")
+
+
+def test_decisions_made_again_take_ids_no_kept_decision_holds(url: str) -> None:
+    """After a refusal, the decisions that depended on the refused one are made again with new
+    ids while the others keep theirs (rows not written yet): on SQLite, ids come after the
+    table's maximum, which does not know the kept ones. Two students' later orders are decided
+    again here, with kept decisions around them: none may collide."""
+    cpf = make_cpf(9090)
+    orders = [make_order(i) for i in range(1, 31)]
+    orders[4] = make_order(5, cpf=cpf)  # refused: its CPF's later orders are decided again
+    orders[9] = make_order(10, cpf=cpf)  # takes the CPF
+    orders[14] = make_order(15, cpf=cpf)  # duplicate of order 10 now
+    with refusing_orders(url, [5], "refused by the test"):
+        report = intake(url, orders)
+    assert [q["order_id"] for q in report.quarantined] == [5]
+    assert (report.created, report.errors) == (29, 0)
+    found = statuses(url)
+    assert set(found) == set(range(1, 31)) - {5}
+    assert (found[10], found[15]) == ("to_sync", "duplicate")
+    with session_scope(url) as session:
+        ids = session.scalars(select(Subscription.id)).all()
+        assert len(ids) == len(set(ids)) == 29

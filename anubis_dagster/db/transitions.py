@@ -17,6 +17,7 @@ statements per batch instead of one ORM flush per row.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
@@ -249,12 +250,13 @@ def transition_values(
     return values
 
 
-def allocate_subscription_ids(session: Session, count: int) -> list[int]:
+def allocate_subscription_ids(session: Session, count: int, *, above: int = 0) -> list[int]:
     """`count` fresh subscription ids, taken before the rows are written so that event rows
     (and a duplicate's "held by #id") can be built in Python. PostgreSQL: from the column's
-    sequence. SQLite: after the current maximum, which is what SQLite itself would hand out;
-    safe because Anubis opens SQLite transactions with BEGIN IMMEDIATE (the write lock is held
-    from the transaction's first statement, before this read)."""
+    sequence. SQLite: after the current maximum and after `above` (ids the caller holds for
+    rows not written yet), which is what SQLite itself would hand out; safe because Anubis
+    opens SQLite transactions with BEGIN IMMEDIATE (the write lock is held from the
+    transaction's first statement, before this read)."""
     if count <= 0:
         return []
     if session.get_bind().dialect.name == "postgresql":
@@ -263,7 +265,7 @@ def allocate_subscription_ids(session: Session, count: int) -> list[int]:
             "FROM generate_series(1, :count)"
         )
         return sorted(int(i) for i in session.scalars(query, {"count": count}))
-    start = session.scalar(select(func.coalesce(func.max(Subscription.id), 0))) or 0
+    start = max(session.scalar(select(func.coalesce(func.max(Subscription.id), 0))) or 0, above)
     return list(range(int(start) + 1, int(start) + 1 + count))
 
 
@@ -406,7 +408,22 @@ def _copy(
                 copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
     except psycopg.Error as exc:
         error = DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True)
+        context = _COPY_LINE.search(exc.diag.context or "")
+        if context is not None and context.group(1) == (into or table.name):
+            setattr(error, _REFUSED_ROW, (table.name, int(context.group(2)) - 1))
         raise error from exc
+
+
+_COPY_LINE = re.compile(r"^COPY (\w+), line (\d+)", re.MULTILINE)  # in a COPY error's context
+_REFUSED_ROW = "anubis_refused_row"
+
+
+def refused_row(error: BaseException) -> tuple[str, int] | None:
+    """(table, index in the rows written) of the row the database refused in a bulk write of
+    `write_rows`, when it said which (a COPY error's context names its line; a SQLite
+    `executemany` stops at the refused row, after writing the rows before it)."""
+    found = getattr(error, _REFUSED_ROW, None)
+    return found if isinstance(found, tuple) else None
 
 
 def _insert_many(
@@ -430,6 +447,15 @@ def _insert_many(
         )
     except sqlite3.Error as exc:
         error = DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)
+        if (
+            "id" in rows[0]
+        ):  # how many went in before it (the statement, not the transaction, failed)
+            ids = [row["id"] for row in rows]
+            written = driver.execute(
+                f"SELECT count(*) FROM {table.name} WHERE id IN ({', '.join('?' * len(ids))})",
+                ids,
+            ).fetchone()[0]
+            setattr(error, _REFUSED_ROW, (table.name, int(written)))
         raise error from exc
     finally:
         cursor.close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -68,6 +67,7 @@ from anubis_dagster.db.transitions import (
     RenderedJson,
     allocate_subscription_ids,
     event_values,
+    refused_row,
     subscription_values,
     transition_values,
     write_rows,
@@ -552,20 +552,16 @@ def _write_isolating(
     return low, error
 
 
-_COPY_LINE = re.compile(r"^COPY subscriptions, line (\d+)", re.MULTILINE)
-
-
 def _named_row(error: Exception, decisions: list[_Decision]) -> int | None:
-    """The decision whose new subscription PostgreSQL names in the error of a COPY ("COPY
-    subscriptions, line 57" in its context), if it does: tried first, so one refused row
-    costs two more writes instead of a bisection's eight. Only a hint: it is checked."""
-    context = getattr(getattr(getattr(error, "orig", None), "diag", None), "context", None)
-    match = _COPY_LINE.search(context) if isinstance(context, str) else None
-    if match is None:
+    """The decision whose new subscription the database named as the one it refused
+    (`transitions.refused_row`: PostgreSQL's COPY says which line, SQLite's executemany
+    stopped after the rows before it), if it did: tried first, so one refused row costs two
+    more writes instead of a bisection's eight. Only a hint: it is checked."""
+    refused = refused_row(error)
+    if refused is None or refused[0] != Subscription.__tablename__:
         return None
     inserts = [i for i, d in enumerate(decisions) if d.insert is not None]
-    line = int(match.group(1))
-    return inserts[line - 1] if 1 <= line <= len(inserts) else None
+    return inserts[refused[1]] if 0 <= refused[1] < len(inserts) else None
 
 
 def _write_isolating_rest(
@@ -631,7 +627,10 @@ def _decide_all(
     existing: dict[tuple[int, int], _Known] = {}
     holders: dict[tuple[int, str], int] = {}
     new_keys = {c.key for c in candidates if c not in kept and c.key not in batch.existing}
-    ids = iter(allocate_subscription_ids(batch.session, len(new_keys)))
+    # kept decisions hold ids of rows not written yet: new ones come after them (SQLite
+    # hands out ids after the table's maximum, which does not know them)
+    held = max((d.insert["id"] for d in kept.values() if d.insert is not None), default=0)
+    ids = iter(allocate_subscription_ids(batch.session, len(new_keys), above=held))
     now = utcnow()
     decisions = []
     for candidate in candidates:
