@@ -57,3 +57,27 @@ def test_intake_analyses_a_table_it_filled_before_the_next_chunk(url: str) -> No
     assert _reltuples(url) >= MIN_ROWS - 100  # about the rows the first chunk created
     with session_scope(url) as session:
         assert refresh_if_stale(session, "subscriptions") is False  # fresh now: no second one
+
+
+def test_an_analysis_that_would_wait_for_a_vacuum_is_left_for_later(url: str) -> None:
+    """ANALYZE needs the lock a VACUUM holds (an anti-wraparound one does not give way): intake
+    waits at most `LOCK_TIMEOUT_MS` for it, goes on, and its session keeps its own settings."""
+    import time
+
+    if get_engine(url).dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+    intake(url, [make_order(i) for i in range(1, MIN_ROWS + 1)])
+    with get_engine(url).connect() as vacuum:  # another session holding VACUUM's lock
+        vacuum.execute(text("LOCK TABLE subscriptions IN SHARE UPDATE EXCLUSIVE MODE"))
+        with session_scope(url) as session:
+            # without the lock timeout ANALYZE would wait for ever: cut it at 10 s instead
+            session.execute(text("SET LOCAL statement_timeout = '10s'"))
+            started = time.monotonic()
+            assert refresh_if_stale(session, "subscriptions") is False
+            assert time.monotonic() - started < 5  # the lock timeout, not the statement's
+            assert session.scalar(text("SELECT current_setting('lock_timeout')")) == "0"
+            assert session.scalar(text("SELECT count(*) FROM subscriptions")) == MIN_ROWS
+        vacuum.rollback()
+    assert _reltuples(url) < 0  # not analysed: the next chunk will
+    with session_scope(url) as session:
+        assert refresh_if_stale(session, "subscriptions") is True

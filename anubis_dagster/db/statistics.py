@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 #: below this many rows any plan is fast; no ANALYZE for them
 MIN_ROWS = 1000
 #: analysed again once changed by this many times the rows it held when last analysed
 GROWTH = 4
+#: how long an ANALYZE may wait for the table's lock before it is left for a later chunk
+LOCK_TIMEOUT_MS = 200
 log = logging.getLogger(__name__)
 
 
@@ -63,5 +66,17 @@ def refresh_if_stale(session: Session, table: str) -> bool:
     if not is_stale(reltuples, rows_now, changed):
         return False
     log.info("analysing %s for the planner (%d rows when last analysed)", table, reltuples)
-    session.execute(text(f"ANALYZE {table}"))
+    # ANALYZE waits for a VACUUM of the table (same lock); an anti-wraparound one does not
+    # give way and may last minutes: rather leave it to a later chunk than hold intake up
+    lock_timeout = session.scalar(text("SELECT current_setting('lock_timeout')"))
+    try:
+        with session.begin_nested():
+            session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
+            session.execute(text(f"ANALYZE {table}"))
+    except OperationalError as exc:
+        log.info("%s not analysed now: %s", table, type(exc.orig).__name__)
+        return False
+    finally:  # SET LOCAL outlives the released savepoint: back to the session's setting
+        reset = text("SELECT set_config('lock_timeout', :value, true)")
+        session.execute(reset, {"value": lock_timeout})
     return True

@@ -447,15 +447,19 @@ def _insert_many(
         )
     except sqlite3.Error as exc:
         error = DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)
-        if (
-            "id" in rows[0]
-        ):  # how many went in before it (the statement, not the transaction, failed)
+        # how many rows went in before the refused one (the statement failed, not the
+        # transaction): it is the next
+        if "id" in rows[0]:
             ids = [row["id"] for row in rows]
-            written = driver.execute(
-                f"SELECT count(*) FROM {table.name} WHERE id IN ({', '.join('?' * len(ids))})",
-                ids,
-            ).fetchone()[0]
-            setattr(error, _REFUSED_ROW, (table.name, int(written)))
+            marks = ", ".join("?" * len(ids))
+            try:
+                written = driver.execute(
+                    f"SELECT count(*) FROM {table.name} WHERE id IN ({marks})", ids
+                ).fetchone()[0]
+            except sqlite3.Error:  # the database itself is failing: no hint, the error stands
+                pass
+            else:
+                setattr(error, _REFUSED_ROW, (table.name, int(written)))
         raise error from exc
     finally:
         cursor.close()
