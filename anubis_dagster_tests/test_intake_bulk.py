@@ -248,6 +248,7 @@ def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None
         order = make_order(1, name="José D'Ávila")
         order["notes"] = {"nested": [1, 2.5, None, True, "São Paulo"], "leak": f"key={secret}"}
         stamp = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-3)))
+        whole = datetime(2026, 11, 23, 12, 30, 15, tzinfo=UTC)  # no microseconds: stored alike
         with session_scope(url) as session:
             routes = load_routes(session, initial_status_for)
             (sid,) = allocate_subscription_ids(session, 1)
@@ -262,7 +263,7 @@ def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None
                 order_updated_at=stamp,
                 scheduled_to=None,
             )
-            values.update(id=sid, created_at=stamp, updated_at=stamp)
+            values.update(id=sid, created_at=stamp, updated_at=whole)
             event = event_values(
                 subscription_id=sid,
                 integration_id=routes[0].integration_id,
@@ -284,6 +285,8 @@ def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None
             found = select(func.count()).where(
                 Subscription.id == sid,
                 Subscription.created_at == stamp,
+                Subscription.updated_at == whole,
+                Subscription.updated_at >= whole,
                 Subscription.order_updated_at <= stamp,
                 Subscription.order_updated_at > stamp - timedelta(microseconds=1),
             )

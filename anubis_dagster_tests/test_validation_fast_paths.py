@@ -138,8 +138,9 @@ def test_scan_fast_path_at_the_bounds() -> None:
 # --------------------------------------------------------------------------------------------
 SECRET = "s3cr3t-Valu3"
 redaction_keys = st.sampled_from(
-    ["name", "access_token", "Access-Token", "to_ken", "\u212aey", "apiKey", "İd", "pwd",
-     "client secret", "x", "\u212aapikey", "subscription", "a\\b", 'q"k', "tok\nen"]
+    [SECRET, "Bearer abc123def", "name", "access_token", "Access-Token", "to_ken", "\u212aey",
+     "apiKey", "İd", "pwd", "client secret", "x", "\u212aapikey", "subscription", "a\\b",
+     'q"k', "tok\nen"]
 ) | st.text(max_size=10)  # fmt: skip
 redaction_strings = st.sampled_from(
     [SECRET, f"x{SECRET}y", "Bearer abc123def", "bearer\tXYZ_9876543", "api\u212aey=abc12345",

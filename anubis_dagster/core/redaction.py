@@ -244,11 +244,14 @@ def redact_data(data: Any) -> Any:
     if isinstance(data, str):  # the commonest node first: this walks every stored document
         return redact(data)
     if isinstance(data, dict | Mapping):
-        # only text under a secret key is hidden whole: `{"subscription": 42}` is an id
-        return {
-            k: REDACTED if isinstance(v, str | bytes) and is_secret_key(str(k)) else redact_data(v)
-            for k, v in data.items()
-        }
+        # only text under a secret key is hidden whole: `{"subscription": 42}` is an id; keys
+        # are redacted like any text (a secret, or a URL with its password, can be a key)
+        redacted: dict[Any, Any] = {}
+        for key, value in data.items():
+            hidden = isinstance(value, str | bytes) and is_secret_key(str(key))
+            name = redact(key) if isinstance(key, str) else key
+            redacted[name] = REDACTED if hidden else redact_data(value)
+        return redacted
     if isinstance(data, list | tuple):
         return [redact_data(item) for item in data]
     return data

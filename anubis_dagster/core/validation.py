@@ -154,9 +154,11 @@ _SECOND_WEIGHTS = range(11, 1, -1)
 
 
 def cpf_check_digits_match(number: str) -> bool:
-    """The Receita Federal's mod-11 check digits of an 11-digit CPF, as python-stdnum computes
-    them (tests compare the two): intake checks every order's CPF, and stdnum's `is_valid`,
-    which cleans and re-validates its input first, cost five times as much."""
+    """The Receita Federal's mod-11 check digits of an 11-digit CPF (ASCII digits only), as
+    python-stdnum computes them (tests compare the two): intake checks every order's CPF, and
+    stdnum's `is_valid`, which cleans and re-validates its input first, cost five times as much."""
+    if not (len(number) == 11 and number.isascii() and number.isdigit()):
+        return False
     d = [ord(c) - 48 for c in number]
     first = sum(map(mul, d, _FIRST_WEIGHTS)) * 10 % 11 % 10
     second = sum(map(mul, d, _SECOND_WEIGHTS)) * 10 % 11 % 10

@@ -65,7 +65,8 @@ def refresh_if_stale(session: Session, table: str) -> bool:
         )
     if not is_stale(reltuples, rows_now, changed):
         return False
-    log.info("analysing %s for the planner (%d rows when last analysed)", table, reltuples)
+    known = "never analysed" if reltuples < 0 else f"{reltuples:.0f} rows when last analysed"
+    log.info("analysing %s for the planner (%s)", table, known)
     # ANALYZE waits for a VACUUM of the table (same lock); an anti-wraparound one does not
     # give way and may last minutes: rather leave it to a later chunk than hold intake up
     lock_timeout = session.scalar(text("SELECT current_setting('lock_timeout')"))

@@ -478,7 +478,13 @@ def _converters(
     converters: list[Callable[[Any], Any]] = []
     for name in names:
         column_type = table.c[name].type
-        process = column_type.bind_processor(dialect) if dialect is not None else None
+        # the dialect's own type (SQLite's DATETIME writes the text SQLAlchemy reads and
+        # compares with): the generic type has no processor, and sqlite3's would format it
+        process = (
+            column_type.dialect_impl(dialect).bind_processor(dialect)
+            if dialect is not None
+            else None
+        )
         if isinstance(column_type, JSON):
             converters.append(json_text)
         elif process is not None:

@@ -370,8 +370,9 @@ def _cyclic_gc_paused() -> Iterator[None]:
     hundred containers per order, which set off dozens of collections per chunk, and in a
     process that has lived long (a worker running many runs, the benchmark) the full ones walk
     the whole heap: in the intake benchmark they took a tenth of a first pass, and three times
-    that when hostile orders were mixed in. Whatever cycles a chunk leaves are collected once
-    it is done."""
+    that when hostile orders were mixed in. Whatever cycles a chunk leaves are collected by
+    the collector's next run after it. The switch is the process's: other threads run
+    without the collector for the chunk's length too (a fraction of a second)."""
     if not gc.isenabled():  # paused by the caller (or by another thread in here)
         yield
         return
