@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -286,3 +287,31 @@ def test_cpf_check_digits_of_valid_numbers_and_their_neighbours() -> None:
         assert validation.cpf_check_digits_match(valid)
         wrong = valid[:10] + str((int(valid[10]) + rng.randrange(1, 10)) % 10)
         assert not validation.cpf_check_digits_match(wrong)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    value=st.none()
+    | st.datetimes()
+    | st.datetimes(timezones=st.timezones() | st.just(UTC)).filter(
+        lambda moment: (
+            datetime.min.replace(tzinfo=UTC) + timedelta(days=2)
+            <= moment
+            <= datetime.max.replace(tzinfo=UTC) - timedelta(days=2)
+        )
+    )
+)
+def test_bulk_sqlite_datetimes_are_sqlalchemys_text(value: datetime | None) -> None:
+    """SQLite's bulk write formats `UTCDateTime` values itself: the text is the one
+    SQLAlchemy's own processors store (and compare with in SQL), for naive (UTC) and aware
+    values in any zone."""
+    from sqlalchemy.dialects import sqlite
+
+    from anubis_dagster.db.models import UTCDateTime
+    from anubis_dagster.db.transitions import _sqlite_utc_text
+
+    dialect = sqlite.dialect()
+    type_ = UTCDateTime()
+    process = type_.dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    assert _sqlite_utc_text(value) == process(value)

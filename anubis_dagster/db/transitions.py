@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
@@ -33,7 +33,7 @@ from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.redaction import redact, redacted_json
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
-from anubis_dagster.db.models import Subscription, SubscriptionEvent, utcnow
+from anubis_dagster.db.models import Subscription, SubscriptionEvent, UTCDateTime, utcnow
 
 TRANSITION = "transition"
 ATTEMPT = "attempt"
@@ -487,11 +487,24 @@ def _converters(
         )
         if isinstance(column_type, JSON):
             converters.append(json_text)
+        elif dialect is not None and isinstance(column_type, UTCDateTime):
+            converters.append(_sqlite_utc_text)
         elif process is not None:
             converters.append(process)
         else:
             converters.append(_copy_value)
     return converters
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    """The text `UTCDateTime` and SQLite's DATETIME processor together store (naive UTC,
+    `%Y-%m-%d %H:%M:%S.%f`), written by `isoformat` in C: four datetimes per order through
+    SQLAlchemy's processors in Python were a measurable share of a SQLite first pass."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json_text(value: Any) -> str:
