@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -410,20 +411,35 @@ def _copy(
         error = DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True)
         context = _COPY_LINE.search(exc.diag.context or "")
         if context is not None and context.group(1) == (into or table.name):
-            setattr(error, _REFUSED_ROW, (table.name, int(context.group(2)) - 1))
+            _name_refused_row(error, RefusedRow(table.name, int(context.group(2)) - 1))
         raise error from exc
 
 
 _COPY_LINE = re.compile(r"^COPY (\w+), line (\d+)", re.MULTILINE)  # in a COPY error's context
-_REFUSED_ROW = "anubis_refused_row"
 
 
-def refused_row(error: BaseException) -> tuple[str, int] | None:
-    """(table, index in the rows written) of the row the database refused in a bulk write of
-    `write_rows`, when it said which (a COPY error's context names its line; a SQLite
-    `executemany` stops at the refused row, after writing the rows before it)."""
+@dataclass(frozen=True)
+class RefusedRow:
+    """Which row of a bulk write the database refused: its table and its index in the rows
+    `write_rows` was given for that table."""
+
+    table: str
+    index: int
+
+
+_REFUSED_ROW = "anubis_refused_row"  # the attribute of the raised error that carries it
+
+
+def _name_refused_row(error: BaseException, row: RefusedRow) -> None:
+    setattr(error, _REFUSED_ROW, row)
+
+
+def refused_row(error: BaseException) -> RefusedRow | None:
+    """The row the database refused in a bulk write of `write_rows`, when it said which (a
+    COPY error's context names its line; a SQLite `executemany` stops at the refused row,
+    after writing the rows before it). Carried on the SQLAlchemy error `write_rows` raises."""
     found = getattr(error, _REFUSED_ROW, None)
-    return found if isinstance(found, tuple) else None
+    return found if isinstance(found, RefusedRow) else None
 
 
 def _insert_many(
@@ -459,7 +475,7 @@ def _insert_many(
             except sqlite3.Error:  # the database itself is failing: no hint, the error stands
                 pass
             else:
-                setattr(error, _REFUSED_ROW, (table.name, int(written)))
+                _name_refused_row(error, RefusedRow(table.name, int(written)))
         raise error from exc
     finally:
         cursor.close()

@@ -117,8 +117,8 @@ def ingest_paid_orders(
     except OrdersTableMissing as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
-    # one message, not one per outcome: each log line is an event Dagster stores (a re-ingest
-    # of 50k orders went from 18,100 to 19,900 orders/s when about twenty became one)
+    # one message, not one per outcome: each log line is an event Dagster stores, a measurable
+    # share of a re-ingest (BENCHMARKS.md, "Intake, third pass")
     context.log.info(
         "\n".join(
             [

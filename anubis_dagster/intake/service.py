@@ -39,8 +39,6 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, any_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
@@ -72,6 +70,7 @@ from anubis_dagster.db.transitions import (
     transition_values,
     write_rows,
 )
+from anubis_dagster.db.upsert import upsert
 from anubis_dagster.intake.orders_source import OrderRow
 
 OPERATION = "intake"
@@ -369,8 +368,8 @@ def _cyclic_gc_paused() -> Iterator[None]:
     everything intake drops: its documents and decisions hold no cycles). A chunk allocates a
     hundred containers per order, which set off dozens of collections per chunk, and in a
     process that has lived long (a worker running many runs, the benchmark) the full ones walk
-    the whole heap: in the intake benchmark they took a tenth of a first pass, and three times
-    that when hostile orders were mixed in. Whatever cycles a chunk leaves are collected by
+    the whole heap, far more often when hostile orders are mixed in (measured in BENCHMARKS.md,
+    "Intake, third pass"). Whatever cycles a chunk leaves are collected by
     the collector's next run after it. The switch is the process's: other threads run
     without the collector for the chunk's length too (a fraction of a second)."""
     if not gc.isenabled():  # paused by the caller (or by another thread in here)
@@ -533,7 +532,7 @@ def _write_isolating(
     low, high = 0, len(decisions)  # decisions[:low] are written; the first refusal is before high
     refused_range = (low, high)  # the range `error` comes from
     named = _named_row(error, decisions)
-    if named is not None:  # PostgreSQL named the row: the rows before it, then it alone
+    if named is not None:  # the database named the row: the rows before it, then it alone
         refused = _try_write(batch, report, decisions[:named])
         if refused is None:
             low, high = named, named + 1
@@ -559,10 +558,10 @@ def _named_row(error: Exception, decisions: list[_Decision]) -> int | None:
     stopped after the rows before it), if it did: tried first, so one refused row costs two
     more writes instead of a bisection's eight. Only a hint: it is checked."""
     refused = refused_row(error)
-    if refused is None or refused[0] != Subscription.__tablename__:
+    if refused is None or refused.table != Subscription.__tablename__:
         return None
     inserts = [i for i, d in enumerate(decisions) if d.insert is not None]
-    return inserts[refused[1]] if 0 <= refused[1] < len(inserts) else None
+    return inserts[refused.index] if 0 <= refused.index < len(inserts) else None
 
 
 def _write_isolating_rest(
@@ -799,23 +798,16 @@ def _quarantine_unreadable(
         }
         for row, reason in entries.values()
     ]
-    postgres = batch.session.get_bind().dialect.name == "postgresql"
-    statement = (pg_insert if postgres else sqlite_insert)(IntakeQuarantine).values(values)
-    q = IntakeQuarantine.__table__.c
-    statement = statement.on_conflict_do_update(
-        index_elements=[q.order_id, q.integration_key],
-        set_={
-            **{
-                name: statement.excluded[name]
-                for name in ("kind", "reason", "order_updated_at", "dagster_run_id", "updated_at")
-            },
-            "attempts": q.attempts + 1,
-            "resolved_at": None,
-        },
-    )
     try:
         with batch.session.begin_nested():
-            batch.session.execute(statement)
+            upsert(
+                batch.session,
+                IntakeQuarantine,
+                values,
+                key=("order_id", "integration_key"),
+                keep=("created_at",),
+                set_={"attempts": IntakeQuarantine.attempts + 1, "resolved_at": None},
+            )
     except Exception as exc:
         log.warning("unreadable orders quarantined one at a time: %s", type(exc).__name__)
         for row, reason in entries.values():
