@@ -326,3 +326,27 @@ def test_decisions_made_again_take_ids_no_kept_decision_holds(url: str) -> None:
     with session_scope(url) as session:
         ids = session.scalars(select(Subscription.id)).all()
         assert len(ids) == len(set(ids)) == 29
+
+
+def test_a_refused_write_leaves_no_reference_cycle_holding_the_chunk(url: str) -> None:
+    """A refusal's error is kept without its traceback (and `write_rows` makes it outside the
+    writer's frame): a traceback's frames hold their callers, among them the one keeping the
+    error in a local, a cycle that held the whole chunk until the cyclic collector ran, which
+    intake pauses during a chunk. Measured: a chunk with one refused order left ~15,000
+    objects for the next collections to walk; a clean chunk, under a hundred."""
+    import gc
+
+    poison = 7
+    orders = [make_order(i) for i in range(1, SIZE + 1)]
+    with refusing_orders(url, [poison], "refused by the test"):
+        intake(url, [make_order(i) for i in range(1000, 1000 + SIZE)])  # caches warmed
+        gc.collect()
+        gc.disable()
+        try:
+            report = intake(url, orders)
+            left = gc.collect()
+        finally:
+            gc.enable()
+    assert [q["order_id"] for q in report.quarantined] == [poison]
+    # the chunk's orders, candidates and decisions are over 10 objects an order
+    assert left < 5 * SIZE, left

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import psycopg
 from sqlalchemy import JSON, Table, bindparam, func, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_data, mask_text
@@ -408,11 +408,13 @@ def _copy(
             for row in rows:
                 copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
     except psycopg.Error as exc:
-        error = DBAPIError.instance(statement, None, exc, psycopg.Error, hide_parameters=True)
         context = _COPY_LINE.search(exc.diag.context or "")
-        if context is not None and context.group(1) == (into or table.name):
-            _name_refused_row(error, RefusedRow(table.name, int(context.group(2)) - 1))
-        raise error from exc
+        refused = (
+            RefusedRow(table.name, int(context.group(2)) - 1)
+            if context is not None and context.group(1) == (into or table.name)
+            else None
+        )
+        raise _bulk_write_error(statement, exc, psycopg.Error, refused) from exc
 
 
 _COPY_LINE = re.compile(r"^COPY (\w+), line (\d+)", re.MULTILINE)  # in a COPY error's context
@@ -430,8 +432,17 @@ class RefusedRow:
 _REFUSED_ROW = "anubis_refused_row"  # the attribute of the raised error that carries it
 
 
-def _name_refused_row(error: BaseException, row: RefusedRow) -> None:
-    setattr(error, _REFUSED_ROW, row)
+def _bulk_write_error(
+    statement: str, exc: Exception, driver_error: type[Exception], refused: RefusedRow | None
+) -> StatementError:
+    """The driver's error as SQLAlchemy would raise it (bound values hidden), carrying the
+    refused row when the database named it. Made here, not in the writer's frame: an error
+    held by a local of a frame its own traceback holds is a reference cycle, which keeps the
+    whole chunk's rows alive until the cyclic collector runs (and intake pauses it)."""
+    error = DBAPIError.instance(statement, None, exc, driver_error, hide_parameters=True)
+    if refused is not None:
+        setattr(error, _REFUSED_ROW, refused)
+    return error
 
 
 def refused_row(error: BaseException) -> RefusedRow | None:
@@ -462,23 +473,29 @@ def _insert_many(
             statement, ([f(row[n]) for f, n in zip(convert, names, strict=True)] for row in rows)
         )
     except sqlite3.Error as exc:
-        error = DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)
-        # how many rows went in before the refused one (the statement failed, not the
-        # transaction): it is the next
-        if "id" in rows[0]:
-            ids = [row["id"] for row in rows]
-            marks = ", ".join("?" * len(ids))
-            try:
-                written = driver.execute(
-                    f"SELECT count(*) FROM {table.name} WHERE id IN ({marks})", ids
-                ).fetchone()[0]
-            except sqlite3.Error:  # the database itself is failing: no hint, the error stands
-                pass
-            else:
-                _name_refused_row(error, RefusedRow(table.name, int(written)))
-        raise error from exc
+        refused = _rows_written_before(driver, table, rows)
+        raise _bulk_write_error(statement, exc, sqlite3.Error, refused) from exc
     finally:
         cursor.close()
+
+
+def _rows_written_before(
+    driver: sqlite3.Connection, table: Table, rows: list[dict[str, Any]]
+) -> RefusedRow | None:
+    """After SQLite's `executemany` failed: how many of `rows` went in before the refused one
+    (the statement failed, not the transaction), which makes it the next one. None when the
+    rows carry no id, or when the database itself is failing (then the error stands alone)."""
+    if "id" not in rows[0]:
+        return None
+    ids = [row["id"] for row in rows]
+    marks = ", ".join("?" * len(ids))
+    try:
+        written = driver.execute(
+            f"SELECT count(*) FROM {table.name} WHERE id IN ({marks})", ids
+        ).fetchone()[0]
+    except sqlite3.Error:
+        return None
+    return RefusedRow(table.name, int(written))
 
 
 def _converters(

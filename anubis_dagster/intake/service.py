@@ -579,7 +579,7 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
         with batch.session.begin_nested():
             skipped = _write_decisions(batch.session, decisions, batch.rendered)
     except Exception as exc:  # any refusal: the caller narrows it down to one order
-        return exc
+        return _without_tracebacks(exc)
     batch.apply(decisions, skipped)
     for d in decisions:
         if d.known is not None and d.known.id in skipped:  # another run created it meanwhile
@@ -592,6 +592,21 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
             report.unchanged += 1
         report.count(d.candidate.route.key, d.candidate.order.get("origin"), d.status)
     return None
+
+
+def _without_tracebacks(error: Exception) -> Exception:
+    """The error, and those it came from, without their tracebacks: intake keeps a refusal's
+    type, message and named row only. A traceback's frames hold their callers, among them the
+    frame that keeps the error in a local: a reference cycle holding the whole chunk (its
+    orders, candidates and decisions) until the cyclic collector runs, which intake pauses
+    during a chunk, so each refusal left ~15,000 objects for the next collections to walk."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
 
 
 def _write_decisions(
