@@ -879,7 +879,7 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
         resources.prepare_database(remember(app_url))
 
     # The refusing trigger is the benchmark's device, not part of Anubis: its WHEN is evaluated
-    # for every row written (about a tenth of SQLite's write time). So the clean orders run
+    # for every row written (about a tenth of a SQLite first pass). So the clean orders run
     # twice, without it and with the same trigger listing ids no order has, and the hostile
     # orders are compared with the latter: the price of the hostile orders, not of the device.
     no_order = [-1 - n for n in range(len(refused_ids))]

@@ -117,8 +117,7 @@ def ingest_paid_orders(
     except OrdersTableMissing as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
-    # one message, not one per outcome: each log line is an event Dagster stores, a measurable
-    # share of a re-ingest (BENCHMARKS.md, "Intake, third pass")
+    # one message, not one per outcome: each log line is an event Dagster stores
     context.log.info(
         "\n".join(
             [

@@ -579,6 +579,7 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
         with batch.session.begin_nested():
             skipped = _write_decisions(batch.session, decisions, batch.rendered)
     except Exception as exc:  # any refusal: the caller narrows it down to one order
+        log.debug("a write of %d decisions was refused", len(decisions), exc_info=exc)
         return _without_tracebacks(exc)
     batch.apply(decisions, skipped)
     for d in decisions:
@@ -599,13 +600,16 @@ def _without_tracebacks(error: Exception) -> Exception:
     type, message and named row only. A traceback's frames hold their callers, among them the
     frame that keeps the error in a local: a reference cycle holding the whole chunk (its
     orders, candidates and decisions) until the cyclic collector runs, which intake pauses
-    during a chunk, so each refusal left ~15,000 objects for the next collections to walk."""
+    during a chunk. (The traceback is logged at debug level first.)"""
     seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
+    pending: list[BaseException] = [error]
+    while pending:
+        link = pending.pop()
+        if id(link) in seen:
+            continue
         seen.add(id(link))
         link.__traceback__ = None
-        link = link.__cause__ or link.__context__
+        pending.extend(e for e in (link.__cause__, link.__context__) if e is not None)
     return error
 
 
