@@ -56,7 +56,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     )
     resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
     for adapter in adapters:
-        resources.update(adapter.resources())
+        resources.update(adapter.resource_definitions())
     digest_job, digest_schedule = build_digest_definitions(
         i.key for i in config.integrations if i.enabled
     )

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from anubis_dagster.config.integrations import load_integrations, sync_integrations
@@ -27,14 +26,13 @@ def prepare_database(url: str) -> None:
 
 
 class AppDatabase(dg.ConfigurableResource):
-    """The app DB. Leave `url` empty to take it from `ANUBIS_DATABASE_URL` at run time (so the
-    URL, which may carry a password, never lands in the run config); default: SQLite."""
-
-    url: str | None = Field(default=None, description="SQLAlchemy URL; empty = from the env")
+    """The app DB: `ANUBIS_DATABASE_URL` from the validated settings (default: SQLite). No
+    config fields: a run config cannot point a run at another database (Dagster refuses the
+    entry at launch), and the URL, which may carry a password, never lands in run storage."""
 
     @property
     def resolved_url(self) -> str:
-        return self.url or default_database_url()
+        return default_database_url()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -265,6 +265,18 @@ class Settings(BaseModel):
     )
     api_onetrust_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
 
+    # --- partner answers (issue 22) -----------------------------------------------------------
+    anubis_partner_max_body_bytes: int = _field(
+        1_000_000,
+        "largest partner answer, in bytes after decompression; a longer one is cut and unreadable",
+        group="delivery",
+        ge=1024,
+        le=100_000_000,
+    )
+    anubis_partner_deadline_seconds: float = _seconds(
+        60.0, "longest life of one partner request, answer included", group="delivery"
+    )
+
     # --- validators ---------------------------------------------------------------------------
     @field_validator("anubis_database_url", "anubis_orders_database_url")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -60,7 +61,8 @@ def test_the_registry_discovers_a_new_ies_from_its_package_and_one_block(
     assert "tiny" not in check.get_partition_keys()  # no status endpoint, no check partition
     # its resource, built by the generic code from the adapter's `apis`
     resources = defs.resources or {}
-    assert isinstance(resources["tiny_api"], tiny_adapter.TinyApiResource)
+    with dg.build_resources({"tiny_api": resources["tiny_api"]}) as built:
+        assert isinstance(built.tiny_api, tiny_adapter.TinyApiResource)
     for key in adapter_class("kroton").resource_keys | adapter_class("estacio").resource_keys:
         assert key in resources
     # its health asset and job, like the built-in partners'

@@ -30,11 +30,12 @@ def orders_url(tmp_path: Path) -> str:
 
 
 def tick(orders_url: str, cursor: str | None, instance: dg.DagsterInstance | None = None):  # type: ignore[no-untyped-def]
-    """One evaluation, with the app DB from the environment (`anubis_env`)."""
+    """One evaluation, with both databases from the environment (`anubis_env`)."""
+    assert OrdersSource().url == OrdersSource(orders_url).url  # the resources read the settings
     context = dg.build_sensor_context(
         cursor=cursor,
         instance=instance or dg.DagsterInstance.ephemeral(),
-        resources={"orders": OrdersSourceResource(url=orders_url), "app_db": AppDatabase()},
+        resources={"orders": OrdersSourceResource(), "app_db": AppDatabase()},
     )
     return paid_orders_sensor(context)
 

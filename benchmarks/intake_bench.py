@@ -508,14 +508,13 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
         timings, queries, reads, requests, read = [], [], [], 0, 0
         for _ in range(samples + 3):  # the first ticks warm the engine and caches
             context = dg.build_sensor_context(
-                resources={
-                    "orders": OrdersSourceResource(url=orders_url),
-                    "app_db": AppDatabase(url=app_url),
-                },
+                resources={"orders": OrdersSourceResource(), "app_db": AppDatabase()},
                 instance=instance,
             )
             started = time.perf_counter()
-            result = paid_orders_sensor(context)
+            with database_env_restored():  # the resources read their URLs from the settings
+                point_at(app_url, orders_url)
+                result = paid_orders_sensor(context)
             timings.append(time.perf_counter() - started)
             if isinstance(result, dg.SensorResult):
                 requests = len(result.run_requests or [])

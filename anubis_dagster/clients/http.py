@@ -22,6 +22,14 @@ What a failure proves decides what may happen next (DESIGN.md, "Unknown outcome"
 
 At most `quick_retries` attempts per call (tenacity); after that the last result is returned
 and the persisted retry schedule takes over.
+
+An answer is bounded (issue 22): its body is streamed and decompressed here, a chunk at a time,
+and cut at `max_body_bytes` after decompression (a gzip bomb never inflates past the cap), and
+the whole request has a deadline (`deadline_seconds`; every read waits at most what is left of
+it), so a slow drip cannot outlive the run's lease. An answer cut at the cap is unreadable
+(`MALFORMED` for a 2xx, the status decides otherwise), one past the deadline a `TIMEOUT`: both
+unknown outcomes for a write, as the delivery rules say; only its first `MAX_STORED_TEXT`
+characters are kept, and masked like every stored answer.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -53,6 +62,12 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
 MAX_QUOTA_WAIT_SECONDS = 300.0
 #: first pause between quick retries; doubles each time, at most 4 s
 QUICK_RETRY_BASE_SECONDS = 0.5
+#: an answer's largest body, after decompression (`ANUBIS_PARTNER_MAX_BODY_BYTES`)
+MAX_BODY_BYTES = 1_000_000
+#: a request's longest life, answer included (`ANUBIS_PARTNER_DEADLINE_SECONDS`)
+DEADLINE_SECONDS = 60.0
+#: the encodings we accept (and can decompress a bounded piece at a time)
+ACCEPT_ENCODING = "gzip, deflate"
 
 
 class HttpOutcome(StrEnum):
@@ -195,6 +210,8 @@ class ApiClient:
         max_quota_wait: float | None = None,
         transport: httpx.BaseTransport | None = None,
         credential_settings: tuple[str, ...] = (),
+        max_body_bytes: int = MAX_BODY_BYTES,
+        deadline_seconds: float = DEADLINE_SECONDS,
     ) -> None:
         self.name = name
         self.limiter = limiter
@@ -204,6 +221,8 @@ class ApiClient:
         self.quick_retries = quick_retries
         self.max_quota_wait = MAX_QUOTA_WAIT_SECONDS if max_quota_wait is None else max_quota_wait
         self.credential_settings = credential_settings
+        self.max_body_bytes = max_body_bytes
+        self.deadline_seconds = deadline_seconds
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), timeout=timeout, transport=transport
         )
@@ -311,7 +330,7 @@ class ApiClient:
             self.ctx.count("quota_wait_seconds", acquired.waited)
             self.ctx.count("quota_waits")
         try:
-            all_headers = dict(headers or {})
+            all_headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
             if use_auth and self._auth_headers is not None:
                 all_headers.update(self._auth_headers())
             if write and subscription is not None and self.ctx.before_write is not None:
@@ -327,13 +346,20 @@ class ApiClient:
         error: str | None = None
         answered_at: float | None = None
         try:
-            response = self._http.request(
+            request = self._http.build_request(
                 method, path, json=json_body, data=form, headers=all_headers
             )
+            deadline = time.monotonic() + self.deadline_seconds
+            _limit_reads(request, deadline)
+            response = self._http.send(request, stream=True)
+            try:
+                status = response.status_code
+                response_headers = response.headers
+                raw, cut = _read_bounded(response, request, self.max_body_bytes, deadline)
+            finally:
+                response.close()
             answered_at = time.monotonic()
-            status = response.status_code
-            response_headers = response.headers
-            body, outcome, error = _classify(response)
+            body, outcome, error = _classify(response, raw, cut)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # raised before a byte of the request is written: provably not sent
             outcome, error = HttpOutcome.CONNECTION_ERROR, type(exc).__name__
@@ -395,15 +421,108 @@ class ApiClient:
         )
 
 
-def _classify(response: httpx.Response) -> tuple[Any, HttpOutcome, str | None]:
-    """(parsed body, outcome, error) of a response that arrived."""
-    status = response.status_code
-    text = response.text
+class _Cut(StrEnum):
+    TOO_BIG = "too_big"
+    TOO_SLOW = "too_slow"
+    UNREADABLE = "unreadable"
+
+
+def _limit_reads(request: httpx.Request, deadline: float) -> None:
+    """Make the next read of `request` wait at most what is left until `deadline` (httpcore
+    reads the request's `timeout` extension before each read of the answer)."""
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        left = max(0.001, deadline - time.monotonic())
+        read = timeouts.get("read")
+        timeouts["read"] = left if read is None else min(read, left)
+
+
+class _Inflater:
+    """A bounded decompressor of gzip or deflate: each call returns at most `limit` bytes and
+    keeps the rest of its input for the next call."""
+
+    def __init__(self, encoding: str) -> None:
+        gzip = encoding in ("gzip", "x-gzip")
+        # deflate: zlib-wrapped as the RFC says, else raw deflate as some servers send it
+        self._raw_fallback = not gzip
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+
+    def __call__(self, data: bytes, limit: int) -> bytes:
+        try:
+            return self._obj.decompress(self._obj.unconsumed_tail + data, limit)
+        except zlib.error:
+            if not self._raw_fallback:
+                raise
+            self._raw_fallback = False
+            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._obj.decompress(data, limit)
+
+
+def _inflater(encoding: str) -> _Inflater | None:
+    """None for identity; ValueError for an encoding we did not ask for."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ValueError(f"unsupported content-encoding {encoding!r}")
+    return _Inflater(encoding)
+
+
+def _read_bounded(
+    response: httpx.Response, request: httpx.Request, limit: int, deadline: float
+) -> tuple[bytes, _Cut | None]:
+    """The answer's body, decompressed, at most `limit` bytes, read before `deadline`; and
+    why it was cut, if it was. Never holds more than `limit` + one chunk."""
     try:
+        return _read_decoded(response, request, limit, deadline)
+    except (ValueError, zlib.error):  # an encoding we cannot read: the body is unreadable
+        return b"", _Cut.UNREADABLE
+
+
+def _read_decoded(
+    response: httpx.Response, request: httpx.Request, limit: int, deadline: float
+) -> tuple[bytes, _Cut | None]:
+    decode = _inflater(response.headers.get("content-encoding", ""))
+    body = bytearray()
+    for chunk in response.iter_raw():  # each network read (≤ 64 KB) as it arrives
+        room = limit + 1 - len(body)
+        body += decode(chunk, room) if decode is not None else chunk[:room]
+        if len(body) > limit:
+            return bytes(body[:limit]), _Cut.TOO_BIG
+        if time.monotonic() >= deadline:
+            return bytes(body), _Cut.TOO_SLOW
+        _limit_reads(request, deadline)
+    if decode is not None:
+        while len(body) <= limit:  # what the decompressor still holds
+            more = decode(b"", limit + 1 - len(body))
+            if not more:
+                break
+            body += more
+        if len(body) > limit:
+            return bytes(body[:limit]), _Cut.TOO_BIG
+    return bytes(body), None
+
+
+def _classify(
+    response: httpx.Response, raw: bytes, cut: _Cut | None = None
+) -> tuple[Any, HttpOutcome, str | None]:
+    """(parsed body, outcome, error) of a response that arrived (`raw`: its body, decoded,
+    possibly `cut`)."""
+    status = response.status_code
+    text = raw.decode(response.charset_encoding or "utf-8", errors="replace")
+    if cut is _Cut.TOO_SLOW:
+        return text[:MAX_STORED_TEXT], HttpOutcome.TIMEOUT, "answer not complete by the deadline"
+    try:
+        if cut is not None:
+            raise ValueError("cut")
         body: Any = json.loads(text) if text.strip() else None
         parsed = True
     except ValueError:
         body, parsed = text[:MAX_STORED_TEXT], False
+    if cut is _Cut.TOO_BIG and 200 <= status < 300:
+        return body, HttpOutcome.MALFORMED, f"answer over {len(raw)} bytes, cut"
+    if cut is _Cut.UNREADABLE and 200 <= status < 300:
+        return body, HttpOutcome.MALFORMED, "answer in an encoding we cannot read"
     if status == 429:
         return body, HttpOutcome.RATE_LIMITED, "partner quota exceeded"
     if status == 401 or status == 403:

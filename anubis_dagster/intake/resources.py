@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field
 
 from anubis_dagster.intake.orders_source import OrdersSource
 
 
 class OrdersSourceResource(dg.ConfigurableResource):
-    """Where paid orders are read from. Empty fields = `ANUBIS_ORDERS_DATABASE_URL` /
-    `ANUBIS_ORDERS_TABLE` at run time, else the embedded SQLite orders DB."""
-
-    url: str | None = Field(default=None, description="SQLAlchemy URL; empty = from the env")
-    table: str | None = Field(default=None, description="table or view name; default orders")
+    """Where paid orders are read from: `ANUBIS_ORDERS_DATABASE_URL` and `ANUBIS_ORDERS_TABLE`
+    from the validated settings, else the embedded SQLite orders DB. No config fields: a run
+    config cannot make intake read another database or table (refused at launch)."""
 
     def get(self) -> OrdersSource:
-        return OrdersSource(self.url, self.table)
+        return OrdersSource()

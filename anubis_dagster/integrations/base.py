@@ -32,6 +32,7 @@ from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.integrations.partner_api import (
     PartnerApiResource,
     PartnerClients,
+    locked_resource,
 )
 
 
@@ -173,10 +174,15 @@ class IESAdapter:
 
     # --- Dagster wiring ---------------------------------------------------------------------
     @classmethod
-    def resources(cls) -> dict[str, dg.ConfigurableResource]:
-        """The Dagster resources of `apis`: credentials as `dg.EnvVar`s, tunables from the
-        settings validated at load."""
+    def resources(cls) -> dict[str, PartnerApiResource]:
+        """The APIs of `apis` as the settings validated at load configure them."""
         return {key: api.from_settings() for key, api in cls.apis.items()}
+
+    @classmethod
+    def resource_definitions(cls) -> dict[str, dg.ResourceDefinition]:
+        """The Dagster resources of `apis`: no config fields (a run config cannot redirect,
+        re-credential or unthrottle them), built from the settings when a run starts."""
+        return {key: locked_resource(api) for key, api in cls.apis.items()}
 
     @classmethod
     def health_probes(cls) -> Sequence[Probe]:

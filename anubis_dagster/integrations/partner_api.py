@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import dagster as dg
 import httpx
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from anubis_dagster.clients.errors import PartnerUnreachable
 from anubis_dagster.clients.http import ApiClient, AttemptSubject, CallContext, HttpResult
@@ -71,21 +71,30 @@ class TokenGrant:
 
 
 def credential(variables: Variables, meaning: str = "") -> Any:
-    """A field read from the environment variable(s) `variables` (the first one set), unset
-    = None. A secret among them stays a `dg.EnvVar`: shown by name, never by value."""
+    """A field read from the setting(s) `variables` (the first one set), unset = None. Left
+    out of `repr`: a credential's value is never shown."""
     names = _names(variables)
     shown = " or ".join(names) + (f" ({meaning})" if meaning else "")
-    return Field(default=None, description=shown, json_schema_extra={"env": list(names)})
+    return Field(
+        default=None, description=shown, repr=False, json_schema_extra={"env": list(names)}
+    )
 
 
-class PartnerApiResource(dg.ConfigurableResource):
+class PartnerApiResource(BaseModel):
     """A partner API: its URL, credentials, quota and read timeout. Subclasses declare their
     `credential` fields (`base_url` included), the class variables below and, when the API
     needs them, `headers` and `token_grant`.
 
+    Not a configurable Dagster resource: Dagster gets `locked_resource(cls)`, a resource with
+    no config fields that builds the API from the validated settings when the run starts, so a
+    run config (Launchpad, GraphQL, `dagster job execute`) cannot point it at another host,
+    swap its credentials or lift its quota (refused at launch as an unexpected config entry).
+
     Every integration's resources are built for every run of the shared delivery ops, so an
     unset variable is not an error here (an Estácio run must not need Kroton's secrets):
     `missing_settings()` names what is unset, and a run of this partner refuses to start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str | None = Field(default=None, description="base URL")
     rate_limit: str = Field(description="quota, REQUESTS/SECONDS")
@@ -123,15 +132,14 @@ class PartnerApiResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
-        """Set credentials as `dg.EnvVar`s (an unset one stays None), tunables from the
-        settings validated at load."""
+        """Credentials (an unset one stays None) and tunables from the validated settings."""
         settings = settings or get_settings()
         values: dict[str, Any] = {
             name: getattr(settings, f"{cls.settings_prefix}_{name}") for name in cls.tunables
         }
         for name, variables in cls.env().items():
             found = next((v for v in variables if settings.is_set(v)), None)
-            values[name] = dg.EnvVar(found) if found else None
+            values[name] = _plain(getattr(settings, found.lower())) if found else None
         return cls(**values)
 
     @classmethod
@@ -176,6 +184,7 @@ class PartnerApiResource(dg.ConfigurableResource):
         if missing or not self.base_url:
             raise AdapterNotConfigured(f"{self.client_name}: set {', '.join(missing)}")
         quota = Quota.parse(self.rate_limit, name=self.rate_limit_variable())
+        settings = get_settings()
         grant = self.token_grant()
         tokens = _Tokens(self, grant, call) if grant is not None else None
         client = ApiClient(
@@ -188,6 +197,8 @@ class PartnerApiResource(dg.ConfigurableResource):
             on_unauthorized=tokens.drop if tokens else None,
             transport=transport,
             credential_settings=self.credential_settings(),
+            max_body_bytes=settings.anubis_partner_max_body_bytes,
+            deadline_seconds=settings.anubis_partner_deadline_seconds,
         )
         if tokens is not None:
             tokens.client = client
@@ -319,6 +330,36 @@ class PartnerClients:
 
 def _names(variables: Variables) -> tuple[str, ...]:
     return (variables,) if isinstance(variables, str) else variables
+
+
+def _plain(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+#: what a run config trying to configure a locked resource is told (Dagster prefixes it with
+#: the unexpected entry and its path)
+LOCKED_DESCRIPTION = (
+    "{title}: URL, credentials, quota and timeout come from the settings ({variables}), "
+    "never from run config"
+)
+
+
+def locked_resource(api: type[PartnerApiResource]) -> dg.ResourceDefinition:
+    """The Dagster resource of `api`: an empty config schema (Dagster refuses any entry under
+    `resources.<key>.config` when the run is launched, before a run exists), its value built
+    from the validated settings when the run starts."""
+
+    def build(_context: dg.InitResourceContext) -> PartnerApiResource:
+        return api.from_settings()
+
+    variables = ", ".join(dict.fromkeys(v for vs in api.env().values() for v in vs))
+    return dg.ResourceDefinition(
+        resource_fn=build,
+        config_schema={},
+        description=LOCKED_DESCRIPTION.format(title=api.client_name, variables=variables),
+    )
 
 
 def send_registration(

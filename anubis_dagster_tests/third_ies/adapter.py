@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-import dagster as dg
-
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.states import Status
@@ -42,7 +40,7 @@ class TinyApiResource(PartnerApiResource):
     def from_settings(cls, settings: Settings | None = None) -> TinyApiResource:
         # test-only partner: its variables are not in the product's settings model
         return cls(
-            base_url=dg.EnvVar("TINY_IES_URL"),
+            base_url=os.environ.get("TINY_IES_URL"),
             rate_limit=os.environ.get("TINY_IES_RATE_LIMIT", "1000/1"),
             timeout_seconds=float(os.environ.get("TINY_IES_TIMEOUT_SECONDS", "2")),
         )
