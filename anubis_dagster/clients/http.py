@@ -477,6 +477,9 @@ def _read_bounded(
         return _read_decoded(response, request, limit, deadline)
     except (ValueError, zlib.error):  # an encoding we cannot read: the body is unreadable
         return b"", _Cut.UNREADABLE
+    except httpx.StreamConsumed:  # a response built in memory (a test transport): no stream
+        content = response.content
+        return (content[:limit], _Cut.TOO_BIG) if len(content) > limit else (content, None)
 
 
 def _read_decoded(

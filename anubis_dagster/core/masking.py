@@ -28,15 +28,26 @@ from urllib.parse import unquote
 from anubis_dagster.core.redaction import REDACTED, is_secret_key, redact, redact_data
 
 # --- patterns -------------------------------------------------------------------------------
-_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+# e-mails are found by a linear scan around each "@" (`_mask_emails`), not by a regex: the
+# pattern `[…]+@[…]+\.[A-Za-z]{2,}` backtracks over every start position (16k chars: 1.6 s)
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_EMAIL_DOMAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # CPF with dots, dashes, spaces or nothing between its groups: 529.982.247-25, 529 982 247 25
 _CPF_RE = re.compile(
     r"(?<![\d.])(\d{3})([.\s-]?)(\d{3})([.\s-]?)(\d{3})([.\s/-]?)(\d{2})(?!\d|\.\d)"
 )
 # Brazilian phones: optional +55, optional (DDD), 8 or 9 digit number with optional separators.
 _PHONE_RE = re.compile(
-    r"(?<![\d.])(?:\+?55[\s.-]?)?(?:\(\d{2}\)|\d{2})[\s.-]?(?:9[\s.-]?)?\d{4}[\s.-]?\d{4}"
-    r"(?!\d|\.\d)"
+    r"(?<![\d.])(?:\+?55[\s.-]?)?(?:\((?:0(?:xx)?)?\d{2}\)|(?:0(?:xx)?[\s.-]?)?\d{2})[\s.-]?"
+    r"(?:9[\s.-]?)?\d{4}[\s.-]?\d{4}(?!\d|\.\d)"
+    # a number without its DDD, written as phones are: 3456-7890, 97540-5666, 9 7540-5666
+    r"|(?<![\d.\-/])(?:9[\s.]?)?[2-9]\d{3}-\d{4}(?![\d\-/]|\.\d)"
+)
+# a phone after its label, even as bare digits: "tel 34567890", "celular: 975405666"
+_PHONE_LABELLED_RE = re.compile(
+    r"(?<![?&])\b((?i:tel|telefone|fone|celular|cel|whatsapp|contato|phone))\.?([ \t]*[:=]?[ \t]*)"
+    r"(\+?[\d(][\d()\s.-]{6,18}\d)"
 )
 _CEP_LABELLED_RE = re.compile(r"\b(CEP)(\s*:?\s*)\d{5}-?\d{3}(?!\d)", re.IGNORECASE)
 
@@ -46,7 +57,7 @@ _NAME_BODY = rf"{_NAME_WORD}(?:[ \t]+(?:{_NAME_LINK}[ \t]+)?{_NAME_WORD}){{0,6}}
 # a capitalised name after a word that announces a person
 _NAME_AFTER_RE = re.compile(
     r"\b((?i:candidat[ao](?:\(a\))?|alun[ao](?:\(a\))?|estudante|student|"
-    r"sra?\.|srta\.|senhora?|dona))([ \t]*:?[ \t]+)"
+    r"sra?\.|srta\.|senhora?|dona))([ \t]*:?[ \t]+[\"'“‘]?|[ \t]*:?[ \t]*[\"'“‘])"
     rf"({_NAME_BODY})"
 )
 # after "Nome:" / "Name:" the name may be in any case
@@ -64,6 +75,30 @@ _ADDRESS_RE = re.compile(
     r"(?:[ \t]*[-,]?[ \t]*(?i:apto|apt|ap|bloco|bl|casa|sala|cj|conj|andar)\.?[ \t]*\w+)?"
 )
 
+# "key": "value" / 'key': 'value' / key="value" in text (JSON, a dict's repr, kwargs): the
+# value is masked by what its key says (see `_mask_keyed_text`); bounded, so linear
+_KEYED_TEXT_RE = re.compile(
+    r"(?<![A-Za-z0-9_])([\"']?)([A-Za-z_][A-Za-z0-9_\-]{0,40})\1([ \t]*[:=][ \t]*)"
+    r"(?:\"([^\"\\\n]{0,300})\"|'([^'\\\n]{0,300})')"
+)
+# a {campo, valor} pair written out (OneTrust's and the forms' errors): the value is personal
+_PAIR_TEXT_RE = re.compile(
+    r"([\"']?(?i:campo|atributo|attribute|field)[\"']?[ \t]*[:=][ \t]*[\"']([^\"'\n]{0,60})[\"']"
+    r"[ \t]*[,;][ \t]*[\"']?(?i:valor|value)[\"']?[ \t]*[:=][ \t]*)"
+    r"(?:\"([^\"\\\n]{0,300})\"|'([^'\\\n]{0,300})'|([^\s,;}\]]{1,300}))"
+)
+# a birth date after its label, in any of the usual formats
+_BIRTH_RE = re.compile(
+    r"\b((?i:data[ \t]+de[ \t]+nascimento|nascimento|nascid[ao][ \t]+em|dt\.?[ \t]*nasc\.?|"
+    r"nasc\.|date[ \t]+of[ \t]+birth|birth[ \t_-]?date|birthday|dob))"
+    r"([ \t]*[:=]?[ \t]*)(\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4})"
+)
+# an RG (identity card) after its label: "RG 12.345.678-9", "RG nº MG-12.345.678"
+_RG_RE = re.compile(
+    r"\b((?i:rg|r\.g\.|identidade))([ \t]*(?:n[º°o]\.?)?[ \t]*[:=]?[ \t]*)"
+    r"((?:[A-Za-z]{2}[ \t-]?)?\d[\d.\-/ ]{3,14}[\dXx])"
+)
+
 # Spans left intact: URLs (masked by their own rules), UUIDs, timestamps, labelled ids.
 _PROTECTED_RE = re.compile(
     r"(?P<url>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>|\"'`]+)"
@@ -75,13 +110,33 @@ _PROTECTED_RE = re.compile(
     r"(?![.\s-]?\d))"
 )
 
-# Keys whose values are personal data, in the platform's and the partners' vocabularies.
+# Keys whose values are personal data, in the platform's and the partners' vocabularies,
+# compared without case, "_" or "-" (`_key`: `data_nascimento` = `dataNascimento`).
 _CPF_KEYS = {"cpf", "cpfcandidato", "documento"}
 _EMAIL_KEYS = {"email", "enderecoemail"}
-_PHONE_KEYS = {"phone", "phone_number", "celular", "numtelefonecelular", "telefone"}
-_NAME_KEYS = {"full_name", "name", "nome", "nomecandidato", "user_name", "nome_completo"}
+_PHONE_KEYS = {"phone", "phone_number", "celular", "numtelefonecelular", "telefone", "fone"}
+_NAME_KEYS = {
+    "full_name",
+    "name",
+    "nome",
+    "nomecandidato",
+    "user_name",
+    "nome_completo",
+    "nomesocial",
+    "sobrenome",
+    "first_name",
+    "last_name",
+    "nomemae",
+    "nomepai",
+}
 _REDACT_KEYS = {
     "rg",
+    "numrg",
+    "identidade",
+    "data_nascimento",
+    "dtnascimento",
+    "nascimento",
+    "birthdate",
     "address",
     "address_number",
     "neighborhood",
@@ -97,6 +152,23 @@ _REDACT_KEYS = {
     "datanascimento",
     "birthday",
 }
+
+
+def _key(key: str) -> str:
+    """A key as the sets below hold it: lower case, without "_", "-" or spaces."""
+    return _KEY_NOISE_RE.sub("", key.lower())
+
+
+_KEY_NOISE_RE = re.compile(r"[_\-\s]")
+_CPF_KEYS = {_key(k) for k in _CPF_KEYS}
+_EMAIL_KEYS = {_key(k) for k in _EMAIL_KEYS}
+_PHONE_KEYS = {_key(k) for k in _PHONE_KEYS}
+_NAME_KEYS = {_key(k) for k in _NAME_KEYS}
+_REDACT_KEYS = {_key(k) for k in _REDACT_KEYS}
+_PERSONAL_KEYS = _CPF_KEYS | _EMAIL_KEYS | _PHONE_KEYS | _NAME_KEYS | _REDACT_KEYS
+#: the keys of a {campo, valor} pair
+_PAIR_NAME_KEYS = ("atributo", "campo", "field", "attribute")
+_PAIR_VALUE_KEYS = ("valor", "value")
 
 
 def _digits(value: str) -> str:
@@ -152,6 +224,45 @@ def mask_name(name: str | None) -> str:
     return " ".join(f"{part[0]}." for part in str(name).split() if part)
 
 
+def _domain_end(text: str, start: int, stop: int) -> int:
+    """End of the e-mail domain in `text[start:stop]` (a run of domain characters), as the
+    greedy pattern `[A-Za-z0-9.-]+\.[A-Za-z]{2,}` would end it; `start` if there is none."""
+    dot = text.rfind(".", start + 2, stop)  # at least one character before the dot
+    while dot != -1:
+        end = dot + 1
+        while end < stop and text[end] in _ASCII_LETTERS:
+            end += 1
+        if end - dot - 1 >= 2:
+            return end
+        dot = text.rfind(".", start + 2, dot)
+    return start
+
+
+def _mask_emails(text: str) -> str:
+    """Every e-mail address of `text` masked, in one pass: each character is looked at a
+    bounded number of times (the local part stops at the previous "@" or match, the domain at
+    the next "@")."""
+    out: list[str] = []
+    position = 0
+    at = text.find("@")
+    size = len(text)
+    while at != -1:
+        start = at
+        while start > position and text[start - 1] in _EMAIL_LOCAL:
+            start -= 1
+        stop = at + 1
+        while stop < size and text[stop] in _EMAIL_DOMAIN:
+            stop += 1
+        end = _domain_end(text, at, stop) if start < at else at
+        if end > at:
+            out.append(text[position:start])
+            out.append(mask_email(text[start:end]))
+            position = end
+        at = text.find("@", max(at + 1, position))
+    out.append(text[position:])
+    return "".join(out)
+
+
 def _cpf_match(match: re.Match[str]) -> str:
     separators = {match.group(2), match.group(4), match.group(6)}
     groups = (match.group(1), match.group(3), match.group(5), match.group(7))
@@ -183,7 +294,7 @@ def _mask_plain(text: str) -> str:
     if any(hint in lowered for hint in _ADDRESS_HINTS):
         text = _ADDRESS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     if "@" in text:
-        text = _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+        text = _mask_emails(text)
     if _HAS_DIGIT_RE.search(text) is None:
         return text
     text = _CPF_RE.sub(_cpf_match, text)
@@ -201,11 +312,11 @@ _PERSONAL_PARAM_MASKS: dict[str, Callable[[str], str]] = {
 
 def _mask_url_piece(piece: str, previous: str) -> str:
     decoded = unquote(piece)
-    if previous.lower() in _CPF_KEYS or (
+    if _key(previous) in _CPF_KEYS or (
         _CPF_RE.fullmatch(decoded) is not None and is_valid_cpf(decoded)
     ):
         return mask_cpf(decoded)
-    return _EMAIL_RE.sub(lambda m: mask_email(m.group(0)), piece)
+    return _mask_emails(piece)
 
 
 def _mask_url(url: str) -> str:
@@ -220,15 +331,19 @@ def _mask_url(url: str) -> str:
     params = []
     for param in query.split("&") if question else []:
         key, equals, value = param.partition("=")
-        normalized = unquote(key).lower()
-        if is_secret_key(normalized) and value:
+        normalized = _key(unquote(key))
+        if is_secret_key(unquote(key).lower()) and value:
             value = REDACTED
         elif normalized in _PERSONAL_PARAM_MASKS and value:
             value = _PERSONAL_PARAM_MASKS[normalized](unquote(value))
         elif normalized in _REDACT_KEYS and value:
             value = "***"
-        else:
-            value = _mask_url_piece(value, "")
+        elif value and not normalized.endswith("id"):
+            # a value the key does not explain: a phone, a birth date… (ids stay as they are)
+            piece = _mask_url_piece(value, "")
+            decoded = unquote(piece.replace("+", " "))
+            masked = _mask_plain(_mask_labelled(decoded))
+            value = piece if masked == decoded else masked
         params.append(f"{key}{equals}{value}")
     return masked_path + question + "&".join(params) + hash_mark + fragment
 
@@ -238,7 +353,65 @@ def _labels_a_cpf(labelled: str) -> bool:
     return len(digits) == 11 and is_valid_cpf(digits)
 
 
+def _keyed_value(match: re.Match[str]) -> str:
+    key = match.group(2)
+    value = match.group(4) if match.group(4) is not None else match.group(5)
+    normalized = _key(key)
+    if normalized not in _PERSONAL_KEYS and not is_secret_key(key.lower()):
+        return match.group(0)
+    masked = mask_value(key, value)
+    quote = '"' if match.group(4) is not None else "'"
+    return f"{match.group(1)}{key}{match.group(1)}{match.group(3)}{quote}{masked}{quote}"
+
+
+def _pair_value(match: re.Match[str]) -> str:
+    values = [v for v in match.group(3, 4, 5) if v is not None]
+    value = values[0] if values else ""
+    hidden = mask_value(match.group(2), value)
+    masked = "***" if hidden == value and value else hidden
+    if match.group(3) is not None:
+        return f'{match.group(1)}"{masked}"'
+    if match.group(4) is not None:
+        return f"{match.group(1)}'{masked}'"
+    return f"{match.group(1)}{masked}"
+
+
+_LABEL_HINTS: tuple[str, ...] = (
+    "nasc",
+    "birth",
+    "dob",
+    "rg",
+    "r.g.",
+    "identidade",
+    "tel",
+    "fone",
+    "cel",
+    "whatsapp",
+)
+_LABEL_HINTS += ("contato", "phone")  # fmt: skip
+
+
+def _mask_labelled(text: str) -> str:
+    """Personal data its label or key names, before protected spans are set aside (a birth
+    date can look like a timestamp, a phone like an id): quoted `key: value` pairs of JSON or
+    dict text, {campo, valor} pairs, birth dates, RGs and labelled phones."""
+    if '"' in text or "'" in text:
+        lowered = text.lower()
+        if any(k in lowered for k in ("campo", "atributo", "attribute", "field")):
+            text = _PAIR_TEXT_RE.sub(_pair_value, text)
+        text = _KEYED_TEXT_RE.sub(_keyed_value, text)
+    if _HAS_DIGIT_RE.search(text) is None:
+        return text
+    lowered = text.lower()
+    if not any(hint in lowered for hint in _LABEL_HINTS):
+        return text
+    text = _BIRTH_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}**/**/****", text)
+    text = _RG_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return _PHONE_LABELLED_RE.sub(lambda m: m.group(1) + m.group(2) + mask_phone(m.group(3)), text)
+
+
 def _mask_pii_text(text: str) -> str:
+    text = _mask_labelled(text)
     if "://" not in text and _HAS_DIGIT_RE.search(text) is None:
         return _mask_plain(text)  # no URL, id, run id or timestamp to protect
     out: list[str] = []
@@ -266,11 +439,11 @@ def mask_text(text: str) -> str:
 
 def mask_value(key: str, value: Any) -> Any:
     """Mask one value according to the key it is stored under."""
-    normalized = key.lower()
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, str | bytes) and is_secret_key(normalized):
+    if isinstance(value, str | bytes) and is_secret_key(key.lower()):
         return REDACTED
+    normalized = _key(key)
     if normalized in _CPF_KEYS:
         return mask_cpf(str(value))
     if normalized in _EMAIL_KEYS:
@@ -286,12 +459,16 @@ def mask_value(key: str, value: Any) -> Any:
 
 def _mask_structure(data: Any) -> Any:
     if isinstance(data, Mapping):
-        if "atributo" in data and "valor" in data:
-            # OneTrust-style {atributo, valor} pairs: the value is about the person whatever
-            # the attribute; one we cannot recognise is hidden whole
-            value = data["valor"]
-            hidden = mask_value(str(data["atributo"]), value)
-            return {**data, "valor": "***" if hidden == value and value is not None else hidden}
+        name_key = next((k for k in _PAIR_NAME_KEYS if k in data), None)
+        value_key = next((k for k in _PAIR_VALUE_KEYS if k in data), None)
+        if name_key is not None and value_key is not None:
+            # {atributo|campo, valor} pairs (OneTrust, form errors): the value is about the
+            # person whatever the attribute; one we cannot recognise is hidden whole
+            value = data[value_key]
+            hidden = mask_value(str(data[name_key]), value)
+            masked = "***" if hidden == value and value is not None else hidden
+            rest = {k: v for k, v in data.items() if k != value_key}
+            return {**_mask_structure(rest), value_key: masked}
         return {k: mask_value(str(k), v) for k, v in data.items()}
     if isinstance(data, list | tuple):
         return [_mask_structure(item) for item in data]
