@@ -16,6 +16,7 @@ exceptions only: an interrupt passes through and the run ends CANCELED, and a `F
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -36,6 +37,11 @@ OP_RETRY_POLICY = dg.RetryPolicy(
 OpFunction = TypeVar("OpFunction", bound=Callable[..., Any])
 
 
+#: set on an op's function by `retry_unexpected_errors` and `scrub_errors`: its exceptions are
+#: masked before Dagster stores them (a test walks every op of the definitions for it)
+SCRUBBED = "__anubis_scrubbed__"
+
+
 def retry_unexpected_errors(op_function: OpFunction) -> OpFunction:
     """Decorate an op's function (whose first parameter is its context), under `@dg.op`."""
 
@@ -44,7 +50,44 @@ def retry_unexpected_errors(op_function: OpFunction) -> OpFunction:
         with retried_on_unexpected_errors(context):
             return op_function(context, *args, **kwargs)
 
+    setattr(wrapper, SCRUBBED, True)
     return wrapper  # type: ignore[return-value]
+
+
+def scrub_errors(op_function: OpFunction) -> OpFunction:
+    """Decorate an op's or asset's function, under `@dg.op`/`@dg.asset`, for ops that must not
+    be retried blindly (an alert, a report): an exception fails the step as before, with its
+    text and its causes' masked first (a driver's DETAIL or a partner's message may quote a
+    CPF or a name; the failure and its alert carry that text)."""
+
+    if inspect.isgeneratorfunction(op_function):  # an asset yielding results and checks
+
+        @functools.wraps(op_function)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            with _scrubbed():
+                yield from op_function(*args, **kwargs)
+
+        setattr(generator, SCRUBBED, True)
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(op_function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with _scrubbed():
+            return op_function(*args, **kwargs)
+
+    setattr(wrapper, SCRUBBED, True)
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _scrubbed() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        scrubbed = scrub_exception(exc)
+        if scrubbed is exc:
+            raise
+        raise scrubbed from None
 
 
 @contextmanager

@@ -276,6 +276,12 @@ class Settings(BaseModel):
     anubis_partner_deadline_seconds: float = _seconds(
         60.0, "longest life of one partner request, answer included", group="delivery"
     )
+    anubis_names_csv: str | None = _field(
+        None,
+        "the IBGE names CSV the `import_names_job` may read (besides the bundled one)",
+        group="storage",
+        shown_default="the bundled file",
+    )
 
     # --- validators ---------------------------------------------------------------------------
     @field_validator("anubis_database_url", "anubis_orders_database_url")

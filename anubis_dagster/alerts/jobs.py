@@ -16,6 +16,7 @@ from pydantic import Field
 from anubis_dagster.alerts.digest import Digest, app_db_numbers
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import ACTION_TAG, INTEGRATION_TAG, run_tags
 from anubis_dagster.settings import get_settings
@@ -56,6 +57,7 @@ def run_numbers(
     description="Counts the integration's runs, registrations, retries and dead letters of "
     "the window and posts them as one message.",
 )
+@scrub_errors
 def send_daily_digest(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     config = DigestConfig.model_validate(context.op_config)
     key = context.partition_key

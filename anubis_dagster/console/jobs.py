@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from anubis_dagster.alerts.webhook import run_url
 from anubis_dagster.console.student import find_student, parse_key, render_markdown
 from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import run_tags
 
@@ -30,6 +31,7 @@ class StudentLookupConfig(dg.Config):
     config_schema=checked_schema(StudentLookupConfig),
     description="Every subscription of a student, with its attempts, as markdown metadata.",
 )
+@scrub_errors
 def find_student_op(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     config = StudentLookupConfig.model_validate(context.op_config)
     key = parse_key(config.key)

@@ -44,7 +44,7 @@ from anubis_dagster.integrations.base import (
 )
 from anubis_dagster.integrations.partner_api import AdapterNotConfigured, PartnerClients
 from anubis_dagster.launchpad import checked_schema
-from anubis_dagster.policies import retry_unexpected_errors
+from anubis_dagster.policies import retry_unexpected_errors, scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run, run_tags
 
@@ -355,6 +355,7 @@ def build_delivery_jobs(
         description="Reads the Launchpad settings; applies requeue and retry-now first (a dry "
         "run only reports what they would do).",
     )
+    @scrub_errors
     def delivery_request(context: dg.OpExecutionContext, app_db: AppDatabase) -> DeliveryRequest:
         config = DeliveryConfig.model_validate(context.op_config)
         flow = context.run.tags.get("anubis/flow", "deliver")

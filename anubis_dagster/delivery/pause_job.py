@@ -15,6 +15,7 @@ from pydantic import Field
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.delivery.pause import MAX_REASON_LENGTH, pause_alert, set_paused
 from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run, run_tags
 
@@ -37,6 +38,7 @@ def build_pause_job(integration_keys: Iterable[str]) -> dg.JobDefinition:
         config_schema=checked_schema(PauseConfig),
         description="Pauses or resumes the partition's integration; alerts once per change.",
     )
+    @scrub_errors
     def set_pause(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
         config = PauseConfig.model_validate(context.op_config)
         retag_run(context, action="pause" if config.paused else "resume")

@@ -30,6 +30,7 @@ from anubis_dagster.health.alerting import CheckOutcome
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
+from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run
 
@@ -89,6 +90,7 @@ def _platform_asset() -> dg.AssetsDefinition:
             for name, description in platform.DESCRIPTIONS.items()
         ],
     )
+    @scrub_errors
     def platform_health(
         context: dg.AssetExecutionContext, app_db: AppDatabase
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
@@ -131,6 +133,7 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         check_specs=specs,
         required_resource_keys={"app_db", *adapter.resource_keys},
     )
+    @scrub_errors
     def integration_health(
         context: dg.AssetExecutionContext,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
@@ -182,6 +185,7 @@ def _metrics_asset(key: str) -> dg.AssetsDefinition:
         "registration and conversion registered → enrolled by modality and campus. Anomalous "
         "volume and excessive retries alert at most once a day.",
     )
+    @scrub_errors
     def integration_metrics(
         context: dg.AssetExecutionContext, app_db: AppDatabase
     ) -> dg.MaterializeResult:

@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from anubis_dagster.db.models import CatalogCacheEntry
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.maintenance import pii
+from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import run_tags
 from anubis_dagster.settings import get_settings
@@ -33,6 +34,7 @@ class RetentionConfig(dg.Config):
 
 
 @dg.op(config_schema=checked_schema(RetentionConfig))
+@scrub_errors
 def delete_old_runs(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     config = RetentionConfig.model_validate(context.op_config)
     cutoff = datetime.now(UTC) - timedelta(days=config.run_retention_days)
@@ -64,6 +66,7 @@ class PiiRetentionConfig(dg.Config):
 
 
 @dg.op(config_schema=checked_schema(PiiRetentionConfig))
+@scrub_errors
 def anonymize_personal_data(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     """Drops the app DB's personal data past its retention; the count lands in the run metadata
     so an auditor can see what each run removed."""
