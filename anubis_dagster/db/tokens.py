@@ -1,8 +1,9 @@
 """Access tokens cached in `integration_tokens`, shared by every process.
 
 A token is reused until `margin` seconds before it expires; a 401 drops it (`invalidate`) and
-the next call fetches a new one. Two processes that miss at once both fetch: harmless, each
-token is valid, and the later one is kept.
+the next call fetches a new one. Every token this process fetches or reads is registered for
+redaction by value (issue 22), after it is stored. Two processes that miss at once both
+fetch: harmless, each token is valid, and the later one is kept.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 
+from anubis_dagster.core.redaction import register_secrets
 from anubis_dagster.db.models import IntegrationToken
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.db.upsert import upsert
@@ -46,6 +48,7 @@ class TokenStore:
                 )
             ).one_or_none()
             if row is not None and row.valid_until > now:
+                self._redacted(row.value)
                 return row.value
         token, lifetime = self._fetch()
         # keep a margin, but never more than half the lifetime (short-lived tokens stay usable)
@@ -66,7 +69,13 @@ class TokenStore:
                 },
                 key=("integration_id", "key"),
             )
+        self._redacted(token)  # after the write: the cache must hold the real value
         return token
+
+    def _redacted(self, token: str) -> None:
+        """Redact `token` by value from now on in this process (logs, event rows, errors that
+        quote it), like a configured secret; it replaces this store's previous token."""
+        register_secrets([token], source=f"token:{self.integration_id}:{self.key}")
 
     def invalidate(self, token: str | None = None) -> None:
         """Drop the cached token (only if it is still `token`, when given)."""
