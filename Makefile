@@ -54,6 +54,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy anubis_dagster sandboxes/anubis_sandboxes
 	$(BIN)/lint-imports
+	$(BIN)/bandit -c pyproject.toml -r anubis_dagster -q
 
 ui: install
 	@scripts/sandboxes.sh start

@@ -377,12 +377,12 @@ def _copy_subscriptions(
     _copy(session, table, rows, into=STAGING_TABLE, rendered=rendered)
     ids = session.scalars(
         text(
-            f"INSERT INTO subscriptions ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
+            f"INSERT INTO subscriptions ({columns}) SELECT {columns} FROM {STAGING_TABLE} "  # nosec B608: constant names (staging table, columns of the model)
             f"ORDER BY id ON CONFLICT ON CONSTRAINT {ORDER_CONSTRAINT} DO NOTHING RETURNING id"
         )
     )
     inserted = set(ids)
-    session.execute(text(f"DELETE FROM {STAGING_TABLE}"))  # the next batch of this transaction
+    session.execute(text(f"DELETE FROM {STAGING_TABLE}"))  # the next batch of this transaction  # nosec B608: constant names (staging table, columns of the model)
     return inserted
 
 
@@ -463,7 +463,7 @@ def _insert_many(
     names = list(rows[0])
     convert = _converters(table, names, rendered, session.get_bind().dialect)
     statement = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # nosec B608: the model's table and column names; values are bound (?)
     )
     driver = session.connection().connection.driver_connection
     assert driver is not None
@@ -489,10 +489,9 @@ def _rows_written_before(
         return None
     ids = [row["id"] for row in rows]
     marks = ", ".join("?" * len(ids))
+    count = f"SELECT count(*) FROM {table.name} WHERE id IN ({marks})"  # nosec B608: the model's table name; ids are bound (?)
     try:
-        written = driver.execute(
-            f"SELECT count(*) FROM {table.name} WHERE id IN ({marks})", ids
-        ).fetchone()[0]
+        written = driver.execute(count, ids).fetchone()[0]
     except sqlite3.Error:
         return None
     return RefusedRow(table.name, int(written))

@@ -12,7 +12,7 @@ from typing import ClassVar
 from anubis_dagster.integrations.partner_api import PartnerApiResource, TokenGrant, credential
 
 #: the OAuth2 token of the inscription API, in `integration_tokens`
-OAUTH_TOKEN_KEY = "oauth2"
+OAUTH_TOKEN_KEY = "oauth2"  # nosec B105: the token's key in integration_tokens, not a password
 #: assumption: the Captação API's e-mail/password login (seed 001 gives the variables and the
 #: body `{email, password}`, not the path or the answer); it answers `{token, expiresIn}`
 CAPTACAO_LOGIN_PATH = "/auth/login"
@@ -35,7 +35,7 @@ class KrotonApiResource(PartnerApiResource):
             key=OAUTH_TOKEN_KEY,
             operation="oauth_token",
             path="/oauth2/token",
-            token_field="access_token",
+            token_field="access_token",  # nosec B106: the answer's field name, not a password
             lifetime_field="expires_in",
             form={
                 "grant_type": "client_credentials",
@@ -71,7 +71,7 @@ class KrotonCaptacaoResource(PartnerApiResource):
             key="captacao",
             operation="captacao_token",
             path=CAPTACAO_LOGIN_PATH,
-            token_field="token",
+            token_field="token",  # nosec B106: the answer's field name, not a password
             lifetime_field="expiresIn",
             json_body={"email": str(self.email), "password": str(self.password)},
         )
