@@ -204,3 +204,20 @@ def test_masking_is_linear_on_pathological_inputs() -> None:
         small, large = best_of(make(16_000), runs=5), best_of(make(64_000), runs=5)
         assert large < 1.0, f"{name}: {large:.2f} s for 64k characters"
         assert large < max(8.0 * small, 0.05), f"{name}: {small:.4f} s → {large:.4f} s"
+
+
+# --- what the new rules must leave alone --------------------------------------------------------
+KEPT = [
+    "ano letivo 2025-2026",
+    "semestre 2026-1",
+    '{"codigo": "ERR-12", "status": "invalid", "campo_obrigatorio": true}',
+    "{'status': 400, 'mensagem': 'oferta MS004 não encontrada'}",
+    "GET https://api.ies.com.br/v1/ofertas?page=2&sort=name_asc",
+    "GET https://x.com/runs?runId=11975405666&tab=logs",
+    'registro "ok" em 45 ms',
+]
+
+
+def test_the_new_rules_leave_codes_years_and_ids_alone() -> None:
+    for text in KEPT:
+        assert mask_text(text) == text

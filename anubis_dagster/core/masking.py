@@ -42,7 +42,8 @@ _PHONE_RE = re.compile(
     r"(?<![\d.])(?:\+?55[\s.-]?)?(?:\((?:0(?:xx)?)?\d{2}\)|(?:0(?:xx)?[\s.-]?)?\d{2})[\s.-]?"
     r"(?:9[\s.-]?)?\d{4}[\s.-]?\d{4}(?!\d|\.\d)"
     # a number without its DDD, written as phones are: 3456-7890, 97540-5666, 9 7540-5666
-    r"|(?<![\d.\-/])(?:9[\s.]?)?[2-9]\d{3}-\d{4}(?![\d\-/]|\.\d)"
+    r"|(?<![\d.\-/])(?!(?:19|20)\d\d-(?:19|20)\d\d(?!\d))"  # not a range of years (2025-2026)
+    r"(?:9[\s.]?)?[2-9]\d{3}-\d{4}(?![\d\-/]|\.\d)"
 )
 # a phone after its label, even as bare digits: "tel 34567890", "celular: 975405666"
 _PHONE_LABELLED_RE = re.compile(
