@@ -80,13 +80,13 @@ _ADDRESS_RE = re.compile(
 # value is masked by what its key says (see `_mask_keyed_text`); bounded, so linear
 _KEYED_TEXT_RE = re.compile(
     r"(?<![A-Za-z0-9_])([\"']?)([A-Za-z_][A-Za-z0-9_\-]{0,40})\1([ \t]*[:=][ \t]*)"
-    r"(?:\"([^\"\\\n]{0,300})\"|'([^'\\\n]{0,300})')"
+    r"(?:\"((?:[^\"\\\n]|\\.){0,300})\"|'((?:[^'\\\n]|\\.){0,300})')"
 )
 # a {campo, valor} pair written out (OneTrust's and the forms' errors): the value is personal
 _PAIR_TEXT_RE = re.compile(
     r"([\"']?(?i:campo|atributo|attribute|field)[\"']?[ \t]*[:=][ \t]*[\"']([^\"'\n]{0,60})[\"']"
     r"[ \t]*[,;][ \t]*[\"']?(?i:valor|value)[\"']?[ \t]*[:=][ \t]*)"
-    r"(?:\"([^\"\\\n]{0,300})\"|'([^'\\\n]{0,300})'|([^\s,;}\]]{1,300}))"
+    r"(?:\"((?:[^\"\\\n]|\\.){0,300})\"|'((?:[^'\\\n]|\\.){0,300})'|([^\s,;}\]\"']{1,300}))"
 )
 # a birth date after its label, in any of the usual formats
 _BIRTH_RE = re.compile(
