@@ -353,12 +353,13 @@ class ApiClient:
             _limit_reads(request, deadline)
             response = self._http.send(request, stream=True)
             try:
-                status = response.status_code
-                response_headers = response.headers
                 raw, cut = _read_bounded(response, request, self.max_body_bytes, deadline)
             finally:
                 response.close()
+            # only an answer read to its end (or cut by us) has a status, as before streaming
             answered_at = time.monotonic()
+            status = response.status_code
+            response_headers = response.headers
             body, outcome, error = _classify(response, raw, cut)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # raised before a byte of the request is written: provably not sent
