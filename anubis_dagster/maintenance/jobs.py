@@ -3,7 +3,8 @@ or linger forever.
 
 - Dagster's event log on PostgreSQL keeps every run's events; Anubis's own record of attempts is
   the app DB (`subscription_events`), so Dagster runs older than `ANUBIS_RUN_RETENTION_DAYS`
-  (default 90) are deleted, with their events. Stale catalog answers are dropped too.
+  (default 90) are deleted, with their events and their compute logs (run output). Stale
+  catalog answers are dropped too.
 - LGPD: personal data of subscriptions that reached the end of their road, and every attempt's
   request/response, are dropped after `ANUBIS_PII_RETENTION_DAYS` (default 365); outcomes,
   statuses, timestamps and counts are kept (rules in `maintenance/pii.py`).
@@ -45,7 +46,10 @@ def delete_old_runs(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.O
         if not records:
             break
         for record in records:
-            context.instance.delete_run(record.dagster_run.run_id)
+            run_id = record.dagster_run.run_id
+            context.instance.delete_run(run_id)
+            # the run's stdout/stderr (compute logs) go with it: Dagster's delete_run keeps them
+            context.instance.compute_log_manager.delete_logs(prefix=[run_id])
         deleted += len(records)
     with app_db.session() as session:
         stale = datetime.now(UTC) - timedelta(days=config.catalog_cache_days)
