@@ -606,6 +606,16 @@ def test_helm_user_code_pod_can_open_the_instance() -> None:
         "key": "postgresql-password",
     }
     assert "ENV DAGSTER_PYTHONUNBUFFERED" not in (ROOT / "Dockerfile").read_text()
+    # includeConfigInLaunchedRuns passes this env (valueFrom included) to run pods through the
+    # chart's container context: dagster-k8s must accept it
+    from dagster_k8s.container_context import K8sContainerContext
+
+    context = K8sContainerContext(
+        env=deployment["env"], env_secrets=[item["name"] for item in deployment["envSecrets"]]
+    )
+    env_list = context.run_k8s_config.container_config["env"]
+    (password,) = [e for e in env_list if e["name"] == "PGPASSWORD"]
+    assert password["value_from"]["secret_key_ref"]["key"] == "postgresql-password"
     # the image the chart runs is the k8s variant, which has dagster-k8s and dagster-aws
     assert deployment["image"]["tag"].endswith("-k8s")
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")

@@ -47,7 +47,14 @@ def _graphql(port: int, query: str, variables: dict[str, object]) -> dict[str, o
 
 
 @pytest.mark.integration
-def test_read_only_webserver_refuses_to_launch_a_run(anubis_env: str, tmp_path: Path) -> None:
+def test_read_only_webserver_refuses_to_launch_a_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the refusal is the webserver's, whatever the app DB: SQLite only (anubis_env would run it
+    # twice, once per backend, for the same answer)
+    monkeypatch.setenv("ANUBIS_DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
+    monkeypatch.setenv("ANUBIS_ORDERS_DATABASE_URL", f"sqlite:///{tmp_path / 'orders.db'}")
+    monkeypatch.setenv("ANUBIS_HOME", str(tmp_path / "home"))
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
