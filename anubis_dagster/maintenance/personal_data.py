@@ -126,7 +126,7 @@ def scrub_values(p: Place) -> dict[str, Any]:
     left as it was."""
     values: dict[str, Any] = {k: null() if v is None else v for k, v in p.scrub.items()}
     if p.keeps_updated_at and hasattr(p.model, "updated_at"):
-        values["updated_at"] = p.model.updated_at  # type: ignore[attr-defined]
+        values["updated_at"] = p.model.updated_at
     return values
 
 
