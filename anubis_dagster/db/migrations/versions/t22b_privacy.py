@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "privacy_requests",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
         sa.Column("kind", sa.String(20), nullable=False),
         sa.Column("subject_hash", sa.String(64), nullable=True),
         sa.Column("requested_via", sa.String(20), nullable=False),
