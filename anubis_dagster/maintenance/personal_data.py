@@ -66,9 +66,15 @@ class Place:
     cursor: str | None = None
 
 
+def _json_holds(column: Any) -> ColumnElement[bool]:
+    """A JSON value that is there: not SQL NULL, and not the JSON `null` an ORM insert of None
+    writes."""
+    return and_(column.is_not(None), cast(column, String) != "null")
+
+
 def _events_hold_data() -> ColumnElement[bool]:
     e = SubscriptionEvent
-    return or_(e.request.is_not(None), e.response.is_not(None), e.error_message.is_not(None))
+    return or_(_json_holds(e.request), _json_holds(e.response), e.error_message.is_not(None))
 
 
 PLACES: tuple[Place, ...] = (
