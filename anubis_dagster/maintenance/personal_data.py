@@ -60,6 +60,9 @@ class Place:
     holds_data: Callable[[], ColumnElement[bool]]  # rows not scrubbed yet (idempotence)
     aged: Callable[[datetime], ColumnElement[bool]]  # rows older than the cutoff
     of_subject: Callable[[Subject], ColumnElement[bool]]  # one person's rows
+    #: rows the scrub rewrites, when broader than `holds_data` (e.g. a JSON `null` that an ORM
+    #: insert of None wrote: no data to count, but made SQL NULL like the rest)
+    rewrites: Callable[[], ColumnElement[bool]] | None = None
     #: `updated_at` is kept as it was when a row is scrubbed (it dates the last real change)
     keeps_updated_at: bool = True
     #: append-only tables: retention resumes from this `cursors` row and stops at a young row
@@ -86,6 +89,11 @@ PLACES: tuple[Place, ...] = (
         columns=("request", "response", "error_message"),
         scrub={"request": None, "response": None, "error_message": None},
         holds_data=_events_hold_data,
+        rewrites=lambda: or_(
+            SubscriptionEvent.request.is_not(None),
+            SubscriptionEvent.response.is_not(None),
+            SubscriptionEvent.error_message.is_not(None),
+        ),
         aged=lambda cutoff: SubscriptionEvent.created_at < cutoff,
         of_subject=lambda subject: SubscriptionEvent.subscription_id.in_(subject.subscription_ids),
         cursor="retention:events:v2",  # v1 only dropped request/response

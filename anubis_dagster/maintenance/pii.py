@@ -139,6 +139,16 @@ def anonymised_values(row: Any) -> dict[str, Any]:
 
 def scrub(session: Session, p: Place, where: ColumnElement[bool], *, dry_run: bool) -> int:
     """Scrub the rows of `p` matching `where` that still hold data; the count either way."""
+    if p.rewrites is not None:
+        count = session.scalar(select(func.count()).select_from(p.model).where(pending(p, where)))
+        if not dry_run:
+            session.execute(
+                update(p.model)
+                .where(where, p.rewrites())
+                .values(**scrub_values(p))
+                .execution_options(synchronize_session=False)
+            )
+        return int(count or 0)
     condition = pending(p, where)
     if dry_run:
         return int(session.scalar(select(func.count()).select_from(p.model).where(condition)) or 0)
