@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -312,6 +312,29 @@ def expire_open_subscriptions(
             session.execute(insert(SubscriptionEvent), events)
 
 
+def _due_subscriptions_subject(cutoff: datetime, open_cutoff: datetime | None) -> Subject:
+    """The subscriptions the subscription passes anonymise, as subqueries: a dry run's count
+    by age leaves their rows out, as the real run finds them scrubbed already."""
+    s = Subscription
+    due: Any = and_(
+        s.status.in_([status.value for status in RETAINED_STATUSES]),
+        s.updated_at < cutoff,
+        or_(s.anonymized_at.is_(None), s.anonymized_at < s.updated_at),
+    )
+    if open_cutoff is not None:
+        due = or_(
+            due,
+            and_(
+                s.status.not_in([status.value for status in RETAINED_STATUSES]),
+                s.updated_at < open_cutoff,
+                or_(s.claimed_until.is_(None), s.claimed_until < utcnow()),
+            ),
+        )
+    ids: Any = select(s.id).where(due).scalar_subquery()
+    orders: Any = select(s.order_id).where(due).scalar_subquery()
+    return Subject(None, ids, orders)
+
+
 def scrub_aged(
     session_factory: SessionFactory,
     p: Place,
@@ -320,6 +343,7 @@ def scrub_aged(
     batch_size: int = DEFAULT_BATCH_SIZE,
     report: RetentionReport | None = None,
     dry_run: bool = False,
+    not_of: Subject | None = None,
 ) -> RetentionReport:
     """Scrub the rows of one place older than `cutoff`, whatever their subscription's status.
 
@@ -361,6 +385,8 @@ def scrub_aged(
                 done = len(old) < batch_size
             if old:
                 where = model_id.between(old[0], old[-1]) if p.cursor else model_id.in_(old)
+                if not_of is not None:
+                    where = and_(where, ~func.coalesce(p.of_subject(not_of), False))
                 report.add(p.name, scrub(session, p, where, dry_run=dry_run))
                 after = old[-1]
                 report.batches += 1
@@ -408,16 +434,25 @@ def apply_retention(
         session_factory, cutoff, batch_size=batch_size, report=report, dry_run=dry_run
     )
     if open_cutoff is not None:
+        open_cutoff = min(open_cutoff, cutoff)
         expire_open_subscriptions(
             session_factory,
-            min(open_cutoff, cutoff),
+            open_cutoff,
             batch_size=batch_size,
             report=report,
             dry_run=dry_run,
             run_id=run_id,
         )
+    # a dry run changed nothing: its count by age leaves out what the passes above counted
+    not_of = _due_subscriptions_subject(cutoff, open_cutoff) if dry_run else None
     for p in PLACES:
         scrub_aged(
-            session_factory, p, cutoff, batch_size=batch_size, report=report, dry_run=dry_run
+            session_factory,
+            p,
+            cutoff,
+            batch_size=batch_size,
+            report=report,
+            dry_run=dry_run,
+            not_of=not_of,
         )
     return report
