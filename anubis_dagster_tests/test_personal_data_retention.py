@@ -300,3 +300,25 @@ def test_retention_job_reports_per_place_and_cleans_dagster_storage(
     assert op_metadata(later, "delete_old_runs")["personal_runs_deleted"] == 1
     assert instance.get_run_by_id(by_order) is None  # past ANUBIS_LOG_RETENTION_DAYS
     assert op_metadata(later, "anonymize_personal_data")["subscriptions_anonymized"] == 0
+
+
+def test_the_ages_are_settings_checked_by_the_doctor(
+    anubis_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anubis_dagster.doctor import diagnose
+
+    monkeypatch.setenv("ANUBIS_PII_OPEN_RETENTION_DAYS", "400")
+    assert any(
+        "retention: personal data 365 days (idle open subscriptions 400)" in line
+        for line in diagnose().checks
+    )
+    monkeypatch.setenv("ANUBIS_PII_OPEN_RETENTION_DAYS", "100")  # below the 365 of the rest
+    monkeypatch.setenv("ANUBIS_LOG_RETENTION_DAYS", "0")
+    problems = diagnose().problems
+    assert any(p.startswith("ANUBIS_LOG_RETENTION_DAYS: must be at least 1") for p in problems)
+    monkeypatch.setenv("ANUBIS_LOG_RETENTION_DAYS", "30")
+    problems = diagnose().problems
+    assert any(
+        "ANUBIS_PII_OPEN_RETENTION_DAYS must be at least ANUBIS_PII_RETENTION_DAYS" in p
+        for p in problems
+    ), problems
