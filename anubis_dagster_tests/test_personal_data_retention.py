@@ -322,3 +322,18 @@ def test_the_ages_are_settings_checked_by_the_doctor(
         "ANUBIS_PII_OPEN_RETENTION_DAYS must be at least ANUBIS_PII_RETENTION_DAYS" in p
         for p in problems
     ), problems
+
+
+def test_a_place_matched_on_cpf_finds_nothing_for_a_subject_without_one(db_url: str) -> None:
+    """The helper a CPF-keyed table (a legacy import) uses: no CPF known, no row matched, not
+    the rows whose CPF is NULL."""
+    from anubis_dagster.maintenance.personal_data import Subject, cpf_is
+
+    run_intake(db_url, make_order(1), make_order(2, cpf="123"))  # 2: invalid CPF, stored NULL
+    match = cpf_is(Subscription.cpf)
+    with session_scope(db_url) as session:
+        count = lambda subject: len(  # noqa: E731
+            session.scalars(select(Subscription.id).where(match(subject))).all()
+        )
+        assert count(Subject(None, (), ())) == 0
+        assert count(Subject(make_cpf(1), (), ())) == 1

@@ -12,9 +12,11 @@ place; `anubis privacy export` dumps them; the erase test scans every text colum
 **A new table that stores personal data (a legacy import, a shadow comparison's "would send")
 is one more `Place` appended to `PLACES`**, nothing else: retention, erasure and export pick it
 up. Its `of_subject` finds the person's rows by subscription id, order id or CPF
-(`Subject`), and its `aged` says when a row is old. A table whose rows are only ever appended
-(its `age` grows with its id) may name a `cursor`, so retention walks it from a saved position
-instead of from the start every week.
+(`Subject`; `cpf_is(Model.cpf)` for a table matched on CPF), and its `aged` says when a row is
+old. The erase test scans every text and JSON column of every table for the student: a table
+left out of `PLACES` fails it once that test also writes the student there. A table whose rows
+are only ever appended (its `age` grows with its id) may name a `cursor`, so retention walks it
+from a saved position instead of from the start every week.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, cast, null, or_
+from sqlalchemy import String, and_, cast, false, null, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from anubis_dagster.db.models import (
@@ -67,6 +69,13 @@ class Place:
     keeps_updated_at: bool = True
     #: append-only tables: retention resumes from this `cursors` row and stops at a young row
     cursor: str | None = None
+
+
+def cpf_is(column: Any) -> Callable[[Subject], ColumnElement[bool]]:
+    """`of_subject` for a table that holds the CPF itself (e.g. a legacy import, matched on
+    CPF): a subject known only by ids (no CPF left) matches none of its rows, never the rows
+    whose CPF is NULL."""
+    return lambda subject: column == subject.cpf if subject.cpf else false()
 
 
 def _json_holds(column: Any) -> ColumnElement[bool]:
