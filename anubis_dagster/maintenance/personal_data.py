@@ -65,6 +65,10 @@ class Place:
     #: rows the scrub rewrites, when broader than `holds_data` (e.g. a JSON `null` that an ORM
     #: insert of None wrote: no data to count, but made SQL NULL like the rest)
     rewrites: Callable[[], ColumnElement[bool]] | None = None
+    #: the column that names the row's subscription (or its order): a dry run by age leaves
+    #: out the rows whose subscription the subscription passes count already
+    subscription_id: Callable[[], Any] | None = None
+    order_id: Callable[[], Any] | None = None
     #: `updated_at` is kept as it was when a row is scrubbed (it dates the last real change)
     keeps_updated_at: bool = True
     #: append-only tables: retention resumes from this `cursors` row and stops at a young row
@@ -106,6 +110,7 @@ PLACES: tuple[Place, ...] = (
         aged=lambda cutoff: SubscriptionEvent.created_at < cutoff,
         of_subject=lambda subject: SubscriptionEvent.subscription_id.in_(subject.subscription_ids),
         cursor="retention:events:v2",  # v1 only dropped request/response
+        subscription_id=lambda: SubscriptionEvent.subscription_id,
     ),
     # the partner's last answer about a registered student, whatever the subscription's status
     Place(
@@ -116,6 +121,7 @@ PLACES: tuple[Place, ...] = (
         holds_data=lambda: cast(FollowUp.source, String) != "{}",
         aged=lambda cutoff: FollowUp.updated_at < cutoff,
         of_subject=lambda subject: FollowUp.subscription_id.in_(subject.subscription_ids),
+        subscription_id=lambda: FollowUp.subscription_id,
     ),
     # the last (masked) error of a subscription, also of one still open but idle
     Place(
@@ -126,6 +132,7 @@ PLACES: tuple[Place, ...] = (
         holds_data=lambda: Subscription.last_error.is_not(None),
         aged=lambda cutoff: Subscription.updated_at < cutoff,
         of_subject=lambda subject: Subscription.id.in_(subject.subscription_ids),
+        subscription_id=lambda: Subscription.id,
     ),
     # why intake could not process an order (masked, but it quotes the order's values)
     Place(
@@ -136,6 +143,7 @@ PLACES: tuple[Place, ...] = (
         holds_data=lambda: IntakeQuarantine.reason != REMOVED,
         aged=lambda cutoff: IntakeQuarantine.updated_at < cutoff,
         of_subject=lambda subject: IntakeQuarantine.order_id.in_(subject.order_ids),
+        order_id=lambda: IntakeQuarantine.order_id,
     ),
 )
 
