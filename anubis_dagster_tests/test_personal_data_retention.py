@@ -337,3 +337,17 @@ def test_a_place_matched_on_cpf_finds_nothing_for_a_subject_without_one(db_url: 
         )
         assert count(Subject(None, (), ())) == 0
         assert count(Subject(make_cpf(1), (), ())) == 1
+
+
+def test_erased_and_expired_are_final_moves_outside_the_ordinary_machine() -> None:
+    from anubis_dagster.core.states import RELEASES_CPF, is_allowed
+
+    assert is_allowed(Status.ENROLLED, Status.ERASED)  # an erase reaches any status
+    assert is_allowed(Status.INVALID, Status.ERASED)
+    assert not is_allowed(Status.ERASED, Status.ERASED)
+    assert is_allowed(Status.REGISTERED, Status.EXPIRED)  # retention closes open ones only
+    assert not is_allowed(Status.ENROLLED, Status.EXPIRED)
+    assert not is_allowed(Status.ERASED, Status.TO_REGISTER, requeue=True)  # never requeued
+    assert not is_allowed(Status.EXPIRED, Status.TO_REGISTER, requeue=True)
+    assert {Status.ERASED, Status.EXPIRED} <= RELEASES_CPF & FINAL_STATUSES
+    assert not is_allowed(None, Status.ERASED)  # intake never creates one
