@@ -19,8 +19,10 @@ Every op has `dry_run` (counts only) and reports its counts per place in its out
 # No `from __future__ import annotations`: Dagster reads op annotations at runtime.
 """
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
@@ -61,8 +63,10 @@ def _config(context: dg.OpExecutionContext) -> tuple[RetentionConfig, int]:
 
 def holds_a_cpf(run: dg.DagsterRun) -> bool:
     """A `student_lookup` run launched before issue 22, whose config holds the CPF typed."""
-    ops = run.run_config.get("ops", {}) if isinstance(run.run_config, dict) else {}
-    key = ops.get("find_student_op", {}).get("config", {}).get("key")
+    config: Any = run.run_config
+    for name in ("ops", "find_student_op", "config", "key"):
+        config = config.get(name) if isinstance(config, Mapping) else None
+    key = config
     if not isinstance(key, str):
         return False
     try:
