@@ -34,6 +34,7 @@ from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.lineage import lineage_specs
 from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
+from anubis_dagster.maintenance.privacy_jobs import privacy_erase, privacy_export
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.settings import get_settings
@@ -80,6 +81,8 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             import_names_job,
             retention_job,
             student_lookup,
+            privacy_export,
+            privacy_erase,
             build_pause_job(i.key for i in config.integrations),
             digest_job,
             *(health.jobs or []),

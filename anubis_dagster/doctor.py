@@ -62,6 +62,7 @@ def diagnose() -> Report:
         settings = get_settings()
         report.settings = list(settings.effective())
         report.problems += settings.production_problems()
+        report.checks.append(_retention_line(settings))
     except SettingsError as exc:
         settings = None
         report.problems += exc.problems
@@ -177,6 +178,18 @@ def _credentials(report: Report, config: IntegrationsFile) -> None:
             )
         else:
             report.checks.append(f"integration {item.key}: credentials set")
+
+
+def _retention_line(settings: Settings) -> str:
+    """Issue 22: how long personal data lives (the ages themselves are validated with the
+    settings: whole days, and the open subscriptions' age not below the finished ones')."""
+    audit = "keyed hash" if settings.anubis_privacy_key else "no hash (ANUBIS_PRIVACY_KEY unset)"
+    return (
+        f"retention: personal data {settings.anubis_pii_retention_days} days (idle open "
+        f"subscriptions {settings.anubis_pii_open_retention_days}), lookup/privacy runs and "
+        f"compute logs {settings.anubis_log_retention_days}, Dagster runs "
+        f"{settings.anubis_run_retention_days}; privacy audit: {audit}"
+    )
 
 
 def _missing_sqlite_file(url: str) -> str | None:

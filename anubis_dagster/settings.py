@@ -201,6 +201,34 @@ class Settings(BaseModel):
         group="alerts",
         ge=1,
     )
+    # --- issue 22: retention of every place personal data lands, data-subject requests ---
+    anubis_pii_open_retention_days: int = _field(
+        730,
+        "a subscription still open (e.g. Estácio `registered`) with no activity for this long "
+        "is anonymised and closed as `expired`; at least `ANUBIS_PII_RETENTION_DAYS`",
+        group="alerts",
+        ge=1,
+    )
+    anubis_log_retention_days: int = _field(
+        30,
+        "compute logs (run output files) and `student_lookup`/privacy runs older than this are "
+        "deleted by `retention_job`",
+        group="alerts",
+        ge=1,
+    )
+    anubis_privacy_key: SecretStr | None = _field(
+        None,
+        "key of the keyed hash (HMAC-SHA256) of a CPF in the privacy audit rows; unset: the "
+        "audit rows hold no hash at all",
+        group="alerts",
+        shown_default="unset (no hash)",
+    )
+    anubis_privacy_export_dir: str | None = _field(
+        None,
+        "directory where the `privacy_export` job writes its files (mode 0600)",
+        group="alerts",
+        shown_default="`$ANUBIS_HOME/privacy_exports`",
+    )
 
     # --- Kroton -------------------------------------------------------------------------------
     api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
@@ -353,6 +381,11 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
+        if self.anubis_pii_open_retention_days < self.anubis_pii_retention_days:
+            raise ValueError(
+                "ANUBIS_PII_OPEN_RETENTION_DAYS must be at least ANUBIS_PII_RETENTION_DAYS "
+                f"({self.anubis_pii_open_retention_days} < {self.anubis_pii_retention_days})"
+            )
         if self.anubis_check_min_seconds > self.anubis_check_max_seconds:
             raise ValueError(
                 "ANUBIS_CHECK_MIN_SECONDS must not exceed ANUBIS_CHECK_MAX_SECONDS "

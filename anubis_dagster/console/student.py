@@ -64,6 +64,19 @@ def parse_key(text: str) -> LookupKey:
     return LookupKey(kind or "id", str(int(digits)))
 
 
+def parse_launch_key(text: str) -> LookupKey:
+    """A key for a job launched from the Launchpad: an order or subscription id only. Dagster
+    stores a run's config as it was launched (in the UI, GraphQL and run storage), so a CPF
+    typed there would stay in clear; the CLI (`anubis student`, `anubis privacy`) takes one."""
+    key = parse_key(text)
+    if key.kind == "cpf":
+        raise LookupKeyError(
+            "a CPF is not accepted here: Dagster keeps a run's config, CPF included; give the "
+            "order id or subscription id (#45), or use `anubis student CPF` in a terminal"
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class Attempt:
     at: datetime | None

@@ -35,6 +35,10 @@ class Status(StrEnum):
     DROPPED = "dropped"
     # dead letter / IES-side failure
     FAILED = "failed"
+    # personal data removed (issue 22): on the student's request (LGPD art. 18), from any
+    # status; or by retention, an open subscription with no activity past its maximum age
+    ERASED = "erased"
+    EXPIRED = "expired"
 
 
 S = Status
@@ -61,6 +65,8 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.ENROLLED: frozenset(),
     S.DROPPED: frozenset(),
     S.FAILED: frozenset(),
+    S.ERASED: frozenset(),
+    S.EXPIRED: frozenset(),
 }
 
 #: Where an operator may send a subscription back to (requeue from the Launchpad).
@@ -78,7 +84,16 @@ FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targe
 #: a new paid order for the same CPF may start a new subscription.
 RELEASES_CPF = frozenset(
     {S.INVALID, S.DUPLICATE, S.EMPTY_COURSE, S.REGISTER_FAILED, S.DROPPED, S.FAILED}
+    | {S.ERASED, S.EXPIRED}
 )
+
+#: Where personal-data removal moves a subscription, outside the machine's ordinary moves
+#: (`maintenance/privacy.py`, `maintenance/pii.py`): `erased` from any status but itself,
+#: `expired` from any status that is not final yet.
+_RETIRING = {
+    S.ERASED: frozenset(set(S) - {S.ERASED}),
+    S.EXPIRED: frozenset(set(S) - FINAL_STATUSES),
+}
 
 
 class IllegalTransition(ValueError):
@@ -91,6 +106,8 @@ def is_allowed(current: Status | None, target: Status, *, requeue: bool = False)
         return target in INITIAL_STATUSES
     if requeue:
         return current in REQUEUEABLE and target in REQUEUE_TARGETS
+    if target in _RETIRING:
+        return current in _RETIRING[target]
     return target in _TRANSITIONS[current]
 
 

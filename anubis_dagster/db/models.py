@@ -292,6 +292,22 @@ class AlertState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class PrivacyRequest(Base):
+    """The audit trail of data-subject requests (LGPD art. 18; `maintenance/privacy.py`): what
+    was done and when, never to whom. `subject_hash` is an HMAC of the CPF under
+    `ANUBIS_PRIVACY_KEY` (NULL when no key is set), so only who holds the key can tell whether
+    a given person's request was served; `counts` holds rows per table (added, issue 22)."""
+
+    __tablename__ = "privacy_requests"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # export | erase
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    requested_via: Mapped[str] = mapped_column(String(20), nullable=False)  # cli | launchpad
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
 __all__ = [
     "AlertState",
     "Base",
@@ -303,6 +319,7 @@ __all__ = [
     "IntegrationFilter",
     "IntegrationToken",
     "Name",
+    "PrivacyRequest",
     "RateLimitBucket",
     "RateLimitSlot",
     "Subscription",
