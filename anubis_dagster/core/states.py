@@ -35,6 +35,9 @@ class Status(StrEnum):
     DROPPED = "dropped"
     # dead letter / IES-side failure
     FAILED = "failed"
+    #: shadow run (issue 20, `legacy/shadow.py`): everything was done up to the send, which was
+    #: withheld ("would send" recorded); the legacy service is the sender of this student
+    SHADOWED = "shadowed"
 
 
 S = Status
@@ -53,6 +56,7 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.EMPTY_COURSE: frozenset(),
     S.TO_REGISTER: frozenset(
         {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER, S.UNKNOWN}
+        | {S.SHADOWED}
     ),
     S.UNKNOWN: frozenset(),
     S.AWAITING_REGISTER: frozenset({S.REGISTERED, S.FAILED, S.AWAITING_REGISTER}),
@@ -61,6 +65,7 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.ENROLLED: frozenset(),
     S.DROPPED: frozenset(),
     S.FAILED: frozenset(),
+    S.SHADOWED: frozenset(),  # only a takeover releases it (docs/shadow.md)
 }
 
 #: Where an operator may send a subscription back to (requeue from the Launchpad).
