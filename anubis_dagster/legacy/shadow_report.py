@@ -418,7 +418,7 @@ def _explain_unseen(
             reason = "not seen: no such order in the orders source"
         else:
             reason = "not seen by Anubis"
-        report.only_legacy_reasons[reason.split(" (", 1)[0]] += 1
+        report.only_legacy_reasons[reason.split(":", 1)[0].split(" (", 1)[0]] += 1
         report.only_legacy.add(_row(record, elsewhere, reason), examples)
 
 
