@@ -116,6 +116,10 @@ def test_shadow_sends_nothing_records_would_send_and_going_live_sends_only_new_s
     assert len(consent) == 1 and "would send consent" in consent[0].response["note"]
     assert make_cpf(2) not in str(consent[0].request)
     assert harness.subscription(1).sent_at is None  # not counted as registered
+    capsys.readouterr()
+    assert main(["student", "1"]) == 0
+    lookup = capsys.readouterr().out
+    assert "shadowed" in lookup and "kroton runs in shadow since" in lookup
     assert not harness.due("kroton", check=True)  # nothing to check: nothing was sent
 
     # going live: only the students intaken after the switch are sent

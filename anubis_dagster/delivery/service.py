@@ -304,6 +304,8 @@ class StepRunner:
             run_id=self.run_id,
             request=withheld.request,
             response={"note": f"would send {withheld.operation}: {mask_text(str(withheld))}"},
+            # why it was not sent, for `anubis student` (a shadowed student is final)
+            error=str(withheld) if target is Status.SHADOWED else None,
         )
         subscription.attempts = 0
         subscription.scheduled_to = utcnow() if target is Status.TO_REGISTER else None
