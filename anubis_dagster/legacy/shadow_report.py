@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -93,10 +94,11 @@ class Category:
     count: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, example: dict[str, Any], limit: int) -> None:
+    def add(self, example: Callable[[], dict[str, Any]], limit: int) -> None:
+        """Count one student; build its (masked) example line only while there is room."""
         self.count += 1
         if len(self.examples) < limit:
-            self.examples.append(example)
+            self.examples.append(example())
 
 
 @dataclass
@@ -200,18 +202,22 @@ def legacy_sent(record: LegacyRecord) -> bool:
     return record.sent_at is not None or bool(record.partner_id)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, Mapping):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    if isinstance(data, list | tuple):
-        flat = {}
-        for index, value in enumerate(data):
-            flat.update(_flatten(value, f"{prefix}[{index}]"))
-        return flat
-    return {prefix: data}
+def _flatten(data: Any) -> dict[str, Any]:
+    """{dotted.path[index]: leaf value} of a JSON-like structure (iterative: it runs once per
+    student both sent)."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        prefix, value = stack.pop()
+        if isinstance(value, dict | Mapping):
+            for key, item in value.items():
+                stack.append((f"{prefix}.{key}" if prefix else str(key), item))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                stack.append((f"{prefix}[{index}]", item))
+        else:
+            flat[prefix] = value
+    return flat
 
 
 def _normal(value: Any) -> Any:
@@ -234,6 +240,8 @@ def payload_differences(
 ) -> list[FieldDifference]:
     """Field-by-field differences (dotted paths), values masked; a field one side lacks is
     shown as None on that side."""
+    if anubis == legacy:
+        return []
     ours, theirs = _flatten(anubis), _flatten(legacy)
     found = []
     for path in sorted(set(ours) | set(theirs)):
@@ -284,19 +292,24 @@ def _rank(record: AnubisRecord) -> tuple[int, datetime]:
     return (1 if record.status in SENT_OR_WOULD else 0, record.created_at)
 
 
-def why_not(record: AnubisRecord) -> str:
-    """Why Anubis would not send a subscription it holds (short, masked)."""
+def why_not_kind(record: AnubisRecord) -> str:
+    """The kind of reason Anubis would not send a subscription it holds (for the counts)."""
     status = record.status
-    reason = f": {mask_text(record.reason)[:200]}" if record.reason else ""
-    if status == Status.INVALID:
-        return f"invalid{reason}"
-    if status == Status.DUPLICATE:
-        return f"duplicate{reason}"
+    if status in (Status.INVALID, Status.DUPLICATE):
+        return status
     if status in REFUSED:
-        return f"refused ({status}){reason}"
+        return f"refused ({status})"
     if status in BEFORE_SEND:
         return f"not sent yet ({status})"
-    return f"status {status}{reason}"
+    return f"status {status}"
+
+
+def why_not(record: AnubisRecord) -> str:
+    """Why Anubis would not send a subscription it holds, with its reason (masked)."""
+    kind = why_not_kind(record)
+    if record.reason and not kind.startswith("not sent yet"):
+        return f"{kind}: {mask_text(record.reason)[:200]}"
+    return kind
 
 
 def compare(
@@ -342,13 +355,11 @@ def compare(
         if sent and anubis_sends:
             _both(report, ours, record, examples)
         elif sent:
-            reason = why_not(ours)
-            report.only_legacy_reasons[reason.split(":", 1)[0]] += 1
-            report.only_legacy.add(_row(record, ours, reason), examples)
+            report.only_legacy_reasons[why_not_kind(ours)] += 1
+            report.only_legacy.add(partial(_row, record, ours, partial(why_not, ours)), examples)
         elif anubis_sends:
-            report.only_anubis.add(
-                _row(record, ours, f"the legacy has it as {record.legacy_status}"), examples
-            )
+            why = f"the legacy has it as {record.legacy_status}"
+            report.only_anubis.add(partial(_row, record, ours, why), examples)
         else:
             report.neither += 1
     _explain_unseen(report, index, unseen, integration, order_lookup, examples)
@@ -356,7 +367,8 @@ def compare(
         if ours.subscription_id in matched or not in_period(ours.created_at):
             continue
         if ours.status in SENT_OR_WOULD:
-            report.only_anubis.add(_row(None, ours, "the legacy has no record of it"), examples)
+            why = "the legacy has no record of it"
+            report.only_anubis.add(partial(_row, None, ours, why), examples)
     return report
 
 
@@ -370,7 +382,7 @@ def _match(index: _AnubisIndex, record: LegacyRecord, integration: str) -> Anubi
 
 
 def _both(report: ShadowReport, ours: AnubisRecord, record: LegacyRecord, examples: int) -> None:
-    report.both.add(_row(record, ours, ""), examples)
+    report.both.add(partial(_row, record, ours, ""), examples)
     if ours.payload is None or record.payload is None:
         return
     report.compared_payloads += 1
@@ -381,13 +393,14 @@ def _both(report: ShadowReport, ours: AnubisRecord, record: LegacyRecord, exampl
     for difference in differences:
         report.field_counts[difference.field] += 1
         report.differences.add(
-            {
-                "subscription": f"#{ours.subscription_id}",
-                "order": ours.order_id,
-                "field": difference.field,
-                "anubis": difference.anubis,
-                "legacy": difference.legacy,
-            },
+            partial(
+                dict,
+                subscription=f"#{ours.subscription_id}",
+                order=ours.order_id,
+                field=difference.field,
+                anubis=difference.anubis,
+                legacy=difference.legacy,
+            ),
             examples,
         )
 
@@ -419,7 +432,7 @@ def _explain_unseen(
         else:
             reason = "not seen by Anubis"
         report.only_legacy_reasons[reason.split(":", 1)[0].split(" (", 1)[0]] += 1
-        report.only_legacy.add(_row(record, elsewhere, reason), examples)
+        report.only_legacy.add(partial(_row, record, elsewhere, reason), examples)
 
 
 def _elsewhere(index: _AnubisIndex, record: LegacyRecord, integration: str) -> AnubisRecord | None:
@@ -431,7 +444,9 @@ def _elsewhere(index: _AnubisIndex, record: LegacyRecord, integration: str) -> A
     return None
 
 
-def _row(record: LegacyRecord | None, ours: AnubisRecord | None, why: str) -> dict[str, Any]:
+def _row(
+    record: LegacyRecord | None, ours: AnubisRecord | None, why: str | Callable[[], str]
+) -> dict[str, Any]:
     """One example line, masked."""
     cpf = (record.cpf if record is not None else None) or (ours.cpf if ours else None)
     order = record.order_id if record is not None and record.order_id is not None else None
@@ -447,7 +462,7 @@ def _row(record: LegacyRecord | None, ours: AnubisRecord | None, why: str) -> di
             if record is not None
             else None
         ),
-        "why": why,
+        "why": why() if callable(why) else why,
     }
 
 
