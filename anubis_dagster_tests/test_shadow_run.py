@@ -16,7 +16,7 @@ from anubis_dagster.cli import main
 from anubis_dagster.db.models import SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.legacy.records import LegacyRecord
-from anubis_dagster.legacy.shadow import PAYLOAD_KEY, set_shadow
+from anubis_dagster.legacy.shadow import PAYLOAD_KEY, release_shadowed, set_shadow
 from anubis_dagster.legacy.shadow_source import register_legacy_source, unregister_legacy_source
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
@@ -140,6 +140,28 @@ def test_shadow_sends_nothing_records_would_send_and_going_live_sends_only_new_s
         ("consent", make_cpf(8)),
         ("register", make_cpf(8)),
     ]
+
+    # a takeover releases chosen shadow-run students: sent from their first step, once
+    second, seventh = _ids(harness, 2, 7)
+    with session_scope(harness.db_url) as session:
+        preview = release_shadowed(session, "estacio", [second, seventh], dry_run=True)
+        assert preview.released == [second]
+        assert preview.skipped == [
+            {"id": seventh, "reason": "not a subscription of this integration"}
+        ]
+        assert release_shadowed(session, "estacio", [second]).released == [second]
+    assert harness.statuses()[2] == "to_sync_lgpd"  # its consent was never sent
+    harness.deliver_until_settled("estacio")
+    assert harness.statuses()[2] == "registered"
+    assert sorted((r["endpoint"], r["cpf"]) for r in writes(estacio)) == [
+        ("consent", make_cpf(2)),
+        ("consent", make_cpf(8)),
+        ("register", make_cpf(2)),
+        ("register", make_cpf(8)),
+    ]
+    with session_scope(harness.db_url) as session:
+        again = release_shadowed(session, "estacio", [second])
+    assert again.skipped == [{"id": second, "reason": "status registered, not shadowed"}]
 
     alerts = [t for t in sink.received if "shadow run" in t]
     assert len(alerts) == 4, alerts

@@ -74,6 +74,7 @@ REQUEUE_TARGETS = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.AWAITIN
 #: cause has been fixed (e.g. an offer code corrected).
 REQUEUEABLE = frozenset(
     {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED, S.UNKNOWN}
+    | {S.SHADOWED}  # only by a takeover (`legacy.shadow.release_shadowed`), not the requeue
 )
 
 #: No more work will happen on these without an operator.

@@ -22,15 +22,19 @@ releases one (`ies_data["shadow_released"]`, set by the cutover's takeover; docs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
+from anubis_dagster.db.transitions import transition
+from anubis_dagster.integrations.base import initial_status_for
 
 #: the statuses a subscription waits in before its first write at the partner
 BEFORE_SEND = frozenset(
@@ -205,3 +209,81 @@ def shadow_alert(change: ShadowChange, run_id: str | None = None) -> Alert:
         level="info",
         run_id=run_id,
     )
+
+
+@dataclass
+class Release:
+    released: list[int] = field(default_factory=list)
+    skipped: list[dict[str, object]] = field(default_factory=list)  # id + reason (no PII)
+
+
+def release_shadowed(
+    session: Session,
+    key: str,
+    subscription_ids: Iterable[int],
+    *,
+    run_id: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> Release:
+    """The takeover's primitive: shadowed students of integration `key` that Anubis must send
+    after all (e.g. the legacy failed them) start again from the adapter's first step (Estácio's
+    consent was never sent in shadow; Kroton's offers are searched again), marked released so
+    the gate lets them through once the integration is live. In shadow they are withheld
+    again. `dry_run` only lists them. Idempotent: a released one is no longer shadowed."""
+    integration = _integration(session, key)
+    target = initial_status_for(integration.type)
+    now = now or datetime.now(UTC)
+    result = Release()
+    wanted = sorted(set(subscription_ids))
+    found = {
+        s.id: s
+        for s in session.scalars(
+            select(Subscription).where(
+                Subscription.integration_id == integration.id, Subscription.id.in_(wanted)
+            )
+        )
+    }
+    for subscription_id in wanted:
+        subscription = found.get(subscription_id)
+        if subscription is None:
+            reason = "not a subscription of this integration"
+        elif subscription.status != Status.SHADOWED:
+            reason = f"status {subscription.status}, not shadowed"
+        elif subscription.anonymized_at is not None:
+            reason = "personal data removed by retention (LGPD)"
+        else:
+            reason = ""
+        if reason:
+            result.skipped.append({"id": subscription_id, "reason": reason})
+            continue
+        assert subscription is not None
+        if dry_run:
+            result.released.append(subscription_id)
+            continue
+        try:
+            with session.begin_nested():
+                transition(
+                    session,
+                    subscription,
+                    target,
+                    operation="takeover",
+                    run_id=run_id,
+                    requeue=True,
+                    response={"note": "released from the shadow run: Anubis sends it"},
+                )
+                subscription.ies_data = {
+                    **(subscription.ies_data or {}),
+                    RELEASED_KEY: now.isoformat(),
+                }
+                subscription.attempts = 0
+                subscription.scheduled_to = now
+                subscription.claimed_by = subscription.claimed_until = None
+                session.flush()
+        except IntegrityError:
+            result.skipped.append(
+                {"id": subscription_id, "reason": "another active subscription holds the CPF"}
+            )
+            continue
+        result.released.append(subscription_id)
+    return result
