@@ -20,7 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.legacy.shadow import set_shadow, shadow_alert
-from anubis_dagster.legacy.shadow_report import parse_period, parse_time
+from anubis_dagster.legacy.shadow_report import PeriodError, parse_period, parse_time
 from anubis_dagster.legacy.shadow_source import LegacySourceMissing, build_report
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run, run_tags
@@ -99,10 +99,12 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     )
     def compare_with_legacy(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
         config = ShadowReportConfig.model_validate(context.op_config)
-        since, until = parse_period(config.since or None, config.until or None, datetime.now(UTC))
         try:
+            since, until = parse_period(
+                config.since or None, config.until or None, datetime.now(UTC)
+            )
             report = build_report(app_db.resolved_url, context.partition_key, since, until)
-        except LegacySourceMissing as exc:
+        except (PeriodError, LegacySourceMissing) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         summary = report.summary()
         context.log.info(
