@@ -6,6 +6,8 @@ anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status; paused ones
 anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes on)
 anubis resume KEY                 send to it again
+anubis shadow on|off KEY          shadow run: send nothing, record "would send" (docs/shadow.md)
+anubis shadow report KEY          compare the shadow run with the legacy's records
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
 anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
 anubis privacy export KEY [-o F]  everything held about a student, unmasked, to a 0600 file
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from anubis_dagster.db.session import default_database_url, session_scope
+from anubis_dagster.legacy.shadow_cli import add_shadow_parser
 
 
 def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -65,6 +68,7 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.delivery.pause import paused_integrations
+    from anubis_dagster.legacy.shadow import shadow_modes
     from anubis_dagster.resources import prepare_database
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
@@ -74,9 +78,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rows = status_counts(session, by_origin=args.by_origin)
         attempts = attempt_counts(session)
         paused = paused_integrations(session)
+        shadow = shadow_modes(session)
+    for key, since in shadow.items():
+        print(f"SHADOW: {key} since {since:%Y-%m-%d %H:%M} UTC (nothing written at the partner)")
     for key, (since, reason) in paused.items():
         print(f"PAUSED: {key} since {since:%Y-%m-%d %H:%M} UTC" + (f": {reason}" if reason else ""))
-    if paused:
+    if paused or shadow:
         print()
     headers = (
         ("integration", "origin", "status", "subscriptions")
@@ -297,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="send to a paused integration again")
     resume.add_argument("key", help="the integration's key")
     resume.set_defaults(func=_cmd_pause, paused=False, reason="")
+
+    add_shadow_parser(sub)
 
     run = sub.add_parser("run", help="one in-process pass: intake, then due work")
     run.add_argument(

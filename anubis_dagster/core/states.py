@@ -39,6 +39,9 @@ class Status(StrEnum):
     # status; or by retention, an open subscription with no activity past its maximum age
     ERASED = "erased"
     EXPIRED = "expired"
+    #: shadow run (issue 20, `legacy/shadow.py`): everything was done up to the send, which was
+    #: withheld ("would send" recorded); the legacy service is the sender of this student
+    SHADOWED = "shadowed"
 
 
 S = Status
@@ -57,6 +60,7 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.EMPTY_COURSE: frozenset(),
     S.TO_REGISTER: frozenset(
         {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER, S.UNKNOWN}
+        | {S.SHADOWED}
     ),
     S.UNKNOWN: frozenset(),
     S.AWAITING_REGISTER: frozenset({S.REGISTERED, S.FAILED, S.AWAITING_REGISTER}),
@@ -67,6 +71,7 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.FAILED: frozenset(),
     S.ERASED: frozenset(),
     S.EXPIRED: frozenset(),
+    S.SHADOWED: frozenset(),  # only a takeover releases it (docs/shadow.md)
 }
 
 #: Where an operator may send a subscription back to (requeue from the Launchpad).
@@ -75,6 +80,7 @@ REQUEUE_TARGETS = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.AWAITIN
 #: cause has been fixed (e.g. an offer code corrected).
 REQUEUEABLE = frozenset(
     {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED, S.UNKNOWN}
+    | {S.SHADOWED}  # only by a takeover (`legacy.shadow.release_shadowed`), not the requeue
 )
 
 #: No more work will happen on these without an operator.

@@ -81,6 +81,11 @@ class Integration(Timestamps, Base):
     # pause survives every sync; intake still routes to a paused integration
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # added (issue 20, `legacy/shadow.py`): set by `anubis shadow on`/`off`, never by the file.
+    # While `shadow_since` is set nothing is written at the partner; a subscription created
+    # before `shadow_ended_at` is never sent on its own (the shadow run's students)
+    shadow_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    shadow_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IntegrationFilter(Timestamps, Base):

@@ -112,11 +112,13 @@ def requeue(
                 {"id": subscription.id, "reason": "personal data removed by retention (LGPD)"}
             )
             continue
-        if Status(subscription.status) not in REQUEUEABLE:
+        if Status(subscription.status) not in REQUEUEABLE - {Status.SHADOWED}:
+            # a shadowed student is the legacy's: only the cutover's takeover releases it
             report.skipped.append(
                 {
                     "id": subscription.id,
-                    "reason": f"status {subscription.status} is not requeueable",
+                    "reason": f"status {subscription.status} is not requeueable"
+                    + (" (a takeover releases it)" if subscription.status == "shadowed" else ""),
                 }
             )
             continue
