@@ -8,6 +8,9 @@ anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes o
 anubis resume KEY                 send to it again
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
 anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
+anubis go-live KEY --at T         orders paid before T are the legacy's (docs/cutover.md)
+anubis takeover KEY --from --to   send a range paid before go-live anyway
+anubis legacy import ...          import what a legacy service sent
 
 The sandboxes, the webhook sink and the demo order generator are not production tools: they
 ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
@@ -63,6 +66,8 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.delivery.pause import paused_integrations
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.legacy.go_live import go_live_lines
     from anubis_dagster.resources import prepare_database
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
@@ -72,6 +77,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         rows = status_counts(session, by_origin=args.by_origin)
         attempts = attempt_counts(session)
         paused = paused_integrations(session)
+        going_live = go_live_lines(session, OrdersSource())
     for key, (since, reason) in paused.items():
         print(f"PAUSED: {key} since {since:%Y-%m-%d %H:%M} UTC" + (f": {reason}" if reason else ""))
     if paused:
@@ -84,6 +90,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(format_table(rows, headers))
     print()
     print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
+    if going_live:
+        print("\n" + "\n".join(going_live))
     return 0
 
 
@@ -298,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=_cmd_doctor)
 
+    from anubis_dagster.legacy.commands import add_commands
+
+    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
     return parser
 
 

@@ -9,6 +9,7 @@ CPF is only ever the key the operator typed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,6 +95,8 @@ class StudentView:
     created_at: datetime | None
     attempts: list[Attempt] = field(default_factory=list)
     more_attempts: int = 0
+    legacy_status: str | None = None  # imported from the legacy service (issue 20)
+    legacy_history: list[tuple[datetime | None, str]] = field(default_factory=list)  # masked
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
@@ -155,6 +158,12 @@ def _view(session: Session, sub: Subscription, integration: str) -> StudentView:
         created_at=sub.created_at,
         attempts=attempts[-MAX_ATTEMPTS_SHOWN:],
         more_attempts=max(0, len(attempts) - MAX_ATTEMPTS_SHOWN),
+        legacy_status=sub.legacy_status,
+        legacy_history=[
+            (e.created_at, mask_text(json.dumps(e.response, default=str, ensure_ascii=False)))
+            for e in events
+            if e.operation_name == "legacy_history"
+        ][-MAX_ATTEMPTS_SHOWN:],
     )
 
 
@@ -185,6 +194,9 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
         )
     if view.dead_letter:
         lines.append(f"- **dead letter**: {_code(view.dead_letter)}")
+    if view.legacy_status is not None:
+        lines.append(f"- **imported from legacy** (legacy status `{view.legacy_status}`)")
+        lines += [f"  - {_time(at)} {_code(text[:300])}" for at, text in view.legacy_history]
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",
