@@ -96,7 +96,7 @@ class StudentView:
     attempts: list[Attempt] = field(default_factory=list)
     more_attempts: int = 0
     legacy_status: str | None = None  # imported from the legacy service (issue 20)
-    legacy_history: list[tuple[datetime | None, str]] = field(default_factory=list)  # masked
+    legacy_history: list[tuple[datetime, str]] = field(default_factory=list)  # masked
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
