@@ -96,7 +96,7 @@ class StudentView:
     attempts: list[Attempt] = field(default_factory=list)
     more_attempts: int = 0
     legacy_status: str | None = None  # imported from the legacy service (issue 20)
-    legacy_history: list[tuple[datetime, str]] = field(default_factory=list)  # masked
+    legacy_history: list[tuple[str, str]] = field(default_factory=list)  # (time, masked)
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
@@ -159,12 +159,23 @@ def _view(session: Session, sub: Subscription, integration: str) -> StudentView:
         attempts=attempts[-MAX_ATTEMPTS_SHOWN:],
         more_attempts=max(0, len(attempts) - MAX_ATTEMPTS_SHOWN),
         legacy_status=sub.legacy_status,
-        legacy_history=[
-            (e.created_at, mask_text(json.dumps(e.response, default=str, ensure_ascii=False)))
-            for e in events
-            if e.operation_name == "legacy_history"
-        ][-MAX_ATTEMPTS_SHOWN:],
+        legacy_history=_legacy_history(sub.payload),
     )
+
+
+def _legacy_history(payload: Any) -> list[tuple[str, str]]:
+    """The legacy service's own history of an imported student (kept in its payload), masked."""
+    legacy = payload.get("legacy") if isinstance(payload, dict) else None
+    items = legacy.get("history") if isinstance(legacy, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        (
+            str(item.get("at") or "-") if isinstance(item, dict) else "-",
+            mask_text(json.dumps(item, default=str, ensure_ascii=False)),
+        )
+        for item in items[-MAX_ATTEMPTS_SHOWN:]
+    ]
 
 
 def render_markdown(key: LookupKey, views: list[StudentView], run_link: Any) -> str:
@@ -196,7 +207,7 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
         lines.append(f"- **dead letter**: {_code(view.dead_letter)}")
     if view.legacy_status is not None:
         lines.append(f"- **imported from legacy** (legacy status `{view.legacy_status}`)")
-        lines += [f"  - {_time(at)} {_code(text[:300])}" for at, text in view.legacy_history]
+        lines += [f"  - {at} {_code(text[:300])}" for at, text in view.legacy_history]
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",

@@ -13,8 +13,10 @@ legacy's word) and mapped to our status (`legacy/mapping.py`):
   record is kept without the CPF and counted (`both_sent`) for a person to look at;
 - `registered`/`awaiting_register` rows carry the partner's id (`external_id`) and are due for
   `check_job` at once, and then as any other registration until final;
-- its history: one event row for the import (the legacy status and its mapping) and one per
-  legacy history item (Kroton's follow-ups, with Kroton's answer, masked), at their own times.
+- its history: the legacy's own (Kroton's follow-ups with Kroton's answers) is kept with the
+  record in `payload["legacy"]` (personal data, like the order document an ingested row keeps,
+  and removed with it by LGPD retention); `anubis student` shows it masked. One event row
+  records the import (the legacy status, its mapping, the partner id).
 
 Bulk: each batch is read from the app DB with two lookups (the imported rows that exist, the
 CPFs held) and written with `transitions.write_rows` (COPY on PostgreSQL, executemany on
@@ -30,16 +32,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from anubis_dagster.core.masking import mask_cpf
+from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, utcnow
 from anubis_dagster.db.transitions import (
-    NOTE,
     TRANSITION,
     RenderedJson,
     allocate_subscription_ids,
@@ -50,7 +53,6 @@ from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
 from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
 
 OPERATION = "legacy_import"
-HISTORY = "legacy_history"
 #: waiting statuses of a subscription Anubis never sent, which an imported registration replaces
 NEVER_SENT = (Status.TO_SYNC.value, Status.TO_SYNC_LGPD.value, Status.TO_REGISTER.value)
 
@@ -188,24 +190,35 @@ def import_batch(
     if not wanted:
         return
     s = Subscription
+    one_of = _one_of(session)
     existing = {
         order_id: _Existing(sid, status, legacy, active)
         for sid, order_id, status, legacy, active in session.execute(
             select(s.id, s.order_id, s.status, s.legacy_status, s.active_cpf).where(
-                s.integration_id == integration_id, s.order_id.in_(list(wanted))
+                s.integration_id == integration_id, one_of(s.order_id, list(wanted))
             )
         )
     }
-    cpfs = sorted({record.cpf for record, _ in wanted.values()})
-    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]] = {
-        cpf: (sid, status, legacy, sending, external)
-        for sid, cpf, status, legacy, sending, external in session.execute(
-            select(
-                s.id, s.active_cpf, s.status, s.legacy_status, s.sending_since, s.external_id
-            ).where(s.integration_id == integration_id, s.active_cpf.in_(cpfs))
-        )
-        if cpf is not None
-    }
+    # CPFs are looked up only for records that will be written (none on a repeated import)
+    cpfs = sorted(
+        {
+            record.cpf
+            for order_id, (record, _) in wanted.items()
+            if (known := existing.get(order_id)) is None
+            or known.legacy_status != record.legacy_status
+        }
+    )
+    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]] = {}
+    if cpfs:
+        holders = {
+            cpf: (sid, status, legacy, sending, external)
+            for sid, cpf, status, legacy, sending, external in session.execute(
+                select(
+                    s.id, s.active_cpf, s.status, s.legacy_status, s.sending_since, s.external_id
+                ).where(s.integration_id == integration_id, one_of(s.active_cpf, cpfs))
+            )
+            if cpf is not None
+        }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
@@ -260,6 +273,7 @@ def import_batch(
                         "status": record.legacy_status,
                         "partner_id": record.partner_id,
                         "sent_at": record.sent_at.isoformat() if record.sent_at else None,
+                        "history": [dict(item) for item in record.history],
                     },
                     "base_user": {"cpf": record.cpf},
                 },
@@ -280,7 +294,6 @@ def import_batch(
             }
         )
         events.append(_import_event(sid, integration_id, record, mapped, run_id, now))
-        events.extend(_history_events(sid, integration_id, record, run_id, now))
         report.imported[record.legacy_status] += 1
     if superseded:
         _supersede(session, integration_id, superseded, run_id, now)
@@ -381,6 +394,20 @@ def _apply_updates(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])
 
 
+def _one_of(session: Session) -> Callable[[Any, list[Any]], ColumnElement[bool]]:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter for a batch."""
+    if session.get_bind().dialect.name != "postgresql":
+        return lambda column, values: column.in_(values)
+    return lambda column, values: (
+        column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    )
+
+
+@cache
+def _import_message(legacy_status: str, status: str, meaning: str) -> str:
+    return mask_text(f"imported from legacy: {legacy_status} → {status} ({meaning})")
+
+
 def _import_event(
     sid: int,
     integration_id: int,
@@ -389,46 +416,32 @@ def _import_event(
     run_id: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    values = event_values(
-        subscription_id=sid,
-        integration_id=integration_id,
-        kind=TRANSITION,
-        status=mapped.status.value,
-        operation=OPERATION,
-        run_id=run_id,
-        error=f"imported from legacy: {record.legacy_status} → {mapped.status.value} "
-        f"({mapped.meaning})",
-        response={
-            "legacy_id": record.legacy_id,
+    """The import's event row, built directly: its text is one of a few fixed messages (masked
+    once each) and its response holds only ids, the status word and a time, no personal data
+    (the legacy's history, which may, stays in the subscription's payload)."""
+    return {
+        "subscription_id": sid,
+        "integration_id": integration_id,
+        "kind": TRANSITION,
+        "status": mapped.status.value,
+        "operation_name": OPERATION,
+        "error_message": _import_message(record.legacy_status, mapped.status.value, mapped.meaning),
+        "request": None,
+        "response": {
+            "legacy_id": (
+                f"cpf:{mask_cpf(record.cpf)}"
+                if record.legacy_id.startswith("cpf:")
+                else record.legacy_id
+            ),
             "legacy_status": record.legacy_status,
             "partner_id": record.partner_id,
             "sent_at": record.sent_at.isoformat() if record.sent_at else None,
         },
-        outcome=mapped.status.value,
-    )
-    values.update(created_at=now, updated_at=now)
-    return values
-
-
-def _history_events(
-    sid: int, integration_id: int, record: LegacyRecord, run_id: str | None, now: datetime
-) -> list[dict[str, Any]]:
-    events = []
-    for item in record.history:
-        at = item.get("at")
-        try:
-            stamp = datetime.fromisoformat(at) if isinstance(at, str) else None
-        except ValueError:
-            stamp = None
-        values = event_values(
-            subscription_id=sid,
-            integration_id=integration_id,
-            kind=NOTE,
-            status=None,
-            operation=HISTORY,
-            run_id=run_id,
-            response=dict(item),
-        )
-        values.update(created_at=stamp or now, updated_at=now)
-        events.append(values)
-    return events
+        "http_status": None,
+        "duration_ms": None,
+        "outcome": mapped.status.value,
+        "dagster_run_id": run_id,
+        "model": "Subscription",
+        "created_at": now,
+        "updated_at": now,
+    }
