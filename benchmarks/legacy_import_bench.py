@@ -123,7 +123,9 @@ def _import_child(app_url: str, legacy_url: str, queue: Any) -> None:
     """One import in this process; reports rows/s and this process's peak RSS."""
     from anubis_dagster.legacy.operations import run_import
     from anubis_dagster.legacy.readers import KrotonLegacyReader
+    from anubis_dagster.resources import prepare_database
 
+    prepare_database(app_url)  # migrations checked and integrations synced: start-up, not import
     started = time.perf_counter()
     report, _ = run_import(app_url, "kroton", KrotonLegacyReader(legacy_url), tty=False)
     elapsed = time.perf_counter() - started

