@@ -468,3 +468,19 @@ def test_cutover_sends_each_student_paid_during_the_switch_exactly_once(
 @pytest.fixture
 def harness(kroton: KrotonSandbox, anubis_env: str) -> Harness:
     return Harness(anubis_env)
+
+
+def test_a_provisional_point_then_the_real_one_reads_from_the_real_one(harness: Harness) -> None:
+    """Runbook step 1: a point far ahead keeps a new deployment from sending anything; the real
+    point, earlier, moves the intake watermark back to it (the orders in between were never
+    read)."""
+    day = timedelta(days=1)
+    harness.source.load([make_order(n, updated_at=NOW - (10 - n) * day) for n in range(1, 6)])
+    for key in ("kroton", "estacio"):
+        run_go_live(harness.db_url, key, datetime(2099, 1, 1, tzinfo=UTC))
+    intake(harness)
+    assert harness.statuses() == {}
+    change = run_go_live(harness.db_url, "kroton", NOW - 6.5 * day)
+    assert change.floor_after is not None
+    intake(harness)
+    assert harness.statuses() == {4: "to_sync", 5: "to_sync"}

@@ -91,10 +91,10 @@ class GoLiveChange:
             "before_go_live"
         )
         if self.floor_after is not None:
+            point = self.floor_after.updated_at + timedelta(microseconds=1)
             lines.append(
-                f"intake watermark {moved.split()[-1] if self.dry_run else 'moved'} to just "
-                f"before {self.floor_after.updated_at.isoformat()} (orders before it are never "
-                "read)"
+                f"intake {'would read' if self.dry_run else 'reads'} from {point.isoformat()} "
+                "(the earliest go-live point; orders before it are never read)"
             )
         else:
             lines.append(
@@ -156,6 +156,7 @@ def set_go_live(
     ]
     change.held_back = len(held)
     change.floor_before = read_watermark(session, watermark_name)
+    old_floor = watermark_floor(session)
     if not dry_run:
         integration.go_live_at = at
         session.flush()
@@ -195,7 +196,11 @@ def set_go_live(
     if floor is not None:
         target = floor_key(floor)
         current = change.floor_before
-        if current is None or current < target:
+        moved_back = old_floor is not None and floor < old_floor
+        if current is None or current < target or (moved_back and current > target):
+            # forward: the history below is never read; back (a point set earlier than the
+            # earliest one was, e.g. after a provisional point): the orders in between were
+            # never read, so intake reads from the new floor again (idempotent)
             change.floor_after = target
             if not dry_run:
                 _set_watermark(session, watermark_name, target)
@@ -218,9 +223,7 @@ def _set_watermark(session: Session, name: str, key: OrderKey) -> None:
     if row is None:
         session.add(Cursor(name=name, value=key.to_json()))
     else:
-        current = OrderKey.from_json(row.value)
-        if current is None or current < key:
-            row.value = key.to_json()
+        row.value = key.to_json()
     session.flush()
 
 
