@@ -484,3 +484,20 @@ def test_a_provisional_point_then_the_real_one_reads_from_the_real_one(harness: 
     assert change.floor_after is not None
     intake(harness)
     assert harness.statuses() == {4: "to_sync", 5: "to_sync"}
+
+
+def test_an_imported_dead_letter_is_never_requeued(anubis_env: str, legacy_url: str) -> None:
+    """The legacy's failures are kept failed: "requeue every dead letter since…" leaves them
+    (they have no order document to send; their order is taken over instead)."""
+    from anubis_dagster.db.models import Integration
+    from anubis_dagster.delivery.requeue import requeue
+
+    add_students(legacy_url, [{"id": 1, "cpf": make_cpf(1), "status": "failed"}])
+    import_kroton(anubis_env, legacy_url)
+    with session_scope(anubis_env) as session:
+        kroton_id = session.scalar(select(Integration.id).where(Integration.key == "kroton"))
+        assert kroton_id is not None
+        report = requeue(session, kroton_id, failed_since=NOW - timedelta(days=1))
+    assert report.requeued == [] and "imported from the legacy" in report.skipped[0]["reason"]
+    with session_scope(anubis_env) as session:
+        assert session.scalar(select(Subscription.status)) == "failed"
