@@ -501,3 +501,46 @@ def test_an_imported_dead_letter_is_never_requeued(anubis_env: str, legacy_url: 
     assert report.requeued == [] and "imported from the legacy" in report.skipped[0]["reason"]
     with session_scope(anubis_env) as session:
         assert session.scalar(select(Subscription.status)) == "failed"
+
+
+def test_launchpad_jobs_take_their_source_from_the_settings(
+    anubis_env: str, legacy_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`legacy_import` reads where the settings say (nothing to type at launch), `go_live`
+    dry-runs by default; both carry their action tags."""
+    import dagster as dg
+
+    from anubis_dagster.definitions import build_definitions
+
+    add_students(legacy_url, [{"id": 1, "cpf": make_cpf(1), "status": "registered"}])
+    csv_path = estacio_csv(tmp_path / "e.csv", [f"9,{make_cpf(9)},estacio,registered,E9,"])
+    monkeypatch.setenv("ANUBIS_LEGACY_KROTON_DATABASE_URL", legacy_url)
+    monkeypatch.setenv("ANUBIS_LEGACY_ESTACIO_CSV", str(csv_path))
+    defs = build_definitions()
+    with dg.DagsterInstance.ephemeral() as instance:
+        for key in ("kroton", "estacio"):
+            result = defs.resolve_job_def("legacy_import").execute_in_process(
+                partition_key=key, instance=instance, run_config=QUIET
+            )
+            assert result.success
+            assert result.dagster_run.tags["anubis/action"] == "legacy_import"
+        go_live = defs.resolve_job_def("go_live").execute_in_process(
+            partition_key="kroton",
+            instance=instance,
+            run_config={
+                **QUIET,
+                "ops": {"set_go_live_point": {"config": {"at": NOW.isoformat()}}},
+            },
+        )
+        assert go_live.success
+    with session_scope(anubis_env) as session:
+        from anubis_dagster.db.models import Integration
+
+        assert (
+            session.scalar(select(Integration.go_live_at).where(Integration.key == "kroton"))
+            is None
+        )
+        rows = dict(
+            session.execute(select(Subscription.order_id, Subscription.legacy_status)).all()
+        )
+    assert rows == {-1: "registered", 9: "registered"}

@@ -147,7 +147,10 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         return dg.Output(
             report.total_imported,
             metadata={
-                **{k: dg.MetadataValue.json(v) for k, v in report.summary().items()},
+                **{
+                    k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+                    for k, v in report.summary().items()
+                },
                 "bad_lines": dg.MetadataValue.json(errors[:50]),
             },
         )
