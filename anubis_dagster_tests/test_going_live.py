@@ -187,6 +187,9 @@ def test_import_go_live_and_a_full_pass_send_no_historic_student(
 
     with session_scope(harness.db_url) as session:
         assert len(missing_points(session, OrdersSource())) == 2
+    from anubis_dagster.doctor import diagnose
+
+    assert any("'kroton' has no go-live point" in w for w in diagnose().warnings)
 
     run_go_live(harness.db_url, "kroton", go_live)
     change = run_go_live(harness.db_url, "estacio", estacio_go_live)
