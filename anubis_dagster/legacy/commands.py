@@ -65,7 +65,13 @@ def _cmd_legacy_import(args: argparse.Namespace) -> int:
         run_import,
     )
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # the progress counts (and the summary) of this command only, not every library's INFO
+    logger = logging.getLogger("anubis_dagster.legacy")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         reader = reader_for(args.integration, database_url=args.database_url, csv_path=args.csv)
         report, errors = run_import(
