@@ -12,6 +12,9 @@ anubis doctor [--markdown]        effective configuration and every problem foun
 anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
 anubis privacy export KEY [-o F]  everything held about a student, unmasked, to a 0600 file
 anubis privacy erase KEY [--dry-run]  anonymise a student everywhere; never sent again
+anubis go-live KEY --at T         orders paid before T are the legacy's (docs/cutover.md)
+anubis takeover KEY --from --to   send a range paid before go-live anyway
+anubis legacy import ...          import what a legacy service sent
 
 The sandboxes, the webhook sink and the demo order generator are not production tools: they
 ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
@@ -68,6 +71,8 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.delivery.pause import paused_integrations
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.legacy.go_live import go_live_lines
     from anubis_dagster.legacy.shadow import shadow_modes
     from anubis_dagster.resources import prepare_database
     from anubis_dagster.status import attempt_counts, format_table, status_counts
@@ -79,6 +84,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         attempts = attempt_counts(session)
         paused = paused_integrations(session)
         shadow = shadow_modes(session)
+        going_live = go_live_lines(session, OrdersSource())
     for key, since in shadow.items():
         print(f"SHADOW: {key} since {since:%Y-%m-%d %H:%M} UTC (nothing written at the partner)")
     for key, (since, reason) in paused.items():
@@ -93,6 +99,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(format_table(rows, headers))
     print()
     print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
+    if going_live:
+        print("\n" + "\n".join(going_live))
     return 0
 
 
@@ -369,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=_cmd_doctor)
 
+    from anubis_dagster.legacy.commands import add_commands
+
+    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
     return parser
 
 

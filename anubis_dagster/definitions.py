@@ -32,6 +32,7 @@ from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.legacy.jobs import build_legacy_jobs
 from anubis_dagster.legacy.shadow_jobs import build_shadow_jobs
 from anubis_dagster.lineage import lineage_specs
 from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
@@ -86,6 +87,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             privacy_erase,
             build_pause_job(i.key for i in config.integrations),
             *build_shadow_jobs(i.key for i in config.integrations),
+            *build_legacy_jobs(i.key for i in config.integrations),
             digest_job,
             *(health.jobs or []),
         ],

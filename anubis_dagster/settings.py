@@ -230,6 +230,26 @@ class Settings(BaseModel):
         shown_default="`$ANUBIS_HOME/privacy_exports`",
     )
 
+    # --- going live (issue 20): where the legacy import reads; never typed at launch -------------
+    anubis_legacy_kroton_database_url: SecretStr | None = _field(
+        None,
+        "Kroton's legacy service database (`subscriptions`, `follow_ups`) read by `anubis legacy "
+        "import` and the `legacy_import` job; its password is a secret",
+        group="storage",
+    )
+    anubis_legacy_kroton_columns: str | None = _field(
+        None,
+        "legacy Kroton table/column names that differ from seed 001, `NAME=COLUMN,…` (e.g. "
+        "`sent_at=synced_at`; docs/cutover.md)",
+        group="storage",
+        shown_default="seed 001's names",
+    )
+    anubis_legacy_estacio_csv: str | None = _field(
+        None,
+        "the Estácio legacy export (CSV, docs/cutover.md) the `legacy_import` job reads",
+        group="storage",
+    )
+
     # --- Kroton -------------------------------------------------------------------------------
     api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
     api_kroton_client_id: str | None = _field(None, "OAuth2 client id", group="kroton")
@@ -294,7 +314,9 @@ class Settings(BaseModel):
     api_onetrust_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
 
     # --- validators ---------------------------------------------------------------------------
-    @field_validator("anubis_database_url", "anubis_orders_database_url")
+    @field_validator(
+        "anubis_database_url", "anubis_orders_database_url", "anubis_legacy_kroton_database_url"
+    )
     @classmethod
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -435,7 +457,8 @@ class Settings(BaseModel):
             for name in sorted(self.secret_variables())
             if (field := getattr(self, name.lower())) is not None
         ]
-        for url in (self.database_url(), self.orders_database_url()):
+        legacy = _plain(self.anubis_legacy_kroton_database_url)
+        for url in (self.database_url(), self.orders_database_url(), legacy):
             password = url_password(url)
             if password:
                 values.append(password)
@@ -464,7 +487,11 @@ class Settings(BaseModel):
             source = "env" if name in self.model_fields_set else "default"
             if value is None:
                 shown = "unset"
-            elif variable in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL"):
+            elif variable in (
+                "ANUBIS_DATABASE_URL",
+                "ANUBIS_ORDERS_DATABASE_URL",
+                "ANUBIS_LEGACY_KROTON_DATABASE_URL",
+            ):
                 shown = hide_password(value.get_secret_value())
             elif isinstance(value, SecretStr):
                 shown = "set"

@@ -271,7 +271,7 @@ def test_the_comparison_from_the_launchpad_and_the_cli(
     assert main(["shadow", "report", "estacio", "--since", until, "--until", since]) == 1
     assert "since: must be before until" in capsys.readouterr().err
     assert main(["shadow", "report", "kroton"]) == 1
-    assert "no legacy source configured for 'kroton'" in capsys.readouterr().err
+    assert "set ANUBIS_LEGACY_KROTON_DATABASE_URL" in capsys.readouterr().err
 
 
 def test_a_bad_period_is_refused_at_launch(harness: Harness) -> None:

@@ -30,6 +30,11 @@ class Status(StrEnum):
     #: a registration may have reached a partner that offers no way to ask: held for an
     #: operator, never sent again on its own (requeue once the partner confirms it is absent)
     UNKNOWN = "unknown"
+    # going live (issue 20, `legacy/`): an order paid before its integration's go-live point,
+    # never sent unless an operator takes it over (`anubis takeover`)
+    BEFORE_GO_LIVE = "before_go_live"
+    #: imported from the legacy, which never sent it: Anubis sends the student's order instead
+    TAKEN_OVER = "taken_over"
     # follow-up at the IES
     ENROLLED = "enrolled"
     DROPPED = "dropped"
@@ -47,12 +52,19 @@ class Status(StrEnum):
 S = Status
 
 #: Statuses a new subscription may be created in.
-INITIAL_STATUSES = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE})
+INITIAL_STATUSES = frozenset(
+    {S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE, S.BEFORE_GO_LIVE}
+)
 
 _TRANSITIONS: dict[Status, frozenset[Status]] = {
     # an invalid order corrected at the source is validated again
-    S.INVALID: frozenset({S.INVALID, S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE}),
+    S.INVALID: frozenset(
+        {S.INVALID, S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE, S.BEFORE_GO_LIVE}
+    ),
     S.DUPLICATE: frozenset(),
+    # taken over by an operator: sent as a new order would be, or a duplicate of a CPF held
+    S.BEFORE_GO_LIVE: frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE, S.INVALID}),
+    S.TAKEN_OVER: frozenset(),
     S.TO_SYNC_LGPD: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
     S.SYNC_LGPD_FAILED: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
     S.TO_SYNC: frozenset({S.TO_REGISTER, S.EMPTY_COURSE, S.COURSE_FAILED, S.FAILED}),
@@ -84,12 +96,23 @@ REQUEUEABLE = frozenset(
 )
 
 #: No more work will happen on these without an operator.
-FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targets)
+FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targets) | {
+    S.BEFORE_GO_LIVE  # only an operator's takeover moves it
+}
 
 #: Statuses in which the subscription no longer holds the student's CPF for its integration:
 #: a new paid order for the same CPF may start a new subscription.
 RELEASES_CPF = frozenset(
-    {S.INVALID, S.DUPLICATE, S.EMPTY_COURSE, S.REGISTER_FAILED, S.DROPPED, S.FAILED}
+    {
+        S.INVALID,
+        S.DUPLICATE,
+        S.EMPTY_COURSE,
+        S.REGISTER_FAILED,
+        S.DROPPED,
+        S.FAILED,
+        S.BEFORE_GO_LIVE,
+        S.TAKEN_OVER,
+    }
     | {S.ERASED, S.EXPIRED}
 )
 

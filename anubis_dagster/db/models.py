@@ -86,6 +86,9 @@ class Integration(Timestamps, Base):
     # before `shadow_ended_at` is never sent on its own (the shadow run's students)
     shadow_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     shadow_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # added (issue 20): orders paid before this point are never sent (`legacy/go_live.py`);
+    # set by `anubis go-live`, never by the integrations file
+    go_live_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IntegrationFilter(Timestamps, Base):
@@ -135,6 +138,9 @@ class Subscription(Timestamps, Base):
     # added: when LGPD retention removed this row's personal data (maintenance/pii.py); a later
     # change (updated_at past it) makes the row due again
     anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # added (issue 20): the legacy service's own status word when this row was imported from it
+    # (`anubis legacy import`); NULL for every subscription Anubis created from an order
+    legacy_status: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),

@@ -112,6 +112,15 @@ def requeue(
                 {"id": subscription.id, "reason": "personal data removed by retention (LGPD)"}
             )
             continue
+        if subscription.legacy_status is not None:  # issue 20: no order document to send
+            report.skipped.append(
+                {
+                    "id": subscription.id,
+                    "reason": "imported from the legacy service: take its order over instead "
+                    "(anubis takeover, docs/cutover.md)",
+                }
+            )
+            continue
         if Status(subscription.status) not in REQUEUEABLE - {Status.SHADOWED}:
             # a shadowed student is the legacy's: only the cutover's takeover releases it
             report.skipped.append(

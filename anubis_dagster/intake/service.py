@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -80,6 +80,7 @@ WRITE_UNIT = 200
 UNREADABLE = "unreadable"
 WRITE_FAILED = "write_failed"
 REVALIDATED_NOTE = "order corrected at the source; validated again"
+TAKEN_OVER_NOTE = "taken over by an operator: sent by Anubis although paid before the go-live point"
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +92,9 @@ class Route:
     key: str
     initial_status: Status
     filters: tuple[tuple[int, Mapping[str, Any]], ...]
+    #: orders before this point are recorded `before_go_live`, never sent (`legacy/go_live.py`);
+    #: read again in each chunk's transaction (`_with_go_live`)
+    go_live_at: datetime | None = None
 
 
 def load_routes(session: Session, initial_status_for: Callable[[str], Status]) -> list[Route]:
@@ -317,7 +321,7 @@ class _Batch:
             cpf
             for candidate in candidates
             if (known := self.existing.get(candidate.key)) is None
-            or _needs_revalidation(known, candidate.row.updated_at)
+            or _needs_revalidation(known, candidate.row.updated_at, candidate.route)
             if len(cpf := _cpf(candidate.order)) == 11
         }
         if not cpfs:
@@ -389,10 +393,34 @@ def ingest(
     *,
     today: date,
     run_id: str | None = None,
+    ignore_go_live: frozenset[int] = frozenset(),
 ) -> IntakeReport:
-    """Ingest one chunk of orders (the caller commits). Safe to run twice on the same rows."""
+    """Ingest one chunk of orders (the caller commits). Safe to run twice on the same rows.
+    `ignore_go_live`: integration ids whose go-live point does not apply (an operator's
+    takeover of a range, `legacy/go_live.py`)."""
     with _cyclic_gc_paused():
+        routes = _with_go_live(session, routes, ignore_go_live)
         return _ingest(session, rows, routes, today=today, run_id=run_id)
+
+
+def _with_go_live(session: Session, routes: list[Route], ignore: frozenset[int]) -> list[Route]:
+    """The routes with their integrations' go-live points as committed now, read in the chunk's
+    own transaction: on PostgreSQL `FOR SHARE`, so `anubis go-live` (which updates the row)
+    waits for chunks in flight and chunks after it see its point; SQLite's chunk already holds
+    the write lock. One query per chunk."""
+    if not routes:
+        return routes
+    points = dict(
+        session.execute(
+            select(Integration.id, Integration.go_live_at)
+            .where(Integration.id.in_([r.integration_id for r in routes]))
+            .with_for_update(read=True)
+        ).all()
+    )
+    return [
+        replace(r, go_live_at=None if r.integration_id in ignore else points.get(r.integration_id))
+        for r in routes
+    ]
 
 
 def _ingest(
@@ -694,12 +722,13 @@ def _decide(
         return holders.get(key) or batch.cpf_holders.get(key)
 
     if known is not None:
-        if not _needs_revalidation(known, row.updated_at):
+        if not _needs_revalidation(known, row.updated_at, route):
             return _Decision(candidate, "unchanged", "unchanged")
         # the order was corrected at the source after being refused: look again
         problems = candidate.problems(today)
-        target, error = _target(route, cpf, problems, holder_of())
-        message = error or REVALIDATED_NOTE
+        target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
+        taken_over = known.status == Status.BEFORE_GO_LIVE.value
+        message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
         values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
         values.update(
             id=known.id,
@@ -718,7 +747,7 @@ def _decide(
         )
 
     problems = candidate.problems(today)
-    target, error = _target(route, cpf, problems, holder_of())
+    target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
     values = subscription_values(
         integration_id=route.integration_id,
         integration_filter_id=candidate.filter_id,
@@ -867,15 +896,23 @@ def _upsert_quarantine(
     session.flush()
 
 
-def _needs_revalidation(existing: _Known, updated_at: datetime) -> bool:
+def _needs_revalidation(existing: _Known, updated_at: datetime, route: Route) -> bool:
+    if existing.status == Status.BEFORE_GO_LIVE.value:  # the point no longer applies: taken over
+        return route.go_live_at is None or updated_at >= route.go_live_at
     if existing.status != Status.INVALID.value:
         return False
     return existing.order_updated_at is None or updated_at > existing.order_updated_at
 
 
 def _target(
-    route: Route, cpf: str, problems: list[Problem], holder: int | None
+    route: Route, cpf: str, problems: list[Problem], holder: int | None, updated_at: datetime
 ) -> tuple[Status, str | None]:
+    if route.go_live_at is not None and updated_at < route.go_live_at:
+        return (
+            Status.BEFORE_GO_LIVE,
+            f"paid before {route.key}'s go-live point ({route.go_live_at:%Y-%m-%d %H:%M} UTC): "
+            "the legacy service's; never sent unless taken over (anubis takeover)",
+        )
     if problems:
         return Status.INVALID, _problems_text(problems)
     if holder is not None:

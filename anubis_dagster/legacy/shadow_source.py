@@ -48,11 +48,13 @@ def unregister_legacy_source(key: str) -> None:
 def legacy_reader_for(key: str) -> LegacyReader:
     factory = _SOURCES.get(key)
     if factory is None:
-        configured = ", ".join(sorted(_SOURCES)) or "none"
-        raise LegacySourceMissing(
-            f"no legacy source configured for {key!r} (configured: {configured}); see "
-            "docs/cutover.md for the legacy sources' settings"
-        )
+        # the cutover's sources from the settings (Kroton's legacy DB, the integration's CSV)
+        from anubis_dagster.legacy import operations
+
+        try:
+            return operations.reader_for(key)
+        except operations.LegacySourceMissing as exc:
+            raise LegacySourceMissing(str(exc)) from None
     return factory()
 
 
