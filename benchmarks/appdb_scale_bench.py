@@ -92,7 +92,7 @@ WITH g AS (
   SELECT i,
          (i % 10) < 6 AS kroton,
          :start + (i::float8 / :n) * interval '365 days' AS created,
-         random() AS r1, random() AS r2, random() AS r3, (i * 7919) % 400 AS campus
+         random() AS r1, random() AS r2, random() AS r3, (i::bigint * 7919) % 400 AS campus
   FROM generate_series(1, :n) AS i
 ), s AS (
   SELECT g.*,
@@ -121,7 +121,7 @@ WITH g AS (
            THEN CASE WHEN r2 < 0.7 THEN 'enrolled' ELSE 'dropped' END
          ELSE drawn END AS status,
     created - (r2 * 600) * interval '1 second' AS paid,
-    lpad(((i * 7919) % 100000000000)::text, 11, '0') AS cpf,
+    lpad(((i::bigint * 7919) % 100000000000)::text, 11, '0') AS cpf,
     (ARRAY['quero_bolsa', 'quero_bolsa', 'quero_bolsa', 'ead_com', 'ead_com',
            'guia_da_carreira', 'mundo_vestibular', 'quero_bolsa'])[1 + (i % 8)] AS origin
   FROM s
