@@ -226,14 +226,19 @@ def _conversion(session: Session, reports: dict[int, IntegrationReport], window:
     """Registered → enrolled by modality and campus: counted in the database by the JSON
     values of the three offer fields, then named and bucketed as `get_path` reads them."""
     s = Subscription
-    paths = [cast(s.payload[tuple(path.split("."))], Text) for path in CONVERSION_PATHS]
+    paths: list[Any]
+    if session.get_bind().dialect.name == "postgresql":
+        paths = [cast(s.payload[tuple(path.split("."))], Text) for path in CONVERSION_PATHS]
+    else:  # `->` (SQLite 3.38+) gives JSON text; json_extract would turn `true` into 1
+        paths = [s.payload.op("->", return_type=Text)(f"$.{path}") for path in CONVERSION_PATHS]
     enrolled = s.status == "enrolled"
     rows = session.execute(
         select(s.integration_id, enrolled, *paths, func.count())
         .where(*window, s.status.in_(sorted(CONVERSION_BASE)))
         .group_by(s.integration_id, enrolled, *paths)
     )
-    for integration_id, is_enrolled, kind, campus_name, city, count in rows:
+    for row in rows:
+        integration_id, is_enrolled, kind, campus_name, city, count = tuple(row)
         report = reports[integration_id]
         modality = str(_json_value(kind) or "unknown")
         name, town = _json_value(campus_name), _json_value(city)
