@@ -134,7 +134,7 @@ def build_report(
     s = Subscription
     window = [s.created_at >= since, s.integration_id.in_(list(keys))]
     postgres = session.get_bind().dialect.name == "postgresql"
-    day = func.date(func.timezone("UTC", s.created_at)) if postgres else func.date(s.created_at)
+    day = utc_day(session, s.created_at)
     for integration_id, status, on, origin, count in session.execute(
         select(s.integration_id, s.status, day, s.origin, func.count())
         .where(*window)
@@ -143,7 +143,7 @@ def build_report(
         report = reports[integration_id]
         report.subscriptions += count
         report.statuses[status] += count
-        report.volume[(_as_date(on), origin or "-")] += count
+        report.volume[(as_date(on), origin or "-")] += count
     _latencies(session, reports, window, percentiles, postgres)
     _conversion(session, reports, window)
     e = SubscriptionEvent
@@ -167,7 +167,14 @@ def build_report(
     return sorted(reports.values(), key=lambda r: r.integration)
 
 
-def _as_date(value: Any) -> date:
+def utc_day(session: Session, column: Any) -> Any:
+    """The UTC calendar day of a timestamp column, as SQL (read it back with `as_date`)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)  # SQLite keeps UTC text
+
+
+def as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
