@@ -474,6 +474,28 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
             "seq_scan_subscriptions_ms": summary_ms(
                 timed(lambda: c.execute(text("SELECT count(*) FROM subscriptions")), 3)
             ),
+            # the floor of the report's conversion breakdown: one JSON path out of every
+            # payload of the year (`json` is text, parsed on each access)
+            "json_path_year_ms": summary_ms(
+                timed(
+                    lambda: c.execute(
+                        text(
+                            "SELECT count(payload #> '{offer,course,kind}') FROM subscriptions "
+                            "WHERE created_at >= now() - interval '365 days'"
+                        )
+                    ),
+                    1,
+                )
+            ),
+            # the floor of `anubis status`'s attempt counts: counting the attempt rows
+            "count_attempts_ms": summary_ms(
+                timed(
+                    lambda: c.execute(
+                        text("SELECT count(*) FROM subscription_events WHERE kind = 'attempt'")
+                    ),
+                    3,
+                )
+            ),
             "pk_lookup_ms": summary_ms(
                 timed(
                     lambda: c.execute(
@@ -702,20 +724,22 @@ def render(r: dict[str, Any]) -> str:
         (
             "`anubis student` CLI beyond `--help`",
             "≤ 200 ms",
-            f"{r['student']['cli_beyond_start_ms']} ms (`--help` {r['student']['cli_help_start_s']} s)",
+            f"{r['student']['cli_beyond_start_ms']} ms "
+            f"(`--help` {r['student']['cli_help_start_s']} s)",
             f"python start {p['python_start_s']} s",
         ),
         (
             "`anubis status` function (p50)",
             "≤ 500 ms",
-            f"{r['status']['function']['p50_ms']} ms (by origin {r['status']['function_by_origin']['p50_ms']} ms)",
+            f"{r['status']['function']['p50_ms']} ms "
+            f"(by origin {r['status']['function_by_origin']['p50_ms']} ms)",
             f"seq scan subscriptions {p['seq_scan_subscriptions_ms']['p50_ms']} ms",
         ),
         (
             "`anubis status` CLI beyond `--help`",
             "≤ 500 ms",
             f"{r['status']['cli_beyond_start_ms']} ms",
-            "",
+            f"count attempts {p.get('count_attempts_ms', {}).get('p50_ms', '-')} ms",
         ),
     ]
     for days, rep in r["report"].items():
@@ -727,7 +751,8 @@ def render(r: dict[str, Any]) -> str:
                 f"`anubis report --days {days.removeprefix('days_')}` CLI",
                 "≤ 5 s, ≤ 300 MB" if days == "days_365" else "",
                 f"{rep['wall_s']} s, {rep['max_rss_mb']} MB{state}",
-                f"seq scan events {p['seq_scan_events_ms']['p50_ms']} ms",
+                f"seq scan events {p['seq_scan_events_ms']['p50_ms']} ms; one JSON path "
+                f"a year {p.get('json_path_year_ms', {}).get('p50_ms', '-')} ms",
             )
         )
     for key, h in r["health"].items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Text, cast, func, select
+from sqlalchemy import Float, Integer, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
@@ -191,7 +191,8 @@ def _latencies(
     paid = func.coalesce(s.order_updated_at, s.created_at)
     delivered = [*window, s.sent_at.is_not(None), s.status.in_(sorted(DELIVERED))]
     if postgres:
-        seconds = func.greatest(0, func.extract("epoch", s.sent_at - paid))
+        # float8 of the exact numeric epoch: the same double as Python's total_seconds()
+        seconds = func.greatest(0, cast(func.extract("epoch", s.sent_at - paid), Float))
         aggregates = [func.percentile_disc(p / 100).within_group(seconds) for p in percentiles]
         for integration_id, count, *values in session.execute(
             select(s.integration_id, func.count(), *aggregates)
@@ -235,6 +236,9 @@ def _conversion(session: Session, reports: dict[int, IntegrationReport], window:
     s = Subscription
     paths: list[Any]
     if session.get_bind().dialect.name == "postgresql":
+        # each `#>` parses the `json` payload again: this query is the report's largest cost
+        # at a year of a large app DB (BENCHMARKS.md); taking the course once behind a
+        # subquery fence was slower still, the fence keeping the scan from running in parallel
         paths = [cast(s.payload[tuple(path.split("."))], Text) for path in CONVERSION_PATHS]
     else:  # `->` (SQLite 3.38+) gives JSON text; json_extract would turn `true` into 1
         paths = [s.payload.op("->", return_type=Text)(f"$.{path}") for path in CONVERSION_PATHS]
