@@ -70,15 +70,15 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from anubis_dagster.db.ready import prepare_for_reading
     from anubis_dagster.delivery.pause import paused_integrations
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.legacy.go_live import go_live_lines
     from anubis_dagster.legacy.shadow import shadow_modes
-    from anubis_dagster.resources import prepare_database
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
     url = default_database_url()
-    prepare_database(url)
+    prepare_for_reading(url)
     with session_scope(url) as session:
         rows = status_counts(session, by_origin=args.by_origin)
         attempts = attempt_counts(session)
@@ -196,7 +196,7 @@ def _cmd_student(args: argparse.Namespace) -> int:
         parse_key,
         render_markdown,
     )
-    from anubis_dagster.resources import prepare_database
+    from anubis_dagster.db.ready import prepare_for_reading
 
     try:
         key = parse_key(args.key)
@@ -204,7 +204,7 @@ def _cmd_student(args: argparse.Namespace) -> int:
         print(f"anubis student: {exc}", file=sys.stderr)
         return 2
     url = default_database_url()
-    prepare_database(url)
+    prepare_for_reading(url)
     with session_scope(url) as session:
         views = find_student(session, key)
     print(render_markdown(key, views, run_url))
@@ -256,10 +256,10 @@ def _cmd_privacy(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from anubis_dagster.console.report import build_report, format_report
-    from anubis_dagster.resources import prepare_database
+    from anubis_dagster.db.ready import prepare_for_reading
 
     url = default_database_url()
-    prepare_database(url)
+    prepare_for_reading(url)
     with session_scope(url) as session:
         reports = build_report(session, days=args.days)
     print(format_report(reports, args.days))

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -56,6 +57,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+#: the statuses a deliver or check flow still works on (the partial index `ix_subscriptions_open`
+#: covers them; its migration, t20b_scale_indexes, names the same)
+OPEN_STATUSES = (
+    "to_sync",
+    "course_failed",
+    "to_sync_lgpd",
+    "sync_lgpd_failed",
+    "to_register",
+    "awaiting_register",
+    "registered",
+)
+
+
+def _partial(condition: str) -> dict[str, Any]:
+    """A partial index's condition, on both backends."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
 
 
 class Timestamps:
@@ -150,6 +169,16 @@ class Subscription(Timestamps, Base):
         Index("ix_subscriptions_cpf", "cpf"),
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_first_name_gender", "first_name", "gender"),
+        # issue 20 (migration t20b_scale_indexes): lookups and windows at cutover size
+        Index("ix_subscriptions_order_id", "order_id"),
+        Index("ix_subscriptions_integration_created", "integration_id", "created_at"),
+        Index(
+            "ix_subscriptions_open",
+            "integration_id",
+            "status",
+            "scheduled_to",
+            **_partial(f"status IN ({', '.join(repr(s) for s in OPEN_STATUSES)})"),
+        ),
     )
 
 
@@ -195,6 +224,22 @@ class SubscriptionEvent(Timestamps, Base):
         Index("ix_subscription_events_subscription", "subscription_id", "id"),
         Index("ix_subscription_events_run", "dagster_run_id"),
         Index("ix_subscription_events_integration_created", "integration_id", "created_at"),
+        # issue 20 (migration t20b_scale_indexes): attempt counts and retries from the index
+        Index(
+            "ix_subscription_events_attempts",
+            "integration_id",
+            "operation_name",
+            "outcome",
+            "subscription_id",
+            **_partial("kind = 'attempt'"),
+        ),
+        Index(
+            "ix_subscription_events_retries",
+            "integration_id",
+            "created_at",
+            "subscription_id",
+            **_partial("kind = 'retry'"),
+        ),
     )
 
 

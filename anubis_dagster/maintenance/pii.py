@@ -169,11 +169,12 @@ def scrub_subject(
         report.add(p.name, scrub(session, p, p.of_subject(subject), dry_run=dry_run))
 
 
-def _due_subscriptions(cutoff: datetime, batch_size: int, after: int) -> Any:
+def _due_subscriptions(cutoff: datetime, batch_size: int, after: int = 0) -> Any:
     s = Subscription
     return (
         select(s.id, s.order_id, s.payload, s.status, s.updated_at)
         .where(
+            s.id > after,
             s.status.in_([status.value for status in RETAINED_STATUSES]),
             s.updated_at < cutoff,
             or_(s.anonymized_at.is_(None), s.anonymized_at < s.updated_at),
@@ -193,7 +194,13 @@ def anonymize_subscriptions(
     report: RetentionReport | None = None,
     dry_run: bool = False,
 ) -> RetentionReport:
-    """Drop the personal data of subscriptions retained since before `cutoff`, batch by batch."""
+    """Drop the personal data of subscriptions retained since before `cutoff`, batch by batch.
+
+    The batches walk the table forward by id (each starts after the last id of the one before),
+    so a run reads every row once however large its backlog: memory is one batch, time is
+    linear (restarting from the first id each batch re-read every row already done, which made
+    a large backlog quadratic). A row a concurrent transaction holds (`SKIP LOCKED`) is left
+    for the next run."""
     report = report or RetentionReport(dry_run=dry_run)
     after = 0
     while True:
