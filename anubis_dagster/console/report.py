@@ -186,10 +186,17 @@ def _latencies(
     postgres: bool,
 ) -> None:
     """Paid → registered, in seconds, of the delivered subscriptions that have `sent_at`:
-    its count and its nearest-rank percentiles, exact to the microsecond on both backends."""
+    its count and its nearest-rank percentiles, exact to the microsecond on both backends.
+    Students imported from a legacy service are left out: the legacy sent them, and they carry
+    no order time of ours to measure from."""
     s = Subscription
     paid = func.coalesce(s.order_updated_at, s.created_at)
-    delivered = [*window, s.sent_at.is_not(None), s.status.in_(sorted(DELIVERED))]
+    delivered = [
+        *window,
+        s.sent_at.is_not(None),
+        s.status.in_(sorted(DELIVERED)),
+        s.legacy_status.is_(None),
+    ]
     if postgres:
         # float8 of the exact numeric epoch: the same double as Python's total_seconds()
         seconds = func.greatest(0, cast(func.extract("epoch", s.sent_at - paid), Float))
