@@ -74,7 +74,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.delivery.pause import paused_integrations
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.legacy.go_live import go_live_lines
-    from anubis_dagster.legacy.shadow import shadow_modes
+    from anubis_dagster.legacy.modes import shadow_modes
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
     url = default_database_url()

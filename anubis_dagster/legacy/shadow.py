@@ -35,6 +35,7 @@ from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.db.transitions import transition
 from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster.legacy.modes import shadow_modes as shadow_modes  # re-exported
 
 #: the statuses a subscription waits in before its first write at the partner
 BEFORE_SEND = frozenset(
@@ -139,16 +140,6 @@ def set_shadow(
         waiting=_count(session, integration.id, BEFORE_SEND),
         shadowed=_count(session, integration.id, frozenset({Status.SHADOWED})),
     )
-
-
-def shadow_modes(session: Session) -> dict[str, datetime]:
-    """key → shadow since, of every integration in shadow."""
-    rows = session.execute(
-        select(Integration.key, Integration.shadow_since)
-        .where(Integration.shadow_since.is_not(None))
-        .order_by(Integration.key)
-    )
-    return {key: since for key, since in rows if since is not None}
 
 
 def withheld_reason(
