@@ -20,6 +20,7 @@ from sqlalchemy import select
 from anubis_dagster.core.drift import Drift, DriftThresholds, find_drifts
 from anubis_dagster.db.models import AlertState, Subscription
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.health.assets import job_name, metrics_key
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.settings import Settings, SettingsError
@@ -126,6 +127,16 @@ def test_a_chunk_invalid_for_one_reason_alerts_once_a_day(
     with session_scope(anubis_env) as session:
         states = session.scalars(select(AlertState).where(AlertState.scope == "kroton")).all()
         assert [s.state for s in states] == [datetime.now(UTC).date().isoformat()]
+
+    # metrics/kroton shows the day's invalid share
+    result = harness.defs.resolve_job_def(job_name("kroton")).execute_in_process(
+        instance=harness.instance, run_config=QUIET, asset_selection=[metrics_key("kroton")]
+    )
+    (materialization,) = result.asset_materializations_for_node("metrics__kroton")
+    metrics = {k: v.value for k, v in materialization.metadata.items()}
+    today = datetime.now(UTC).date().isoformat()
+    assert metrics["invalid_share_today"] == 1.0
+    assert metrics["invalid_share_by_day"] == {today: 1.0}
 
 
 def test_unrouted_orders_drift_and_small_chunks_do_not(anubis_env: str, sink: WebhookSink) -> None:
