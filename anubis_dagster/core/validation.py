@@ -174,8 +174,9 @@ class Problem:
         return {"field": self.field, "message": self.message}
 
 
-def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value == {}
+def _blank(text: str) -> bool:
+    """Empty or only white space (`not text.strip()`, without a copy)."""
+    return not text or text.isspace()
 
 
 def check_cpf(value: object) -> str | None:
@@ -537,14 +538,11 @@ class _Plan:
 
     tree: _FieldTree
     required: tuple[str, ...]
-    checks: tuple[tuple[str, _Check], ...]  # in order; each one sees a present, non-blank value
+    texts: tuple[tuple[str, int], ...]  # `check_text` and its bound, first (the commonest rule)
+    checks: tuple[tuple[str, _Check], ...]  # then these; each sees a present, non-blank value
     first_name: bool  # the first-name column rule applies (`base_user.full_name` is read)
     strict: bool  # every value problem of the document counts, not only the whole document's
     used: UsedFields
-
-
-def _text_check(field: str, limit: int) -> _Check:
-    return lambda value: check_text(field, value, limit)
 
 
 def _range_check(low: float, high: float) -> _Check:
@@ -575,9 +573,7 @@ def _paid_check(value: object) -> str | None:
 @lru_cache(maxsize=256)
 def _plan(used: UsedFields, strict: bool = False) -> _Plan:
     fields = used.read | used.required
-    checks: list[tuple[str, _Check]] = []
-    checks += [(f, _text_check(f, limit)) for f, limit in TEXT_LIMITS.items() if f in fields]
-    checks += [(f, check_id) for f in ID_FIELDS if f in fields]
+    checks: list[tuple[str, _Check]] = [(f, check_id) for f in ID_FIELDS if f in fields]
     checks += [(f, _range_check(*bounds)) for f, bounds in NUMBER_RANGES.items() if f in fields]
     if "origin" in fields:
         checks.append(("origin", _origin_check))
@@ -593,6 +589,7 @@ def _plan(used: UsedFields, strict: bool = False) -> _Plan:
     return _Plan(
         tree=_field_tree(frozenset(fields)),
         required=tuple(required),
+        texts=tuple((f, limit) for f, limit in TEXT_LIMITS.items() if f in fields),
         checks=tuple(checks),
         first_name="base_user.full_name" in fields,
         strict=strict,
@@ -634,22 +631,34 @@ def validate_order(
     _read_fields(order, plan.tree, values)
     for field in plan.required:
         value = values.get(field)
-        if _is_blank(value) or value == []:
+        if value is None or value == {} or value == [] or (type(value) is str and _blank(value)):
             problems[field] = "required field is missing"
 
-    for field, check in plan.checks:
-        # absent or blank text is left to the required-field rule (an empty object or list is
-        # not blank here: it is the wrong type)
+    # absent or blank text is left to the required-field rule (an empty object or list is not
+    # blank here: it is the wrong type); `problems` is empty for most orders
+    for field, limit in plan.texts:
         value = values.get(field)
-        if value is None or field in problems or (isinstance(value, str) and not value.strip()):
+        if value is None or (problems and field in problems):
+            continue
+        if type(value) is str and _blank(value):
+            continue
+        if message := check_text(field, value, limit):
+            problems[field] = message
+    if plan.first_name and "base_user.full_name" not in problems:
+        first = first_name_key(values.get("base_user.full_name"))
+        if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions column
+            problems["base_user.full_name"] = (
+                f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
+            )
+    for field, check in plan.checks:
+        value = values.get(field)
+        if value is None or (problems and field in problems):
+            continue
+        if type(value) is str and _blank(value):
             continue
         message = check_birth_date(value, today) if check is _birth_date_check else check(value)
         if message:
             problems[field] = message
-        elif field == "base_user.full_name" and plan.first_name:
-            first = first_name_key(value)
-            if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions column
-                problems[field] = f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
 
     if not plain:
         for problem in scan_document(order) if scan is None else scan:
