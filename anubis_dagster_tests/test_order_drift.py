@@ -11,18 +11,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from anubis_dagster.config.integrations import load_integrations, sync_integrations
 from anubis_dagster.core.drift import Drift, DriftThresholds, find_drifts
-from anubis_dagster.db.models import AlertState, Subscription
+from anubis_dagster.db.models import AlertState, Integration, Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.health.assets import job_name, metrics_key
+from anubis_dagster.intake import service
+from anubis_dagster.intake.orders_source import OrderRow
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
+from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster.settings import Settings, SettingsError
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import QUIET, Harness, op_metadata
@@ -96,6 +100,7 @@ def ingest(harness: Harness, orders: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 BIRTH = "base_user.birth_date must be text, not a number"
+TODAY = date(2026, 11, 23)
 
 
 def test_a_chunk_invalid_for_one_reason_alerts_once_a_day(
@@ -207,3 +212,38 @@ def test_the_thresholds_are_checked_at_load() -> None:
         assert name in str(raised.value)
     settings = Settings.from_env({"ANUBIS_DRIFT_MIN_SHARE": "0.5", "ANUBIS_DRIFT_MIN_ORDERS": "5"})
     assert (settings.anubis_drift_min_share, settings.anubis_drift_min_orders) == (0.5, 5)
+
+
+def test_an_order_routed_to_two_integrations_is_judged_by_each(db_url: str) -> None:
+    """Through the real intake: Kroton's filter also takes education group 2 here, so an
+    Estácio order goes to both; it lacks Kroton's unit and its RG is a list, which Estácio
+    never reads: valid for Estácio, invalid for Kroton, in one chunk."""
+    config = load_integrations()
+    kroton_filter = config.integrations[0].filters[0].filter
+    assert config.integrations[0].key == "kroton"
+    kroton_filter["education_group_ids"] = [1, 2]
+    kroton_filter["university_ids"] = [10, 20, 30, ESTACIO_OFFER["university_id"]]
+    order = make_order(1, offer=ESTACIO_OFFER, rg=["not", "text"])
+    order["offer"]["uuid"] = 42  # read by nobody
+    with session_scope(db_url) as session:
+        sync_integrations(session, config)
+        routes = service.load_routes(session, initial_status_for)
+        report = service.ingest(
+            session, [OrderRow(1, datetime.now(UTC), order)], routes, today=TODAY, run_id="t"
+        )
+    assert report.decided == {"kroton": 1, "estacio": 1}
+    with session_scope(db_url) as session:
+        found = {
+            key: (status, error)
+            for key, status, error in session.execute(
+                select(Integration.key, Subscription.status, Subscription.last_error).join(
+                    Integration, Integration.id == Subscription.integration_id
+                )
+            )
+        }
+    assert found["estacio"] == ("to_sync_lgpd", None)
+    assert found["kroton"] == (
+        "invalid",
+        "offer.metadata.idUnidadeOrigem - required field is missing; "
+        "base_user.rg - must be text, not a list",
+    )
