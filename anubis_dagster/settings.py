@@ -189,6 +189,19 @@ class Settings(BaseModel):
         "hour (0-23, America/Sao_Paulo) of the daily digest per integration; `off` for none",
         group="alerts",
     )
+    # issue 21: the order-shape drift alarm (core/drift.py)
+    anubis_drift_min_share: float = _field(
+        0.2,
+        "share of an intake chunk's orders invalid (or unrouted) for one reason that alerts "
+        "(order shape changed?), once per reason per day",
+        group="alerts",
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+    )
+    anubis_drift_min_orders: int = _field(
+        20, "fewest orders in a chunk for the drift alarm to judge it", group="alerts", ge=1
+    )
     anubis_console_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
         "WARNING", "console log level of `anubis run`", group="alerts"
     )

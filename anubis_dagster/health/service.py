@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -20,11 +20,18 @@ from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.clients.probes import Level, Probe, ProbeResult
 from anubis_dagster.console.report import IntegrationReport, as_date, utc_day
 from anubis_dagster.core.masking import mask_text
+from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.health import anomalies
 from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
-from anubis_dagster.health.metrics import MEANINGS, THRESHOLDS, Health, integration_health
+from anubis_dagster.health.metrics import (
+    MEANINGS,
+    METRICS_DAYS,
+    THRESHOLDS,
+    Health,
+    integration_health,
+)
 from anubis_dagster.integrations.partner_api import PartnerClients
 
 Send = Callable[[Alert], bool]
@@ -173,6 +180,26 @@ def volume_by_origin(db_url: str, integration_id: int, now: datetime) -> dict[st
     for origin, count in rows:
         counts[origin or "unknown"] = counts.get(origin or "unknown", 0) + int(count)
     return counts
+
+
+def invalid_share_by_day(
+    db_url: str, integration_id: int, now: datetime, days: int = METRICS_DAYS
+) -> dict[str, float]:
+    """Day (UTC) → share of the subscriptions intake created that day that are `invalid`, over
+    the last `days` days with any (issue 21: an order-shape drift shows as a jump)."""
+    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Subscription.created_at, Subscription.status).where(
+                Subscription.integration_id == integration_id, Subscription.created_at >= since
+            )
+        ).all()
+    totals: dict[str, list[int]] = {}
+    for created_at, status in rows:
+        counts = totals.setdefault(created_at.date().isoformat(), [0, 0])
+        counts[0] += 1
+        counts[1] += status == Status.INVALID.value
+    return {day: round(invalid / total, 4) for day, (total, invalid) in sorted(totals.items())}
 
 
 def find_anomalies(db_url: str, integration_id: int, now: datetime) -> list[anomalies.Anomaly]:
