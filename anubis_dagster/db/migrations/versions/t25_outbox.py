@@ -1,0 +1,43 @@
+"""event_outbox: events for other services, published to Kafka (issue 25)
+
+Revision ID: t25_outbox
+Revises: 0005_integration_pause
+Create Date: 2026-12-07 03:30:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "t25_outbox"
+down_revision: str | None = "0005_integration_pause"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "event_outbox",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("event_type", sa.String(60), nullable=False),
+        sa.Column("subscription_id", sa.BigInteger(), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("publish_attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.UniqueConstraint("event_id", name="uq_event_outbox_event_id"),
+    )
+    op.create_index("ix_event_outbox_published", "event_outbox", ["published_at", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_event_outbox_published", table_name="event_outbox")
+    op.drop_table("event_outbox")
