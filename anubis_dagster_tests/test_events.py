@@ -389,3 +389,35 @@ def test_published_value_is_the_payload_with_integration_and_sequence(
         value = message_value(row, keys)
         assert value["sequence"] == row.id
         _validate(value)
+
+
+def test_a_real_delivery_to_the_kroton_sandbox_publishes_its_outcomes(
+    kroton: Any, anubis_env: str, monkeypatch: pytest.MonkeyPatch, kafka: MockKafka
+) -> None:
+    """End to end: intake → delivery over HTTP to the Kroton sandbox → status checks; every
+    registered subscription has its `subscription.sent` with the IES's inscription id, and
+    every final outcome its event, read back from Kafka."""
+    from anubis_dagster_tests.harness import Harness
+    from anubis_dagster_tests.test_kroton_e2e import settle_checks
+
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i) for i in (1, 2, 3)])
+    assert harness.deliver().success
+    settle_checks(harness, kroton)
+    with session_scope(anubis_env) as session:
+        subscriptions = {s.id: s for s in session.scalars(select(Subscription))}
+    rows = _outbox(anubis_env)
+    sent = {r.subscription_id: r.payload for r in rows if r.event_type == "subscription.sent"}
+    assert set(sent) == set(subscriptions)
+    for sid, payload in sent.items():
+        assert payload["partner_id"] == subscriptions[sid].external_id is not None
+    finals = {
+        r.subscription_id: r.payload["status"] for r in rows if r.event_type != "subscription.sent"
+    }
+    assert finals == {sid: s.status for sid, s in subscriptions.items()}
+
+    topic = f"anubis.test.{uuid.uuid4().hex}"
+    publisher = _publisher(anubis_env, monkeypatch, kafka.bootstrap, topic)
+    assert publisher.drain(max_batches=5).published == len(rows)
+    messages = kafka.read([topic], expect=len(rows))
+    assert sorted(m["value"]["event_id"] for m in messages) == sorted(r.event_id for r in rows)
