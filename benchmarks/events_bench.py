@@ -16,7 +16,9 @@ disks or network. In one run:
 3. reported: the burst's write rate; events/s published from the first change to the last
    mark; the lag of each event (`published_at - created_at`: written → acknowledged and
    marked) as p50/p95/max; and how long after the last change the outbox was empty;
-4. the raw producer rate in the same run: as many messages of the same size, same producer
+4. the publisher's own ceiling: every row set unpublished again (a backlog of `--count`, as
+   after a broker outage) and drained with nobody writing, events/s;
+5. the raw producer rate in the same run: as many messages of the same size, same producer
    settings, straight to the same cluster, no database.
 """
 
@@ -207,7 +209,7 @@ def main() -> None:
     )
     url, name = fresh_database(args.sqlite, directory)
     try:
-        from sqlalchemy import select
+        from sqlalchemy import select, update
 
         from anubis_dagster.db.models import OutboxEvent
         from anubis_dagster.db.session import get_engine, session_scope
@@ -252,6 +254,16 @@ def main() -> None:
         first = min(c for c, _ in rows)
         last = max(p for _, p in rows)
         span = (last - first) / timedelta(seconds=1)
+        with session_scope(url) as session:  # a backlog, as after a broker outage
+            session.execute(update(OutboxEvent).values(published_at=None))
+        start = time.perf_counter()
+        backlog = 0
+        while True:
+            report = publisher.drain(max_batches=settings.anubis_events_max_batches_per_tick)
+            backlog += report.published
+            if report.failed or report.waiting == 0:
+                break
+        backlog_rate = backlog / (time.perf_counter() - start)
         sample = json.dumps(publisher_value_sample(url))
         raw = raw_producer_rate(bootstrap, args.count, len(sample))
         result = {
@@ -263,6 +275,7 @@ def main() -> None:
             "lag_p95_s": round(lags[int(0.95 * (len(lags) - 1))], 2),
             "lag_max_s": round(lags[-1], 2),
             "empty_after_last_change_s": round(t_end - (writer_done or t_end), 2),
+            "backlog_drain_events_per_s": round(backlog_rate),
             "message_bytes": len(sample),
             "raw_producer_msgs_per_s": round(raw),
         }
