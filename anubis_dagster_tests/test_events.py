@@ -421,3 +421,27 @@ def test_a_real_delivery_to_the_kroton_sandbox_publishes_its_outcomes(
     assert publisher.drain(max_batches=5).published == len(rows)
     messages = kafka.read([topic], expect=len(rows))
     assert sorted(m["value"]["event_id"] for m in messages) == sorted(r.event_id for r in rows)
+
+
+def test_event_settings_are_checked_at_load() -> None:
+    from anubis_dagster.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="ANUBIS_EVENTS_ENABLED needs"):
+        Settings.from_env({"ANUBIS_EVENTS_ENABLED": "true"})
+    with pytest.raises(SettingsError, match="ANUBIS_EVENTS_TOPIC_TEMPLATE"):
+        Settings.from_env({"ANUBIS_EVENTS_TOPIC_TEMPLATE": "anubis events/{type}"})
+    settings = Settings.from_env(
+        {
+            "ANUBIS_EVENTS_ENABLED": "true",
+            "ANUBIS_KAFKA_BOOTSTRAP_SERVERS": "k1:9093,k2:9093",
+            "ANUBIS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "ANUBIS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "ANUBIS_KAFKA_SASL_USERNAME": "anubis",
+            "ANUBIS_KAFKA_SASL_PASSWORD": "kafka-pass-123",
+        }
+    )
+    config = publisher_module.producer_config(settings)
+    assert config["enable.idempotence"] is True and config["acks"] == "all"
+    assert config["sasl.password"] == "kafka-pass-123"
+    assert "kafka-pass-123" in settings.secret_values()  # redacted by value
+    assert "kafka-pass-123" not in repr(settings)
