@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -310,7 +311,13 @@ class OutboxEvent(Base):
 
     __table_args__ = (
         UniqueConstraint("event_id", name="uq_event_outbox_event_id"),
-        Index("ix_event_outbox_published", "published_at", "id"),
+        # the publisher's queue: only the waiting rows, so a marked row leaves the index
+        Index(
+            "ix_event_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
     )
 
 

@@ -35,9 +35,17 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.UniqueConstraint("event_id", name="uq_event_outbox_event_id"),
     )
-    op.create_index("ix_event_outbox_published", "event_outbox", ["published_at", "id"])
+    # the publisher's queue: only the waiting rows, so a marked row leaves the index
+    waiting = sa.text("published_at IS NULL")
+    op.create_index(
+        "ix_event_outbox_unpublished",
+        "event_outbox",
+        ["id"],
+        postgresql_where=waiting,
+        sqlite_where=waiting,
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_event_outbox_published", table_name="event_outbox")
+    op.drop_index("ix_event_outbox_unpublished", table_name="event_outbox")
     op.drop_table("event_outbox")
