@@ -445,3 +445,44 @@ def test_event_settings_are_checked_at_load() -> None:
     assert config["sasl.password"] == "kafka-pass-123"
     assert "kafka-pass-123" in settings.secret_values()  # redacted by value
     assert "kafka-pass-123" not in repr(settings)
+
+
+KILLED_PUBLISHER = """
+import os, signal, sys
+from anubis_dagster.db import outbox
+from anubis_dagster.events.publisher import OutboxPublisher
+from anubis_dagster.settings import get_settings
+
+def die(*_args, **_kwargs):  # after the brokers acknowledged, before the marks commit
+    os.kill(os.getpid(), signal.SIGKILL)
+
+outbox.mark_published = die
+OutboxPublisher.from_settings(sys.argv[1], get_settings()).drain(max_batches=5)
+"""
+
+
+def test_a_publisher_process_killed_mid_batch_loses_nothing(
+    db_url: str, anubis_env: str, monkeypatch: pytest.MonkeyPatch, kafka: MockKafka
+) -> None:
+    """The same contract with a real SIGKILL of the publisher's process (no cleanup, no
+    rollback in Python: the database drops the open transaction)."""
+    import subprocess
+    import sys
+
+    _some_outcomes(db_url)
+    topic = f"anubis.test.{uuid.uuid4().hex}"
+    _publisher(db_url, monkeypatch, kafka.bootstrap, topic, ANUBIS_EVENTS_BATCH_SIZE="4")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_PUBLISHER, db_url], capture_output=True, timeout=120
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert all(r.published_at is None for r in _outbox(db_url))
+
+    publisher = _publisher(
+        db_url, monkeypatch, kafka.bootstrap, topic, ANUBIS_EVENTS_BATCH_SIZE="4"
+    )
+    assert publisher.drain(max_batches=5).published == 6
+    messages = kafka.read([topic], expect=10)
+    seen = Counter(m["value"]["event_id"] for m in messages)
+    assert set(seen) == {r.event_id for r in _outbox(db_url)}
+    assert sorted(seen.values()) == [1, 1, 2, 2, 2, 2]
