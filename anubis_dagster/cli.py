@@ -266,6 +266,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_events_tail(args: argparse.Namespace) -> int:
+    """The newest outbox events (issue 25), one JSON line each, masked, with their state."""
+    from anubis_dagster.events.tail import tail_lines
+    from anubis_dagster.resources import prepare_database
+
+    url = default_database_url()
+    prepare_database(url)
+    with session_scope(url) as session:
+        for line in tail_lines(session, args.n):
+            print(line)
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 1 when any problem is found, so deploy scripts can gate on it."""
     from anubis_dagster.doctor import diagnose
@@ -370,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     digest = sub.add_parser("digest", help="send each integration's digest now")
     digest.add_argument("--hours", type=int, default=24, help="the window: the last N hours")
     digest.set_defaults(func=_cmd_digest)
+
+    events = sub.add_parser("events", help="events for other services (outbox → Kafka)")
+    tail = events.add_subparsers(dest="events_command", required=True).add_parser(
+        "tail", help="the newest outbox events, masked, published or waiting"
+    )
+    tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    tail.set_defaults(func=_cmd_events_tail)
 
     doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
     doctor.add_argument(

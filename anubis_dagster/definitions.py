@@ -27,6 +27,7 @@ from anubis_dagster.console.jobs import student_lookup
 from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.delivery.pause_job import build_pause_job
 from anubis_dagster.delivery.sensors import build_due_work_sensor, build_release_claims_sensors
+from anubis_dagster.events.sensors import publish_events_sensor
 from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
@@ -96,6 +97,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             build_due_work_sensor(deliver_job, check_job),
             *build_release_claims_sensors(deliver_job, check_job),
             alert_on_run_failure,
+            publish_events_sensor,
         ],
         resources=resources,
         # every job's ops in its run worker's process: no step subprocesses (seconds per step,

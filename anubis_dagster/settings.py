@@ -263,6 +263,47 @@ class Settings(BaseModel):
         group="storage",
     )
 
+    # --- events out (issue 25): the outbox published to Kafka ----------------------------------
+    anubis_events_enabled: bool = _field(
+        False,
+        "publish the event outbox to Kafka (off: the outbox is kept, `anubis events tail`)",
+        group="events",
+    )
+    anubis_kafka_bootstrap_servers: str | None = _field(
+        None, "Kafka brokers, `host:port,…` (required when events are on)", group="events"
+    )
+    anubis_kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        _field("PLAINTEXT", "librdkafka `security.protocol`", group="events")
+    )
+    anubis_kafka_sasl_mechanism: str | None = _field(
+        None, "librdkafka `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-512`…)", group="events"
+    )
+    anubis_kafka_sasl_username: str | None = _field(None, "SASL user", group="events")
+    anubis_kafka_sasl_password: SecretStr | None = _field(None, "SASL password", group="events")
+    anubis_events_topic_template: str = _field(
+        "anubis.event.{type}",
+        "topic of each event type (`{type}`: `subscription.sent`…); without `{type}` one topic",
+        group="events",
+    )
+    anubis_events_batch_size: int = _field(
+        1000, "events per publisher batch", group="events", ge=1, le=100_000
+    )
+    anubis_events_max_batches_per_tick: int = _field(
+        20, "batches one publisher tick drains at most", group="events", ge=1, le=1000
+    )
+    anubis_events_delivery_timeout_seconds: float = _seconds(
+        20.0, "how long a batch waits for the brokers' acknowledgements", group="events"
+    )
+    anubis_events_lag_alert_seconds: float = _seconds(
+        900.0, "alert when the oldest unpublished event is older than this", group="events"
+    )
+    anubis_events_retention_days: int = _field(
+        7,
+        "published events (all events when publishing is off) are pruned after this",
+        group="events",
+        ge=1,
+    )
+
     # --- Kroton -------------------------------------------------------------------------------
     api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
     api_kroton_client_id: str | None = _field(None, "OAuth2 client id", group="kroton")
@@ -414,6 +455,14 @@ class Settings(BaseModel):
     def _level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("anubis_events_topic_template")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        topic = value.replace("{type}", "subscription.sent")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+            raise ValueError("must make a Kafka topic name (letters, digits, `._-`) with `{type}`")
+        return value
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
         if self.anubis_pii_open_retention_days < self.anubis_pii_retention_days:
@@ -426,6 +475,8 @@ class Settings(BaseModel):
                 "ANUBIS_CHECK_MIN_SECONDS must not exceed ANUBIS_CHECK_MAX_SECONDS "
                 f"({self.anubis_check_min_seconds:g} > {self.anubis_check_max_seconds:g})"
             )
+        if self.anubis_events_enabled and not self.anubis_kafka_bootstrap_servers:
+            raise ValueError("ANUBIS_EVENTS_ENABLED needs ANUBIS_KAFKA_BOOTSTRAP_SERVERS")
         return self
 
     # --- reading ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from anubis_dagster.cli import main
 from anubis_dagster.console.report import build_report
 from anubis_dagster.console.student import find_student, parse_key, render_markdown
-from anubis_dagster.db.models import Subscription, SubscriptionEvent
+from anubis_dagster.db.models import OutboxEvent, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
@@ -266,6 +266,13 @@ def test_legacy_import_twice_changes_nothing_and_the_final_import_updates(
     first = import_kroton(anubis_env, legacy_url, batch_size=3)
     assert first.total_imported == 4
 
+    def outbox_types() -> Counter[str]:
+        with session_scope(anubis_env) as session:
+            return Counter(session.scalars(select(OutboxEvent.event_type)))
+
+    # other services hear "imported", never "sent": the legacy sent these students, not Anubis
+    assert outbox_types() == Counter({"subscription.imported": 4})
+
     def snapshot() -> tuple[list[Any], int]:
         with session_scope(anubis_env) as session:
             rows = session.execute(
@@ -284,6 +291,7 @@ def test_legacy_import_twice_changes_nothing_and_the_final_import_updates(
     second = import_kroton(anubis_env, legacy_url)
     assert second.total_imported == 0 and second.unchanged == 4
     assert snapshot() == before
+    assert outbox_types() == Counter({"subscription.imported": 4})
 
     # the legacy sent its pending student before it stopped: the final import follows it
     set_status(legacy_url, 2, "registered")

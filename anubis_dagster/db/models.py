@@ -364,6 +364,34 @@ class PrivacyRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
 
+class OutboxEvent(Base):
+    """An event for other services, written in the transaction of the status change it
+    announces and published to Kafka by `events.publisher` (added, issue 25). `id` orders
+    the outbox (and is the event's `sequence`); `event_id` is what consumers dedupe on."""
+
+    __tablename__ = "event_outbox"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(60), nullable=False)
+    subscription_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_event_outbox_event_id"),
+        # the publisher's queue: only the waiting rows, so a marked row leaves the index
+        Index(
+            "ix_event_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+    )
+
+
 __all__ = [
     "AlertState",
     "Base",
@@ -375,6 +403,7 @@ __all__ = [
     "IntegrationFilter",
     "IntegrationToken",
     "Name",
+    "OutboxEvent",
     "PrivacyRequest",
     "RateLimitBucket",
     "RateLimitSlot",
