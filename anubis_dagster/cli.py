@@ -6,8 +6,15 @@ anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status; paused ones
 anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes on)
 anubis resume KEY                 send to it again
+anubis shadow on|off KEY          shadow run: send nothing, record "would send" (docs/shadow.md)
+anubis shadow report KEY          compare the shadow run with the legacy's records
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
 anubis digest [--hours N]         send each integration's digest now (as the daily schedule does)
+anubis privacy export KEY [-o F]  everything held about a student, unmasked, to a 0600 file
+anubis privacy erase KEY [--dry-run]  anonymise a student everywhere; never sent again
+anubis go-live KEY --at T         orders paid before T are the legacy's (docs/cutover.md)
+anubis takeover KEY --from --to   send a range paid before go-live anyway
+anubis legacy import ...          import what a legacy service sent
 
 The sandboxes, the webhook sink and the demo order generator are not production tools: they
 ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
@@ -20,6 +27,7 @@ import sys
 from pathlib import Path
 
 from anubis_dagster.db.session import default_database_url, session_scope
+from anubis_dagster.legacy.shadow_cli import add_shadow_parser
 
 
 def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -62,19 +70,26 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from anubis_dagster.db.ready import prepare_for_reading
     from anubis_dagster.delivery.pause import paused_integrations
-    from anubis_dagster.resources import prepare_database
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.legacy.go_live import go_live_lines
+    from anubis_dagster.legacy.modes import shadow_modes
     from anubis_dagster.status import attempt_counts, format_table, status_counts
 
     url = default_database_url()
-    prepare_database(url)
+    prepare_for_reading(url)
     with session_scope(url) as session:
         rows = status_counts(session, by_origin=args.by_origin)
         attempts = attempt_counts(session)
         paused = paused_integrations(session)
+        shadow = shadow_modes(session)
+        going_live = go_live_lines(session, OrdersSource())
+    for key, since in shadow.items():
+        print(f"SHADOW: {key} since {since:%Y-%m-%d %H:%M} UTC (nothing written at the partner)")
     for key, (since, reason) in paused.items():
         print(f"PAUSED: {key} since {since:%Y-%m-%d %H:%M} UTC" + (f": {reason}" if reason else ""))
-    if paused:
+    if paused or shadow:
         print()
     headers = (
         ("integration", "origin", "status", "subscriptions")
@@ -84,6 +99,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(format_table(rows, headers))
     print()
     print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
+    if going_live:
+        print("\n" + "\n".join(going_live))
     return 0
 
 
@@ -179,7 +196,7 @@ def _cmd_student(args: argparse.Namespace) -> int:
         parse_key,
         render_markdown,
     )
-    from anubis_dagster.resources import prepare_database
+    from anubis_dagster.db.ready import prepare_for_reading
 
     try:
         key = parse_key(args.key)
@@ -187,22 +204,78 @@ def _cmd_student(args: argparse.Namespace) -> int:
         print(f"anubis student: {exc}", file=sys.stderr)
         return 2
     url = default_database_url()
-    prepare_database(url)
+    prepare_for_reading(url)
     with session_scope(url) as session:
         views = find_student(session, key)
     print(render_markdown(key, views, run_url))
     return 0 if views else 1
 
 
+def _cmd_privacy(args: argparse.Namespace) -> int:
+    """LGPD art. 18 (`maintenance/privacy.py`). KEY `-` reads it from stdin, so that a CPF
+    stays out of the shell's history."""
+    from datetime import UTC, datetime
+
+    from anubis_dagster.console.student import LookupKeyError, parse_key
+    from anubis_dagster.core.masking import mask_text
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.maintenance import privacy
+    from anubis_dagster.resources import prepare_database
+
+    typed = sys.stdin.readline().strip() if args.key == "-" else args.key
+    try:
+        key = parse_key(typed)
+    except LookupKeyError as exc:
+        print(f"anubis privacy: {exc}", file=sys.stderr)
+        return 2
+    url = default_database_url()
+    prepare_database(url)
+    source = OrdersSource()
+    try:
+        with session_scope(url) as session:
+            found = privacy.find_subject(session, key, source)
+            if not found.subject.subscription_ids and not found.subject.order_ids:
+                print(f"nothing held about {key.describe()}")
+                return 1
+            if args.privacy_command == "export":
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+                path = Path(args.output or f"anubis-privacy-export-{stamp}.json").resolve()
+                written = privacy.export(session, found, path, source=source)
+                message = f"export of {key.describe()} written to {path} (mode 0600): {written}"
+            else:
+                erasure = privacy.erase(session, found, dry_run=args.dry_run)
+                message = f"{key.describe()}: {erasure.describe()}"
+    except (privacy.PrivacyError, FileExistsError) as exc:
+        print(f"anubis privacy: {mask_text(str(exc))}", file=sys.stderr)
+        return 1
+    for note in found.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(message)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from anubis_dagster.console.report import build_report, format_report
+    from anubis_dagster.db.ready import prepare_for_reading
+
+    url = default_database_url()
+    prepare_for_reading(url)
+    with session_scope(url) as session:
+        reports = build_report(session, days=args.days)
+    print(format_report(reports, args.days))
+    return 0
+
+
+def _cmd_events_tail(args: argparse.Namespace) -> int:
+    """The newest outbox events (issue 25), one JSON line each, masked, with their state."""
+    from anubis_dagster.events.tail import tail_lines
     from anubis_dagster.resources import prepare_database
 
     url = default_database_url()
     prepare_database(url)
     with session_scope(url) as session:
-        reports = build_report(session, days=args.days)
-    print(format_report(reports, args.days))
+        for line in tail_lines(session, args.n):
+            print(line)
     return 0
 
 
@@ -253,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("key", help="the integration's key")
     resume.set_defaults(func=_cmd_pause, paused=False, reason="")
 
+    add_shadow_parser(sub)
+
     run = sub.add_parser("run", help="one in-process pass: intake, then due work")
     run.add_argument(
         "--settle-seconds",
@@ -282,6 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     student.add_argument("key", help="order id, subscription id (#45) or CPF")
     student.set_defaults(func=_cmd_student)
 
+    privacy_help = "order id, subscription id (#45) or CPF; - reads it from stdin"
+    privacy_cmd = sub.add_parser(
+        "privacy", help="data-subject requests (LGPD art. 18): export or erase a student"
+    ).add_subparsers(dest="privacy_command", required=True)
+    export = privacy_cmd.add_parser(
+        "export", help="everything held about the student, unmasked, to a new 0600 file"
+    )
+    export.add_argument("key", help=privacy_help)
+    export.add_argument("-o", "--output", help="the file (default anubis-privacy-export-*.json)")
+    export.set_defaults(func=_cmd_privacy)
+    erase = privacy_cmd.add_parser(
+        "erase", help="anonymise the student everywhere in the app DB; never sent again"
+    )
+    erase.add_argument("key", help=privacy_help)
+    erase.add_argument("--dry-run", action="store_true", help="count only; change nothing")
+    erase.set_defaults(func=_cmd_privacy)
+
     report = sub.add_parser(
         "report", help="business metrics per integration (volume, success, latency, conversion)"
     )
@@ -292,12 +384,22 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--hours", type=int, default=24, help="the window: the last N hours")
     digest.set_defaults(func=_cmd_digest)
 
+    events = sub.add_parser("events", help="events for other services (outbox → Kafka)")
+    tail = events.add_subparsers(dest="events_command", required=True).add_parser(
+        "tail", help="the newest outbox events, masked, published or waiting"
+    )
+    tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    tail.set_defaults(func=_cmd_events_tail)
+
     doctor = sub.add_parser("doctor", help="effective configuration and every problem with it")
     doctor.add_argument(
         "--markdown", action="store_true", help="print the README's table of variables instead"
     )
     doctor.set_defaults(func=_cmd_doctor)
 
+    from anubis_dagster.legacy.commands import add_commands
+
+    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
     return parser
 
 

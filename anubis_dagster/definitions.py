@@ -27,13 +27,17 @@ from anubis_dagster.console.jobs import student_lookup
 from anubis_dagster.delivery.jobs import build_delivery_jobs
 from anubis_dagster.delivery.pause_job import build_pause_job
 from anubis_dagster.delivery.sensors import build_due_work_sensor, build_release_claims_sensors
+from anubis_dagster.events.sensors import publish_events_sensor
 from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.legacy.jobs import build_legacy_jobs
+from anubis_dagster.legacy.shadow_jobs import build_shadow_jobs
 from anubis_dagster.lineage import lineage_specs
 from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
+from anubis_dagster.maintenance.privacy_jobs import privacy_erase, privacy_export
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.settings import get_settings
@@ -80,7 +84,11 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             import_names_job,
             retention_job,
             student_lookup,
+            privacy_export,
+            privacy_erase,
             build_pause_job(i.key for i in config.integrations),
+            *build_shadow_jobs(i.key for i in config.integrations),
+            *build_legacy_jobs(i.key for i in config.integrations),
             digest_job,
             *(health.jobs or []),
         ],
@@ -89,6 +97,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             build_due_work_sensor(deliver_job, check_job),
             *build_release_claims_sensors(deliver_job, check_job),
             alert_on_run_failure,
+            publish_events_sensor,
         ],
         resources=resources,
         # every job's ops in its run worker's process: no step subprocesses (seconds per step,

@@ -39,6 +39,8 @@ class Report:
     integrations: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: worth a look, not wrong (exit code unchanged): e.g. no go-live point (issue 20)
+    warnings: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         width = max((len(name) for name, _, _ in self.settings), default=10)
@@ -46,6 +48,9 @@ class Report:
         lines += [f"  {name:<{width}}  {value}  [{src}]" for name, value, src in self.settings]
         lines += ["", "Integrations:", *(f"  {line}" for line in self.integrations)]
         lines += ["", "Checks:", *(f"  {line}" for line in self.checks)]
+        if self.warnings:
+            lines += ["", f"{len(self.warnings)} warning(s):"]
+            lines += [f"  - {warning}" for warning in self.warnings]
         if self.problems:
             lines += ["", f"{len(self.problems)} problem(s):"]
             lines += [f"  - {problem}" for problem in self.problems]
@@ -62,6 +67,7 @@ def diagnose() -> Report:
         settings = get_settings()
         report.settings = list(settings.effective())
         report.problems += settings.production_problems()
+        report.checks.append(_retention_line(settings))
     except SettingsError as exc:
         settings = None
         report.problems += exc.problems
@@ -73,7 +79,22 @@ def diagnose() -> Report:
         _orders_source(report, settings)
         if config is not None:
             _credentials(report, config)
+        _go_live_points(report)
     return report
+
+
+def _go_live_points(report: Report) -> None:
+    """Enabled integrations without a go-live point while the orders source holds orders older
+    than a day: their first pass would send the whole history (`legacy/go_live.py`)."""
+    from anubis_dagster.db.session import default_database_url, session_scope
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.legacy.go_live import missing_points
+
+    try:
+        with session_scope(default_database_url()) as session:
+            report.warnings += missing_points(session, OrdersSource())
+    except Exception as exc:  # a check must not stop the others
+        report.warnings.append(f"go-live points not checked: {_first_line(exc)}")
 
 
 def app_database_report() -> Report:
@@ -177,6 +198,18 @@ def _credentials(report: Report, config: IntegrationsFile) -> None:
             )
         else:
             report.checks.append(f"integration {item.key}: credentials set")
+
+
+def _retention_line(settings: Settings) -> str:
+    """Issue 22: how long personal data lives (the ages themselves are validated with the
+    settings: whole days, and the open subscriptions' age not below the finished ones')."""
+    audit = "keyed hash" if settings.anubis_privacy_key else "no hash (ANUBIS_PRIVACY_KEY unset)"
+    return (
+        f"retention: personal data {settings.anubis_pii_retention_days} days (idle open "
+        f"subscriptions {settings.anubis_pii_open_retention_days}), lookup/privacy runs and "
+        f"compute logs {settings.anubis_log_retention_days}, Dagster runs "
+        f"{settings.anubis_run_retention_days}; privacy audit: {audit}"
+    )
 
 
 def _missing_sqlite_file(url: str) -> str | None:

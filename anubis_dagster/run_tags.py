@@ -4,7 +4,8 @@ which integration?" whoever launched it (a sensor, a schedule, `anubis run`, the
 - `anubis/integration`: the integration's key, or `all` for runs that serve every integration
   (intake, lookup, retention, the names import);
 - `anubis/action`: deliver, check, requeue, retry_now, dry_run, lookup, intake, health, digest,
-  retention, import_names, pause, resume.
+  retention, import_names, pause, resume, privacy_export, privacy_erase, shadow, shadow_report,
+  go_live, takeover, legacy_import.
 
 They come from the job definition (static tags) or from the partition (partitioned config
 tags), never from whoever launches the run: the Launchpad adds none. A delivery run whose

@@ -189,6 +189,19 @@ class Settings(BaseModel):
         "hour (0-23, America/Sao_Paulo) of the daily digest per integration; `off` for none",
         group="alerts",
     )
+    # issue 21: the order-shape drift alarm (core/drift.py)
+    anubis_drift_min_share: float = _field(
+        0.2,
+        "share of an intake chunk's orders invalid (or unrouted) for one reason that alerts "
+        "(order shape changed?), once per reason per day",
+        group="alerts",
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+    )
+    anubis_drift_min_orders: int = _field(
+        20, "fewest orders in a chunk for the drift alarm to judge it", group="alerts", ge=1
+    )
     anubis_console_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
         "WARNING", "console log level of `anubis run`", group="alerts"
     )
@@ -199,6 +212,95 @@ class Settings(BaseModel):
         365,
         "personal data of finished subscriptions older than this is anonymised (LGPD)",
         group="alerts",
+        ge=1,
+    )
+    # --- issue 22: retention of every place personal data lands, data-subject requests ---
+    anubis_pii_open_retention_days: int = _field(
+        730,
+        "a subscription still open (e.g. Estácio `registered`) with no activity for this long "
+        "is anonymised and closed as `expired`; at least `ANUBIS_PII_RETENTION_DAYS`",
+        group="alerts",
+        ge=1,
+    )
+    anubis_log_retention_days: int = _field(
+        30,
+        "compute logs (run output files) and `student_lookup`/privacy runs older than this are "
+        "deleted by `retention_job`",
+        group="alerts",
+        ge=1,
+    )
+    anubis_privacy_key: SecretStr | None = _field(
+        None,
+        "key of the keyed hash (HMAC-SHA256) of a CPF in the privacy audit rows; unset: the "
+        "audit rows hold no hash at all",
+        group="alerts",
+        shown_default="unset (no hash)",
+    )
+    anubis_privacy_export_dir: str | None = _field(
+        None,
+        "directory where the `privacy_export` job writes its files (mode 0600)",
+        group="alerts",
+        shown_default="`$ANUBIS_HOME/privacy_exports`",
+    )
+
+    # --- going live (issue 20): where the legacy import reads; never typed at launch -------------
+    anubis_legacy_kroton_database_url: SecretStr | None = _field(
+        None,
+        "Kroton's legacy service database (`subscriptions`, `follow_ups`) read by `anubis legacy "
+        "import` and the `legacy_import` job; its password is a secret",
+        group="storage",
+    )
+    anubis_legacy_kroton_columns: str | None = _field(
+        None,
+        "legacy Kroton table/column names that differ from seed 001, `NAME=COLUMN,…` (e.g. "
+        "`sent_at=synced_at`; docs/cutover.md)",
+        group="storage",
+        shown_default="seed 001's names",
+    )
+    anubis_legacy_estacio_csv: str | None = _field(
+        None,
+        "the Estácio legacy export (CSV, docs/cutover.md) the `legacy_import` job reads",
+        group="storage",
+    )
+
+    # --- events out (issue 25): the outbox published to Kafka ----------------------------------
+    anubis_events_enabled: bool = _field(
+        False,
+        "publish the event outbox to Kafka (off: the outbox is kept, `anubis events tail`)",
+        group="events",
+    )
+    anubis_kafka_bootstrap_servers: str | None = _field(
+        None, "Kafka brokers, `host:port,…` (required when events are on)", group="events"
+    )
+    anubis_kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        _field("PLAINTEXT", "librdkafka `security.protocol`", group="events")
+    )
+    anubis_kafka_sasl_mechanism: str | None = _field(
+        None, "librdkafka `sasl.mechanism` (`PLAIN`, `SCRAM-SHA-512`…)", group="events"
+    )
+    anubis_kafka_sasl_username: str | None = _field(None, "SASL user", group="events")
+    anubis_kafka_sasl_password: SecretStr | None = _field(None, "SASL password", group="events")
+    anubis_events_topic_template: str = _field(
+        "anubis.event.{type}",
+        "topic of each event type (`{type}`: `subscription.sent`…); without `{type}` one topic",
+        group="events",
+    )
+    anubis_events_batch_size: int = _field(
+        1000, "events per publisher batch", group="events", ge=1, le=100_000
+    )
+    anubis_events_max_batches_per_tick: int = _field(
+        20, "batches one publisher tick drains at most", group="events", ge=1, le=1000
+    )
+    anubis_events_delivery_timeout_seconds: float = _seconds(
+        20.0, "how long a batch waits for the brokers' acknowledgements", group="events"
+    )
+    anubis_events_lag_alert_seconds: float = _seconds(
+        900.0, "alert when the oldest unpublished event is older than this", group="events"
+    )
+    anubis_events_retention_days: int = _field(
+        7,
+        "published events (all events when publishing is off) are pruned after this",
+        group="events",
         ge=1,
     )
 
@@ -284,7 +386,9 @@ class Settings(BaseModel):
     )
 
     # --- validators ---------------------------------------------------------------------------
-    @field_validator("anubis_database_url", "anubis_orders_database_url")
+    @field_validator(
+        "anubis_database_url", "anubis_orders_database_url", "anubis_legacy_kroton_database_url"
+    )
     @classmethod
     def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
@@ -369,13 +473,28 @@ class Settings(BaseModel):
     def _level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("anubis_events_topic_template")
+    @classmethod
+    def _topic_template(cls, value: str) -> str:
+        topic = value.replace("{type}", "subscription.sent")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+            raise ValueError("must make a Kafka topic name (letters, digits, `._-`) with `{type}`")
+        return value
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Settings:
+        if self.anubis_pii_open_retention_days < self.anubis_pii_retention_days:
+            raise ValueError(
+                "ANUBIS_PII_OPEN_RETENTION_DAYS must be at least ANUBIS_PII_RETENTION_DAYS "
+                f"({self.anubis_pii_open_retention_days} < {self.anubis_pii_retention_days})"
+            )
         if self.anubis_check_min_seconds > self.anubis_check_max_seconds:
             raise ValueError(
                 "ANUBIS_CHECK_MIN_SECONDS must not exceed ANUBIS_CHECK_MAX_SECONDS "
                 f"({self.anubis_check_min_seconds:g} > {self.anubis_check_max_seconds:g})"
             )
+        if self.anubis_events_enabled and not self.anubis_kafka_bootstrap_servers:
+            raise ValueError("ANUBIS_EVENTS_ENABLED needs ANUBIS_KAFKA_BOOTSTRAP_SERVERS")
         return self
 
     # --- reading ------------------------------------------------------------------------------
@@ -420,7 +539,8 @@ class Settings(BaseModel):
             for name in sorted(self.secret_variables())
             if (field := getattr(self, name.lower())) is not None
         ]
-        for url in (self.database_url(), self.orders_database_url()):
+        legacy = _plain(self.anubis_legacy_kroton_database_url)
+        for url in (self.database_url(), self.orders_database_url(), legacy):
             password = url_password(url)
             if password:
                 values.append(password)
@@ -449,7 +569,11 @@ class Settings(BaseModel):
             source = "env" if name in self.model_fields_set else "default"
             if value is None:
                 shown = "unset"
-            elif variable in ("ANUBIS_DATABASE_URL", "ANUBIS_ORDERS_DATABASE_URL"):
+            elif variable in (
+                "ANUBIS_DATABASE_URL",
+                "ANUBIS_ORDERS_DATABASE_URL",
+                "ANUBIS_LEGACY_KROTON_DATABASE_URL",
+            ):
                 shown = hide_password(value.get_secret_value())
             elif isinstance(value, SecretStr):
                 shown = "set"

@@ -11,27 +11,39 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 
 
 def status_counts(session: Session, *, by_origin: bool = False) -> list[tuple[str, ...]]:
-    columns: list[Any] = [Integration.key, Subscription.status]
+    """Counted by integration id (from an index alone), then named: joining each of a million
+    rows to its integration first cost twice as much (issue 20)."""
+    s = Subscription
+    grouped: list[Any] = [s.integration_id, s.status]
     if by_origin:
-        columns.insert(1, Subscription.origin)
+        grouped.insert(1, s.origin)
+    counted = select(*grouped, func.count().label("n")).group_by(*grouped).subquery()
+    columns: list[Any] = [Integration.key, counted.c.status]
+    if by_origin:
+        columns.insert(1, counted.c.origin)
     query = (
-        select(*columns, func.count())
-        .join(Integration, Integration.id == Subscription.integration_id)
-        .group_by(*columns)
+        select(*columns, counted.c.n)
+        .join(Integration, Integration.id == counted.c.integration_id)
         .order_by(*columns)
     )
     return [tuple(str(v) if v is not None else "-" for v in row) for row in session.execute(query)]
 
 
 def attempt_counts(session: Session) -> list[tuple[str, ...]]:
-    """Outbound HTTP attempts by integration, operation and outcome (every attempt has a row)."""
+    """Outbound HTTP attempts by integration, operation and outcome (every attempt has a row),
+    counted from the partial index of attempts, then named."""
     e = SubscriptionEvent
-    columns: list[Any] = [Integration.key, e.operation_name, e.outcome]
-    query = (
-        select(*columns, func.count())
-        .join(Integration, Integration.id == e.integration_id)
+    grouped: list[Any] = [e.integration_id, e.operation_name, e.outcome]
+    counted = (
+        select(*grouped, func.count().label("n"))
         .where(e.kind == "attempt")
-        .group_by(*columns)
+        .group_by(*grouped)
+        .subquery()
+    )
+    columns: list[Any] = [Integration.key, counted.c.operation_name, counted.c.outcome]
+    query = (
+        select(*columns, counted.c.n)
+        .join(Integration, Integration.id == counted.c.integration_id)
         .order_by(*columns)
     )
     return [tuple(str(v) if v is not None else "-" for v in row) for row in session.execute(query)]

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from anubis_dagster_tests.helm_instance import render_instance, validate_with_dagster
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -36,6 +38,9 @@ LONG_RUNNING = {
     "estacio-sandbox",
     "webhook-sink",
 }
+#: services of an opt-in profile (`docker compose --profile auth up`)
+PROFILED = {"oauth2-proxy": "auth"}
+COMPUTE_LOGS_DIR = "/opt/dagster/compute_logs"
 
 
 def _load(path: Path) -> Any:
@@ -127,7 +132,10 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_compose_services_health_checks_and_start_order() -> None:
     compose = _load(COMPOSE)
     services = compose["services"]
-    assert set(services) == LONG_RUNNING | {"setup"}
+    assert set(services) == LONG_RUNNING | {"setup"} | set(PROFILED)
+    for name, profile in PROFILED.items():
+        assert services[name]["profiles"] == [profile], name
+    assert not [n for n in LONG_RUNNING | {"setup"} if services[n].get("profiles")]
     for name in LONG_RUNNING:
         test = services[name].get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
@@ -147,7 +155,10 @@ def test_compose_services_health_checks_and_start_order() -> None:
     assert conditions("daemon") == {"code-server": "service_healthy"}
     assert conditions("webserver") == {"code-server": "service_healthy"}
     assert conditions("order-feed") == {"setup": "service_completed_successfully"}
-    assert services["webserver"]["ports"] == ["${UI_PORT:-3000}:3000"]
+    # the UI has no login of its own: loopback only unless told otherwise
+    assert services["webserver"]["ports"] == ["${UI_BIND:-127.0.0.1}:${UI_PORT:-3000}:3000"]
+    published = {n for n, service in services.items() if service.get("ports")}
+    assert published == {"webserver", "oauth2-proxy"}, "only the UI (and its proxy) published"
     # the code server runs the image's default command (the Dockerfile's CMD)
     assert "command" not in services["code-server"]
     assert services["daemon"]["command"][:2] == ["dagster-daemon", "run"]
@@ -207,8 +218,15 @@ def _compose_command() -> list[str] | None:
         )
         if probe.returncode == 0:
             return [docker, "compose"]
+    # the file is Compose Specification (top-level `name`): docker-compose 1.x predates it
     legacy = shutil.which("docker-compose")
-    return [legacy] if legacy else None
+    if legacy:
+        probe = subprocess.run(
+            [legacy, "version", "--short"], capture_output=True, text=True, timeout=60
+        )
+        if probe.returncode == 0 and not probe.stdout.strip().startswith("1."):
+            return [legacy]
+    return None
 
 
 def _compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -273,6 +291,27 @@ CHART_KEYS = {
     "dagster-user-deployments.deployments[].resources",
     "dagster-user-deployments.deployments[].readinessProbe",
     "dagsterWebserver", "dagsterWebserver.replicaCount", "dagsterWebserver.resources",
+    # issue 26 / 22: read from the chart's templates (deployment-webserver, ingress.yaml at
+    # c82c7c75, helpers/instance/_compute-log-manager.tpl at 84842bc4, configmap-instance.yaml)
+    "dagsterWebserver.enableReadOnly", "dagsterWebserver.envSecrets",
+    "ingress", "ingress.enabled", "ingress.ingressClassName", "ingress.annotations",
+    "ingress.dagsterWebserver", "ingress.dagsterWebserver.host", "ingress.dagsterWebserver.path",
+    "ingress.dagsterWebserver.pathType", "ingress.dagsterWebserver.tls",
+    "ingress.dagsterWebserver.tls.enabled", "ingress.dagsterWebserver.tls.secretName",
+    "ingress.readOnlyDagsterWebserver", "ingress.readOnlyDagsterWebserver.host",
+    "ingress.readOnlyDagsterWebserver.path", "ingress.readOnlyDagsterWebserver.pathType",
+    "ingress.readOnlyDagsterWebserver.tls", "ingress.readOnlyDagsterWebserver.tls.enabled",
+    "ingress.readOnlyDagsterWebserver.tls.secretName",
+    "computeLogManager", "computeLogManager.type", "computeLogManager.config",
+    "computeLogManager.config.s3ComputeLogManager",
+    "computeLogManager.config.s3ComputeLogManager.bucket",
+    "computeLogManager.config.s3ComputeLogManager.prefix",
+    "computeLogManager.config.s3ComputeLogManager.region",
+    "computeLogManager.config.s3ComputeLogManager.uploadInterval",
+    "computeLogManager.config.s3ComputeLogManager.skipEmptyFiles",
+    "computeLogManager.config.s3ComputeLogManager.showUrlOnly",
+    "dagsterDaemon.runMonitoring.maxRuntimeSeconds",
+    "extraManifests",
     "runLauncher", "runLauncher.type", "runLauncher.config", "runLauncher.config.k8sRunLauncher",
     "runLauncher.config.k8sRunLauncher.imagePullPolicy",
     "runLauncher.config.k8sRunLauncher.loadInclusterConfig",
@@ -309,6 +348,9 @@ FREE_FORM = (
     "dagster-user-deployments.deployments[].readinessProbe",
     "dagster-user-deployments.deployments[].dagsterApiGrpcArgs",
     "dagsterWebserver.resources",
+    "dagsterWebserver.envSecrets",
+    "ingress.annotations",
+    "extraManifests",
     "runLauncher.config.k8sRunLauncher.resources",
     "runLauncher.config.k8sRunLauncher.envSecrets",
     "runLauncher.config.k8sRunLauncher.envConfigMaps",
@@ -371,13 +413,14 @@ def test_helm_values_run_this_image_with_k8s_run_launcher_and_no_secret() -> Non
     assert deployment["dagsterApiGrpcArgs"] == ["-m", pyproject["tool"]["dagster"]["module_name"]]
     assert deployment["port"] == 4000
     assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
-    assert deployment["envSecrets"] == [{"name": "anubis-app"}]
+    assert deployment["envSecrets"] == [{"name": "anubis-app"}, {"name": "anubis-compute-logs"}]
     # PostgreSQL from a secret: no password in the values, and the chart does not invent one
     assert values["generatePostgresqlPasswordSecret"] is False
     assert values["global"]["postgresqlSecretName"]
     assert "postgresqlPassword" not in values["postgresql"]
     for item in deployment["env"]:
-        assert not SECRET_NAME.search(item["name"]), item["name"]
+        if SECRET_NAME.search(item["name"]):  # only from a Secret, never a value here
+            assert "value" not in item and item["valueFrom"]["secretKeyRef"], item["name"]
     dagster_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("dagster=="))
     version = dagster_pin.split("==")[1]
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
@@ -406,8 +449,222 @@ def test_helm_template_renders_the_instance() -> None:
     instance = yaml.safe_load(instance_map["data"]["dagster.yaml"])
     assert instance["run_launcher"]["class"] == "K8sRunLauncher"
     assert instance["run_monitoring"]["enabled"] is True
+    # what the emulation (helm_instance.py) assumes of the newer templates, checked for real
+    assert instance["run_monitoring"]["max_runtime_seconds"] == 900
+    assert instance["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert instance["compute_logs"]["class"] == "S3ComputeLogManager"
+    emulated = render_instance(_load(HELM_VALUES))
+    for key in ("run_monitoring", "run_retries", "run_coordinator", "compute_logs"):
+        assert instance[key] == emulated[key], (key, instance[key], emulated[key])
     assert (
         instance["run_coordinator"]["config"]["tag_concurrency_limits"]
         == _load(INSTANCE)["run_coordinator"]["config"]["tag_concurrency_limits"]
     )
     assert instance["run_storage"]["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
+def test_compose_run_output_is_shared_by_the_code_server_and_the_webserver() -> None:
+    """Compute logs: the run workers (processes of the code server) write them, the webserver
+    reads them: one named volume at DAGSTER_COMPUTE_LOGS_DIR in both, which the instance file's
+    LocalComputeLogManager reads, and the image sets (and creates, owned by its user)."""
+    compose = _load(COMPOSE)
+    instance = _load(INSTANCE)
+    assert instance["compute_logs"]["class"] == "LocalComputeLogManager"
+    assert instance["compute_logs"]["config"]["base_dir"] == {"env": "DAGSTER_COMPUTE_LOGS_DIR"}
+    assert "compute-logs" in compose["volumes"]
+    for name in ("code-server", "webserver"):
+        service = compose["services"][name]
+        assert service["environment"]["DAGSTER_COMPUTE_LOGS_DIR"] == COMPUTE_LOGS_DIR, name
+        assert f"compute-logs:{COMPUTE_LOGS_DIR}" in service["volumes"], name
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert f"DAGSTER_COMPUTE_LOGS_DIR={COMPUTE_LOGS_DIR}" in dockerfile
+    assert 'mkdir -p "${ANUBIS_HOME}" "${DAGSTER_COMPUTE_LOGS_DIR}"' in dockerfile
+
+
+def test_compose_processes_use_least_privilege_database_roles() -> None:
+    """Nothing but the postgres container uses the superuser; the long-running processes use
+    the app role (rows only), Dagster's own role and the SELECT-only orders reader; the owner
+    (DDL) and the marketplace (writes orders) only where they are needed."""
+    compose = _load(COMPOSE)
+    services = compose["services"]
+    roles = re.compile(r"postgresql://(\w+):")
+
+    def role(name: str, variable: str) -> str:
+        match = roles.match(services[name]["environment"][variable])
+        assert match, (name, variable)
+        return match.group(1)
+
+    for name in ("code-server", "daemon", "webserver"):
+        assert role(name, "ANUBIS_DATABASE_URL") == "anubis_app", name
+        assert role(name, "ANUBIS_ORDERS_DATABASE_URL") == "orders_reader", name
+        assert services[name]["environment"]["DAGSTER_PG_USER"] == "dagster", name
+        assert "DAGSTER_DB_PASSWORD" in services[name]["environment"]["PGPASSWORD"], name
+    assert role("setup", "ANUBIS_DATABASE_URL") == "anubis_owner"
+    assert role("setup", "ANUBIS_ORDERS_DATABASE_URL") == "marketplace"
+    assert role("order-feed", "ANUBIS_ORDERS_DATABASE_URL") == "marketplace"
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert text.count("POSTGRES_USER") == text.count("POSTGRES_USER", text.index("  postgres:"))
+    assert "POSTGRES_PASSWORD" not in str(
+        {n: s.get("environment") for n, s in services.items() if n != "postgres"}
+    )
+    init = (DEPLOY / "compose" / "initdb.sql").read_text(encoding="utf-8")
+    for name in ("anubis_owner", "anubis_app", "dagster", "orders_reader", "marketplace"):
+        assert f"CREATE ROLE {name} LOGIN PASSWORD" in init, name
+        assert re.search(r"^\\getenv \w+ \w+_DB_PASSWORD$", init, re.MULTILINE)
+    assert "GRANT SELECT ON TABLES TO orders_reader" in init
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO anubis_app" in init
+    postgres_env = services["postgres"]["environment"]
+    for variable in re.findall(r"^\\getenv \w+ (\w+)$", init, re.MULTILINE):
+        assert variable in postgres_env, f"initdb.sql reads {variable}, not set on postgres"
+
+
+def test_compose_auth_profile_puts_oauth2_proxy_in_front_of_the_ui() -> None:
+    service = _load(COMPOSE)["services"]["oauth2-proxy"]
+    image, _, tag = service["image"].rpartition(":")
+    assert image == "quay.io/oauth2-proxy/oauth2-proxy" and re.fullmatch(r"v\d+\.\d+\.\d+", tag)
+    env = service["environment"]
+    assert env["OAUTH2_PROXY_UPSTREAMS"] == "http://webserver:3000/"
+    for variable in ("CLIENT_ID", "CLIENT_SECRET", "COOKIE_SECRET", "EMAIL_DOMAINS"):
+        assert env[f"OAUTH2_PROXY_{variable}"].startswith("${"), variable  # from deploy/.env
+    assert service["depends_on"] == {"webserver": {"condition": "service_healthy"}}
+
+
+# --------------------------------------------------------------------------------------------
+# Helm: the instance the chart would render (emulated: helm_instance.py), the user-code pod's
+# instance, who reaches the UI and the code server
+# --------------------------------------------------------------------------------------------
+def test_helm_instance_has_run_limits_retries_queue_and_compute_logs(tmp_path: Path) -> None:
+    """The chart's instance ConfigMap as its templates build it from our values (an emulation,
+    see helm_instance.py), checked for what matters and loaded by Dagster's own schemas."""
+    instance = render_instance(_load(HELM_VALUES))
+    shipped = _load(INSTANCE)
+    monitoring = instance["run_monitoring"]
+    assert monitoring["enabled"] is True
+    # a hung run without its own dagster/max_runtime tag is ended, as on compose
+    assert monitoring["max_runtime_seconds"] == shipped["run_monitoring"]["max_runtime_seconds"]
+    assert monitoring["max_runtime_seconds"] == 900
+    assert (
+        monitoring["cancel_timeout_seconds"] == shipped["run_monitoring"]["cancel_timeout_seconds"]
+    )
+    assert monitoring["start_timeout_seconds"] == 300  # a pod to schedule and an image to pull
+    # crashed workers only: a run failed by an op is not re-run
+    assert instance["run_retries"] == shipped["run_retries"]
+    assert instance["run_retries"]["retry_on_asset_or_op_failure"] is False
+    # the queue: one intake run, one deliver and one check run per integration
+    queue = instance["run_coordinator"]
+    assert queue["class"] == "QueuedRunCoordinator"
+    assert (
+        queue["config"]["tag_concurrency_limits"]
+        == shipped["run_coordinator"]["config"]["tag_concurrency_limits"]
+    )
+    assert {"key": "anubis/job", "value": "intake", "limit": 1} in queue["config"][
+        "tag_concurrency_limits"
+    ]
+    # run output outlives the run pod, in the bucket the webserver reads
+    logs = instance["compute_logs"]
+    assert logs["class"] == "S3ComputeLogManager"
+    assert logs["config"]["bucket"] and not logs["config"].get("show_url_only")
+    assert instance["run_launcher"]["config"]["instance_config_map"] == "anubis-dagster-instance"
+    assert instance["run_storage"]["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    home = tmp_path / "home"
+    home.mkdir()
+    assert validate_with_dagster(instance, home) == []
+
+
+def test_helm_instance_emulation_is_checked_by_dagster(tmp_path: Path) -> None:
+    """The validation is real: a wrong key in what the chart renders is refused."""
+    instance = render_instance(_load(HELM_VALUES))
+    instance["run_monitoring"]["max_runtime_seconds"] = "15 minutes"
+    instance["compute_logs"]["config"]["upload_interval"] = "often"
+    home = tmp_path / "home"
+    home.mkdir()
+    errors = validate_with_dagster(instance, home)
+    assert errors and "max_runtime_seconds" in errors[0]
+    instance = render_instance(_load(HELM_VALUES))
+    instance["compute_logs"]["config"]["upload_interval"] = "often"
+    errors = validate_with_dagster(instance, home)
+    assert errors and errors[0].startswith("compute_logs")
+
+
+def test_helm_user_code_pod_can_open_the_instance() -> None:
+    """The user-code pod runs with the image's dagster.yaml (the chart does not mount its
+    instance ConfigMap there): every variable that file reads is set for the pod, pointing at
+    the chart's storage, except DAGSTER_COMPUTE_LOGS_DIR, which the image sets."""
+    values = _load(HELM_VALUES)
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    env = {item["name"]: item for item in deployment["env"]}
+    needed = _env_names(_load(INSTANCE)) - {"DAGSTER_COMPUTE_LOGS_DIR"}
+    assert needed <= set(env), sorted(needed - set(env))
+    pg = values["postgresql"]
+    assert env["DAGSTER_PG_HOST"]["value"] == pg["postgresqlHost"]
+    assert env["DAGSTER_PG_PORT"]["value"] == str(pg["service"]["port"])
+    assert env["DAGSTER_PG_DB"]["value"] == pg["postgresqlDatabase"]
+    assert env["DAGSTER_PG_USER"]["value"] == pg["postgresqlUsername"]
+    secret = env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert secret == {
+        "name": values["global"]["postgresqlSecretName"],
+        "key": "postgresql-password",
+    }
+    assert "ENV DAGSTER_PYTHONUNBUFFERED" not in (ROOT / "Dockerfile").read_text()
+    # includeConfigInLaunchedRuns passes this env (valueFrom included) to run pods through the
+    # chart's container context: dagster-k8s must accept it
+    from dagster_k8s.container_context import K8sContainerContext
+
+    context = K8sContainerContext(
+        env=deployment["env"], env_secrets=[item["name"] for item in deployment["envSecrets"]]
+    )
+    env_list = context.run_k8s_config.container_config["env"]
+    (password,) = [e for e in env_list if e["name"] == "PGPASSWORD"]
+    assert password["value_from"]["secret_key_ref"]["key"] == "postgresql-password"
+    # the image the chart runs is the k8s variant, which has dagster-k8s and dagster-aws
+    assert deployment["image"]["tag"].endswith("-k8s")
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "FROM production AS k8s" in dockerfile and '"anubis_dagster[k8s]"' in dockerfile
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = pyproject["project"]["optional-dependencies"]["k8s"]
+    assert {d.split("==")[0] for d in extra} == {"dagster-k8s", "dagster-aws"}
+    postgres_pin = next(
+        d for d in pyproject["project"]["dependencies"] if d.startswith("dagster-postgres==")
+    )
+    assert {d.split("==")[1] for d in extra} == {postgres_pin.split("==")[1]}
+
+
+def test_helm_ui_only_behind_an_authenticating_ingress_with_a_read_only_webserver() -> None:
+    values = _load(HELM_VALUES)
+    assert values["dagsterWebserver"]["enableReadOnly"] is True
+    ingress = values["ingress"]
+    assert ingress["enabled"] is True
+    annotations = ingress["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/auth-url"].endswith("/oauth2/auth")
+    assert "/oauth2/start" in annotations["nginx.ingress.kubernetes.io/auth-signin"]
+    for host in ("dagsterWebserver", "readOnlyDagsterWebserver"):
+        assert ingress[host]["host"] and ingress[host]["tls"]["enabled"] is True, host
+
+
+def test_helm_network_policy_lets_only_dagster_reach_the_code_server() -> None:
+    values = _load(HELM_VALUES)
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    (policy,) = [m for m in values["extraManifests"] if m["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    # the code server's pods, by the labels the subchart's deployment-user.yaml gives them
+    assert spec["podSelector"]["matchLabels"] == {
+        "component": "user-deployments",
+        "deployment": deployment["name"],
+    }
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": deployment["port"]}]
+    allowed: set[str] = set()
+    for source in rule["from"]:
+        assert set(source) == {"podSelector"}, "no namespace- or IP-wide source"
+        selector = source["podSelector"]
+        for expression in selector.get("matchExpressions", []):
+            assert expression["key"] == "component" and expression["operator"] == "In"
+            allowed |= set(expression["values"])
+        allowed |= {f"{k}={v}" for k, v in selector.get("matchLabels", {}).items()}
+    assert allowed == {
+        "dagster-webserver",
+        "dagster-webserver-read-only",
+        "dagster-daemon",
+        "app.kubernetes.io/component=run_worker",  # K8sRunLauncher's run pods
+    }

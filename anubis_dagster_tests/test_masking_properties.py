@@ -201,7 +201,11 @@ def test_masking_is_linear_on_pathological_inputs() -> None:
     sixteen; the margin absorbs a busy machine), and 64k characters of any of them take well
     under a second (the e-mail pattern alone took 1.6 s on 16k before)."""
     for name, make in PATHOLOGICAL.items():
-        small, large = best_of(make(16_000), runs=5), best_of(make(64_000), runs=5)
+        small_text, large_text = make(16_000), make(64_000)
+        for _ in range(3):  # a busy machine may slow one round; a quadratic one fails all three
+            small, large = best_of(small_text, runs=5), best_of(large_text, runs=5)
+            if large < 1.0 and large < max(8.0 * small, 0.05):
+                break
         assert large < 1.0, f"{name}: {large:.2f} s for 64k characters"
         assert large < max(8.0 * small, 0.05), f"{name}: {small:.4f} s → {large:.4f} s"
 

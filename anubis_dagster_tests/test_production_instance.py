@@ -57,6 +57,7 @@ def pg_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.
         "DAGSTER_PG_PORT": str(admin.port or 5432),
         "DAGSTER_PG_DB": name,
         "DAGSTER_PG_USER": admin.username or "postgres",
+        "DAGSTER_COMPUTE_LOGS_DIR": str(tmp_path / "compute_logs"),
     }.items():
         monkeypatch.setenv(variable, value)
     monkeypatch.delenv("DAGSTER_PG_PASSWORD", raising=False)

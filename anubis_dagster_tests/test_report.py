@@ -120,8 +120,13 @@ def test_metrics_have_the_known_answers(db_url: str) -> None:
     assert k.retry_rate == pytest.approx(4 / 9)  # the invalid one was never tried
     assert k.dead_letters == 1
     assert k.calls == 25 and k.calls_per_registration == pytest.approx(25 / 6)
-    assert sorted(k.latencies) == [60, 120, 180, 240, 300, 600]
+    assert k.latency_count == 6
     assert k.latency(50) == 180 and k.latency(95) == 600
+    # every latency, each at its nearest rank (the report no longer holds the list)
+    with session_scope(db_url) as session:
+        ranks = (1, 20, 40, 60, 80, 100)
+        (ranked,) = build_report(session, days=30, now=NOW, integration="kroton", percentiles=ranks)
+    assert [ranked.latency(p) for p in ranks] == [60, 120, 180, 240, 300, 600]
     ead, presencial = k.by_modality["EaD"], k.by_modality["Presencial"]
     assert (ead.registered, ead.enrolled) == (3, 2)  # enrolled 2 + dropped
     assert (presencial.registered, presencial.enrolled) == (2, 0)  # awaiting is not followed yet

@@ -338,6 +338,12 @@ def test_launchpad_refuses_a_bad_date_or_id_before_the_run_exists(
     bad_key = {"ops": {"find_student_op": {"config": {"key": "maria"}}}}
     refused = launch(webserver, "student_lookup", bad_key)
     assert "key: type an order id" in (refused.get("message") or str(refused.get("errors")))
+    # issue 22: a CPF is never taken where Dagster would store it in the run's config (the
+    # refusal goes back to whoever typed it; Dagster's wrapper quotes the value there)
+    for job, op in (("student_lookup", "find_student_op"), ("privacy_erase", "privacy_erase_op")):
+        refused = launch(webserver, job, {"ops": {op: {"config": {"key": "529.982.247-25"}}}})
+        assert refused["__typename"] != "LaunchRunSuccess"
+        assert "CPF is not accepted" in (refused.get("message") or str(refused.get("errors")))
     assert instance.get_runs_count() == 0  # nothing was created, queued or started
 
     good = {"ops": {"delivery_request": {"config": {"requeue_failed_since": "2026-11-01"}}}}

@@ -192,6 +192,7 @@ class Topology:
             "DAGSTER_PG_PORT": str(admin.port or 5432),
             "DAGSTER_PG_DB": self.names["dagster"],
             "DAGSTER_PG_USER": admin.username or "postgres",
+            "DAGSTER_COMPUTE_LOGS_DIR": str(self.tmp / "compute_logs"),
             "ANUBIS_CODE_SERVER_HOST": "127.0.0.1",
             "ANUBIS_CODE_SERVER_PORT": str(self.ports["code_server"]),
             "PYTHONUNBUFFERED": "1",
@@ -239,18 +240,7 @@ class Topology:
         self.start_code_server()
         workspace = str(WORKSPACE_FILE)
         self.start_process("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
-        self.start_process(
-            "webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                workspace,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.ports["webserver"]),
-            ],
-        )
+        self.start_webserver()
         for role in ("kroton", "estacio"):
             wait_for(
                 functools.partial(_healthy, self.sandbox_url(role) + "/__sandbox/health"),
@@ -258,6 +248,20 @@ class Topology:
                 f"the {role} sandbox",
             )
         wait_for(self.location_loaded, 120, "the webserver with the code location loaded", 1)
+
+    def start_webserver(self) -> Process:
+        return self.start_process(
+            "webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                str(WORKSPACE_FILE),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.ports["webserver"]),
+            ],
+        )
 
     def start_code_server(self) -> Process:
         process = self.start_process(

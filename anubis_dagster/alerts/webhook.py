@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import httpx
-
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.settings import get_settings
 
@@ -55,6 +53,8 @@ def send_alert(alert: Alert, *, webhook_url: str | None = None, timeout: float =
     url = webhook_url if webhook_url is not None else (secret and secret.get_secret_value())
     if not url:
         return False
+    import httpx  # here: the read-only commands import this module, not the HTTP client
+
     try:
         response = httpx.post(url, json={"text": text}, timeout=timeout)
         response.raise_for_status()

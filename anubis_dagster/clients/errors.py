@@ -37,3 +37,15 @@ class PartnerUnreachable(PartnerProblem):
 class SendCancelled(RuntimeError):
     """The caller withdrew its permission to send a write just before it left (e.g. the run's
     claim on the subscription expired and another run may own it now). Nothing was sent."""
+
+
+class WriteWithheld(RuntimeError):
+    """A request that would change something at the partner was stopped before it left (the
+    integration runs in shadow, `legacy/shadow.py`): nothing was sent and no quota spent.
+    `request` is what would have been sent (method, url, body), for the "would send" record;
+    it holds personal data: mask it before it is stored or shown."""
+
+    def __init__(self, message: str, *, operation: str, request: dict[str, object]) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.request = request

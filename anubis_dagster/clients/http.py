@@ -127,6 +127,10 @@ class CallContext:
     set, is called right before a write leaves (after the quota wait): it may raise
     `SendCancelled` to stop it, e.g. when the run's claim on the subscription has expired.
     `recorder` receives every attempt (`delivery.attempts.call_context` builds the usual one).
+    `before_change`, when set, is called before any request that changes something at the
+    partner (`changes_partner`: every method but GET/HEAD/OPTIONS unless the call says it only
+    reads, idempotent or not) leaves, even before the quota wait: it may raise `WriteWithheld`
+    (the delivery layer's shadow gate, `legacy/shadow.py`).
     """
 
     db_url: str
@@ -136,6 +140,7 @@ class CallContext:
     stats: dict[str, float] = field(default_factory=dict)  # calls, quota waits… for metadata
     results: list[HttpResult] = field(default_factory=list)
     before_write: Callable[[AttemptSubject], None] | None = None
+    before_change: Callable[[str, AttemptSubject | None, dict[str, Any]], None] | None = None
     recorder: AttemptRecorder = field(kw_only=True)
 
     def count(self, key: str, amount: float = 1) -> None:
@@ -244,6 +249,7 @@ class ApiClient:
         idempotent: bool = True,
         use_auth: bool = True,
         tries: int | None = None,
+        reads_only: bool = False,
     ) -> HttpResult:
         """Send with quick retries (`tries` attempts in all; default `quick_retries`); returns
         the last result. Raises `CredentialsRefused` when
@@ -252,6 +258,17 @@ class ApiClient:
         # a 401 is retried once, right after dropping the token; a second 401 is an answer
         auth = {"refreshed": not (use_auth and self._on_unauthorized), "retry_now": False}
         write = not idempotent
+        if self.ctx.before_change is not None and changes_partner(method, reads_only=reads_only):
+            # the shadow gate: raises WriteWithheld before anything leaves or is spent
+            self.ctx.before_change(
+                operation,
+                subscription,
+                {
+                    "method": method,
+                    "url": f"{self.name}{_mask_path(path)}",
+                    "body": json_body or form,
+                },
+            )
 
         def attempt() -> HttpResult:
             result = self._send_once(
@@ -420,6 +437,17 @@ class ApiClient:
                 f"in {result.duration_ms:.0f} ms" + (f" ({result.error})" if result.error else "")
             )
         )
+
+
+#: methods that never change anything at a partner (RFC 9110's safe methods)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def changes_partner(method: str, *, reads_only: bool = False) -> bool:
+    """Whether a request may change something at the partner: every method but the safe ones,
+    unless the caller declares a POST that only reads (a search, a token grant). A new
+    partner's POST is a change until its adapter says otherwise: the shadow gate fails safe."""
+    return not reads_only and method.upper() not in SAFE_METHODS
 
 
 class _Cut(StrEnum):

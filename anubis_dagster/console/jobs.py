@@ -7,7 +7,12 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from anubis_dagster.alerts.webhook import run_url
-from anubis_dagster.console.student import find_student, parse_key, render_markdown
+from anubis_dagster.console.student import (
+    find_student,
+    parse_key,
+    parse_launch_key,
+    render_markdown,
+)
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
@@ -16,14 +21,14 @@ from anubis_dagster.run_tags import run_tags
 
 class StudentLookupConfig(dg.Config):
     key: str = Field(
-        description="order id, subscription id (#45) or CPF (529.982.247-25); prefix order:, "
-        "subscription: or cpf: to say which"
+        description="order id or subscription id (#45); prefix order: or subscription: to say "
+        "which. Not a CPF: Dagster stores run config (use `anubis student CPF` in a terminal)"
     )
 
     @field_validator("key")
     @classmethod
     def _parses(cls, value: str) -> str:
-        parse_key(value)  # LookupKeyError (a ValueError) says what a key looks like
+        parse_launch_key(value)  # LookupKeyError (a ValueError) says what a key looks like
         return value
 
 
@@ -50,7 +55,8 @@ def find_student_op(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.O
 
 @dg.job(
     tags=run_tags("lookup"),
-    description="Find a student by order id, subscription id or CPF: status and why, every "
+    description="Find a student by order id or subscription id (a CPF: `anubis student` in a "
+    "terminal, so that no CPF is kept in run storage): status and why, every "
     "attempt, the next try and the dead-letter reason, per integration (personal data masked).",
 )
 def student_lookup() -> None:

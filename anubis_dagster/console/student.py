@@ -9,6 +9,7 @@ CPF is only ever the key the operator typed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +65,19 @@ def parse_key(text: str) -> LookupKey:
     return LookupKey(kind or "id", str(int(digits)))
 
 
+def parse_launch_key(text: str) -> LookupKey:
+    """A key for a job launched from the Launchpad: an order or subscription id only. Dagster
+    stores a run's config as it was launched (in the UI, GraphQL and run storage), so a CPF
+    typed there would stay in clear; the CLI (`anubis student`, `anubis privacy`) takes one."""
+    key = parse_key(text)
+    if key.kind == "cpf":
+        raise LookupKeyError(
+            "a CPF is not accepted here: Dagster keeps a run's config, CPF included; give the "
+            "order id or subscription id (#45), or use `anubis student CPF` in a terminal"
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class Attempt:
     at: datetime | None
@@ -94,6 +108,8 @@ class StudentView:
     created_at: datetime | None
     attempts: list[Attempt] = field(default_factory=list)
     more_attempts: int = 0
+    legacy_status: str | None = None  # imported from the legacy service (issue 20)
+    legacy_history: list[tuple[str, str]] = field(default_factory=list)  # (time, masked)
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
@@ -155,7 +171,24 @@ def _view(session: Session, sub: Subscription, integration: str) -> StudentView:
         created_at=sub.created_at,
         attempts=attempts[-MAX_ATTEMPTS_SHOWN:],
         more_attempts=max(0, len(attempts) - MAX_ATTEMPTS_SHOWN),
+        legacy_status=sub.legacy_status,
+        legacy_history=_legacy_history(sub.payload),
     )
+
+
+def _legacy_history(payload: Any) -> list[tuple[str, str]]:
+    """The legacy service's own history of an imported student (kept in its payload), masked."""
+    legacy = payload.get("legacy") if isinstance(payload, dict) else None
+    items = legacy.get("history") if isinstance(legacy, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        (
+            str(item.get("at") or "-") if isinstance(item, dict) else "-",
+            mask_text(json.dumps(item, default=str, ensure_ascii=False)),
+        )
+        for item in items[-MAX_ATTEMPTS_SHOWN:]
+    ]
 
 
 def render_markdown(key: LookupKey, views: list[StudentView], run_link: Any) -> str:
@@ -185,6 +218,9 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
         )
     if view.dead_letter:
         lines.append(f"- **dead letter**: {_code(view.dead_letter)}")
+    if view.legacy_status is not None:
+        lines.append(f"- **imported from legacy** (legacy status `{view.legacy_status}`)")
+        lines += [f"  - {at} {_code(text[:300])}" for at, text in view.legacy_history]
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",

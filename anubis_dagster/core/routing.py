@@ -61,6 +61,18 @@ def _normalized_allowed(allowed: Any) -> frozenset[str]:
         return frozenset(normalize(a) for a in allowed)
 
 
+def filter_fields(filter_: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """The order fields a filter reads to match (`FILTER_KEY_PATHS` of its non-empty keys),
+    and those its `required_fields` setting asks for: what routing uses of an order routed
+    through it, validated for that integration (`core.validation.UsedFields`)."""
+    read = frozenset(
+        path
+        for key, allowed in filter_.items()
+        if key not in NON_MATCH_KEYS and allowed and (path := FILTER_KEY_PATHS.get(key))
+    )
+    return read, frozenset(filter_.get("required_fields") or ())
+
+
 def filter_matches(filter_: Mapping[str, Any], order: Any) -> bool:
     for key, allowed in filter_.items():
         if key in NON_MATCH_KEYS or not allowed:

@@ -30,22 +30,41 @@ class Status(StrEnum):
     #: a registration may have reached a partner that offers no way to ask: held for an
     #: operator, never sent again on its own (requeue once the partner confirms it is absent)
     UNKNOWN = "unknown"
+    # going live (issue 20, `legacy/`): an order paid before its integration's go-live point,
+    # never sent unless an operator takes it over (`anubis takeover`)
+    BEFORE_GO_LIVE = "before_go_live"
+    #: imported from the legacy, which never sent it: Anubis sends the student's order instead
+    TAKEN_OVER = "taken_over"
     # follow-up at the IES
     ENROLLED = "enrolled"
     DROPPED = "dropped"
     # dead letter / IES-side failure
     FAILED = "failed"
+    # personal data removed (issue 22): on the student's request (LGPD art. 18), from any
+    # status; or by retention, an open subscription with no activity past its maximum age
+    ERASED = "erased"
+    EXPIRED = "expired"
+    #: shadow run (issue 20, `legacy/shadow.py`): everything was done up to the send, which was
+    #: withheld ("would send" recorded); the legacy service is the sender of this student
+    SHADOWED = "shadowed"
 
 
 S = Status
 
 #: Statuses a new subscription may be created in.
-INITIAL_STATUSES = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE})
+INITIAL_STATUSES = frozenset(
+    {S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE, S.BEFORE_GO_LIVE}
+)
 
 _TRANSITIONS: dict[Status, frozenset[Status]] = {
     # an invalid order corrected at the source is validated again
-    S.INVALID: frozenset({S.INVALID, S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE}),
+    S.INVALID: frozenset(
+        {S.INVALID, S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE, S.BEFORE_GO_LIVE}
+    ),
     S.DUPLICATE: frozenset(),
+    # taken over by an operator: sent as a new order would be, or a duplicate of a CPF held
+    S.BEFORE_GO_LIVE: frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.DUPLICATE, S.INVALID}),
+    S.TAKEN_OVER: frozenset(),
     S.TO_SYNC_LGPD: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
     S.SYNC_LGPD_FAILED: frozenset({S.TO_REGISTER, S.SYNC_LGPD_FAILED, S.FAILED}),
     S.TO_SYNC: frozenset({S.TO_REGISTER, S.EMPTY_COURSE, S.COURSE_FAILED, S.FAILED}),
@@ -53,6 +72,7 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.EMPTY_COURSE: frozenset(),
     S.TO_REGISTER: frozenset(
         {S.REGISTERED, S.AWAITING_REGISTER, S.REGISTER_FAILED, S.FAILED, S.TO_REGISTER, S.UNKNOWN}
+        | {S.SHADOWED}
     ),
     S.UNKNOWN: frozenset(),
     S.AWAITING_REGISTER: frozenset({S.REGISTERED, S.FAILED, S.AWAITING_REGISTER}),
@@ -61,6 +81,9 @@ _TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.ENROLLED: frozenset(),
     S.DROPPED: frozenset(),
     S.FAILED: frozenset(),
+    S.ERASED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.SHADOWED: frozenset(),  # only a takeover releases it (docs/shadow.md)
 }
 
 #: Where an operator may send a subscription back to (requeue from the Launchpad).
@@ -69,16 +92,37 @@ REQUEUE_TARGETS = frozenset({S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.AWAITIN
 #: cause has been fixed (e.g. an offer code corrected).
 REQUEUEABLE = frozenset(
     {S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE, S.COURSE_FAILED, S.SYNC_LGPD_FAILED, S.UNKNOWN}
+    | {S.SHADOWED}  # only by a takeover (`legacy.shadow.release_shadowed`), not the requeue
 )
 
 #: No more work will happen on these without an operator.
-FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targets)
+FINAL_STATUSES = frozenset(s for s, targets in _TRANSITIONS.items() if not targets) | {
+    S.BEFORE_GO_LIVE  # only an operator's takeover moves it
+}
 
 #: Statuses in which the subscription no longer holds the student's CPF for its integration:
 #: a new paid order for the same CPF may start a new subscription.
 RELEASES_CPF = frozenset(
-    {S.INVALID, S.DUPLICATE, S.EMPTY_COURSE, S.REGISTER_FAILED, S.DROPPED, S.FAILED}
+    {
+        S.INVALID,
+        S.DUPLICATE,
+        S.EMPTY_COURSE,
+        S.REGISTER_FAILED,
+        S.DROPPED,
+        S.FAILED,
+        S.BEFORE_GO_LIVE,
+        S.TAKEN_OVER,
+    }
+    | {S.ERASED, S.EXPIRED}
 )
+
+#: Where personal-data removal moves a subscription, outside the machine's ordinary moves
+#: (`maintenance/privacy.py`, `maintenance/pii.py`): `erased` from any status but itself,
+#: `expired` from any status that is not final yet.
+_RETIRING = {
+    S.ERASED: frozenset(set(S) - {S.ERASED}),
+    S.EXPIRED: frozenset(set(S) - FINAL_STATUSES),
+}
 
 
 class IllegalTransition(ValueError):
@@ -91,6 +135,8 @@ def is_allowed(current: Status | None, target: Status, *, requeue: bool = False)
         return target in INITIAL_STATUSES
     if requeue:
         return current in REQUEUEABLE and target in REQUEUE_TARGETS
+    if target in _RETIRING:
+        return current in _RETIRING[target]
     return target in _TRANSITIONS[current]
 
 

@@ -9,6 +9,12 @@ columns and the IES accept: text where text is expected (a list in `full_name` i
 `str(list)`), lengths, no NUL, control or invisible characters, integer ids that fit a bigint,
 finite numbers, plausible birth dates, and a bounded document. An order that passes can be
 written and sent; one that fails becomes an `invalid` subscription with these reasons.
+
+Validate what is used, tolerate what is not: intake validates an order, for each integration it
+is routed to, against the fields that integration's adapter, its routing filter and intake
+itself read (`UsedFields`); any other field may hold anything or be absent, and unknown keys are
+ignored. Only the whole document's size and nesting stay bounded for every order. Without
+`fields`, `validate_order` checks every field it has a rule for (the strict view).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from operator import mul
 
 from anubis_dagster.core.names import first_name_key
-from anubis_dagster.core.orders import ORIGINS, PAID, digits, get_path
+from anubis_dagster.core.orders import ORIGINS, PAID, digits
 
 MIN_BIRTH_DATE = date(1900, 1, 1)
 MIN_AGE_YEARS = 14  # youngest plausible student (técnico courses)
@@ -125,6 +133,38 @@ BASE_REQUIRED_FIELDS = (
 )
 
 
+#: Fields read without a rule of their own above (an IES's codes in `offer.metadata`): a scalar,
+#: text of at most this many characters (the text rules) or a finite number within a bigint.
+SCALAR_TEXT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class UsedFields:
+    """The order fields one reader uses: an adapter's payload mapping, a routing filter, intake
+    itself. `read` fields are validated when present; `required` ones must be present too.
+    Unions (`|`) make the fields of one integration."""
+
+    read: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, read: Iterable[str] = (), required: Iterable[str] = ()) -> UsedFields:
+        required = frozenset(required)
+        return cls(frozenset(read) | required, required)
+
+    def __or__(self, other: UsedFields) -> UsedFields:
+        return UsedFields(self.read | other.read, self.required | other.required)
+
+    def covers(self, path: str) -> bool:
+        """Whether `path` (a field, or a value inside one) is a field read here."""
+        return any(path == f or path.startswith((f + ".", f + "[]")) for f in self.read)
+
+
+#: What intake itself reads of every order, whatever the integration: the subscription's
+#: columns (`origin`, `cpf`, `first_name`) and the CPF of the one-active-subscription rule.
+INTAKE_FIELDS = UsedFields.of(read=["base_user.full_name"], required=["origin", "base_user.cpf"])
+
+
 @dataclass(frozen=True)
 class Problem:
     field: str
@@ -134,8 +174,9 @@ class Problem:
         return {"field": self.field, "message": self.message}
 
 
-def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip()) or value == {}
+def _blank(text: str) -> bool:
+    """Empty or only white space (`not text.strip()`, without a copy)."""
+    return not text or text.isspace()
 
 
 def check_cpf(value: object) -> str | None:
@@ -482,72 +523,180 @@ def plain_json_text(text: object) -> bool:
     )
 
 
+_STRICT_FIELDS = UsedFields.of(read=_CHECKED_FIELDS, required=BASE_REQUIRED_FIELDS)
+_SPECIAL_FIELDS = frozenset(
+    [*_FIELD_CHECKS, "base_user.birth_date", "base_user.full_name", "origin", "checkout_step"]
+)
+_Check = Callable[[object], str | None]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The rules of one set of used fields, worked out once per set (`_plan`): the fields to
+    read in one walk and, for each, the checks that apply, in the order of the rule tables
+    (the order of the problems an order gets)."""
+
+    tree: _FieldTree
+    required: tuple[str, ...]
+    texts: tuple[tuple[str, int], ...]  # `check_text` and its bound, first (the commonest rule)
+    checks: tuple[tuple[str, _Check], ...]  # then these; each sees a present, non-blank value
+    first_name: bool  # the first-name column rule applies (`base_user.full_name` is read)
+    strict: bool  # every value problem of the document counts, not only the whole document's
+    used: UsedFields
+
+
+def _range_check(low: float, high: float) -> _Check:
+    return lambda value: check_number(value, low, high)
+
+
+def _scalar_check(field: str) -> _Check:
+    """A field read without a rule of its own: text within the text rules, or a number."""
+
+    def check(value: object) -> str | None:
+        if isinstance(value, str):
+            return check_text(field, value, SCALAR_TEXT_CHARS)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be text or a number, not {_kind(value)}"
+        return check_number(value, -MAX_ID - 1, MAX_ID)
+
+    return check
+
+
+def _origin_check(value: object) -> str | None:
+    return None if value in ORIGINS else f"origin must be one of {', '.join(ORIGINS)}"
+
+
+def _paid_check(value: object) -> str | None:
+    return None if value == PAID else "order is not paid"
+
+
+@lru_cache(maxsize=256)
+def _plan(used: UsedFields, strict: bool = False) -> _Plan:
+    fields = used.read | used.required
+    checks: list[tuple[str, _Check]] = [(f, check_id) for f in ID_FIELDS if f in fields]
+    checks += [(f, _range_check(*bounds)) for f, bounds in NUMBER_RANGES.items() if f in fields]
+    if "origin" in fields:
+        checks.append(("origin", _origin_check))
+    if "checkout_step" in fields:
+        checks.append(("checkout_step", _paid_check))
+    checks += [(f, check) for f, check in _FIELD_CHECKS.items() if f in fields]
+    if "base_user.birth_date" in fields:
+        checks.append(("base_user.birth_date", _birth_date_check))  # called with `today`
+    ruled = {*TEXT_LIMITS, *ID_FIELDS, *NUMBER_RANGES, *_SPECIAL_FIELDS}
+    checks += [(f, _scalar_check(f)) for f in sorted(fields - ruled)]
+    required = [f for f in BASE_REQUIRED_FIELDS if f in used.required]
+    required += sorted(used.required - set(required))
+    return _Plan(
+        tree=_field_tree(frozenset(fields)),
+        required=tuple(required),
+        texts=tuple((f, limit) for f, limit in TEXT_LIMITS.items() if f in fields),
+        checks=tuple(checks),
+        first_name="base_user.full_name" in fields,
+        strict=strict,
+        used=used,
+    )
+
+
+def _birth_date_check(value: object) -> str | None:
+    """A marker in a plan's checks: `validate_order` calls `check_birth_date` with its `today`."""
+    raise AssertionError("check_birth_date needs today")
+
+
 def validate_order(
     order: object,
     *,
     today: date,
     required_fields: tuple[str, ...] | list[str] = (),
     plain: bool = False,
+    fields: UsedFields | None = None,
+    scan: list[Problem] | None = None,
 ) -> list[Problem]:
-    """All problems of `order` (empty list = valid), at most one per field. `required_fields`
-    are the integration's own (from its routing filter), added to `BASE_REQUIRED_FIELDS`.
-    `plain`: the caller parsed `order` from a text `plain_json_text` accepts, so the
-    whole-document scan is skipped."""
+    """All problems of `order` (empty list = valid), at most one per field.
+
+    `fields`: the fields the integration uses (`UsedFields`): only those are validated, and of
+    the whole-document scan only the size and nesting bounds count (a NUL or a 20-digit number
+    in a field nobody reads is the storage's business: `storable_order`). None: every field with
+    a rule, `BASE_REQUIRED_FIELDS` required, and every problem of the document (the strict
+    view). `required_fields` are added to the required ones. `plain`: the caller parsed `order`
+    from a text `plain_json_text` accepts, so the whole-document scan is skipped; `scan`: that
+    scan's result, when the caller has it already (one scan per order, not per integration)."""
     if not isinstance(order, dict):
         return [Problem("order", "order is not a JSON object")]
+    used = _STRICT_FIELDS if fields is None else fields
+    if required_fields:
+        used = used | UsedFields.of(required=required_fields)
+    plan = _plan(used, fields is None)
     problems: dict[str, str] = {}
     values: dict[str, object] = {}
-    _read_fields(order, _FIELD_TREE, values)
-    required = dict.fromkeys([*BASE_REQUIRED_FIELDS, *required_fields])
-    for field in required:
-        value = values.get(field) if field in _CHECKED_FIELDS else get_path(order, field)
-        if _is_blank(value) or value == []:
+    _read_fields(order, plan.tree, values)
+    for field in plan.required:
+        value = values.get(field)
+        if value is None or value == {} or value == [] or (type(value) is str and _blank(value)):
             problems[field] = "required field is missing"
 
-    def present(field: str) -> object | None:
-        """The value to check; absent or blank text is left to the required-field rule (an
-        empty object or list is not blank here: it is the wrong type)."""
+    # absent or blank text is left to the required-field rule (an empty object or list is not
+    # blank here: it is the wrong type); `problems` is empty for most orders
+    for field, limit in plan.texts:
         value = values.get(field)
-        blank = value is None or (isinstance(value, str) and not value.strip())
-        return None if field in problems or blank else value
-
-    for field, limit in TEXT_LIMITS.items():  # `present` inlined: the commonest rule
-        value = values.get(field)
-        if value is None or field in problems or (isinstance(value, str) and not value.strip()):
+        if value is None or (problems and field in problems):
+            continue
+        if type(value) is str and _blank(value):
             continue
         if message := check_text(field, value, limit):
             problems[field] = message
-    name = present("base_user.full_name")
-    first = first_name_key(name) if "base_user.full_name" not in problems else None
-    if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions.first_name
-        problems["base_user.full_name"] = (
-            f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
-        )
-    for field in ID_FIELDS:
-        value = present(field)
-        if value is not None and (message := check_id(value)):
-            problems[field] = message
-    for field, (low, high) in NUMBER_RANGES.items():
-        value = present(field)
-        if value is not None and (message := check_number(value, low, high)):
+    if plan.first_name and "base_user.full_name" not in problems:
+        first = first_name_key(values.get("base_user.full_name"))
+        if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions column
+            problems["base_user.full_name"] = (
+                f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
+            )
+    for field, check in plan.checks:
+        value = values.get(field)
+        if value is None or (problems and field in problems):
+            continue
+        if type(value) is str and _blank(value):
+            continue
+        message = check_birth_date(value, today) if check is _birth_date_check else check(value)
+        if message:
             problems[field] = message
 
-    if (origin := present("origin")) is not None and origin not in ORIGINS:
-        problems["origin"] = f"origin must be one of {', '.join(ORIGINS)}"
-    if (step := present("checkout_step")) is not None and step != PAID:
-        problems["checkout_step"] = "order is not paid"
-
-    for field, check in _FIELD_CHECKS.items():
-        value = present(field)
-        if value is not None and (message := check(value)):
-            problems[field] = message
-    birth = present("base_user.birth_date")
-    if birth is not None and (message := check_birth_date(birth, today)):
-        problems["base_user.birth_date"] = message
-
-    for problem in [] if plain else scan_document(order):
-        problems.setdefault(problem.field, problem.message)
+    if not plain:
+        for problem in scan_document(order) if scan is None else scan:
+            if plan.strict or problem.field == "order" or plan.used.covers(problem.field):
+                problems.setdefault(problem.field, problem.message)
     return [Problem(f, m) for f, m in problems.items()]
+
+
+def has_unstorable_values(scan: list[Problem]) -> bool:
+    """Whether a document's scan found values no backend stores as they are (NUL, a lone
+    surrogate, a number beyond 64 bits), as opposed to the whole document's bounds."""
+    return any(not p.message.startswith("order document is") for p in scan)
+
+
+def storable_order(order: dict[str, object]) -> dict[str, object]:
+    """A valid order with the values no backend stores (found only in fields nobody reads:
+    those that are read were validated) made storable: NUL and lone surrogates replaced by
+    U+FFFD, non-finite numbers and integers beyond 64 bits dropped (null). Everything else,
+    the fields an IES receives among them, is kept as it is."""
+
+    def copy(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: copy(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [copy(item) for item in node]
+        if isinstance(node, str):
+            if "\x00" in node or (not node.isascii() and _SURROGATE.search(node)):
+                node = _SURROGATE.sub("\ufffd", node.replace("\x00", "\ufffd"))
+            return node
+        if isinstance(node, float) and not math.isfinite(node):
+            return None
+        if isinstance(node, int) and not -MAX_ID - 1 <= node <= MAX_ID:  # bools are in range
+            return None
+        return node
+
+    result = copy(order)
+    assert isinstance(result, dict)
+    return result
 
 
 #: What is kept of an invalid order: enough for an operator to see what was wrong, bounded so

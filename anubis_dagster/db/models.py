@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -58,6 +59,24 @@ class Base(DeclarativeBase):
     pass
 
 
+#: the statuses a deliver or check flow still works on (the partial index `ix_subscriptions_open`
+#: covers them; its migration, t20b_scale_indexes, names the same)
+OPEN_STATUSES = (
+    "to_sync",
+    "course_failed",
+    "to_sync_lgpd",
+    "sync_lgpd_failed",
+    "to_register",
+    "awaiting_register",
+    "registered",
+)
+
+
+def _partial(condition: str) -> dict[str, Any]:
+    """A partial index's condition, on both backends."""
+    return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+
 class Timestamps:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(
@@ -81,6 +100,14 @@ class Integration(Timestamps, Base):
     # pause survives every sync; intake still routes to a paused integration
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     pause_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # added (issue 20, `legacy/shadow.py`): set by `anubis shadow on`/`off`, never by the file.
+    # While `shadow_since` is set nothing is written at the partner; a subscription created
+    # before `shadow_ended_at` is never sent on its own (the shadow run's students)
+    shadow_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    shadow_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # added (issue 20): orders paid before this point are never sent (`legacy/go_live.py`);
+    # set by `anubis go-live`, never by the integrations file
+    go_live_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class IntegrationFilter(Timestamps, Base):
@@ -130,6 +157,9 @@ class Subscription(Timestamps, Base):
     # added: when LGPD retention removed this row's personal data (maintenance/pii.py); a later
     # change (updated_at past it) makes the row due again
     anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # added (issue 20): the legacy service's own status word when this row was imported from it
+    # (`anubis legacy import`); NULL for every subscription Anubis created from an order
+    legacy_status: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),
@@ -139,6 +169,16 @@ class Subscription(Timestamps, Base):
         Index("ix_subscriptions_cpf", "cpf"),
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_first_name_gender", "first_name", "gender"),
+        # issue 20 (migration t20b_scale_indexes): lookups and windows at cutover size
+        Index("ix_subscriptions_order_id", "order_id"),
+        Index("ix_subscriptions_integration_created", "integration_id", "created_at"),
+        Index(
+            "ix_subscriptions_open",
+            "integration_id",
+            "status",
+            "scheduled_to",
+            **_partial(f"status IN ({', '.join(repr(s) for s in OPEN_STATUSES)})"),
+        ),
     )
 
 
@@ -184,6 +224,22 @@ class SubscriptionEvent(Timestamps, Base):
         Index("ix_subscription_events_subscription", "subscription_id", "id"),
         Index("ix_subscription_events_run", "dagster_run_id"),
         Index("ix_subscription_events_integration_created", "integration_id", "created_at"),
+        # issue 20 (migration t20b_scale_indexes): attempt counts and retries from the index
+        Index(
+            "ix_subscription_events_attempts",
+            "integration_id",
+            "operation_name",
+            "outcome",
+            "subscription_id",
+            **_partial("kind = 'attempt'"),
+        ),
+        Index(
+            "ix_subscription_events_retries",
+            "integration_id",
+            "created_at",
+            "subscription_id",
+            **_partial("kind = 'retry'"),
+        ),
     )
 
 
@@ -292,6 +348,50 @@ class AlertState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class PrivacyRequest(Base):
+    """The audit trail of data-subject requests (LGPD art. 18; `maintenance/privacy.py`): what
+    was done and when, never to whom. `subject_hash` is an HMAC of the CPF under
+    `ANUBIS_PRIVACY_KEY` (NULL when no key is set), so only who holds the key can tell whether
+    a given person's request was served; `counts` holds rows per table (added, issue 22)."""
+
+    __tablename__ = "privacy_requests"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # export | erase
+    subject_hash: Mapped[str | None] = mapped_column(String(64))
+    requested_via: Mapped[str] = mapped_column(String(20), nullable=False)  # cli | launchpad
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+
+class OutboxEvent(Base):
+    """An event for other services, written in the transaction of the status change it
+    announces and published to Kafka by `events.publisher` (added, issue 25). `id` orders
+    the outbox (and is the event's `sequence`); `event_id` is what consumers dedupe on."""
+
+    __tablename__ = "event_outbox"
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(60), nullable=False)
+    subscription_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    publish_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_event_outbox_event_id"),
+        # the publisher's queue: only the waiting rows, so a marked row leaves the index
+        Index(
+            "ix_event_outbox_unpublished",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+    )
+
+
 __all__ = [
     "AlertState",
     "Base",
@@ -303,6 +403,8 @@ __all__ = [
     "IntegrationFilter",
     "IntegrationToken",
     "Name",
+    "OutboxEvent",
+    "PrivacyRequest",
     "RateLimitBucket",
     "RateLimitSlot",
     "Subscription",

@@ -34,6 +34,7 @@ from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.redaction import redact, redacted_json
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
+from anubis_dagster.db import outbox
 from anubis_dagster.db.models import Subscription, SubscriptionEvent, UTCDateTime, utcnow
 
 TRANSITION = "transition"
@@ -177,6 +178,7 @@ def create_subscription(
     )
     session.add(subscription)
     session.flush()  # assigns the id the event refers to
+    outbox.add_event(session, subscription, previous_status=None, operation=operation)
     _event(
         session,
         subscription=subscription,
@@ -209,11 +211,14 @@ def transition(
     response: Any = None,
     requeue: bool = False,
 ) -> SubscriptionEvent:
-    """Move `subscription` to `target` (raises `IllegalTransition` if the machine forbids it)."""
+    """Move `subscription` to `target` (raises `IllegalTransition` if the machine forbids it);
+    a status other services hear about also writes its outbox row (`core.events`)."""
+    previous = subscription.status
     for name, value in transition_values(
         subscription.status, target, cpf=subscription.cpf, error=error, requeue=requeue
     ).items():
         setattr(subscription, name, value)
+    outbox.add_event(session, subscription, previous_status=previous, operation=operation)
     return _event(
         session,
         subscription=subscription,
@@ -324,6 +329,14 @@ def write_rows(
         else:
             _insert_many(session, table, subscriptions, rendered)
             inserted = {row["id"] for row in subscriptions}
+    # the outbox rows of statuses other services hear about (none of intake's own), before
+    # the updates: the previous status is read from the table
+    outbox.bulk_event_rows(
+        session,
+        created=(row for row in subscriptions if row["id"] in inserted),
+        updated=updates,
+        events=events,
+    )
     if updates:
         columns = [name for name in updates[0] if name != "id"]
         changes = (

@@ -4,7 +4,7 @@
 Due = a subscription in a status one of the integration's flows works on (deliver: the
 adapter's prepare statuses and `to_register`; check: its check statuses), whose `scheduled_to`
 has come (or was never set: new students), and that no live run has claimed (`claimed_until`
-past). Cheap indexed queries (ix_subscriptions_due).
+past). Cheap indexed queries (ix_subscriptions_open, partial: the open statuses only).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.states import Status
@@ -48,15 +48,37 @@ def all_statuses(adapter: type[IESAdapter]) -> frozenset[Status]:
     return frozenset().union(*(flow_statuses(adapter, flow) for flow in Flow))
 
 
-def _due(integration_id: int, statuses: frozenset[Status], now: datetime) -> list[Any]:
+def _due_ids(
+    integration_id: int,
+    statuses: frozenset[Status],
+    now: datetime,
+    limit: int,
+    *,
+    fresh_only: bool = False,
+) -> Any:
+    """The ids of due, unclaimed subscriptions (at most `limit`), as one statement.
+
+    One branch per status and per "never scheduled" / "time has come", each ordered by
+    `scheduled_to` so it reads the (partial, open statuses) index in order and stops at its
+    limit. Asked as one `status IN (…) AND (scheduled_to IS NULL OR …)`, PostgreSQL's
+    planner cannot see that, e.g., the registered students of one integration all have a
+    `scheduled_to` while another's have none, expects a six-figure count of matches at 1M rows
+    and scans the table for them (measured at 1.1–3.8 s per query, BENCHMARKS.md)."""
     s = Subscription
-    clauses: list[ColumnElement[bool]] = [
-        s.integration_id == integration_id,
-        s.status.in_([st.value for st in statuses]),
-        or_(s.scheduled_to.is_(None), s.scheduled_to <= now),
-        or_(s.claimed_until.is_(None), s.claimed_until < now),
-    ]
-    return clauses
+    branches = []
+    for status in sorted(statuses):
+        for when in (s.scheduled_to.is_(None), s.scheduled_to <= now):
+            clauses: list[ColumnElement[bool]] = [
+                s.integration_id == integration_id,
+                s.status == status.value,
+                when,
+                or_(s.claimed_until.is_(None), s.claimed_until < now),
+            ]
+            if fresh_only:
+                clauses.append(s.attempts == 0)
+            branch = select(s.id).where(*clauses).order_by(s.scheduled_to).limit(limit)
+            branches.append(select(branch.subquery().c.id))
+    return union_all(*branches).subquery()
 
 
 def has_due(
@@ -68,8 +90,8 @@ def has_due(
     """Whether any subscription in `statuses` is due and unclaimed."""
     if not statuses:
         return False
-    query = select(Subscription.id).where(*_due(integration_id, statuses, _now(now))).limit(1)
-    return session.scalar(query) is not None
+    due = _due_ids(integration_id, statuses, _now(now), 1)
+    return session.scalar(select(due.c.id).limit(1)) is not None
 
 
 def count_due(
@@ -84,10 +106,11 @@ def count_due(
     """How many subscriptions are due (at most `limit`); `fresh_only`: never attempted ones."""
     if not statuses:
         return 0
-    query = select(Subscription.id).where(*_due(integration_id, statuses, _now(now)))
-    if fresh_only:
-        query = query.where(Subscription.attempts == 0)
-    return int(session.scalar(select(func.count()).select_from(query.limit(limit).subquery())) or 0)
+    due = _due_ids(integration_id, statuses, _now(now), limit, fresh_only=fresh_only)
+    return int(
+        session.scalar(select(func.count()).select_from(select(due.c.id).limit(limit).subquery()))
+        or 0
+    )
 
 
 def next_due_at(

@@ -112,11 +112,22 @@ def requeue(
                 {"id": subscription.id, "reason": "personal data removed by retention (LGPD)"}
             )
             continue
-        if Status(subscription.status) not in REQUEUEABLE:
+        if subscription.legacy_status is not None:  # issue 20: no order document to send
             report.skipped.append(
                 {
                     "id": subscription.id,
-                    "reason": f"status {subscription.status} is not requeueable",
+                    "reason": "imported from the legacy service: take its order over instead "
+                    "(anubis takeover, docs/cutover.md)",
+                }
+            )
+            continue
+        if Status(subscription.status) not in REQUEUEABLE - {Status.SHADOWED}:
+            # a shadowed student is the legacy's: only the cutover's takeover releases it
+            report.skipped.append(
+                {
+                    "id": subscription.id,
+                    "reason": f"status {subscription.status} is not requeueable"
+                    + (" (a takeover releases it)" if subscription.status == "shadowed" else ""),
                 }
             )
             continue

@@ -8,7 +8,10 @@ Guarantees kept here, once, for every IES:
 - **no duplicate registrations**: `sending_since` is committed before the request; a row found
   with it set (a killed process, an unknown outcome) is first looked up at the partner;
 - **retry schedule**: transient failures wait on the row (`scheduled_to`) by `RetrySchedule`
-  and are dead-lettered (`failed`) after the last step; permanent failures fail at once.
+  and are dead-lettered (`failed`) after the last step; permanent failures fail at once;
+- **shadow run** (`legacy/shadow.py`): every request that would change something at the
+  partner passes `_shadow_gate` first; in shadow it is withheld, "would send" is recorded and
+  the student ends `shadowed`, for every adapter alike.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
+from anubis_dagster.clients.errors import PartnerProblem, SendCancelled, WriteWithheld
 from anubis_dagster.clients.http import AttemptSubject
 from anubis_dagster.clients.quota import QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_data, mask_text
@@ -36,6 +39,7 @@ from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.db.transitions import NOTE, RETRY, record_note, transition
 from anubis_dagster.delivery.outcomes import still_unknown, write_may_have_acted
 from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, ResendGuard
+from anubis_dagster.legacy.shadow import PAYLOAD_KEY, withheld_reason
 from anubis_dagster.settings import get_settings
 
 LEASE_SECONDS = get_settings().anubis_lease_seconds
@@ -194,6 +198,7 @@ class StepRunner:
         self._budget = request.limit
         self.call = adapter.ctx.call
         self.call.before_write = self._fence
+        self.call.before_change = self._shadow_gate
 
     # --- claiming -----------------------------------------------------------------------------
     def _claimed_ids(self, statuses: frozenset[Status]) -> Iterator[int]:
@@ -262,6 +267,51 @@ class StepRunner:
             if not renewed.rowcount:  # type: ignore[attr-defined]
                 raise SendCancelled(f"subscription #{subscription.id}: claim lost before sending")
 
+    def _shadow_gate(
+        self, operation: str, subject: AttemptSubject | None, request: dict[str, Any]
+    ) -> None:
+        """Right before a request that changes something at the partner (before its quota
+        wait): withhold it when the integration runs in shadow, or the subscription is a
+        shadow run's student. Read fresh each time, so a switch reaches runs already going."""
+        with session_scope(self.db_url) as session:
+            reason = withheld_reason(
+                session, self.integration_id, subject.id if subject is not None else None
+            )
+        if reason is not None:
+            raise WriteWithheld(
+                f"{operation} withheld: {reason}", operation=operation, request=request
+            )
+
+    def _withhold(
+        self,
+        session: Session,
+        subscription: Subscription,
+        withheld: WriteWithheld,
+        report: StepReport,
+        target: Status,
+    ) -> None:
+        """Record what would have been sent (masked in the event row; the registration's raw
+        payload in `ies_data` for the shadow comparison) and move on as if it had been sent:
+        past the step (`to_register`) for a prepare step's write, `shadowed` for the send."""
+        if target is Status.SHADOWED:
+            body = withheld.request.get("body")
+            subscription.ies_data = {**(subscription.ies_data or {}), PAYLOAD_KEY: body}
+        transition(
+            session,
+            subscription,
+            target,
+            operation=report.step,
+            run_id=self.run_id,
+            request=withheld.request,
+            response={"note": f"would send {withheld.operation}: {mask_text(str(withheld))}"},
+            # why it was not sent, for `anubis student` (a shadowed student is final)
+            error=str(withheld) if target is Status.SHADOWED else None,
+        )
+        subscription.attempts = 0
+        subscription.scheduled_to = utcnow() if target is Status.TO_REGISTER else None
+        report.add("would_send", f"#{subscription.id}: would send {withheld.operation} (shadow)")
+        self.log(f"subscription #{subscription.id}: {mask_text(str(withheld))}")
+
     def _each(
         self,
         statuses: frozenset[Status],
@@ -280,6 +330,20 @@ class StepRunner:
                     except PartnerProblem as problem:
                         self._note_stop(session, subscription, problem, report.step)
                         raise
+                    except WriteWithheld as withheld:
+                        # a write in a step with no shadow handling of its own (e.g. a partner
+                        # whose status check writes): noted, looked at again in an hour
+                        record_note(
+                            session,
+                            subscription,
+                            kind=NOTE,
+                            operation=report.step,
+                            run_id=self.run_id,
+                            response={"note": mask_text(str(withheld))},
+                            outcome="would_send",
+                        )
+                        subscription.scheduled_to = utcnow() + timedelta(hours=1)
+                        report.add("would_send", f"#{subscription.id}: {mask_text(str(withheld))}")
             except SendCancelled as cancelled:
                 report.add("claim_lost", mask_text(str(cancelled)))
                 self.log(mask_text(str(cancelled)))
@@ -520,7 +584,11 @@ class StepRunner:
         if self.request.dry_run:
             report.add("dry_run", f"#{subscription.id}: would run {report.step}")
             return
-        outcome = self._safely(subscription, partial(self.adapter.prepare, subscription))
+        try:
+            outcome = self._safely(subscription, partial(self.adapter.prepare, subscription))
+        except WriteWithheld as withheld:  # e.g. Estácio's consent, in shadow
+            self._withhold(session, subscription, withheld, report, Status.TO_REGISTER)
+            return
         self.apply(session, subscription, outcome, step=report.step, report=report)
 
     def check(self) -> StepReport:
@@ -613,6 +681,11 @@ class StepRunner:
             keep = unresolved or write_may_have_acted(self.call.writes_since(mark))
             self._settle_marker(session, subscription, keep=keep, otherwise=earlier_marker)
             raise
+        except WriteWithheld as withheld:  # the shadow gate: nothing of this one left
+            keep = unresolved or write_may_have_acted(self.call.writes_since(mark))
+            self._settle_marker(session, subscription, keep=keep, otherwise=earlier_marker)
+            self._withhold(session, subscription, withheld, report, Status.SHADOWED)
+            return
         unknown = still_unknown(
             definite=outcome.definite,
             writes=self.call.writes_since(mark),
@@ -695,7 +768,7 @@ class StepRunner:
         claim go up to stop the batch or skip the subscription."""
         try:
             return call()
-        except (PartnerProblem, SendCancelled):
+        except (PartnerProblem, SendCancelled, WriteWithheld):
             raise
         except QuotaWaitTooLong as exc:
             until = utcnow() + timedelta(seconds=min(900.0, max(60.0, exc.retry_in)))

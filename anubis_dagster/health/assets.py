@@ -202,6 +202,10 @@ def _metrics_asset(key: str) -> dg.AssetsDefinition:
         metadata: dict[str, dg.RawMetadataValue] = dict(service.business_metrics(report, volume))
         metadata["conversion"] = dg.MetadataValue.md(service.conversion_table(report))
         metadata["anomalies"] = "; ".join(a.message for a in found) or "none"
+        invalid = service.invalid_share_by_day(db_url, integration_id, now)
+        metadata["invalid_share_by_day"] = dg.MetadataValue.json(invalid)
+        if (today := now.date().isoformat()) in invalid:  # plotted: order-shape drift (issue 21)
+            metadata["invalid_share_today"] = invalid[today]
         return dg.MaterializeResult(metadata=metadata)
 
     return integration_metrics

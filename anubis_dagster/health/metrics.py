@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from anubis_dagster.clients.probes import Level
 from anubis_dagster.console.report import IntegrationReport, build_report
-from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, UTCDateTime
 
 #: the window of the business numbers in health checks and the metrics asset
 METRICS_DAYS = 7
@@ -125,13 +125,14 @@ class Health:
 def integration_health(session: Session, integration: Integration, now: datetime) -> Health:
     s = Subscription
     report = build_report(session, days=METRICS_DAYS, now=now, integration=integration.key)[0]
-    rows = session.execute(
-        select(s.attempts, s.order_updated_at, s.created_at).where(
-            s.integration_id == integration.id, s.status.in_(BACKLOG)
-        )
-    ).all()
-    retry_queue = sum(1 for row in rows if row.attempts > 0)
-    oldest = min((row.order_updated_at or row.created_at for row in rows), default=None)
+    # counted in the database: a backlog of many thousands never comes into Python
+    waiting, retry_queue, oldest = session.execute(
+        select(
+            func.count(),
+            func.count().filter(s.attempts > 0),
+            type_coerce(func.min(func.coalesce(s.order_updated_at, s.created_at)), UTCDateTime),
+        ).where(s.integration_id == integration.id, s.status.in_(BACKLOG))
+    ).one()
     e = SubscriptionEvent
     attempts, errors = session.execute(
         select(func.count(), func.count().filter(e.outcome.not_in(NOT_ERRORS))).where(
@@ -144,8 +145,8 @@ def integration_health(session: Session, integration: Integration, now: datetime
     ).one()
     return Health(
         report=report,
-        pending=len(rows) - retry_queue,
-        retry_queue=retry_queue,
+        pending=int(waiting) - int(retry_queue),
+        retry_queue=int(retry_queue),
         backlog_age=max(0.0, (now - oldest).total_seconds()) if oldest else None,
         attempts_24h=int(attempts or 0),
         errors_24h=int(errors or 0),

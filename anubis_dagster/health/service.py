@@ -7,22 +7,31 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.clients.probes import Level, Probe, ProbeResult
-from anubis_dagster.console.report import IntegrationReport
+from anubis_dagster.console.report import IntegrationReport, as_date, utc_day
 from anubis_dagster.core.masking import mask_text
+from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.health import anomalies
 from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
-from anubis_dagster.health.metrics import MEANINGS, THRESHOLDS, Health, integration_health
+from anubis_dagster.health.metrics import (
+    MEANINGS,
+    METRICS_DAYS,
+    THRESHOLDS,
+    Health,
+    integration_health,
+)
 from anubis_dagster.integrations.partner_api import PartnerClients
 
 Send = Callable[[Alert], bool]
@@ -160,43 +169,72 @@ def conversion_table(report: IntegrationReport) -> str:
 
 
 def volume_by_origin(db_url: str, integration_id: int, now: datetime) -> dict[str, int]:
-    with session_scope(db_url) as session:
-        origins = session.scalars(
-            select(Subscription.origin).where(
-                Subscription.integration_id == integration_id,
-                Subscription.created_at >= now - timedelta(hours=24),
-            )
-        ).all()
+    s = Subscription
     counts: dict[str, int] = {}
-    for origin in origins:
-        counts[origin or "unknown"] = counts.get(origin or "unknown", 0) + 1
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(s.origin, func.count())
+            .where(s.integration_id == integration_id, s.created_at >= now - timedelta(hours=24))
+            .group_by(s.origin)
+        ).all()
+    for origin, count in rows:
+        counts[origin or "unknown"] = counts.get(origin or "unknown", 0) + int(count)
     return counts
 
 
-def find_anomalies(db_url: str, integration_id: int, now: datetime) -> list[anomalies.Anomaly]:
-    """Volume and retries of the last days against their usual (see `health.anomalies`)."""
-    since = datetime.combine(
-        now.date() - timedelta(days=anomalies.BASELINE_DAYS + 1), datetime.min.time(), now.tzinfo
-    )
+def invalid_share_by_day(
+    db_url: str, integration_id: int, now: datetime, days: int = METRICS_DAYS
+) -> dict[str, float]:
+    """Day (UTC) → share of the subscriptions intake created that day that are `invalid`, over
+    the last `days` days with any (issue 21: an order-shape drift shows as a jump)."""
+    since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), UTC)
     with session_scope(db_url) as session:
-        created = session.scalars(
-            select(Subscription.created_at).where(
+        rows = session.execute(
+            select(Subscription.created_at, Subscription.status).where(
                 Subscription.integration_id == integration_id, Subscription.created_at >= since
             )
         ).all()
-        retries = session.scalars(
-            select(SubscriptionEvent.created_at).where(
-                SubscriptionEvent.integration_id == integration_id,
-                SubscriptionEvent.kind == "retry",
-                SubscriptionEvent.created_at >= since,
-            )
-        ).all()
+    totals: dict[str, list[int]] = {}
+    for created_at, status in rows:
+        counts = totals.setdefault(created_at.date().isoformat(), [0, 0])
+        counts[0] += 1
+        counts[1] += status == Status.INVALID.value
+    return {day: round(invalid / total, 4) for day, (total, invalid) in sorted(totals.items())}
+
+
+def find_anomalies(db_url: str, integration_id: int, now: datetime) -> list[anomalies.Anomaly]:
+    """Volume and retries of the last days against their usual (see `health.anomalies`); the
+    daily counts are made in the database."""
+    since = datetime.combine(
+        now.date() - timedelta(days=anomalies.BASELINE_DAYS + 1), datetime.min.time(), now.tzinfo
+    )
+    s, e = Subscription, SubscriptionEvent
+    with session_scope(db_url) as session:
+        created = _daily_counts(
+            session,
+            s.created_at,
+            s.integration_id == integration_id,
+            s.created_at >= since,
+        )
+        retries = _daily_counts(
+            session,
+            e.created_at,
+            e.integration_id == integration_id,
+            e.kind == "retry",
+            e.created_at >= since,
+        )
     today = now.date()
     found = [
-        anomalies.volume_anomaly(anomalies.daily_counts(created), today),
-        anomalies.retry_anomaly(anomalies.daily_counts(retries), today),
+        anomalies.volume_anomaly(created, today),
+        anomalies.retry_anomaly(retries, today),
     ]
     return [a for a in found if a is not None]
+
+
+def _daily_counts(session: Session, moment: Any, *where: Any) -> Counter[date]:
+    day = utc_day(session, moment)
+    rows = session.execute(select(day, func.count()).where(*where).group_by(day)).all()
+    return Counter({as_date(on): int(count) for on, count in rows})
 
 
 def alert_anomalies(

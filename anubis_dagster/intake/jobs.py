@@ -8,6 +8,8 @@ import dagster as dg
 from pydantic import Field, PositiveInt, field_validator
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
+from anubis_dagster.core.drift import Drift
+from anubis_dagster.intake.drift import alert_drifts
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
@@ -86,6 +88,7 @@ def ingest_paid_orders(
         raise dg.Failure("intake_job needs `until` (a range) or `order_ids`", allow_retries=False)
 
     report = IntakeReport()
+    drifts: list[Drift] = []  # order-shape drifts alerted by this run (`core.drift`)
     today = datetime.now(UTC).date()
     with app_db.session() as session:
         routes = load_routes(session, initial_status_for)
@@ -93,7 +96,9 @@ def ingest_paid_orders(
         if config.order_ids:
             rows = source.read_ids(config.order_ids)
             with app_db.session() as session:
-                report.merge(ingest(session, rows, routes, today=today, run_id=context.run_id))
+                chunk = ingest(session, rows, routes, today=today, run_id=context.run_id)
+            report.merge(chunk)
+            drifts += alert_drifts(app_db.session, chunk, run_id=context.run_id)
         else:
             assert until is not None
             committed = True  # every chunk so far written or quarantined: the watermark follows
@@ -108,6 +113,7 @@ def ingest_paid_orders(
                             session, source.watermark_name, after=chunk_after, until=last
                         )
                 report.merge(chunk)
+                drifts += alert_drifts(app_db.session, chunk, run_id=context.run_id)
                 chunk_after = last
             if committed:  # the range may end past its last row (an order moved on meanwhile)
                 with app_db.session() as session:
@@ -140,6 +146,10 @@ def ingest_paid_orders(
         "by_integration_origin_status": dg.MetadataValue.json(dict(report.by_outcome)),
         "unrouted_examples": dg.MetadataValue.json(report.unrouted[:UNROUTED_EXAMPLES]),
         "quarantined_examples": dg.MetadataValue.json(report.quarantined[:UNROUTED_EXAMPLES]),
+        # invalid orders per integration and reason, unrouted ones per reason; drifts alerted
+        "invalid": sum(report.invalid_by_reason.values()),
+        "by_reason": dg.MetadataValue.json(report.reasons_json()),
+        "drift_alerts": dg.MetadataValue.json([d.message() for d in drifts]),
     }
     if report.quarantined:
         _alert_quarantined(report, context.run_id)

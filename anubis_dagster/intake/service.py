@@ -32,7 +32,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -43,13 +43,18 @@ from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.orders import ORIGINS, digits, get_path
-from anubis_dagster.core.routing import first_match
+from anubis_dagster.core.routing import filter_fields, first_match
 from anubis_dagster.core.states import Status
 from anubis_dagster.core.validation import (
+    INTAKE_FIELDS,
     Problem,
+    UsedFields,
+    has_unstorable_values,
     long_number_in,
     plain_json_text,
+    scan_document,
     storable_copy,
+    storable_order,
     validate_order,
 )
 from anubis_dagster.db.models import (
@@ -72,6 +77,7 @@ from anubis_dagster.db.transitions import (
 )
 from anubis_dagster.db.upsert import upsert
 from anubis_dagster.intake.orders_source import OrderRow
+from anubis_dagster.integrations.base import order_fields_for as adapter_order_fields
 
 OPERATION = "intake"
 #: decisions written per savepoint: a row the database refuses costs at most its unit written
@@ -80,6 +86,8 @@ WRITE_UNIT = 200
 UNREADABLE = "unreadable"
 WRITE_FAILED = "write_failed"
 REVALIDATED_NOTE = "order corrected at the source; validated again"
+TAKEN_OVER_NOTE = "taken over by an operator: sent by Anubis although paid before the go-live point"
+UNROUTED = "no integration filter matches the order"
 log = logging.getLogger(__name__)
 
 
@@ -91,9 +99,30 @@ class Route:
     key: str
     initial_status: Status
     filters: tuple[tuple[int, Mapping[str, Any]], ...]
+    #: orders before this point are recorded `before_go_live`, never sent (`legacy/go_live.py`);
+    #: read again in each chunk's transaction (`_with_go_live`)
+    go_live_at: datetime | None = None
+    #: filter id → the order fields validated for an order routed through that filter: the
+    #: adapter's, the filter's (what it matched on and its `required_fields`) and intake's own
+    fields: Mapping[int, UsedFields] = field(default_factory=dict, compare=False)
+
+    def fields_of(self, filter_id: int, filter_: Mapping[str, Any]) -> UsedFields:
+        found = self.fields.get(filter_id)
+        return found if found is not None else route_fields(UsedFields(), filter_)
 
 
-def load_routes(session: Session, initial_status_for: Callable[[str], Status]) -> list[Route]:
+def route_fields(adapter_fields: UsedFields, filter_: Mapping[str, Any]) -> UsedFields:
+    """What is validated of an order routed through `filter_` to an integration whose adapter
+    reads `adapter_fields`: those, what routing read to match it, and what intake reads."""
+    read, required = filter_fields(filter_)
+    return INTAKE_FIELDS | adapter_fields | UsedFields.of(read=read, required=required)
+
+
+def load_routes(
+    session: Session,
+    initial_status_for: Callable[[str], Status],
+    order_fields_for: Callable[[str], UsedFields] = adapter_order_fields,
+) -> list[Route]:
     routes = []
     integrations = session.scalars(
         select(Integration).where(Integration.enabled.is_(True)).order_by(Integration.id)
@@ -107,12 +136,15 @@ def load_routes(session: Session, initial_status_for: Callable[[str], Status]) -
             )
             .order_by(IntegrationFilter.position)
         )
+        pairs = tuple((f.id, f.filter) for f in filters)
+        adapter_fields = order_fields_for(integration.type)
         routes.append(
             Route(
                 integration_id=integration.id,
                 key=integration.key,
                 initial_status=initial_status_for(integration.type),
-                filters=tuple((f.id, f.filter) for f in filters),
+                filters=pairs,
+                fields={i: route_fields(adapter_fields, f) for i, f in pairs},
             )
         )
     return routes
@@ -132,6 +164,13 @@ class IntakeReport:
     error_orders: list[int] = field(default_factory=list)
     # poison orders recorded in `intake_quarantine`: order id, integration, kind, masked reason
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    # what the drift alarm (`core.drift`) reads: orders decided now (created or validated
+    # again) per integration, those refused per (integration, reason), and unrouted orders
+    # of the readable ones per reason. Reasons are field names and rule messages, no data.
+    decided: Counter[str] = field(default_factory=Counter)
+    invalid_by_reason: Counter[tuple[str, str]] = field(default_factory=Counter)
+    readable: int = 0
+    unrouted_by_reason: Counter[str] = field(default_factory=Counter)
 
     def count(self, integration: str, origin: Any, status: str) -> None:
         # a hostile origin (10 MB, personal data) never becomes a metadata key
@@ -148,6 +187,20 @@ class IntakeReport:
         self.unrouted.extend(other.unrouted)
         self.error_orders.extend(other.error_orders)
         self.quarantined.extend(other.quarantined)
+        self.decided.update(other.decided)
+        self.invalid_by_reason.update(other.invalid_by_reason)
+        self.readable += other.readable
+        self.unrouted_by_reason.update(other.unrouted_by_reason)
+
+    def reasons_json(self) -> dict[str, dict[str, int]]:
+        """Invalid orders per integration and reason, and unrouted ones per reason (`unrouted`),
+        most frequent first: the run's metadata."""
+        out: dict[str, dict[str, int]] = {}
+        for (integration, reason), count in self.invalid_by_reason.most_common():
+            out.setdefault(integration, {})[reason] = count
+        if self.unrouted_by_reason:
+            out["unrouted"] = dict(self.unrouted_by_reason.most_common())
+        return out
 
 
 def _problems_text(problems: list[Problem]) -> str:
@@ -211,38 +264,78 @@ class _Known:
     order_updated_at: datetime | None
 
 
+class _Document:
+    """What one order's document holds for every integration it goes to, found once: whether
+    its text is plain (`plain_json_text`: nothing for the whole-document scan to find), else
+    the scan's problems, and the storable copy of a valid order with unstorable values."""
+
+    __slots__ = ("_scan", "_storable", "order", "payload")
+
+    def __init__(self, order: dict[str, Any], payload: Any) -> None:
+        self.order = order
+        self.payload = payload
+        self._scan: list[Problem] | None = None
+        self._storable: dict[str, Any] | None = None
+
+    @property
+    def scan(self) -> list[Problem]:
+        """The whole-document scan's problems (none for a plain text, not scanned)."""
+        if self._scan is None:
+            plain = plain_json_text(self.payload)
+            self._scan = [] if plain else scan_document(self.order)
+        return self._scan
+
+    def storable(self) -> dict[str, Any]:
+        """The document a valid subscription keeps: the order itself, unless values in fields
+        nobody reads cannot be stored as they are (`storable_order`)."""
+        if not has_unstorable_values(self.scan):
+            return self.order
+        if self._storable is None:
+            self._storable = storable_order(self.order)
+        return self._storable
+
+
 @dataclass(eq=False)  # compared by identity: one order may come twice
 class _Candidate:
     """One order routed to one integration: a subscription to create, look at again or leave."""
 
     row: OrderRow
-    order: dict[str, Any]
+    document: _Document
     route: Route
     filter_id: int
-    required: tuple[str, ...]
+    fields: UsedFields  # what is validated: the integration's fields (`Route.fields`)
     _problems: list[Problem] | None = None
     _stored: dict[str, Any] | None = None
+
+    @property
+    def order(self) -> dict[str, Any]:
+        return self.document.order
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.route.integration_id, self.row.id)
 
     def problems(self, today: date) -> list[Problem]:
-        """The order's problems, found once: a chunk decided again after a refused row does
-        not validate its orders again."""
+        """The order's problems for this integration, found once: a chunk decided again after
+        a refused row does not validate its orders again."""
         if self._problems is None:
-            # read from a plain text: no whole-document scan needed
-            plain = plain_json_text(self.row.payload)
+            scan = self.document.scan  # [] for a plain text: nothing to scan
             self._problems = validate_order(
-                self.order, today=today, required_fields=self.required, plain=plain
+                self.document.order, today=today, fields=self.fields, plain=not scan, scan=scan
             )
         return self._problems
 
+    def known_problems(self) -> list[Problem]:
+        """The problems found by `problems` (none if it was not called)."""
+        return self._problems or []
+
     def stored_order(self, today: date) -> dict[str, Any]:
-        """The document the subscription keeps: the order, or a bounded copy of an invalid one
-        (any backend stores it; the original is at the source). Made once, like `problems`."""
+        """The document the subscription keeps: the order (storable: `_Document.storable`), or
+        a bounded copy of an invalid one (any backend stores it; the original is at the
+        source). Made once, like `problems`."""
         if self._stored is None:
-            self._stored = storable_copy(self.order) if self.problems(today) else self.order
+            problems = self.problems(today)
+            self._stored = storable_copy(self.order) if problems else self.document.storable()
         return self._stored
 
 
@@ -317,7 +410,7 @@ class _Batch:
             cpf
             for candidate in candidates
             if (known := self.existing.get(candidate.key)) is None
-            or _needs_revalidation(known, candidate.row.updated_at)
+            or _needs_revalidation(known, candidate.row.updated_at, candidate.route)
             if len(cpf := _cpf(candidate.order)) == 11
         }
         if not cpfs:
@@ -389,10 +482,34 @@ def ingest(
     *,
     today: date,
     run_id: str | None = None,
+    ignore_go_live: frozenset[int] = frozenset(),
 ) -> IntakeReport:
-    """Ingest one chunk of orders (the caller commits). Safe to run twice on the same rows."""
+    """Ingest one chunk of orders (the caller commits). Safe to run twice on the same rows.
+    `ignore_go_live`: integration ids whose go-live point does not apply (an operator's
+    takeover of a range, `legacy/go_live.py`)."""
     with _cyclic_gc_paused():
+        routes = _with_go_live(session, routes, ignore_go_live)
         return _ingest(session, rows, routes, today=today, run_id=run_id)
+
+
+def _with_go_live(session: Session, routes: list[Route], ignore: frozenset[int]) -> list[Route]:
+    """The routes with their integrations' go-live points as committed now, read in the chunk's
+    own transaction: on PostgreSQL `FOR SHARE`, so `anubis go-live` (which updates the row)
+    waits for chunks in flight and chunks after it see its point; SQLite's chunk already holds
+    the write lock. One query per chunk."""
+    if not routes:
+        return routes
+    points = dict(
+        session.execute(
+            select(Integration.id, Integration.go_live_at)
+            .where(Integration.id.in_([r.integration_id for r in routes]))
+            .with_for_update(read=True)
+        ).all()
+    )
+    return [
+        replace(r, go_live_at=None if r.integration_id in ignore else points.get(r.integration_id))
+        for r in routes
+    ]
 
 
 def _ingest(
@@ -415,6 +532,7 @@ def _ingest(
             unreadable.append((row, reason or "unreadable"))
         else:
             orders[row.id] = order
+    report.readable = len(orders)
     # a first import grows the table faster than autovacuum analyses it
     refresh_if_stale(session, Subscription.__tablename__)
     batch = _Batch(session, routes, rows)
@@ -434,13 +552,13 @@ def _ingest(
             _quarantine(batch, report, row, "", UNREADABLE, reason, run_id)
             continue
         if not matched:
-            report.unrouted.append(
-                {"order_id": row.id, "reason": "no integration filter matches the order"}
-            )
+            report.unrouted.append({"order_id": row.id, "reason": UNROUTED})
+            report.unrouted_by_reason[UNROUTED] += 1
             continue
+        document = _Document(order, row.payload)
         for route, (filter_id, filter_) in matched:
-            required = tuple(filter_.get("required_fields") or ())
-            candidates.append(_Candidate(row, order, route, filter_id, required))
+            fields = route.fields_of(filter_id, filter_)
+            candidates.append(_Candidate(row, document, route, filter_id, fields))
     batch.load_cpf_holders(candidates)
     _write_candidates(batch, report, candidates, today=today, run_id=run_id)
     batch.close()
@@ -591,6 +709,12 @@ def _try_write(batch: _Batch, report: IntakeReport, decisions: list[_Decision]) 
             report.revalidated += 1
         else:
             report.unchanged += 1
+        if d.outcome != "unchanged":
+            key = d.candidate.route.key
+            report.decided[key] += 1
+            if d.status == Status.INVALID.value:
+                for problem in d.candidate.known_problems():
+                    report.invalid_by_reason[(key, f"{problem.field} {problem.message}")] += 1
         report.count(d.candidate.route.key, d.candidate.order.get("origin"), d.status)
     return None
 
@@ -694,12 +818,13 @@ def _decide(
         return holders.get(key) or batch.cpf_holders.get(key)
 
     if known is not None:
-        if not _needs_revalidation(known, row.updated_at):
+        if not _needs_revalidation(known, row.updated_at, route):
             return _Decision(candidate, "unchanged", "unchanged")
         # the order was corrected at the source after being refused: look again
         problems = candidate.problems(today)
-        target, error = _target(route, cpf, problems, holder_of())
-        message = error or REVALIDATED_NOTE
+        target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
+        taken_over = known.status == Status.BEFORE_GO_LIVE.value
+        message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
         values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
         values.update(
             id=known.id,
@@ -718,7 +843,7 @@ def _decide(
         )
 
     problems = candidate.problems(today)
-    target, error = _target(route, cpf, problems, holder_of())
+    target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
     values = subscription_values(
         integration_id=route.integration_id,
         integration_filter_id=candidate.filter_id,
@@ -867,15 +992,23 @@ def _upsert_quarantine(
     session.flush()
 
 
-def _needs_revalidation(existing: _Known, updated_at: datetime) -> bool:
+def _needs_revalidation(existing: _Known, updated_at: datetime, route: Route) -> bool:
+    if existing.status == Status.BEFORE_GO_LIVE.value:  # the point no longer applies: taken over
+        return route.go_live_at is None or updated_at >= route.go_live_at
     if existing.status != Status.INVALID.value:
         return False
     return existing.order_updated_at is None or updated_at > existing.order_updated_at
 
 
 def _target(
-    route: Route, cpf: str, problems: list[Problem], holder: int | None
+    route: Route, cpf: str, problems: list[Problem], holder: int | None, updated_at: datetime
 ) -> tuple[Status, str | None]:
+    if route.go_live_at is not None and updated_at < route.go_live_at:
+        return (
+            Status.BEFORE_GO_LIVE,
+            f"paid before {route.key}'s go-live point ({route.go_live_at:%Y-%m-%d %H:%M} UTC): "
+            "the legacy service's; never sent unless taken over (anubis takeover)",
+        )
     if problems:
         return Status.INVALID, _problems_text(problems)
     if holder is not None:

@@ -28,6 +28,7 @@ from anubis_dagster.clients.http import CallContext
 from anubis_dagster.clients.probes import Probe
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
+from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.integrations.partner_api import (
     PartnerApiResource,
@@ -163,6 +164,12 @@ class IESAdapter:
     settings_model: ClassVar[builtins.type[BaseModel]] = IntegrationSettings
     #: how a registration with a lost answer is settled before a resend (safe default: held)
     resend_guard: ClassVar[ResendGuard] = ResendGuard.NONE
+    #: the order fields the adapter reads (its payload mapping, and the subscription columns
+    #: intake fills from the order that it uses): the only ones intake validates for this
+    #: integration, with routing's and intake's own (`core.validation.UsedFields`). `required`:
+    #: absent, the order is refused. A field read but not declared is unchecked input: the
+    #: tests trace each payload mapping and compare (`test_used_fields.py`).
+    order_fields: ClassVar[UsedFields] = UsedFields()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -257,3 +264,7 @@ def adapter_class(integration_type: str) -> type[IESAdapter]:
 
 def initial_status_for(integration_type: str) -> Status:
     return adapter_class(integration_type).initial_status
+
+
+def order_fields_for(integration_type: str) -> UsedFields:
+    return adapter_class(integration_type).order_fields

@@ -67,6 +67,7 @@ class TokenGrant:
             "form": self.form,
             "json_body": body,
             "use_auth": False,
+            "reads_only": True,  # a token changes nothing of the students' at the partner
         }
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.states import Status
+from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import (
     IESAdapter,
@@ -56,6 +57,7 @@ class TinyAdapter(IESAdapter):
     settings_model = IntegrationSettings  # only the shared keys (retry_schedule)
     initial_status = Status.TO_REGISTER  # no prepare step: registered straight away
     apis = TINY_APIS
+    order_fields = UsedFields.of(required=["offer.course.name"])  # and the CPF (intake's)
 
     def build_payload(self, subscription: Subscription) -> dict[str, Any]:
         course = get_path(subscription.payload, "offer.course.name")

@@ -43,6 +43,7 @@ from anubis_dagster.integrations.estacio.mapping import (
     consent_receipt,
 )
 from anubis_dagster.integrations.estacio.payload import (
+    PAYLOAD_FIELDS,
     alternate_campus,
     cep_of,
     consent_body,
@@ -81,6 +82,7 @@ class EstacioAdapter(IESAdapter):
     #: no way to ask Estácio about a CPF, but it answers ATL016 to a CPF it already registered
     #: (reference §3): after a lost answer the resend is the question, never a second inscription
     resend_guard = ResendGuard.PARTNER_REFUSES_DUPLICATES
+    order_fields = PAYLOAD_FIELDS
 
     def __init__(self, ctx: AdapterContext) -> None:
         super().__init__(ctx)

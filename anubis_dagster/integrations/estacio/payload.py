@@ -14,6 +14,7 @@ from typing import Any
 
 from anubis_dagster.core.orders import PAID, digits, get_path
 from anubis_dagster.core.routing import normalize
+from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.integrations.base import PayloadError
 
 #: `codFormaIngresso` by course level (normalized); anything else is simplified entry (24).
@@ -38,6 +39,33 @@ ENEM_FIELDS = (
 )
 #: assumption: what OneTrust records next to the CPF (name and e-mail, nothing more)
 CONSENT_ATTRIBUTES = (("nome", "base_user.full_name"), ("email", "base_user.email"))
+
+#: What `registration_body`, `consent_body` and the campus and CEP helpers read of an order,
+#: exactly (a test traces them over every branch and compares): intake validates these, and
+#: nothing else, for Estácio.
+PAYLOAD_FIELDS = UsedFields.of(
+    read=[
+        "base_user.address.state",
+        "offer.course.level",
+        "offer.course.kind",
+        "offer.metadata.codCampus",
+        "offer.metadata.codCampusPai",
+        "offer.metadata.numHabilitacao",
+        "offer.metadata.codTurno",
+    ],
+    required=[
+        "checkout_step",
+        "base_user.cpf",
+        "base_user.full_name",
+        "base_user.email",
+        "base_user.phone_number",
+        "base_user.birth_date",
+        "base_user.address.zipcode",
+        "base_user.address.address",
+        "base_user.address.address_number",
+        "offer.metadata.codCurso",
+    ],
+)
 
 
 def entry_form(level: Any) -> int:

@@ -16,6 +16,7 @@ from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.quota import Priority
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
+from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.integrations.base import (
     AdapterContext,
@@ -29,6 +30,7 @@ from anubis_dagster.integrations.kroton import health as kroton_health
 from anubis_dagster.integrations.kroton.client import KrotonClient
 from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
 from anubis_dagster.integrations.kroton.payload import (
+    PAYLOAD_FIELDS,
     catalog_query,
     registration_body,
     valid_offers,
@@ -60,6 +62,8 @@ class KrotonAdapter(IESAdapter):
     title = "Kroton"
     apis = KROTON_APIS
     resend_guard = ResendGuard.ASK  # inscriptions by CPF
+    #: the payload mapping's fields, and the gender column (`sexo`) intake fills from the order
+    order_fields = PAYLOAD_FIELDS | UsedFields.of(read=["base_user.gender"])
 
     probes = kroton_health.PROBES
 

@@ -28,7 +28,12 @@ class KrotonClient:
     # --- endpoints ----------------------------------------------------------------------------
     def search_offers(self, query: dict, subscription: Subscription) -> HttpResult:
         return self._clients["kroton_catalog"].request(
-            "catalog_search", "POST", CATALOG_PATH, subscription=subscription, json_body=query
+            "catalog_search",
+            "POST",
+            CATALOG_PATH,
+            subscription=subscription,
+            json_body=query,
+            reads_only=True,  # an Elasticsearch search: a read, allowed in a shadow run
         )
 
     def register(self, body: dict, subscription: Subscription) -> HttpResult:

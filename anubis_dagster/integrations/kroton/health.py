@@ -39,6 +39,7 @@ def probe_catalog(clients: PartnerClients) -> ProbeResult:
         "POST",
         CATALOG_PATH,
         json_body=CATALOG_PROBE_QUERY,
+        reads_only=True,
     )
     if result is None or probe.level is not Level.OK:
         return probe

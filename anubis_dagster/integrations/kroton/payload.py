@@ -12,6 +12,7 @@ from typing import Any
 
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.routing import normalize
+from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.integrations.base import PayloadError
 
 # assumption: marketplace course levels/kinds → Kroton catalog vocabulary
@@ -23,6 +24,32 @@ COURSE_TYPES = {
 }
 MODALITIES = {"presencial": "PRESENCIAL", "ead": "EAD"}
 ADDRESS_FIELDS = ("zipcode", "address", "address_number", "city", "state")
+
+#: What `catalog_query` and `registration_body` read of an order, exactly (a test traces both
+#: over every branch and compares): intake validates these, and nothing else, for Kroton.
+PAYLOAD_FIELDS = UsedFields.of(
+    read=[
+        "base_user.rg",
+        *(f"base_user.address.{f}" for f in ADDRESS_FIELDS),
+        "offer.course.level",
+        "offer.course.kind",
+        "offer.course.university_offer.full_price",
+        "offer.course.university_offer.enrollment_semester",
+        "offer.metadata.dsTipoCurso",
+        "offer.metadata.dsModalidade",
+        "offer.metadata.vlMensalidadeDe",
+        "offer.metadata.periodoCaptacao",
+    ],
+    required=[
+        "base_user.cpf",
+        "base_user.full_name",
+        "base_user.email",
+        "base_user.phone_number",
+        "base_user.birth_date",
+        "offer.course.name",
+        "offer.metadata.idUnidadeOrigem",
+    ],
+)
 
 
 def _norm(value: object) -> str:

@@ -1,0 +1,30 @@
+"""integrations.go_live_at (the go-live point) and subscriptions.legacy_status (imported rows)
+
+Revision ID: t20a_go_live
+Revises: t20c_shadow
+Create Date: 2026-12-07 03:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "t20a_go_live"
+down_revision: str | None = "t20c_shadow"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("integrations") as batch:
+        batch.add_column(sa.Column("go_live_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("subscriptions") as batch:
+        batch.add_column(sa.Column("legacy_status", sa.String(40), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("subscriptions") as batch:
+        batch.drop_column("legacy_status")
+    with op.batch_alter_table("integrations") as batch:
+        batch.drop_column("go_live_at")

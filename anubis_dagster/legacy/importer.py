@@ -1,0 +1,447 @@
+"""Import what a legacy service knows into the app DB (`anubis legacy import`, `legacy_import`
+job): so Anubis never registers those students again, and follows the ones still open.
+
+Each legacy record becomes one subscription of its integration, marked `legacy_status` (the
+legacy's word) and mapped to our status (`legacy/mapping.py`):
+
+- its `order_id` is the order's when the legacy knows it, else a negative stand-in
+  (`synthetic_order_id`): intake then sees the order as handled, or never meets the stand-in;
+- it holds the student's CPF (`active_cpf`) when our status does (sent, followed or enrolled),
+  so a later order of the same CPF for the integration is a `duplicate`, never sent. When a
+  subscription Anubis created but never sent (a shadow run's) holds the CPF, that one becomes
+  the `duplicate`: the legacy registered the student. When Anubis sent one itself, the legacy's
+  record is kept without the CPF and counted (`both_sent`) for a person to look at;
+- `registered`/`awaiting_register` rows carry the partner's id (`external_id`) and are due for
+  `check_job` at once, and then as any other registration until final;
+- its history: the legacy's own (Kroton's follow-ups with Kroton's answers) is kept with the
+  record in `payload["legacy"]` (personal data, like the order document an ingested row keeps,
+  and removed with it by LGPD retention); `anubis student` shows it masked. One event row
+  records the import (the legacy status, its mapping, the partner id).
+
+Bulk: each batch is read from the app DB with two lookups (the imported rows that exist, the
+CPFs held) and written with `transitions.write_rows` (COPY on PostgreSQL, executemany on
+SQLite), one transaction per batch. Idempotent: a record already imported with the same legacy
+status changes nothing; one whose legacy status changed since (the final import after the
+legacy stopped) is updated while Anubis has not moved it itself. Resumable: a crash loses at
+most the batch in flight; importing again skips what is there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session
+
+from anubis_dagster.core.masking import mask_cpf, mask_text
+from anubis_dagster.core.states import Status
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, utcnow
+from anubis_dagster.db.transitions import (
+    TRANSITION,
+    RenderedJson,
+    allocate_subscription_ids,
+    event_values,
+    write_rows,
+)
+from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
+from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
+
+OPERATION = "legacy_import"
+#: waiting statuses of a subscription Anubis never sent, which an imported registration replaces
+NEVER_SENT = (Status.TO_SYNC.value, Status.TO_SYNC_LGPD.value, Status.TO_REGISTER.value)
+
+
+@dataclass
+class ImportReport:
+    """What an import did: by legacy status, what was skipped and why."""
+
+    integration: str
+    dry_run: bool = False
+    read: int = 0
+    imported: Counter[str] = field(default_factory=Counter)  # legacy status → new rows
+    updated: Counter[str] = field(default_factory=Counter)  # legacy status → rows updated
+    unchanged: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason → records
+    notes: Counter[str] = field(default_factory=Counter)  # superseded, both_sent, cpf_held…
+    examples: list[str] = field(default_factory=list)  # masked, a few
+
+    @property
+    def total_imported(self) -> int:
+        return sum(self.imported.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "integration": self.integration,
+            "dry_run": self.dry_run,
+            "read": self.read,
+            "imported": self.total_imported,
+            "imported_by_legacy_status": dict(sorted(self.imported.items())),
+            "updated_by_legacy_status": dict(sorted(self.updated.items())),
+            "unchanged": self.unchanged,
+            "skipped": dict(sorted(self.skipped.items())),
+            "notes": dict(sorted(self.notes.items())),
+        }
+
+    def describe(self) -> str:
+        verb = "would import" if self.dry_run else "imported"
+        lines = [
+            f"{self.integration}: {self.read} legacy records read; {verb} "
+            f"{self.total_imported}, updated {sum(self.updated.values())}, unchanged "
+            f"{self.unchanged}, skipped {sum(self.skipped.values())}"
+        ]
+        for status, count in sorted(self.imported.items()):
+            mapped = map_status(status)
+            ours = mapped.status.value if mapped else "?"
+            lines.append(f"  {status} → {ours}: {count}")
+        for status, count in sorted(self.updated.items()):
+            lines.append(f"  updated to legacy {status}: {count}")
+        for reason, count in sorted(self.skipped.items()):
+            lines.append(f"  skipped ({reason}): {count}")
+        for note, count in sorted(self.notes.items()):
+            lines.append(f"  {NOTES.get(note, note)}: {count}")
+        return "\n".join(lines)
+
+
+NOTES = {
+    "superseded": "waiting subscriptions of Anubis made duplicate (the legacy registered them)",
+    "both_sent": "CPFs Anubis itself sent too (kept without the CPF; look at them)",
+    "cpf_held": "records whose CPF another imported record holds (kept without the CPF)",
+    "kept_anubis_moved": "changed at the legacy, but Anubis has worked on them since (kept)",
+}
+
+
+@dataclass(frozen=True)
+class _Existing:
+    id: int
+    status: str
+    legacy_status: str | None
+    active_cpf: str | None
+
+
+def import_legacy(
+    session_factory: Callable[[], Session],
+    reader: LegacyReader,
+    integration_key: str,
+    *,
+    batch_size: int = 5000,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    run_id: str | None = None,
+) -> ImportReport:
+    """Import every record `reader` yields for `integration_key`, one transaction per batch
+    (rolled back in a dry run, which counts exactly what a real import would do)."""
+    report = ImportReport(integration=integration_key, dry_run=dry_run)
+    with session_factory() as session:
+        integration_id = session.scalar(
+            select(Integration.id).where(Integration.key == integration_key)
+        )
+    if integration_id is None:
+        raise ValueError(f"unknown integration {integration_key!r}")
+    for records in reader.batches(batch_size):
+        session = session_factory()
+        try:
+            import_batch(session, integration_id, records, report, run_id=run_id)
+            if dry_run:
+                session.rollback()
+            else:
+                session.commit()
+        finally:
+            session.close()
+        if progress is not None:
+            progress(len(records))
+    for reason, count in (getattr(reader, "skipped", None) or {}).items():
+        report.skipped[reason] += count
+        report.read += count
+    return report
+
+
+def import_batch(
+    session: Session,
+    integration_id: int,
+    records: Sequence[LegacyRecord],
+    report: ImportReport,
+    *,
+    run_id: str | None = None,
+) -> None:
+    """Import one batch in the session's transaction (the caller commits)."""
+    report.read += len(records)
+    now = utcnow()
+    wanted: dict[int, tuple[LegacyRecord, Mapped]] = {}
+    for record in records:
+        mapped = map_status(record.legacy_status)
+        if mapped is None:
+            report.skipped[f"unknown legacy status {record.legacy_status[:30]!r}"] += 1
+            continue
+        order_id = (
+            record.order_id
+            if record.order_id is not None
+            else synthetic_order_id(record.legacy_id, record.cpf)
+        )
+        if order_id in wanted:
+            report.skipped["the same student twice in the legacy's records"] += 1
+            continue
+        wanted[order_id] = (record, mapped)
+    if not wanted:
+        return
+    s = Subscription
+    one_of = _one_of(session)
+    existing = {
+        order_id: _Existing(sid, status, legacy, active)
+        for sid, order_id, status, legacy, active in session.execute(
+            select(s.id, s.order_id, s.status, s.legacy_status, s.active_cpf).where(
+                s.integration_id == integration_id, one_of(s.order_id, list(wanted))
+            )
+        )
+    }
+    # CPFs are looked up only for records that will be written (none on a repeated import)
+    cpfs = sorted(
+        {
+            record.cpf
+            for order_id, (record, _) in wanted.items()
+            if (known := existing.get(order_id)) is None
+            or known.legacy_status != record.legacy_status
+        }
+    )
+    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]] = {}
+    if cpfs:
+        holders = {
+            cpf: (sid, status, legacy, sending, external)
+            for sid, cpf, status, legacy, sending, external in session.execute(
+                select(
+                    s.id, s.active_cpf, s.status, s.legacy_status, s.sending_since, s.external_id
+                ).where(s.integration_id == integration_id, one_of(s.active_cpf, cpfs))
+            )
+            if cpf is not None
+        }
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    superseded: list[int] = []
+    new: list[tuple[int, LegacyRecord, Mapped]] = []
+    for order_id, (record, mapped) in wanted.items():
+        known = existing.get(order_id)
+        if known is None:
+            new.append((order_id, record, mapped))
+            continue
+        if known.legacy_status is None:  # an order Anubis ingested itself: leave it
+            report.skipped["the order is Anubis's own subscription"] += 1
+            continue
+        if known.legacy_status == record.legacy_status:
+            report.unchanged += 1
+            continue
+        before = map_status(known.legacy_status)
+        if before is None or known.status != before.status.value:
+            report.notes["kept_anubis_moved"] += 1
+            continue
+        holds = _take_cpf(record, mapped, holders, known.id, superseded, report)
+        updates.append(
+            {
+                "id": known.id,
+                "status": mapped.status.value,
+                "legacy_status": record.legacy_status,
+                "active_cpf": record.cpf if holds else None,
+                "external_id": record.partner_id,
+                "sent_at": record.sent_at,
+                "scheduled_to": now if _followed(mapped) else None,
+                "updated_at": now,
+            }
+        )
+        events.append(_import_event(known.id, integration_id, record, mapped, run_id, now))
+        report.updated[record.legacy_status] += 1
+    ids = iter(allocate_subscription_ids(session, len(new)))
+    for order_id, record, mapped in new:
+        sid = next(ids)
+        holds = _take_cpf(record, mapped, holders, sid, superseded, report)
+        created = record.sent_at or now
+        inserts.append(
+            {
+                "id": sid,
+                "integration_id": integration_id,
+                "integration_filter_id": None,
+                "order_id": order_id,
+                "origin": None,
+                "cpf": record.cpf,
+                "payload": {
+                    "legacy": {
+                        "legacy_id": record.legacy_id,
+                        "status": record.legacy_status,
+                        "partner_id": record.partner_id,
+                        "sent_at": record.sent_at.isoformat() if record.sent_at else None,
+                        "history": [dict(item) for item in record.history],
+                    },
+                    "base_user": {"cpf": record.cpf},
+                },
+                "ies_data": {},
+                "first_name": None,
+                "gender": None,
+                "status": mapped.status.value,
+                "active_cpf": record.cpf if holds else None,
+                "attempts": 0,
+                "last_error": None,
+                "order_updated_at": None,
+                "scheduled_to": now if _followed(mapped) else None,
+                "external_id": record.partner_id,
+                "sent_at": record.sent_at,
+                "legacy_status": record.legacy_status,
+                "created_at": created,
+                "updated_at": now,
+            }
+        )
+        events.append(_import_event(sid, integration_id, record, mapped, run_id, now))
+        report.imported[record.legacy_status] += 1
+    if superseded:
+        _supersede(session, integration_id, superseded, run_id, now)
+    updated = _ids(updates)
+    write_rows(
+        session,
+        subscriptions=inserts,
+        updates=[],
+        events=[e for e in events if e["subscription_id"] not in updated],
+        rendered=RenderedJson(),
+    )
+    if updates:
+        _apply_updates(session, updates)
+        session.execute(
+            insert(SubscriptionEvent), [e for e in events if e["subscription_id"] in updated]
+        )
+    if len(report.examples) < 5 and inserts:
+        report.examples.append(f"CPF {mask_cpf(inserts[0]['cpf'])} → {inserts[0]['status']}")
+
+
+def _ids(rows: list[dict[str, Any]]) -> set[int]:
+    return {row["id"] for row in rows}
+
+
+def _followed(mapped: Mapped) -> bool:
+    return mapped.status in (Status.REGISTERED, Status.AWAITING_REGISTER)
+
+
+def _take_cpf(
+    record: LegacyRecord,
+    mapped: Mapped,
+    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]],
+    subscription_id: int,
+    superseded: list[int],
+    report: ImportReport,
+) -> bool:
+    """Whether this imported record holds its CPF (see the module docstring)."""
+    if not mapped.holds_cpf:
+        return False
+    holder = holders.get(record.cpf)
+    if holder is None or holder[0] == subscription_id:
+        holders[record.cpf] = (subscription_id, mapped.status.value, record.legacy_status, None, "")
+        return True
+    sid, status, legacy, sending, external = holder
+    if legacy is not None:
+        report.notes["cpf_held"] += 1
+        return False
+    if status in NEVER_SENT and sending is None and not external:
+        superseded.append(sid)
+        report.notes["superseded"] += 1
+        holders[record.cpf] = (subscription_id, mapped.status.value, record.legacy_status, None, "")
+        return True
+    report.notes["both_sent"] += 1
+    return False
+
+
+def _supersede(
+    session: Session, integration_id: int, ids: list[int], run_id: str | None, now: datetime
+) -> None:
+    """Anubis's never-sent subscriptions of students the legacy registered: `duplicate`."""
+    note = "the legacy service registered this student (imported from legacy): not sent"
+    session.execute(
+        update(Subscription)
+        .where(Subscription.id.in_(ids))
+        .values(
+            status=Status.DUPLICATE.value,
+            active_cpf=None,
+            scheduled_to=None,
+            last_error=note,
+            updated_at=now,
+        )
+    )
+    events = []
+    for sid in ids:
+        values = event_values(
+            subscription_id=sid,
+            integration_id=integration_id,
+            kind=TRANSITION,
+            status=Status.DUPLICATE.value,
+            operation=OPERATION,
+            run_id=run_id,
+            error=note,
+            outcome=Status.DUPLICATE.value,
+        )
+        values.update(created_at=now, updated_at=now)
+        events.append(values)
+    session.execute(insert(SubscriptionEvent), events)
+
+
+def _apply_updates(session: Session, rows: list[dict[str, Any]]) -> None:
+    table = cast(Table, Subscription.__table__)
+    columns = [name for name in rows[0] if name != "id"]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values({name: bindparam(f"_{name}") for name in columns})
+    )
+    session.execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])
+
+
+def _one_of(session: Session) -> Callable[[Any, list[Any]], ColumnElement[bool]]:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter for a batch."""
+    if session.get_bind().dialect.name != "postgresql":
+        return lambda column, values: column.in_(values)
+    return lambda column, values: (
+        column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    )
+
+
+@cache
+def _import_message(legacy_status: str, status: str, meaning: str) -> str:
+    return mask_text(f"imported from legacy: {legacy_status} → {status} ({meaning})")
+
+
+def _import_event(
+    sid: int,
+    integration_id: int,
+    record: LegacyRecord,
+    mapped: Mapped,
+    run_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The import's event row, built directly: its text is one of a few fixed messages (masked
+    once each) and its response holds only ids, the status word and a time, no personal data
+    (the legacy's history, which may, stays in the subscription's payload)."""
+    return {
+        "subscription_id": sid,
+        "integration_id": integration_id,
+        "kind": TRANSITION,
+        "status": mapped.status.value,
+        "operation_name": OPERATION,
+        "error_message": _import_message(record.legacy_status, mapped.status.value, mapped.meaning),
+        "request": None,
+        "response": {
+            "legacy_id": (
+                f"cpf:{mask_cpf(record.cpf)}"
+                if record.legacy_id.startswith("cpf:")
+                else record.legacy_id
+            ),
+            "legacy_status": record.legacy_status,
+            "partner_id": record.partner_id,
+            "sent_at": record.sent_at.isoformat() if record.sent_at else None,
+        },
+        "http_status": None,
+        "duration_ms": None,
+        "outcome": mapped.status.value,
+        "dagster_run_id": run_id,
+        "model": "Subscription",
+        "created_at": now,
+        "updated_at": now,
+    }

@@ -1,0 +1,189 @@
+"""The going-live Launchpad jobs (thin: the work is in `legacy/operations.py`).
+
+- `go_live`: set the partition's go-live point (`at`, ISO 8601 with zone; `dry_run`).
+- `takeover`: send the partition's orders paid in [`from`, `to`) although before go-live.
+- `legacy_import`: import the partition's legacy records. Where they come from is never typed
+  at launch: Kroton's from `ANUBIS_LEGACY_KROTON_DATABASE_URL`, Estácio's from
+  `ANUBIS_LEGACY_ESTACIO_CSV` (a launched run must not choose where data comes from).
+
+# No `from __future__ import annotations`: Dagster reads op annotations at runtime.
+"""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.policies import scrub_errors
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.run_tags import run_tags
+
+
+def _aware(value: str) -> str:
+    stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        raise ValueError("give a time zone (e.g. +00:00)")
+    return value
+
+
+class GoLiveConfig(dg.Config):
+    at: str = Field(description="the go-live point, ISO 8601 with zone (2026-12-07T03:00:00Z)")
+    dry_run: bool = Field(default=True, description="say what would change, change nothing")
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str) -> str:
+        return _aware(value)
+
+
+class TakeoverConfig(dg.Config):
+    start: str = Field(description="from (included), ISO 8601 with zone")
+    end: str = Field(description="to (excluded), ISO 8601 with zone")
+    dry_run: bool = Field(default=True, description="count, change nothing")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _times(cls, value: str) -> str:
+        return _aware(value)
+
+
+class LegacyImportConfig(dg.Config):
+    dry_run: bool = Field(default=False, description="count, change nothing")
+    skip_bad: bool = Field(default=False, description="CSV: import the good lines only")
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).astimezone(UTC)
+
+
+def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]:
+    keys = sorted(set(integration_keys))
+
+    def partitioned(action: str) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
+        return dg.PartitionedConfig(
+            partitions_def=dg.StaticPartitionsDefinition(keys),
+            run_config_for_partition_key_fn=lambda _key: {},
+            tags_for_partition_key_fn=lambda key: run_tags(action, key),
+        )
+
+    @dg.op(config_schema=checked_schema(GoLiveConfig))
+    @scrub_errors
+    def set_go_live_point(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
+        from anubis_dagster.legacy.operations import run_go_live
+
+        config = GoLiveConfig.model_validate(context.op_config)
+        change = run_go_live(
+            app_db.resolved_url, context.partition_key, _parse(config.at), dry_run=config.dry_run
+        )
+        context.log.info(change.describe())
+        return dg.Output(
+            change.held_back,
+            metadata={
+                "go_live_at": change.at.isoformat(),
+                "dry_run": change.dry_run,
+                "held_back": change.held_back,
+                "watermark_moved_to": change.floor_after.to_json() if change.floor_after else "-",
+            },
+        )
+
+    @dg.op(config_schema=checked_schema(TakeoverConfig))
+    @scrub_errors
+    def take_over_range(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
+        from anubis_dagster.legacy.operations import run_takeover
+
+        config = TakeoverConfig.model_validate(context.op_config)
+        report = run_takeover(
+            app_db.resolved_url,
+            context.partition_key,
+            _parse(config.start),
+            _parse(config.end),
+            dry_run=config.dry_run,
+            tty=False,
+            run_id=context.run_id,
+        )
+        context.log.info(report.describe())
+        return dg.Output(
+            report.taken_over + report.created,
+            metadata={
+                "dry_run": report.dry_run,
+                "orders": report.orders,
+                "taken_over": report.taken_over,
+                "created": report.created,
+                "by_status": dg.MetadataValue.json(dict(report.by_status)),
+            },
+        )
+
+    @dg.op(config_schema=checked_schema(LegacyImportConfig))
+    @scrub_errors
+    def import_legacy_records(
+        context: dg.OpExecutionContext, app_db: AppDatabase
+    ) -> dg.Output[int]:
+        from anubis_dagster.legacy.operations import (
+            LegacyCsvInvalid,
+            LegacySourceMissing,
+            reader_for,
+            run_import,
+        )
+
+        config = LegacyImportConfig.model_validate(context.op_config)
+        try:
+            reader = reader_for(context.partition_key)
+            report, errors = run_import(
+                app_db.resolved_url,
+                context.partition_key,
+                reader,
+                skip_bad=config.skip_bad,
+                dry_run=config.dry_run,
+                tty=False,
+                run_id=context.run_id,
+            )
+        except LegacyCsvInvalid as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"errors": dg.MetadataValue.json(exc.errors[:50])},
+                allow_retries=False,
+            ) from None
+        except LegacySourceMissing as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(report.describe())
+        return dg.Output(
+            report.total_imported,
+            metadata={
+                **{
+                    k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+                    for k, v in report.summary().items()
+                },
+                "bad_lines": dg.MetadataValue.json(errors[:50]),
+            },
+        )
+
+    @dg.job(
+        config=partitioned("go_live"),
+        tags=run_tags("go_live"),
+        description="Set the integration's go-live point (orders paid before it are never "
+        "sent). dry_run is on by default. docs/cutover.md.",
+    )
+    def go_live() -> None:
+        set_go_live_point()
+
+    @dg.job(
+        config=partitioned("takeover"),
+        tags=run_tags("takeover"),
+        description="Send the integration's orders paid in [start, end) although before its "
+        "go-live point (idempotent; dry_run by default).",
+    )
+    def takeover() -> None:
+        take_over_range()
+
+    @dg.job(
+        config=partitioned("legacy_import"),
+        tags=run_tags("legacy_import"),
+        description="Import what the integration's legacy service sent (source from the "
+        "settings, never from the launch). Idempotent and resumable.",
+    )
+    def legacy_import() -> None:
+        import_legacy_records()
+
+    return [go_live, takeover, legacy_import]
