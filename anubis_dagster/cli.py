@@ -169,6 +169,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
                 "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
             },
             partition_key=key,
+            launched_by="anubis digest",
         )
         print(f"{key}: digest {'sent' if launched.success else 'FAILED'} (run {launched.run_id})")
         failed += not launched.success
