@@ -6,6 +6,9 @@ anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status; paused ones
 anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes on)
 anubis resume KEY                 send to it again
+anubis names import [FILE]        import the IBGE names census (gender inference)
+anubis student KEY                one student: status, why, every attempt (45, #45 or a CPF)
+anubis report [--days N]          business metrics per integration (volume, success, latency)
 anubis shadow on|off KEY          shadow run: send nothing, record "would send" (docs/shadow.md)
 anubis shadow report KEY          compare the shadow run with the legacy's records
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
