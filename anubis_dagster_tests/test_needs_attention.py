@@ -18,7 +18,7 @@ from anubis_dagster.console.student import find_student, parse_key, render_markd
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster_tests.factories import BASE_TIME, fmt_cpf, make_cpf, make_order
-from anubis_dagster_tests.harness import Harness
+from anubis_dagster_tests.harness import Harness, op_metadata
 from anubis_sandboxes.kroton import KrotonSandbox
 
 
@@ -82,6 +82,25 @@ def test_the_list_names_every_student_to_look_at_with_the_reason_masked(
         assert make_cpf(n) not in re.sub(r"[^\d\n ]", "", out)
         assert f"***.{make_cpf(n)[3:6]}.{make_cpf(n)[6:9]}-**" in out  # the CPF, masked
     assert "waiting in to_register" in out
+
+    # the same list in the UI: student_lookup with needs_attention (the run page's `report`)
+    lookup = harness.defs.resolve_job_def("student_lookup")
+    config = {"needs_attention": True, "integration": "kroton"}
+    result_ui = lookup.execute_in_process(
+        run_config={"ops": {"find_student_op": {"config": config}}}, instance=harness.instance
+    )
+    metadata = op_metadata(result_ui, "find_student_op")
+    assert metadata["students"] == 5
+    report = metadata["report"]
+    assert "| `failed` |" in report and "dead-lettered: retries exhausted" in report
+    assert f"`***.{cpf3[3:6]}.{cpf3[6:9]}-**`" in report and cpf3 not in report
+    empty = lookup.execute_in_process(
+        run_config={"ops": {"find_student_op": {"config": {}}}},
+        instance=harness.instance,
+        raise_on_error=False,
+    )
+    assert not empty.success  # neither a key nor the list asked for
+
     assert main(["student", "--needs-attention", "--since", "yesterday"]) == 2
     assert main(["student", "--needs-attention", "45"]) == 2
     assert main(["student"]) == 2

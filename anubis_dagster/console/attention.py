@@ -145,6 +145,29 @@ def format_attention(result: AttentionList) -> str:
     return f"{result.total} students need attention\n\n{table}{tail}"
 
 
+def render_attention_markdown(result: AttentionList) -> str:
+    """The list for the run page (student_lookup with `needs_attention: true`); masked values
+    are code spans, so that their asterisks do not turn into bold."""
+    if not result.items:
+        return "No student needs attention."
+    lines = [
+        f"# {result.total} students need attention",
+        "",
+        "| integration | subscription | order | status | CPF | reason | waiting |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for item in result.items:
+        reason = item.reason.replace("|", "/").replace("`", "'")
+        lines.append(
+            f"| {item.integration} | #{item.subscription_id} | {item.order_id} | "
+            f"`{item.status}` | `{item.cpf}` | `{reason}` | {_hours(item.waiting)} |"
+        )
+    more = result.total - len(result.items)
+    if more:
+        lines.append(f"\n({more} more not listed; narrow with `integration`)")
+    return "\n".join(lines)
+
+
 def _hours(value: timedelta) -> str:
     hours = value.total_seconds() / 3600
     return f"{hours / 24:.1f} d" if hours >= 48 else f"{hours:.1f} h"
