@@ -56,10 +56,13 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/bandit -c pyproject.toml -r anubis_dagster -q
 
+# the workspace file names the code location `anubis`, as `anubis run` and production do (a
+# run's Re-execute finds its location by that name); started from DAGSTER_HOME, where the
+# instance's dagster.yaml is, so `dagster dev` does not warn about the repository's copy
 ui: install
 	@scripts/sandboxes.sh start
-	bash -c 'source scripts/sandbox.env && trap "scripts/sandboxes.sh stop" EXIT && \
-	  $(BIN)/dagster dev -m anubis_dagster.definitions'
+	bash -c 'source scripts/sandbox.env && trap "$(CURDIR)/scripts/sandboxes.sh stop" EXIT && \
+	  cd "$(DAGSTER_HOME)" && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml'
 
 
 clean:

@@ -6,6 +6,10 @@ anubis run                        one in-process pass of intake and due work
 anubis status [--by-origin]       subscription counts by integration and status; paused ones
 anubis pause KEY [--reason TEXT]  stop sending to one integration (intake goes on)
 anubis resume KEY                 send to it again
+anubis names import [FILE]        import the IBGE names census (gender inference)
+anubis student KEY                one student: status, why, every attempt (45, #45 or a CPF)
+anubis student --needs-attention  every student an operator must look at, with the reason
+anubis report [--days N]          business metrics per integration (volume, success, latency)
 anubis shadow on|off KEY          shadow run: send nothing, record "would send" (docs/shadow.md)
 anubis shadow report KEY          compare the shadow run with the legacy's records
 anubis doctor [--markdown]        effective configuration and every problem found (exit 1 if any)
@@ -169,6 +173,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
                 "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
             },
             partition_key=key,
+            launched_by="anubis digest",
         )
         print(f"{key}: digest {'sent' if launched.success else 'FAILED'} (run {launched.run_id})")
         failed += not launched.success
@@ -198,6 +203,10 @@ def _cmd_student(args: argparse.Namespace) -> int:
     )
     from anubis_dagster.db.ready import prepare_for_reading
 
+    if args.needs_attention:
+        return _student_attention(args) if args.key is None else _usage_student()
+    if args.key is None:
+        return _usage_student()
     try:
         key = parse_key(args.key)
     except LookupKeyError as exc:
@@ -209,6 +218,36 @@ def _cmd_student(args: argparse.Namespace) -> int:
         views = find_student(session, key)
     print(render_markdown(key, views, run_url))
     return 0 if views else 1
+
+
+def _usage_student() -> int:
+    print("anubis student: give a KEY, or --needs-attention (not both)", file=sys.stderr)
+    return 2
+
+
+def _student_attention(args: argparse.Namespace) -> int:
+    """Every student an operator has to look at (`console/attention.py`), masked."""
+    from datetime import UTC, datetime
+
+    from anubis_dagster.console.attention import format_attention, needs_attention
+    from anubis_dagster.db.ready import prepare_for_reading
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            print(
+                f"anubis student: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr
+            )
+            return 2
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    url = default_database_url()
+    prepare_for_reading(url)
+    with session_scope(url) as session:
+        result = needs_attention(session, integration=args.integration, since=since)
+    print(format_attention(result))
+    return 0
 
 
 def _cmd_privacy(args: argparse.Namespace) -> int:
@@ -354,7 +393,16 @@ def build_parser() -> argparse.ArgumentParser:
     student = sub.add_parser(
         "student", help="find a student: status, why, every attempt (order id, #sub id or CPF)"
     )
-    student.add_argument("key", help="order id, subscription id (#45) or CPF")
+    student.add_argument(
+        "key", nargs="?", help="order id (or order:45), subscription id (#45) or CPF"
+    )
+    student.add_argument(
+        "--needs-attention",
+        action="store_true",
+        help="every student dead-lettered, refused, held for review or waiting over 24 h",
+    )
+    student.add_argument("--integration", help="with --needs-attention: this integration only")
+    student.add_argument("--since", help="with --needs-attention: ingested since (ISO 8601)")
     student.set_defaults(func=_cmd_student)
 
     privacy_help = "order id, subscription id (#45) or CPF; - reads it from stdin"

@@ -6,7 +6,9 @@ job, count it in the partition status, or re-execute it. Here the run is created
 origin of the `anubis` code location (the location name every workspace uses: `workspace.yaml`
 and `deploy/postgres/workspace.yaml`) and the job's Python origin, then executed in this
 process, as a run worker would (`dagster api execute_run` does the same after loading the code).
-Partitioned runs carry the partition's tags (queue slot, max runtime) as sensor runs do.
+Partitioned runs carry the partition's tags (queue slot, max runtime) as sensor runs do, and
+every run says who launched it (`anubis/launched_by`: `anubis run`, `anubis digest`), since
+Dagster's UI would otherwise call it "Manually launched".
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ LOCATION_NAME = "anubis"
 DEFINITIONS_MODULE = "anubis_dagster.definitions"
 REPOSITORY_NAME = "__repository__"  # Dagster's name for the repository of a `Definitions`
 HEALTH_CHECK_TIMEOUT_SECONDS = 10
+#: the tag naming the command that launched a run outside the daemon and the Launchpad
+LAUNCHED_BY_TAG = "anubis/launched_by"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,11 @@ def execute_job_run(
     run_config: Mapping[str, object] | None = None,
     tags: Mapping[str, str] | None = None,
     partition_key: str | None = None,
+    launched_by: str = "anubis run",
 ) -> LaunchedRun:
     """Create the run with the code location's origin and execute it here, to the end."""
     job = defs.resolve_job_def(job_name)
-    run_tags: dict[str, str] = {}
+    run_tags: dict[str, str] = {LAUNCHED_BY_TAG: launched_by}
     if partition_key is not None:
         if job.partitioned_config is not None:
             run_tags.update(job.partitioned_config.get_tags_for_partition_key(partition_key))

@@ -57,12 +57,13 @@ def launched_by(run: dg.DagsterRun) -> str:
         return f"sensor {tags['dagster/sensor_name']}"
     if "dagster/schedule_name" in tags:
         return f"schedule {tags['dagster/schedule_name']}"
-    if "anubis/trigger" in tags:
-        return tags["anubis/trigger"]
     if "dagster/backfill" in tags:
         return f"backfill {tags['dagster/backfill']}"
-    if run.parent_run_id:
+    if run.parent_run_id:  # before the parent's own tags, which a re-execution copies
         return f"re-execution of {run.parent_run_id[:8]}"
+    for key in ("anubis/trigger", "anubis/launched_by"):
+        if key in tags:
+            return tags[key]
     return "the Launchpad"
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from anubis_dagster.alerts.webhook import run_url
+from anubis_dagster.console.attention import needs_attention, render_attention_markdown
 from anubis_dagster.console.student import (
     find_student,
     parse_key,
@@ -21,14 +22,22 @@ from anubis_dagster.run_tags import run_tags
 
 class StudentLookupConfig(dg.Config):
     key: str = Field(
+        default="",
         description="order id or subscription id (#45); prefix order: or subscription: to say "
-        "which. Not a CPF: Dagster stores run config (use `anubis student CPF` in a terminal)"
+        "which. Not a CPF: Dagster stores run config (use `anubis student CPF` in a terminal)",
     )
+    needs_attention: bool = Field(
+        default=False,
+        description="instead of one student: every student dead-lettered, refused, held for "
+        "review or waiting over 24 h, with the reason (leave key empty)",
+    )
+    integration: str = Field(default="", description="with needs_attention: this one only")
 
     @field_validator("key")
     @classmethod
     def _parses(cls, value: str) -> str:
-        parse_launch_key(value)  # LookupKeyError (a ValueError) says what a key looks like
+        if value.strip():  # empty: the needs-attention list (the op refuses it otherwise)
+            parse_launch_key(value)  # LookupKeyError (a ValueError) says what a key looks like
         return value
 
 
@@ -39,6 +48,19 @@ class StudentLookupConfig(dg.Config):
 @scrub_errors
 def find_student_op(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     config = StudentLookupConfig.model_validate(context.op_config)
+    if config.needs_attention:
+        with app_db.session() as session:
+            found = needs_attention(session, integration=config.integration.strip() or None)
+        context.log.info(f"{found.total} students need attention")
+        return dg.Output(
+            found.total,
+            metadata={
+                "report": dg.MetadataValue.md(render_attention_markdown(found)),
+                "students": found.total,
+            },
+        )
+    if not config.key.strip():
+        raise dg.Failure("give a key (an order id or #45), or set needs_attention: true")
     key = parse_key(config.key)
     with app_db.session() as session:
         views = find_student(session, key)

@@ -197,9 +197,28 @@ def render_markdown(key: LookupKey, views: list[StudentView], run_link: Any) -> 
     if not views:
         return f"No subscription found for {key.describe()}."
     parts = [f"# Student lookup: {key.describe()}", ""]
+    note = ambiguity(key, views)
+    if note:
+        parts += [f"**{note}**", ""]
     for view in views:
         parts += _section(view, run_link)
     return "\n".join(parts)
+
+
+def ambiguity(key: LookupKey, views: list[StudentView]) -> str | None:
+    """A bare number that is both an order id and another subscription's id names two
+    students: say so, and how to pick one."""
+    if key.kind != "id":
+        return None
+    number = int(key.value)
+    by_order = {v.subscription_id for v in views if v.order_id == number}
+    by_subscription = {v.subscription_id for v in views if v.subscription_id == number}
+    if not by_order or not by_subscription or by_order <= by_subscription:
+        return None
+    return (
+        f"{number} is both order {number} and subscription #{number}, two different "
+        f"students: both are shown; type `order:{number}` or `#{number}` to pick one"
+    )
 
 
 def _section(view: StudentView, run_link: Any) -> list[str]:
