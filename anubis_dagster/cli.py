@@ -19,6 +19,7 @@ anubis privacy erase KEY [--dry-run]  anonymise a student everywhere; never sent
 anubis go-live KEY --at T         orders paid before T are the legacy's (docs/cutover.md)
 anubis takeover KEY --from --to   send a range paid before go-live anyway
 anubis legacy import ...          import what a legacy service sent
+anubis events tail [-n N]         the newest events of the outbox (docs/events.md)
 
 The sandboxes, the webhook sink and the demo order generator are not production tools: they
 ship in the separate `anubis_sandboxes` package (`anubis-sandbox --help`).
