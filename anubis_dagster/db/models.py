@@ -292,6 +292,27 @@ class AlertState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
+class PartnerBreaker(Base):
+    """The circuit breaker of one partner API (`core/breaker.py`), shared by every process
+    (added, issue 21). `api` is the client's name (`kroton`, `kroton-catalog`, `estacio`…);
+    `integration_id` the integration whose run opened it (for the alerts' counts)."""
+
+    __tablename__ = "partner_breakers"
+    api: Mapped[str] = mapped_column(String(60), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(20), nullable=False, default="closed")
+    streak: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    streak_ids: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    streak_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    probe_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    integration_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
 __all__ = [
     "AlertState",
     "Base",
@@ -303,6 +324,7 @@ __all__ = [
     "IntegrationFilter",
     "IntegrationToken",
     "Name",
+    "PartnerBreaker",
     "RateLimitBucket",
     "RateLimitSlot",
     "Subscription",

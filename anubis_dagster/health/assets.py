@@ -110,17 +110,28 @@ def _platform_asset() -> dg.AssetsDefinition:
 def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
     asset_key = health_key(key)
     probes = list(adapter.health_probes())
-    specs = [
-        dg.AssetCheckSpec(
-            name=p.name, asset=asset_key, description=service.probe_description(key, p)
-        )
-        for p in probes
-    ] + [
-        dg.AssetCheckSpec(
-            name=metric, asset=asset_key, description=service.threshold_description(key, metric)
-        )
-        for metric in THRESHOLDS
-    ]
+    specs = (
+        [
+            dg.AssetCheckSpec(
+                name=p.name, asset=asset_key, description=service.probe_description(key, p)
+            )
+            for p in probes
+        ]
+        + [
+            dg.AssetCheckSpec(
+                name=metric, asset=asset_key, description=service.threshold_description(key, metric)
+            )
+            for metric in THRESHOLDS
+        ]
+        + [
+            dg.AssetCheckSpec(
+                name=service.BREAKER_CHECK,
+                asset=asset_key,
+                description=f"{key}: the circuit breaker of every partner API is closed (issue 21; "
+                "its own alerts say when it opens and closes)",
+            )
+        ]
+    )
 
     @dg.asset(
         key=asset_key,
@@ -148,6 +159,8 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         finally:
             clients.close()
         service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
+        # not alerted on change: the breaker sends its one "down" and one "back" itself
+        found.outcomes.append(service.breaker_outcome(db_url, key, adapter))
         health = found.health
         assert health is not None
         metadata: dict[str, float | int | str] = {

@@ -289,6 +289,12 @@ class EstacioAdapter(IESAdapter):
         )
 
     # --- helpers ------------------------------------------------------------------------------
+    def breaker_probe(self, api: str, subscription: Subscription) -> HttpResult | None:
+        """Estácio offers no harmless read: an empty registration or consent (refused as
+        invalid, nobody registered), or a CEP lookup (issue 21)."""
+        key = _probe_key(self, api)
+        return self.client.breaker_probe(key, subscription) if key else None
+
     def _quota_spent(self, which: str, rate_limit: str) -> Outcome:
         """Our share of a partner's quota is spent for longer than a run waits: come back
         later without counting an attempt (a backlog must not dead-letter students)."""
@@ -298,6 +304,10 @@ class EstacioAdapter(IESAdapter):
         return Outcome.defer(
             until, note=f"{which} quota ({rate_limit}) spent; next try at {until:%H:%M:%S} UTC"
         )
+
+
+def _probe_key(adapter: EstacioAdapter, api: str) -> str | None:
+    return next((k for k, r in adapter.apis.items() if r.client_name == api), None)
 
 
 def _window(api: EstacioApiResource, settings: Any) -> RegisterWindow | None:

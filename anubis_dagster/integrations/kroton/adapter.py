@@ -27,6 +27,7 @@ from anubis_dagster.integrations.base import (
 )
 from anubis_dagster.integrations.kroton import health as kroton_health
 from anubis_dagster.integrations.kroton.client import KrotonClient
+from anubis_dagster.integrations.kroton.health import CATALOG_PROBE_QUERY
 from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
 from anubis_dagster.integrations.kroton.payload import (
     catalog_query,
@@ -216,6 +217,19 @@ class KrotonAdapter(IESAdapter):
             follow_up=result.body,
             label=f"found_{status.value}",
         )
+
+    # --- circuit breaker probe (issue 21) ----------------------------------------------------
+    def breaker_probe(self, api: str, subscription: Subscription) -> HttpResult | None:
+        """A read only: the waiting student's inscriptions by CPF (the API), or the count of
+        open offers (the catalog). Never a registration."""
+        for key, resource in self.apis.items():
+            if resource.client_name != api:
+                continue
+            if key == "kroton_api" and subscription.cpf:
+                return self.client.probe_by_cpf(subscription.cpf, subscription)
+            if key == "kroton_catalog":
+                return self.client.probe_catalog(CATALOG_PROBE_QUERY, subscription)
+        return None
 
     # --- check --------------------------------------------------------------------------------
     def check(self, subscription: Subscription) -> Outcome:
