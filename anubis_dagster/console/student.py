@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from anubis_dagster.core.masking import is_valid_cpf, mask_cpf, mask_text
+from anubis_dagster.core.masking import is_valid_cpf, mask_cpf, mask_data, mask_text
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 
 MAX_ATTEMPTS_SHOWN = 50
@@ -94,6 +94,9 @@ class StudentView:
     created_at: datetime | None
     attempts: list[Attempt] = field(default_factory=list)
     more_attempts: int = 0
+    #: held as `unknown` because the partner lists an inscription that is not the one we sent
+    #: (issue 21): {"partner", "sent": {...}, "listed": [{...}]}, masked
+    adoption: dict[str, Any] | None = None
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
@@ -155,7 +158,15 @@ def _view(session: Session, sub: Subscription, integration: str) -> StudentView:
         created_at=sub.created_at,
         attempts=attempts[-MAX_ATTEMPTS_SHOWN:],
         more_attempts=max(0, len(attempts) - MAX_ATTEMPTS_SHOWN),
+        adoption=_adoption(sub),
     )
+
+
+def _adoption(sub: Subscription) -> dict[str, Any] | None:
+    found = (sub.ies_data or {}).get("adoption")
+    if sub.status != "unknown" or not isinstance(found, dict):
+        return None
+    return mask_data(found)
 
 
 def render_markdown(key: LookupKey, views: list[StudentView], run_link: Any) -> str:
@@ -185,6 +196,8 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
         )
     if view.dead_letter:
         lines.append(f"- **dead letter**: {_code(view.dead_letter)}")
+    if view.adoption:
+        lines += _candidates(view.adoption)
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",
@@ -202,6 +215,29 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     if view.more_attempts:
         lines.append(f"\n({view.more_attempts} earlier attempts not shown)")
     return [*lines, ""]
+
+
+def _candidates(adoption: dict[str, Any]) -> list[str]:
+    """Both candidates of a held adoption: what we sent, and what the partner lists."""
+
+    def shown(values: dict[str, Any]) -> str:
+        parts = []
+        for name, value in values.items():
+            if value in (None, "", []):
+                continue
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{name} {text}")
+        return _code("; ".join(parts) or "nothing shown")
+
+    partner = adoption.get("partner") or "the partner"
+    lines = [
+        f"- **not adopted**: {partner} lists an inscription of this CPF that does not match "
+        "what we sent; settle it by hand (requeue, or record the partner's id)",
+        f"  - we sent: {shown(dict(adoption.get('sent') or {}))}",
+    ]
+    for listed in adoption.get("listed") or []:
+        lines.append(f"  - {partner} lists: {shown(dict(listed))}")
+    return lines
 
 
 def _code(text: str | None) -> str:

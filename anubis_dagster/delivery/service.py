@@ -352,6 +352,14 @@ class StepRunner:
         outcome = self._move(session, subscription, outcome, step)
         if before not in ACCEPTED and subscription.status in ACCEPTED:
             report.registered += 1
+        elif (
+            subscription.status == Status.UNKNOWN.value
+            and before != subscription.status
+            and subscription.id not in report.held_for_review
+        ):
+            # e.g. the partner lists an inscription that is not ours (issue 21): for a person
+            report.held_for_review.append(subscription.id)
+            report.failed += 1
         elif outcome.transient or (
             subscription.status != before and subscription.status in FAILED_STATUSES
         ):
