@@ -25,8 +25,10 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.health import service as health
 from anubis_dagster.integrations.kroton.adapter import KrotonAdapter
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster_tests.factories import make_order
+from anubis_dagster_tests.factories import ESTACIO_OFFER, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata, sandbox_requests
+from anubis_dagster_tests.test_estacio_e2e import estacio  # noqa: F401  (fixture)
+from anubis_sandboxes.estacio import EstacioSandbox
 from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
 from anubis_sandboxes.webhook_sink import WebhookSink
 
@@ -47,6 +49,10 @@ def catalog(kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 def posts(sandbox: KrotonSandbox, endpoint: str) -> int:
     return sum(1 for r in sandbox.requests_log() if r["endpoint"] == endpoint)
+
+
+def outage_calls(sandbox: KrotonSandbox) -> list[dict[str, Any]]:
+    return [r for r in sandbox.requests_log() if r["endpoint"] != "token"]
 
 
 def attempts_charged(db_url: str) -> int:
@@ -160,3 +166,54 @@ def test_random_faults_do_not_open_it_and_a_single_students_failures_do_not_eith
     statuses = harness.status_counts()
     assert set(statuses) <= {"awaiting_register", "registered"}, statuses
     assert kroton.stats()["duplicates_refused"] == 0
+
+
+@pytest.mark.parametrize("mode", ["5xx", "hang"])
+def test_a_full_kroton_outage_costs_a_handful_of_calls_before_the_breaker_opens(
+    kroton: KrotonSandbox, anubis_env: str, sink: WebhookSink, mode: str
+) -> None:
+    """API and catalog on one server, both down, students fresh (course sync first): the
+    catalog's breaker opens after `failures` calls (reads: 3 quick tries per student), and
+    nothing else is sent. The numbers are BENCHMARKS.md's "calls before the breaker opens"."""
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i) for i in range(1, STUDENTS + 1)])
+    kroton.configure(outage=mode)
+    started = time.perf_counter()
+    assert harness.deliver().success
+    elapsed = time.perf_counter() - started
+    state = store.read(anubis_env, "kroton-catalog")
+    # a held request is logged when the sandbox lets it go (hang_seconds after it came)
+    deadline = time.monotonic() + kroton.settings.hang_seconds + 1
+    while len(calls := outage_calls(kroton)) < state.streak and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state.open and len(calls) == BreakerRule().failures
+    assert {r["endpoint"] for r in calls} == {"catalog_search"}
+    assert len(state.streak_ids) == BreakerRule().failures // 3  # 3 tries per student
+    for _ in range(3):
+        assert harness.deliver().success  # stopped at once: nothing more sent
+    assert len(outage_calls(kroton)) == len(calls)
+    # the streak's students wait in `course_failed` (the catalog's retry status), uncharged
+    assert attempts_charged(anubis_env) == 0
+    assert set(harness.status_counts()) == {"to_sync", "course_failed"}
+    assert len(alerts(sink, "Kroton (kroton-catalog) is down since")) == 1
+    print(
+        f"\nbreaker[{mode}]: {len(calls)} calls, {len(state.streak_ids)} students, {elapsed:.1f} s"
+    )
+
+
+def test_a_full_estacio_outage_opens_the_breaker_of_its_first_api(
+    estacio: EstacioSandbox,  # noqa: F811
+    anubis_env: str,
+    sink: WebhookSink,
+) -> None:
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i, offer=ESTACIO_OFFER) for i in range(1, STUDENTS + 1)])
+    estacio.configure(outage="5xx")
+    assert harness.deliver("estacio").success
+    calls = estacio.requests_log()
+    state = store.read(anubis_env, "onetrust")  # consent comes first
+    assert state.open and len(calls) == BreakerRule().failures
+    assert {r["endpoint"] for r in calls} == {"consent"}
+    assert attempts_charged(anubis_env) == 0
+    assert len(alerts(sink, "Estácio (onetrust) is down since")) == 1
+    print(f"\nbreaker[estacio]: {len(calls)} calls, {len(state.streak_ids)} students")

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -31,10 +32,14 @@ from anubis_dagster.core.states import FINAL_STATUSES, Status
 from anubis_dagster.db import breaker as store
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.db.transitions import NOTE, RETRY, record_note
+from anubis_dagster.db.transitions import NOTE, RETRY, TRANSITION, record_note
+from anubis_dagster.delivery.requeue import requeue
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.settings import get_settings
 
+#: a closed breaker is read again from the app DB at most this often per run (another
+#: process may have opened it): one primary-key read per second, not one per call
+RECHECK_SECONDS = 1.0
 #: times in the alerts and the sensor's reasons: the operators' clock
 LOCAL_ZONE = ZoneInfo("America/Sao_Paulo")
 
@@ -124,12 +129,17 @@ class BreakerGuard:
         self.probing: set[str] = set()
         #: the last state seen of each API, after this run's calls
         self.seen: dict[str, BreakerState] = {}
+        self._read_at: dict[str, float] = {}  # when `seen` was last read from the app DB
 
     def before(self, api: str, subject: AttemptSubject) -> None:
         if api in self.probing:
             return
-        state = store.read(self.db_url, api)
-        self.seen[api] = state
+        now = time.monotonic()
+        state = self.seen.get(api)
+        if state is None or state.open or now - self._read_at.get(api, 0.0) >= RECHECK_SECONDS:
+            state = store.read(self.db_url, api)
+            self.seen[api] = state
+            self._read_at[api] = now
         if state.open:
             raise PartnerDown(
                 f"{api} is down since {local_time(state.opened_at)} (circuit breaker open): "
@@ -167,14 +177,6 @@ class BreakerGuard:
                 streak_ids=change.after.streak_ids,
             )
 
-    def outage_suspected(self, subscription_id: int) -> bool:
-        """Whether this subscription's failure is part of an unbroken streak of the partner's
-        failures with another student in it: its last attempt is not charged to it yet."""
-        return any(
-            subscription_id in s.streak_ids and len(s.streak_ids) >= 2 and s.streak > 0
-            for s in self.seen.values()
-        )
-
 
 def give_back_attempts(
     db_url: str,
@@ -185,24 +187,41 @@ def give_back_attempts(
     run_id: str | None,
 ) -> list[int]:
     """The students of the streak that opened the breaker get back the attempts they were
-    charged since it began; they are due again at once (sent when the breaker closes). An
-    unknown send stays unknown (`sending_since` is untouched): a lookup settles it later."""
+    charged since it began, and one whose last attempt fell in the streak (dead-lettered, or
+    held `unknown` as its retries ran out) is put back where it was (`requeue`). They are due
+    again at once (sent when the breaker closes). An unknown send stays unknown
+    (`sending_since` is untouched): a lookup settles it later."""
     given: list[int] = []
     with session_scope(db_url) as session:
         for subscription_id in subscription_ids:
             subscription = session.get(Subscription, subscription_id)
             if subscription is None:
                 continue
-            charged = int(
-                session.scalar(
-                    select(func.count(SubscriptionEvent.id)).where(
+            events = list(
+                session.scalars(
+                    select(SubscriptionEvent).where(
                         SubscriptionEvent.subscription_id == subscription_id,
-                        SubscriptionEvent.kind == RETRY,
                         SubscriptionEvent.created_at >= since,
+                        SubscriptionEvent.kind.in_((RETRY, TRANSITION)),
                     )
                 )
-                or 0
             )
+            charged = sum(1 for e in events if e.kind == RETRY)
+            ended = [
+                e
+                for e in events
+                if e.kind == TRANSITION
+                and e.status in (Status.FAILED.value, Status.UNKNOWN.value)
+                and (e.error_message or "").startswith("retries exhausted")
+            ]
+            if ended and subscription.status in (Status.FAILED.value, Status.UNKNOWN.value):
+                attempts = subscription.attempts
+                requeued = requeue(
+                    session, subscription.integration_id, ids=[subscription_id], run_id=run_id
+                ).requeued
+                if requeued:
+                    charged += 1
+                    subscription.attempts = attempts  # `requeue` forgives all; we give back
             charged = min(charged, subscription.attempts)
             if not charged:
                 continue

@@ -470,11 +470,6 @@ class StepRunner:
         subscription.attempts += 1
         subscription.last_error = mask_text(outcome.error or "transient failure")
         delay = self.schedule.delay_after(subscription.attempts)
-        if delay is None and self.guard.outage_suspected(subscription.id):
-            # the partner is failing other students too (an unbroken streak): its last
-            # attempt waits for the breaker's verdict instead of the dead letter or a hold
-            subscription.attempts -= 1
-            delay = self.schedule.delay_after(subscription.attempts)
         if delay is None and subscription.sending_since is not None:
             # retries ran out while a send is still unanswered: it may have arrived, so the
             # student is held for a person rather than declared failed
