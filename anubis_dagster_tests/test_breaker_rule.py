@@ -152,3 +152,15 @@ def test_durations_read_like_the_alert() -> None:
     assert b.describe_duration(14 * 60) == "14 min"
     assert b.describe_duration(40) == "40 s"
     assert b.describe_duration(3 * 86400 + 3600) == "3 d 1 h"
+
+
+def test_the_doctor_names_thresholds_that_cannot_work() -> None:
+    from anubis_dagster.settings import Settings
+
+    settings = Settings.from_env({"ANUBIS_BREAKER_FAILURES": "4", "ANUBIS_BREAKER_STUDENTS": "6"})
+    assert any(
+        p.startswith("ANUBIS_BREAKER_") and "students cannot exceed failures" in p
+        for p in settings.production_problems()
+    )
+    assert Settings.from_env({}).production_problems() == []
+    assert Settings.from_env({}).breaker_rule() == BreakerRule()
