@@ -107,31 +107,30 @@ def _platform_asset() -> dg.AssetsDefinition:
     return platform_health
 
 
+def _breaker_check_spec(key: str, asset: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name=service.BREAKER_CHECK,
+        asset=asset,
+        description=f"{key}: the circuit breaker of every partner API is closed (issue 21; its "
+        "own alerts say when it opens and closes)",
+    )
+
+
 def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
     asset_key = health_key(key)
     probes = list(adapter.health_probes())
-    specs = (
-        [
-            dg.AssetCheckSpec(
-                name=p.name, asset=asset_key, description=service.probe_description(key, p)
-            )
-            for p in probes
-        ]
-        + [
-            dg.AssetCheckSpec(
-                name=metric, asset=asset_key, description=service.threshold_description(key, metric)
-            )
-            for metric in THRESHOLDS
-        ]
-        + [
-            dg.AssetCheckSpec(
-                name=service.BREAKER_CHECK,
-                asset=asset_key,
-                description=f"{key}: the circuit breaker of every partner API is closed (issue 21; "
-                "its own alerts say when it opens and closes)",
-            )
-        ]
-    )
+    specs = [
+        dg.AssetCheckSpec(
+            name=p.name, asset=asset_key, description=service.probe_description(key, p)
+        )
+        for p in probes
+    ] + [
+        dg.AssetCheckSpec(
+            name=metric, asset=asset_key, description=service.threshold_description(key, metric)
+        )
+        for metric in THRESHOLDS
+    ]
+    specs.append(_breaker_check_spec(key, asset_key))
 
     @dg.asset(
         key=asset_key,
