@@ -283,7 +283,13 @@ def test_register_creates_a_new_inscription(
         "unidade": "5001",
         "status": "NEW",
         "sistema": "OLIMPO",
+        # assumption (issue 21): the capture period and the creation time, shown so a client
+        # adopts only its own inscription
+        "periodoCaptacao": item["periodoCaptacao"],
+        "dataInscricao": item["dataInscricao"],
     }
+    assert item["periodoCaptacao"] is not None
+    assert item["dataInscricao"].endswith("+00:00")
     assert sandbox.stats()["registrations_per_cpf"] == {CPF_DIGITS: 1}
 
 
