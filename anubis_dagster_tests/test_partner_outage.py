@@ -217,3 +217,34 @@ def test_a_full_estacio_outage_opens_the_breaker_of_its_first_api(
     assert attempts_charged(anubis_env) == 0
     assert len(alerts(sink, "Estácio (onetrust) is down since")) == 1
     print(f"\nbreaker[estacio]: {len(calls)} calls, {len(state.streak_ids)} students")
+
+
+def test_students_whose_retries_ran_out_in_the_streak_are_put_back(
+    kroton: KrotonSandbox,
+    catalog: KrotonSandbox,
+    anubis_env: str,
+    sink: WebhookSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A short schedule (2 tries): the first students of the outage exhaust their retries before
+    the breaker has seen enough calls. When it opens they are put back, uncharged, not held."""
+    monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s")
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(i) for i in range(1, 6)])
+    kroton.configure(outage="5xx")
+    for _ in range(3):
+        assert harness.deliver().success
+    assert store.read(anubis_env, "kroton").open
+    statuses = harness.status_counts()
+    assert statuses == {"to_register": 5}, statuses
+    assert attempts_charged(anubis_env) == 0
+    with session_scope(anubis_env) as session:
+        put_back = session.scalar(
+            select(func.count()).where(
+                SubscriptionEvent.operation_name == "requeue",
+                SubscriptionEvent.kind == "transition",
+            )
+        )
+    assert put_back == 2  # students 1 and 2 were held as their retries ran out (calls 6-11)
+    assert not alerts(sink, "unknown outcome") and not alerts(sink, "exhausted their retries")
+    assert len(alerts(sink, "is down since")) == 1

@@ -309,6 +309,9 @@ class StepRunner:
                         run_id=self.run_id,
                     )
                     self.log(f"attempts given back to {len(given)} students: {given[:20]}")
+                    # put back where they were: no "held" or "dead letter" alert for them
+                    report.held_for_review = [i for i in report.held_for_review if i not in given]
+                    report.dead_lettered = [i for i in report.dead_lettered if i not in given]
                 self._stop_for_breaker(report, mask_text(str(down)))
                 return report
         return report
