@@ -39,6 +39,8 @@ from pydantic import (
     model_validator,
 )
 
+from anubis_dagster.core.breaker import BreakerRule
+
 #: environment prefixes that belong to Anubis; an unknown variable with one of them is a typo
 OWNED_PREFIXES = ("ANUBIS_", "API_KROTON_", "CATALOG_KROTON_", "API_ESTACIO_", "API_ONETRUST_")
 #: variables of the test suite, the benchmarks and the deploy tests, not of the application
@@ -163,6 +165,31 @@ class Settings(BaseModel):
         group="delivery",
         ge=0,
         allow_inf_nan=False,
+    )
+    # issue 21: the circuit breaker of each partner API (`core/breaker.py`)
+    anubis_breaker_failures: int = _field(
+        12,
+        "partner-caused failed calls in a row (5xx, timeouts, lost or unreadable answers) "
+        "that open a partner API's circuit breaker",
+        group="delivery",
+        ge=2,
+        le=1000,
+    )
+    anubis_breaker_students: int = _field(
+        3,
+        "different students those failures must be about",
+        group="delivery",
+        ge=2,
+        le=1000,
+    )
+    anubis_breaker_window_seconds: float = _seconds(
+        3600.0, "the failures must fall within this long", group="delivery"
+    )
+    anubis_breaker_probe_seconds: float = _seconds(
+        60.0, "first probe of an open breaker after this long (then doubling)", group="delivery"
+    )
+    anubis_breaker_max_probe_seconds: float = _seconds(
+        3600.0, "longest wait between probes of an open breaker", group="delivery"
     )
 
     # --- alerts and operations ----------------------------------------------------------------
@@ -552,7 +579,17 @@ class Settings(BaseModel):
             check_retry_schedule(self.anubis_retry_schedule, allow_zero=False)
         except ValueError as exc:
             return [f"ANUBIS_RETRY_SCHEDULE: {exc} (got {self.anubis_retry_schedule!r})"]
-        return []
+        return [f"ANUBIS_BREAKER_*: {p}" for p in self.breaker_rule().problems()]
+
+    def breaker_rule(self) -> BreakerRule:
+        """The circuit breaker's thresholds (issue 21)."""
+        return BreakerRule(
+            failures=self.anubis_breaker_failures,
+            students=self.anubis_breaker_students,
+            window_seconds=self.anubis_breaker_window_seconds,
+            first_probe_seconds=self.anubis_breaker_probe_seconds,
+            max_probe_seconds=self.anubis_breaker_max_probe_seconds,
+        )
 
     def digest_hour(self) -> int | None:
         """The daily digest's hour, None when it is off."""

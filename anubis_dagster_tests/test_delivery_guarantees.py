@@ -33,6 +33,9 @@ def test_transient_failures_follow_the_schedule_then_dead_letter_with_one_alert(
     harness: Harness, kroton: KrotonSandbox, sink: WebhookSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s,0s")  # 3 tries in all
+    # every call fails: the schedule is under test here, not an outage (whose circuit breaker
+    # would charge nobody: test_partner_outage.py), so the breaker cannot open
+    monkeypatch.setenv("ANUBIS_BREAKER_FAILURES", "1000")
     kroton.configure(error_rate=1.0)  # the partner is down
     harness.ingest([make_order(i) for i in range(1, 4)])
     runs = harness.deliver_until_settled()
@@ -88,6 +91,7 @@ def test_requeue_by_id_and_since(
     harness: Harness, kroton: KrotonSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANUBIS_RETRY_SCHEDULE", "0s")
+    monkeypatch.setenv("ANUBIS_BREAKER_FAILURES", "1000")  # dead letters, not an outage
     harness.ingest([make_order(4, rg=None)])  # refused by Kroton: permanent, not a dead letter
     harness.deliver()
     # Kroton answers nothing but 5xx, to the registrations and to the questions by CPF
@@ -151,7 +155,7 @@ def test_summary_and_quota_alerts_carry_no_personal_data(
     harness.deliver_until_settled()
     summaries = [t for t in sink.received if "finished" in t]
     assert summaries and "register: 5" in "".join(summaries)
-    assert any("quota saturated" in t for t in sink.received)
+    assert any("quota saturated" in t for t in sink.received), sink.received
     assert all("/runs/" in t for t in sink.received)
     no_personal_data(sink.received, {make_cpf(i) for i in range(1, 6)})
 

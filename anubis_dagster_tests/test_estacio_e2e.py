@@ -264,10 +264,12 @@ def test_unknown_cep_fails_before_registering(harness: Harness, estacio: Estacio
     assert_attempts_match(harness, estacio)
 
 
-def test_cpf_already_registered_is_registered_with_its_number(
+def test_cpf_registered_by_another_channel_before_our_send_is_held_not_adopted(
     harness: Harness, estacio: EstacioSandbox
 ) -> None:
-    # the student registered at Estácio by another channel before
+    # the student registered at Estácio by another channel before: same course and campus, but
+    # not ours (issue 21: an ATL016 to our first send names a registration that was there
+    # already), so it is held for a person with both candidates shown, not adopted
     order = make_order(1, offer=ESTACIO_OFFER)
     estacio.record_consent(make_cpf(1))
     location = {"cep": "01310100", "codMunicipio": "3550308", "codBairro": "1001"}
@@ -280,11 +282,12 @@ def test_cpf_already_registered_is_registered_with_its_number(
     harness.ingest([order])
     deliver(harness)
     sub = harness.subscription(1)
-    assert sub.status == "registered" and sub.external_id == numero
+    assert sub.status == "unknown" and sub.external_id is None
+    assert sub.ies_data["adoption"]["listed"][0]["id"] == numero
     assert estacio.stats()["atl016"] == 1
     assert estacio.stats()["registrations_per_cpf"] == {make_cpf(1): 1}
-    (moved,) = [e for e in harness.events(1) if e.kind == "transition" and e.status == "registered"]
-    assert "CPF already registered at Estácio (ATL016)" in (moved.response or {})["note"]
+    (moved,) = [e for e in harness.events(1) if e.kind == "transition" and e.status == "unknown"]
+    assert "there before our first send" in (moved.error_message or "")
     assert_attempts_match(harness, estacio, since=by_hand)
 
 

@@ -29,7 +29,12 @@ from sqlalchemy import func, select
 import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers the `tiny_ies` adapter)
 from anubis_dagster.clients import http
 from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_integrations
-from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.models import (
+    Integration,
+    PartnerBreaker,
+    Subscription,
+    SubscriptionEvent,
+)
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.delivery.jobs import BATCH_LIMIT
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
@@ -285,6 +290,13 @@ def test_one_thousand_students_through_faults_and_lost_answers(
         }
         assert held_cpfs <= faulted
         assert any("unknown outcome" in text for text in sink.received)
+        # random faults (issue 21): no partner API's circuit breaker ever opened
+        with session_scope(anubis_env) as session:
+            opened = session.scalars(
+                select(PartnerBreaker.api).where(PartnerBreaker.opened_at.is_not(None))
+            ).all()
+        assert opened == [], opened
+        assert not any("is down since" in text for text in sink.received)
 
         # 3. one attempt row per request each sandbox saw
         rows = attempt_rows_by_integration(anubis_env)

@@ -34,6 +34,25 @@ class PartnerUnreachable(PartnerProblem):
     endpoint is failing: nothing can be sent until it is back."""
 
 
+class PartnerDown(PartnerProblem):
+    """The partner API's circuit breaker is open (issue 21, `core/breaker.py`): a run of
+    failures only the partner can cause, across different students. Nothing more is sent to
+    it until a probe succeeds; `opened_here` when the call that raised this opened it (that
+    run gives the streak's students their attempts back and sends the one alert)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partner: str,
+        opened_here: bool = False,
+        streak_ids: Sequence[int] = (),
+    ) -> None:
+        super().__init__(message, partner=partner)
+        self.opened_here = opened_here
+        self.streak_ids = tuple(streak_ids)
+
+
 class SendCancelled(RuntimeError):
     """The caller withdrew its permission to send a write just before it left (e.g. the run's
     claim on the subscription expired and another run may own it now). Nothing was sent."""

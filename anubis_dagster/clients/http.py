@@ -106,6 +106,20 @@ class AttemptSubject(Protocol):
     def id(self) -> int: ...
 
 
+class CallGuard(Protocol):
+    """The partner API's circuit breaker, seen from the client (the delivery layer's
+    `delivery.breaker.BreakerGuard` keeps it in the app DB). Only calls about a subscription
+    pass through it: token requests and health probes are neither stopped nor counted."""
+
+    def before(self, api: str, subject: AttemptSubject) -> None:
+        """Raise `PartnerDown` when the API's breaker is open: nothing is sent."""
+        ...
+
+    def after(self, api: str, result: HttpResult, subject: AttemptSubject) -> None:
+        """Count the result; raise `PartnerDown` when it opened the breaker."""
+        ...
+
+
 class AttemptRecorder(Protocol):
     """Where attempts are reported (the delivery layer's `AttemptLog` writes them to the DB)."""
 
@@ -142,6 +156,8 @@ class CallContext:
     before_write: Callable[[AttemptSubject], None] | None = None
     before_change: Callable[[str, AttemptSubject | None, dict[str, Any]], None] | None = None
     recorder: AttemptRecorder = field(kw_only=True)
+    #: the partner APIs' circuit breaker (issue 21); None: no breaker (probes, tools)
+    guard: CallGuard | None = None
 
     def count(self, key: str, amount: float = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount
@@ -342,6 +358,9 @@ class ApiClient:
         use_auth: bool,
         write: bool,
     ) -> HttpResult:
+        guard = self.ctx.guard if subscription is not None else None
+        if guard is not None:
+            guard.before(self.name, subscription)  # type: ignore[arg-type]
         acquired = self.limiter.acquire(priority, max_wait=self.max_quota_wait)
         if acquired.waited > 0.01:
             self.ctx.count("quota_wait_seconds", acquired.waited)
@@ -405,6 +424,8 @@ class ApiClient:
         self.ctx.count(f"calls_{operation}")
         self.ctx.results.append(result)
         self._record_end(attempt_id, result, subscription)
+        if guard is not None:
+            guard.after(self.name, result, subscription)  # type: ignore[arg-type]
         return result
 
     def _record_start(

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from anubis_dagster.core.masking import is_valid_cpf, mask_cpf, mask_text
+from anubis_dagster.core.masking import is_valid_cpf, mask_cpf, mask_data, mask_text
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 
 MAX_ATTEMPTS_SHOWN = 50
@@ -110,6 +110,9 @@ class StudentView:
     more_attempts: int = 0
     legacy_status: str | None = None  # imported from the legacy service (issue 20)
     legacy_history: list[tuple[str, str]] = field(default_factory=list)  # (time, masked)
+    #: held as `unknown` because the partner lists an inscription that is not the one we sent
+    #: (issue 21): {"partner", "sent": {...}, "listed": [{...}]}, masked
+    adoption: dict[str, Any] | None = None
 
 
 def find_student(session: Session, key: LookupKey) -> list[StudentView]:
@@ -173,6 +176,7 @@ def _view(session: Session, sub: Subscription, integration: str) -> StudentView:
         more_attempts=max(0, len(attempts) - MAX_ATTEMPTS_SHOWN),
         legacy_status=sub.legacy_status,
         legacy_history=_legacy_history(sub.payload),
+        adoption=_adoption(sub),
     )
 
 
@@ -189,6 +193,13 @@ def _legacy_history(payload: Any) -> list[tuple[str, str]]:
         )
         for item in items[-MAX_ATTEMPTS_SHOWN:]
     ]
+
+
+def _adoption(sub: Subscription) -> dict[str, Any] | None:
+    found = (sub.ies_data or {}).get("adoption")
+    if sub.status != "unknown" or not isinstance(found, dict):
+        return None
+    return mask_data(found)
 
 
 def render_markdown(key: LookupKey, views: list[StudentView], run_link: Any) -> str:
@@ -240,6 +251,8 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     if view.legacy_status is not None:
         lines.append(f"- **imported from legacy** (legacy status `{view.legacy_status}`)")
         lines += [f"  - {at} {_code(text[:300])}" for at, text in view.legacy_history]
+    if view.adoption:
+        lines += _candidates(view.adoption)
     lines += [
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",
@@ -257,6 +270,29 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     if view.more_attempts:
         lines.append(f"\n({view.more_attempts} earlier attempts not shown)")
     return [*lines, ""]
+
+
+def _candidates(adoption: dict[str, Any]) -> list[str]:
+    """Both candidates of a held adoption: what we sent, and what the partner lists."""
+
+    def shown(values: dict[str, Any]) -> str:
+        parts = []
+        for name, value in values.items():
+            if value in (None, "", []):
+                continue
+            text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{name} {text}")
+        return _code("; ".join(parts) or "nothing shown")
+
+    partner = adoption.get("partner") or "the partner"
+    lines = [
+        f"- **not adopted**: {partner} lists an inscription of this CPF that does not match "
+        "what we sent; settle it by hand (requeue, or record the partner's id)",
+        f"  - we sent: {shown(dict(adoption.get('sent') or {}))}",
+    ]
+    for listed in adoption.get("listed") or []:
+        lines.append(f"  - {partner} lists: {shown(dict(listed))}")
+    return lines
 
 
 def _code(text: str | None) -> str:

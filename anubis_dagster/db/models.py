@@ -60,7 +60,7 @@ class Base(DeclarativeBase):
 
 
 #: the statuses a deliver or check flow still works on (the partial index `ix_subscriptions_open`
-#: covers them; its migration, t20b_scale_indexes, names the same)
+#: covers them; its migration, 0009_scale_indexes, names the same)
 OPEN_STATUSES = (
     "to_sync",
     "course_failed",
@@ -169,7 +169,7 @@ class Subscription(Timestamps, Base):
         Index("ix_subscriptions_cpf", "cpf"),
         Index("ix_subscriptions_status", "status"),
         Index("ix_subscriptions_first_name_gender", "first_name", "gender"),
-        # issue 20 (migration t20b_scale_indexes): lookups and windows at cutover size
+        # issue 20 (migration 0009_scale_indexes): lookups and windows at cutover size
         Index("ix_subscriptions_order_id", "order_id"),
         Index("ix_subscriptions_integration_created", "integration_id", "created_at"),
         Index(
@@ -224,7 +224,7 @@ class SubscriptionEvent(Timestamps, Base):
         Index("ix_subscription_events_subscription", "subscription_id", "id"),
         Index("ix_subscription_events_run", "dagster_run_id"),
         Index("ix_subscription_events_integration_created", "integration_id", "created_at"),
-        # issue 20 (migration t20b_scale_indexes): attempt counts and retries from the index
+        # issue 20 (migration 0009_scale_indexes): attempt counts and retries from the index
         Index(
             "ix_subscription_events_attempts",
             "integration_id",
@@ -392,6 +392,27 @@ class OutboxEvent(Base):
     )
 
 
+class PartnerBreaker(Base):
+    """The circuit breaker of one partner API (`core/breaker.py`), shared by every process
+    (added, issue 21). `api` is the client's name (`kroton`, `kroton-catalog`, `estacio`…);
+    `integration_id` the integration whose run opened it (for the alerts' counts)."""
+
+    __tablename__ = "partner_breakers"
+    api: Mapped[str] = mapped_column(String(60), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(20), nullable=False, default="closed")
+    streak: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    streak_ids: Mapped[list[int]] = mapped_column(JSON, nullable=False, default=list)
+    streak_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    probe_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    integration_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False
+    )
+
+
 __all__ = [
     "AlertState",
     "Base",
@@ -404,6 +425,7 @@ __all__ = [
     "IntegrationToken",
     "Name",
     "OutboxEvent",
+    "PartnerBreaker",
     "PrivacyRequest",
     "RateLimitBucket",
     "RateLimitSlot",

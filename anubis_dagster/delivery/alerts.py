@@ -70,6 +70,8 @@ def run_alerts(
     alerts = []
     counts = delivery_counts(reports)
     none_succeeded = counts is not None and counts[0] > 0 and counts[1] == 0
+    if any(r.get("stopped") for r in reports):
+        none_succeeded = False  # the partner is down: its circuit breaker's one alert says so
     if none_succeeded or summaries:
         alerts.append(_summary(job, integration, run_id, started_at, reports, counts))
 

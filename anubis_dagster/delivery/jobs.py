@@ -284,6 +284,7 @@ def _output(
             "failed": report.failed,
             "examples": list(report.examples),
             "stats": stats,
+            "stopped": report.stopped,
         }
     )
     if last and not request.dry_run and _run_still_going(context):
@@ -320,6 +321,8 @@ def _output(
     }
     if report.step == "register":
         metadata["registered"] = report.registered
+    if report.stopped:
+        metadata["stopped"] = report.stopped
     return dg.Output(request, metadata=metadata)
 
 

@@ -22,8 +22,10 @@ import time
 import dagster as dg
 from sqlalchemy import select
 
+from anubis_dagster.core.breaker import probe_due, probe_lost
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration
+from anubis_dagster.delivery.breaker import open_breakers, utcnow, why_stopped
 from anubis_dagster.delivery.due import Flow, count_due, flow_statuses, has_due
 from anubis_dagster.delivery.jobs import BATCH_LIMIT, MAX_RUNTIME_TAG, partition_tags
 from anubis_dagster.delivery.service import release_claims
@@ -123,7 +125,7 @@ def build_due_work_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         last_asked: dict[str, float] = json.loads(context.cursor or "{}")
         now = time.time()
-        requests, waiting, paused = [], [], []
+        requests, waiting, paused, down = [], [], [], []
         with app_db.session() as session:
             integrations = list(
                 session.scalars(select(Integration).where(Integration.enabled.is_(True)))
@@ -136,6 +138,26 @@ def build_due_work_sensor(
                     )
                     continue
                 adapter = adapter_class(integration.type)
+                broken = open_breakers(session, adapter)
+                if broken:
+                    # the partner is down (issue 21): no run, except one when a probe is due
+                    if any(
+                        probe_due(s, utcnow()) or probe_lost(s, utcnow()) for s in broken.values()
+                    ) and not run_in_flight(context.instance, deliver_job.name, integration.key):
+                        requests.append(
+                            dg.RunRequest(
+                                job_name=deliver_job.name,
+                                partition_key=integration.key,
+                                run_key=f"{integration.key}:breaker_probe:{int(now)}",
+                                tags={
+                                    **partition_tags(integration.key, Flow.DELIVER, adapter, 1),
+                                    "anubis/breaker_probe": "true",
+                                },
+                            )
+                        )
+                        continue
+                    down += [why_stopped(adapter, api, s) for api, s in sorted(broken.items())]
+                    continue
                 for flow, job in ((Flow.DELIVER, deliver_job), (Flow.CHECK, check_job)):
                     statuses = flow_statuses(adapter, flow)
                     slot = f"{integration.key}:{flow}"
@@ -171,6 +193,8 @@ def build_due_work_sensor(
             reasons = [f"runs still in flight: {', '.join(waiting)}"] if waiting else []
             if paused:
                 reasons.append(f"paused: {', '.join(paused)}")
+            if down:
+                reasons.append(f"partner down: {'; '.join(down)}")
             return dg.SkipReason(mask_text("; ".join(reasons)) if reasons else "nothing due")
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(last_asked))
 

@@ -28,7 +28,12 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from anubis_dagster.clients.errors import PartnerProblem, SendCancelled, WriteWithheld
+from anubis_dagster.clients.errors import (
+    PartnerDown,
+    PartnerProblem,
+    SendCancelled,
+    WriteWithheld,
+)
 from anubis_dagster.clients.http import AttemptSubject
 from anubis_dagster.clients.quota import QuotaWaitTooLong
 from anubis_dagster.core.masking import mask_data, mask_text
@@ -37,6 +42,7 @@ from anubis_dagster.core.states import FINAL_STATUSES, Status, is_allowed
 from anubis_dagster.db.models import FollowUp, Subscription
 from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.db.transitions import NOTE, RETRY, record_note, transition
+from anubis_dagster.delivery import breaker
 from anubis_dagster.delivery.outcomes import still_unknown, write_may_have_acted
 from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, ResendGuard
 from anubis_dagster.legacy.shadow import PAYLOAD_KEY, withheld_reason
@@ -93,6 +99,8 @@ class StepReport:
     registered: int = 0
     #: subscriptions this step failed: a retry scheduled, a refusal, a dead letter, held unknown
     failed: int = 0
+    #: why the step stopped early: the partner's circuit breaker is open (issue 21)
+    stopped: str | None = None
 
     def add(self, label: str, example: str | None = None) -> None:
         self.processed += 1
@@ -199,6 +207,13 @@ class StepRunner:
         self.call = adapter.ctx.call
         self.call.before_write = self._fence
         self.call.before_change = self._shadow_gate
+        # the partner APIs' circuit breaker (issue 21): every call about a student counts
+        if not isinstance(self.call.guard, breaker.BreakerGuard):
+            self.call.guard = breaker.BreakerGuard(db_url, integration_id, breaker.rule())
+        self.guard: breaker.BreakerGuard = self.call.guard
+        self.gate = breaker.Gate(
+            db_url=db_url, integration_id=integration_id, adapter=adapter, guard=self.guard, log=log
+        )
 
     # --- claiming -----------------------------------------------------------------------------
     def _claimed_ids(self, statuses: frozenset[Status]) -> Iterator[int]:
@@ -318,7 +333,12 @@ class StepRunner:
         report: StepReport,
         work: Callable[[Session, Subscription, StepReport], None],
     ) -> StepReport:
-        """Run `work` on every due subscription; a partner-wide problem stops the batch."""
+        """Run `work` on every due subscription; a partner-wide problem stops the batch. An
+        open circuit breaker stops it before any student is claimed (or after a probe)."""
+        stopped = None if self.request.dry_run else self.gate.stop_reason()
+        if stopped is not None:
+            self._stop_for_breaker(report, stopped)
+            return report
         for subscription_id in self._claimed_ids(statuses):
             try:
                 with self._working_on(subscription_id) as held:
@@ -347,7 +367,30 @@ class StepRunner:
             except SendCancelled as cancelled:
                 report.add("claim_lost", mask_text(str(cancelled)))
                 self.log(mask_text(str(cancelled)))
+            except PartnerDown as down:
+                release_claims(self.db_url, self.run_id)
+                if down.opened_here:
+                    given = breaker.announce_down(
+                        self.db_url,
+                        type(self.adapter),
+                        down,
+                        integration_id=self.integration_id,
+                        run_id=self.run_id,
+                    )
+                    self.log(f"attempts given back to {len(given)} students: {given[:20]}")
+                    # put back where they were: no "held" or "dead letter" alert for them
+                    report.held_for_review = [i for i in report.held_for_review if i not in given]
+                    report.dead_lettered = [i for i in report.dead_lettered if i not in given]
+                self._stop_for_breaker(report, mask_text(str(down)))
+                return report
         return report
+
+    def _stop_for_breaker(self, report: StepReport, reason: str) -> None:
+        """The partner is down: nothing more this run (no student charged, the run succeeds)."""
+        self._budget = 0
+        self.request.limit = 0
+        report.stopped = reason
+        self.log(f"{report.step}: batch stopped: {reason}")
 
     def _note_stop(
         self, session: Session, subscription: Subscription, problem: PartnerProblem, step: str
@@ -381,6 +424,14 @@ class StepRunner:
         outcome = self._move(session, subscription, outcome, step)
         if before not in ACCEPTED and subscription.status in ACCEPTED:
             report.registered += 1
+        elif (
+            subscription.status == Status.UNKNOWN.value
+            and before != subscription.status
+            and subscription.id not in report.held_for_review
+        ):
+            # e.g. the partner lists an inscription that is not ours (issue 21): for a person
+            report.held_for_review.append(subscription.id)
+            report.failed += 1
         elif outcome.transient or (
             subscription.status != before and subscription.status in FAILED_STATUSES
         ):

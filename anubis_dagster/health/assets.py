@@ -109,6 +109,15 @@ def _platform_asset() -> dg.AssetsDefinition:
     return platform_health
 
 
+def _breaker_check_spec(key: str, asset: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name=service.BREAKER_CHECK,
+        asset=asset,
+        description=f"{key}: the circuit breaker of every partner API is closed (issue 21; its "
+        "own alerts say when it opens and closes)",
+    )
+
+
 def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
     asset_key = health_key(key)
     probes = list(adapter.health_probes())
@@ -123,6 +132,7 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         )
         for metric in THRESHOLDS
     ]
+    specs.append(_breaker_check_spec(key, asset_key))
 
     @dg.asset(
         key=asset_key,
@@ -151,6 +161,8 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         finally:
             clients.close()
         service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
+        # not alerted on change: the breaker sends its one "down" and one "back" itself
+        found.outcomes.append(service.breaker_outcome(db_url, key, adapter))
         health = found.health
         assert health is not None
         metadata: dict[str, float | int | str] = {

@@ -23,6 +23,7 @@ from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.delivery.breaker import open_breakers, why_stopped
 from anubis_dagster.health import anomalies
 from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
 from anubis_dagster.health.metrics import (
@@ -32,9 +33,24 @@ from anubis_dagster.health.metrics import (
     Health,
     integration_health,
 )
+from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
 
 Send = Callable[[Alert], bool]
+
+
+BREAKER_CHECK = "circuit_breaker"
+
+
+def breaker_outcome(db_url: str, key: str, adapter: type[IESAdapter]) -> CheckOutcome:
+    """ERROR while any of the integration's partner APIs has its circuit breaker open."""
+    with session_scope(db_url) as session:
+        broken = open_breakers(session, adapter)
+    if not broken:
+        summary = f"{key}: every partner API's circuit breaker is closed"
+        return CheckOutcome(key, BREAKER_CHECK, Level.OK, "closed", "closed", summary)
+    reasons = "; ".join(why_stopped(adapter, api, s) for api, s in sorted(broken.items()))
+    return CheckOutcome(key, BREAKER_CHECK, Level.ERROR, "open", "closed", mask_text(reasons))
 
 
 def probe_description(key: str, probe: Probe) -> str:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol
 import dagster as dg
 from pydantic import BaseModel
 
-from anubis_dagster.clients.http import CallContext
+from anubis_dagster.clients.http import CallContext, HttpResult
 from anubis_dagster.clients.probes import Probe
 from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
@@ -224,6 +224,13 @@ class IESAdapter:
 
     def check(self, subscription: Subscription) -> Outcome:
         raise NotImplementedError(f"{self.type} has no status check")
+
+    def breaker_probe(self, api: str, subscription: Subscription) -> HttpResult | None:
+        """The probe of an open circuit breaker (issue 21): ONE call to the partner API whose
+        client is named `api`, that can change nothing at the partner (a read, a status check,
+        a request it refuses as invalid), about `subscription` (a student waiting). None when
+        the API has no such call: the breaker then closes and the next calls decide."""
+        return None
 
 
 _ADAPTERS: dict[str, type[IESAdapter]] = {}

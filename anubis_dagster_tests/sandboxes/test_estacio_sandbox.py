@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from anubis_dagster.core.adoption import parse_time
 from anubis_sandboxes.demo.catalog import CEP_DIRECTORY
 from anubis_sandboxes.estacio import (
     EstacioSandbox,
@@ -264,12 +265,18 @@ def test_a_cpf_registered_before_is_atl016_with_its_number(
     first = register(http, registration()).json()["numeroInscricao"]
     again = register(http, registration(codCurso="PSI02", codCampus="E201"))
     assert again.status_code == 200
-    assert again.json() == {
+    answer = again.json()
+    assert answer == {
         "sucesso": False,
         "codigo": "ATL016",
         "mensagem": "CPF já inscrito",
         "numeroInscricao": first,
+        # assumption (issue 21): what that registration was, so a client adopts only its own
+        "codCurso": "DIR01",
+        "codCampus": "E100",
+        "dataInscricao": answer["dataInscricao"],
     }
+    assert parse_time(answer["dataInscricao"]) is not None
     stats = sandbox.stats()
     assert stats["atl016"] == 1 and stats["registrations_per_cpf"] == {CPF: 1}
     assert stats["by_outcome"] == {"ok": 1, "refused": 1}

@@ -283,7 +283,13 @@ def test_register_creates_a_new_inscription(
         "unidade": "5001",
         "status": "NEW",
         "sistema": "OLIMPO",
+        # assumption (issue 21): the capture period and the creation time, shown so a client
+        # adopts only its own inscription
+        "periodoCaptacao": item["periodoCaptacao"],
+        "dataInscricao": item["dataInscricao"],
     }
+    assert item["periodoCaptacao"] is not None
+    assert item["dataInscricao"].endswith("+00:00")
     assert sandbox.stats()["registrations_per_cpf"] == {CPF_DIGITS: 1}
 
 
@@ -859,3 +865,34 @@ def test_captacao_login_takes_the_email_and_password() -> None:
         refused = http.post("/auth/login", json={**good, "password": "wrong"})
         assert refused.status_code == 401
         assert sandbox.stats()["by_endpoint"] == {"captacao_login": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# Outage mode (issue 21)
+# --------------------------------------------------------------------------------------------
+def test_outage_answers_503_to_everything_but_the_token_then_ends(
+    sandbox: KrotonSandbox, http: httpx.Client
+) -> None:
+    headers = api_headers(http)
+    cpf_path = BY_CPF.format(cpf="52998224725")
+    assert http.get(cpf_path, headers=headers).status_code == 200
+    sandbox.configure(outage="5xx", outage_seconds=0.5)
+    assert http.post("/oauth2/token", data=TOKEN_FORM).status_code == 200  # tokens served
+    assert http.get(cpf_path, headers=headers).status_code == 503
+    assert http.post(SEARCH, json={}, headers=CATALOG_AUTH).status_code == 503
+    assert http.post(REGISTER, json={}, headers=headers).status_code == 503  # nothing processed
+    assert sandbox.stats()["inscriptions"] == 0
+    time.sleep(0.6)  # the outage ends by itself
+    assert http.get(cpf_path, headers=headers).status_code == 200
+    sandbox.configure(outage="5xx", outage_seconds=0.0)  # until switched off
+    assert http.get(cpf_path, headers=headers).status_code == 503
+    sandbox.configure(outage="")
+    assert http.get(cpf_path, headers=headers).status_code == 200
+    with pytest.raises(ValueError, match="outage must be one of"):
+        sandbox.configure(outage="down")
+
+
+def test_outage_flags() -> None:
+    args = build_parser(KrotonSandbox).parse_args(["--outage", "hang", "--outage-seconds", "90"])
+    settings = settings_from_args(KrotonSandboxSettings, args)
+    assert (settings.outage, settings.outage_seconds) == ("hang", 90.0)

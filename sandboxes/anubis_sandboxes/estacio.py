@@ -20,6 +20,7 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from anubis_sandboxes.demo.catalog import CEP_DIRECTORY, ESTACIO_OFFERS
@@ -113,6 +114,8 @@ class EstacioSandbox(SandboxServer):
         self._consent_receipts: dict[str, str] = {}  # CPF -> receiptId
         self._consents_per_cpf: Counter[str] = Counter()
         self._registrations: dict[str, str] = {}  # CPF -> numeroInscricao
+        #: CPF -> what was registered (codCurso, codCampus, dataInscricao), for ATL016
+        self._registered_as: dict[str, dict[str, str]] = {}
         self._registrations_per_cpf: Counter[str] = Counter()
         self._refusals: Counter[str] = Counter()  # MS002, ATL016, MS004, ambiguous
         self._next_registration_number = 202_700_001
@@ -199,6 +202,10 @@ class EstacioSandbox(SandboxServer):
                     "codigo": "ATL016",
                     "mensagem": "CPF já inscrito",
                     "numeroInscricao": self._registrations[cpf],
+                    # assumption (issue 21): the contract only says ATL016 means "CPF already
+                    # registered"; the course, campus and time of that registration are shown
+                    # so a client can tell its own from another one
+                    **self._registered_as.get(cpf, {}),
                 },
                 outcome="refused",
             )
@@ -212,6 +219,11 @@ class EstacioSandbox(SandboxServer):
         numero = str(self._next_registration_number)
         self._next_registration_number += 1
         self._registrations[cpf] = numero
+        self._registered_as[cpf] = {
+            "codCurso": str(body["codCurso"]),
+            "codCampus": str(body["codCampus"]),
+            "dataInscricao": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         self._registrations_per_cpf[cpf] += 1
         return Reply(
             200,

@@ -24,7 +24,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from anubis_sandboxes.demo.catalog import kroton_catalog_documents
@@ -107,6 +107,8 @@ class Inscription:
     pinned_classification: str | None = None
     #: When the classification path starts; None = when processing ends (created + 2 delays).
     classified_since: float | None = None
+    #: wall-clock creation time, shown as `dataInscricao` (see `_view`)
+    created_wall: float = field(default_factory=time.time)
 
 
 class KrotonSandbox(SandboxServer):
@@ -327,6 +329,13 @@ class KrotonSandbox(SandboxServer):
             "unidade": str(inscription.offer["idUnidadeOrigem"]),
             "status": self._status(inscription),
             "sistema": inscription.offer["sistema"],
+            # assumption (issue 21): the contract lists {id, classificacao, curso, unidade,
+            # status}; the capture period and the creation time are shown too, so a client can
+            # tell its own inscription from an older one of the same CPF
+            "periodoCaptacao": inscription.offer.get("periodoCaptacao"),
+            "dataInscricao": datetime.fromtimestamp(inscription.created_wall, UTC).isoformat(
+                timespec="seconds"
+            ),
         }
 
     # -- queries ------------------------------------------------------------------------------

@@ -104,6 +104,12 @@ def is_strict_int(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------
 # Settings common to every sandbox
 # --------------------------------------------------------------------------------------------
+#: `--outage` values: off, answer 503, or hang past the client's timeout
+OUTAGE_MODES = ("", "5xx", "hang")
+#: the endpoints an outage spares: tokens are still served (the outage is behind the gateway)
+OUTAGE_SPARES = frozenset({"token", "captacao_login"})
+
+
 def setting(default: Any, help: str) -> Any:
     """A settings field with its command-line help (the CLI flags are built from the fields)."""
     return field(default=default, metadata={"help": help})
@@ -133,6 +139,15 @@ class SandboxSettings:
     truncated_answer_rate: float = setting(
         0.0, "fraction of requests processed, then answered with the body cut short"
     )
+    outage: str = setting(
+        "",
+        "partner-wide outage (issue 21): '5xx' answers 503 to every call but the token "
+        "endpoint, 'hang' holds each for --hang-seconds then answers 504 (nothing processed); "
+        "empty: off",
+    )
+    outage_seconds: float = setting(
+        0.0, "the outage ends by itself this many seconds after it began (0: until switched off)"
+    )
     fault_endpoints: str = setting(
         "", "comma-separated endpoint names the faults apply to, e.g. register (empty: all)"
     )
@@ -148,6 +163,8 @@ class SandboxSettings:
             is_number = is_strict_int(value) or isinstance(value, float)
             if is_number and value < 0:
                 raise ValueError(f"{settings_field.name} must not be negative")
+        if self.outage not in OUTAGE_MODES:
+            raise ValueError(f"outage must be one of {', '.join(map(repr, OUTAGE_MODES))}")
         for bucket, limit in self.rate_limits.items():
             RateLimit.parse(limit, bucket)
 
@@ -423,6 +440,7 @@ class SandboxServer:
         self._seq = 0
         self._counts: dict[str, Counter[str]] = {}
         self._stopping = threading.Event()
+        self._outage_since = time.monotonic()  # when the current outage began (`--outage`)
         self._httpd: _SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._reset_counters()
@@ -463,6 +481,8 @@ class SandboxServer:
             updated = self._settings.patched(patch)
             if updated.seed != self._settings.seed:
                 self.random.seed(updated.seed)
+            if updated.outage and updated.outage != self._settings.outage:
+                self._outage_since = time.monotonic()
             self._settings = updated
             self.rate_limiter.set_limits(self._parsed_rate_limits())
             return self._settings.as_dict()
@@ -605,6 +625,12 @@ class SandboxServer:
             return Reply(
                 429, self.rate_limited_body(retry_after), {"Retry-After": str(retry_after)}
             )
+        outage = self._outage_mode(route)
+        if outage == "5xx":
+            return Reply(503, {"message": "Service Unavailable (sandbox outage)"}, outcome="outage")
+        if outage == "hang":
+            self._stopping.wait(self._settings.hang_seconds)
+            return Reply(504, {"message": "Gateway Timeout (sandbox outage)"}, outcome="outage")
         fault = self._draw_fault() if self._faults_apply(route) else None
         if fault is None:
             return self._authorized_answer(route, request)
@@ -652,6 +678,15 @@ class SandboxServer:
                 return route.handler(request)
             except Exception as error:  # a sandbox bug answers 500 instead of a dropped socket
                 return Reply(500, {"message": f"sandbox bug: {error!r}"}, outcome="sandbox_error")
+
+    def _outage_mode(self, route: Route | None) -> str:
+        """The outage this request meets ('' when none, or on a spared endpoint)."""
+        s = self._settings
+        if not s.outage or (route is not None and route.name in OUTAGE_SPARES):
+            return ""
+        if s.outage_seconds and time.monotonic() - self._outage_since > s.outage_seconds:
+            return ""
+        return s.outage
 
     def _faults_apply(self, route: Route | None) -> bool:
         chosen = {e.strip() for e in self._settings.fault_endpoints.split(",") if e.strip()}

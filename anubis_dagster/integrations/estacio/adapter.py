@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from anubis_dagster.clients.errors import PartnerProblem, SendCancelled
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.quota import Quota, QuotaWaitTooLong
+from anubis_dagster.core.adoption import Candidate, Sent, held_reason, is_ours, parse_time
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.states import Status
@@ -45,6 +46,7 @@ from anubis_dagster.integrations.estacio.mapping import (
 from anubis_dagster.integrations.estacio.payload import (
     PAYLOAD_FIELDS,
     alternate_campus,
+    campus_candidates,
     cep_of,
     consent_body,
     next_campus,
@@ -223,7 +225,49 @@ class EstacioAdapter(IESAdapter):
             # nothing left in this call (quota waits happen before sending)
             held = self._quota_spent("Estácio", self._api.rate_limit)
             return held.with_(ies_data={"campus_refused": refused})
-        return self._outcome(answer, result, payload, metadata, refused, note)
+        outcome = self._outcome(answer, result, payload, metadata, refused, note)
+        if answer.kind is Answer.ALREADY_REGISTERED:
+            return self._adopt_only_ours(outcome, subscription, result, payload, metadata)
+        return outcome
+
+    def _adopt_only_ours(
+        self,
+        outcome: Outcome,
+        subscription: Subscription,
+        result: HttpResult,
+        payload: dict[str, Any],
+        metadata: dict[str, Any],
+    ) -> Outcome:
+        """ATL016 names the CPF's registration: ours only if it matches what we sent, as far
+        as the answer shows it (`core/adoption.py`), else the student is held as `unknown`."""
+        body = result.body if isinstance(result.body, dict) else {}
+        candidate = Candidate(
+            id=outcome.external_id,
+            course=_text_or_none(body.get("codCurso")),
+            campus=_text_or_none(body.get("codCampus")),
+            created_at=parse_time(body.get("dataInscricao")),
+        )
+        sent = Sent.of(
+            courses=[payload.get("codCurso")],
+            campuses=[payload.get("codCampus"), *campus_candidates(metadata)],
+            send_began=subscription.sending_since,  # the earlier unknown send, if any
+        )
+        if is_ours(candidate, sent):
+            return outcome
+        return Outcome.move(
+            Status.UNKNOWN,
+            error=held_reason("Estácio (ATL016)", [candidate], sent),
+            follow_up=result.body,
+            ies_data={
+                "campus_refused": [],
+                "adoption": {
+                    "partner": "Estácio",
+                    "sent": sent.shown(),
+                    "listed": [candidate.shown()],
+                },
+            },
+            label="held_not_ours",
+        )
 
     def _send(
         self, payload: dict[str, Any], subscription: Subscription
@@ -291,6 +335,12 @@ class EstacioAdapter(IESAdapter):
         )
 
     # --- helpers ------------------------------------------------------------------------------
+    def breaker_probe(self, api: str, subscription: Subscription) -> HttpResult | None:
+        """Estácio offers no harmless read: an empty registration or consent (refused as
+        invalid, nobody registered), or a CEP lookup (issue 21)."""
+        key = _probe_key(self, api)
+        return self.client.breaker_probe(key, subscription) if key else None
+
     def _quota_spent(self, which: str, rate_limit: str) -> Outcome:
         """Our share of a partner's quota is spent for longer than a run waits: come back
         later without counting an attempt (a backlog must not dead-letter students)."""
@@ -300,6 +350,14 @@ class EstacioAdapter(IESAdapter):
         return Outcome.defer(
             until, note=f"{which} quota ({rate_limit}) spent; next try at {until:%H:%M:%S} UTC"
         )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _probe_key(adapter: EstacioAdapter, api: str) -> str | None:
+    return next((k for k, r in adapter.apis.items() if r.client_name == api), None)
 
 
 def _window(api: EstacioApiResource, settings: Any) -> RegisterWindow | None:

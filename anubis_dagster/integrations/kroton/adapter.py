@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.quota import Priority
+from anubis_dagster.core.adoption import Candidate, Sent, held_reason, is_ours, parse_time
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.core.validation import UsedFields
@@ -28,6 +29,7 @@ from anubis_dagster.integrations.base import (
 )
 from anubis_dagster.integrations.kroton import health as kroton_health
 from anubis_dagster.integrations.kroton.client import KrotonClient
+from anubis_dagster.integrations.kroton.health import CATALOG_PROBE_QUERY
 from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
 from anubis_dagster.integrations.kroton.payload import (
     PAYLOAD_FIELDS,
@@ -121,6 +123,12 @@ class KrotonAdapter(IESAdapter):
             ies_data={
                 "kroton_offers": [o["id"] for o in chosen],
                 "kroton_sistema": chosen[0].get("sistema"),
+                # what an inscription of ours shows at Kroton (adopt only ours: issue 21)
+                "kroton_sent": {
+                    "cursos": [o.get("dsCurso") for o in chosen],
+                    "unidades": [o.get("idUnidadeOrigem") for o in chosen],
+                    "periodos": [o.get("periodoCaptacao") for o in chosen],
+                },
             },
         )
 
@@ -185,11 +193,14 @@ class KrotonAdapter(IESAdapter):
 
     def _refusal(self, subscription: Subscription, result: HttpResult) -> Outcome:
         body = result.body if isinstance(result.body, dict) else {"text": result.body}
-        if result.status == 409:  # Kroton already has this CPF: adopt its inscription
+        if result.status == 409:  # Kroton already has this CPF: adopt it only if it is ours
             found = self.find_existing(subscription)
             if found is not None and found.definite:
+                if found.status is Status.UNKNOWN:
+                    return found
                 return found.with_(
-                    note="Kroton refused a duplicate CPF; its existing inscription adopted"
+                    note="Kroton refused a duplicate CPF; its existing inscription (ours: it "
+                    "matches what we sent) adopted"
                 )
         return Outcome.move(
             Status.REGISTER_FAILED,
@@ -199,6 +210,9 @@ class KrotonAdapter(IESAdapter):
         )
 
     def find_existing(self, subscription: Subscription) -> Outcome | None:
+        """After an unclear send (or a 409): the inscription of this CPF that is ours, adopted;
+        someone else's held as `unknown` with both shown; None when Kroton lists none active
+        (sending again is right)."""
         result = self.client.inscriptions_by_cpf(
             subscription.cpf or "", subscription, priority=Priority.HIGH
         )
@@ -208,18 +222,47 @@ class KrotonAdapter(IESAdapter):
                 unknown=True,
                 label=f"lookup_{result.outcome}",
             )
-        inscription = _pick(result.body, subscription.external_id)
-        if inscription is None:
-            return None
-        status = processing_status(inscription.get("status")) or Status.REGISTERED
-        if status is Status.FAILED:
-            return None  # a failed inscription there: sending again is right
+        items = _items(result.body)
+        active = [i for i in items if processing_status(i.get("status")) is not Status.FAILED]
+        if not active:
+            return None  # none, or only failed inscriptions there: sending again is right
+        sent = sent_of(subscription)
+        ours = _ours(active, subscription.external_id, sent)
+        if ours is None:
+            candidates = [_candidate(i) for i in active]
+            return Outcome.move(
+                Status.UNKNOWN,
+                error=held_reason("Kroton", candidates, sent),
+                follow_up=result.body,
+                ies_data={
+                    "adoption": {
+                        "partner": "Kroton",
+                        "sent": sent.shown(),
+                        "listed": [c.shown() for c in candidates],
+                    }
+                },
+                label="held_not_ours",
+            )
+        status = processing_status(ours.get("status")) or Status.REGISTERED
         return Outcome.move(
             status,
-            external_id=_str(inscription.get("id")),
+            external_id=_str(ours.get("id")),
             follow_up=result.body,
             label=f"found_{status.value}",
         )
+
+    # --- circuit breaker probe (issue 21) ----------------------------------------------------
+    def breaker_probe(self, api: str, subscription: Subscription) -> HttpResult | None:
+        """A read only: the waiting student's inscriptions by CPF (the API), or the count of
+        open offers (the catalog). Never a registration."""
+        for key, resource in self.apis.items():
+            if resource.client_name != api:
+                continue
+            if key == "kroton_api" and subscription.cpf:
+                return self.client.probe_by_cpf(subscription.cpf, subscription)
+            if key == "kroton_catalog":
+                return self.client.probe_catalog(CATALOG_PROBE_QUERY, subscription)
+        return None
 
     # --- check --------------------------------------------------------------------------------
     def check(self, subscription: Subscription) -> Outcome:
@@ -241,10 +284,15 @@ class KrotonAdapter(IESAdapter):
             return Outcome.retry(result.describe(), label=f"check_{result.outcome}")
         if not isinstance(result.body, dict) or not isinstance(result.body.get("inscricoes"), list):
             return Outcome.retry("CPF answer has no inscricoes list", label="check_garbage")
-        inscription = _pick(result.body, subscription.external_id)
+        # only the inscription whose id we hold (or, without one, one that matches what we sent)
+        inscription = _ours(
+            _items(result.body),
+            subscription.external_id,
+            sent_of(subscription, since=subscription.sent_at),
+        )
         if inscription is None:
             return Outcome(
-                error="Kroton lists no inscription for this CPF yet",
+                error="Kroton lists no inscription of ours for this CPF yet",
                 label="check_not_listed",
                 follow_up=result.body,
             )
@@ -278,16 +326,45 @@ class KrotonAdapter(IESAdapter):
         return Outcome(status=status, follow_up=source, external_id=external_id, label=status.value)
 
 
-def _pick(body: Any, external_id: str | None) -> dict[str, Any] | None:
-    """Our inscription in a CPF answer: the one with our id, else the most recent listed."""
+def _items(body: Any) -> list[dict[str, Any]]:
     items = body.get("inscricoes") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        return None
-    items = [i for i in items if isinstance(i, dict)]
-    for item in items:
-        if external_id and _str(item.get("id")) == external_id:
-            return item
-    return items[-1] if items else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _ours(
+    items: list[dict[str, Any]], external_id: str | None, sent: Sent
+) -> dict[str, Any] | None:
+    """Our inscription among a CPF's: the one with the id we hold; without an id, the most
+    recent one that matches what we sent (`core/adoption.py`). Never another one."""
+    if external_id:
+        return next((i for i in items if _str(i.get("id")) == external_id), None)
+    matching = [i for i in items if is_ours(_candidate(i), sent)]
+    return matching[-1] if matching else None
+
+
+def _candidate(item: dict[str, Any]) -> Candidate:
+    """An inscription as Kroton's CPF answer shows it: `curso`, `unidade` (the contract);
+    `periodoCaptacao` and `dataInscricao` when it shows them (the sandbox's assumption)."""
+    return Candidate(
+        id=_str(item.get("id")),
+        course=_str(item.get("curso")),
+        campus=_str(item.get("unidade")),
+        period=_str(item.get("periodoCaptacao")),
+        created_at=parse_time(item.get("dataInscricao")),
+        extra={"status": item.get("status"), "sistema": item.get("sistema")},
+    )
+
+
+def sent_of(subscription: Subscription, since: datetime | None = None) -> Sent:
+    """What we sent Kroton for this subscription; `since`: when the send began (default: the
+    earlier unknown send's marker; None for a first send)."""
+    data = (subscription.ies_data or {}).get("kroton_sent") or {}
+    return Sent.of(
+        courses=data.get("cursos") or (),
+        campuses=data.get("unidades") or (),
+        periods=data.get("periodos") or (),
+        send_began=since if since is not None else subscription.sending_since,
+    )
 
 
 def _messages(body: Any) -> str:

@@ -53,3 +53,25 @@ class KrotonClient:
         return self._clients["kroton_api"].request(
             "check_inscription", "GET", path, subscription=subscription, priority=Priority.LOW
         )
+
+    # --- circuit breaker probes (issue 21): one try each, reads only ---------------------------
+    def probe_by_cpf(self, cpf: str, subscription: Subscription) -> HttpResult:
+        return self._clients["kroton_api"].request(
+            "breaker_probe",
+            "GET",
+            CPF_PATH.format(cpf=cpf),
+            subscription=subscription,
+            priority=Priority.LOW,
+            tries=1,
+        )
+
+    def probe_catalog(self, query: dict, subscription: Subscription) -> HttpResult:
+        return self._clients["kroton_catalog"].request(
+            "breaker_probe",
+            "POST",
+            CATALOG_PATH,
+            subscription=subscription,
+            json_body=query,
+            priority=Priority.LOW,
+            tries=1,
+        )

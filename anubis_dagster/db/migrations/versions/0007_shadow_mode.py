@@ -1,7 +1,7 @@
 """integrations.shadow_since / shadow_ended_at: an integration's shadow run (issue 20)
 
-Revision ID: t20c_shadow
-Revises: t22b_privacy
+Revision ID: 0007_shadow_mode
+Revises: 0006_privacy_requests
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "t20c_shadow"
-down_revision: str | None = "t22b_privacy"
+revision: str = "0007_shadow_mode"
+down_revision: str | None = "0006_privacy_requests"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

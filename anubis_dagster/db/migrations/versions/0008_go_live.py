@@ -1,7 +1,7 @@
 """integrations.go_live_at (the go-live point) and subscriptions.legacy_status (imported rows)
 
-Revision ID: t20a_go_live
-Revises: t20c_shadow
+Revision ID: 0008_go_live
+Revises: 0007_shadow_mode
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "t20a_go_live"
-down_revision: str | None = "t20c_shadow"
+revision: str = "0008_go_live"
+down_revision: str | None = "0007_shadow_mode"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

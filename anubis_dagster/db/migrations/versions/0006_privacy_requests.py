@@ -1,6 +1,6 @@
 """privacy_requests: the audit trail of data-subject requests (issue 22, LGPD art. 18)
 
-Revision ID: t22b_privacy
+Revision ID: 0006_privacy_requests
 Revises: 0005_integration_pause
 Create Date: 2026-12-07 03:00:00
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "t22b_privacy"
+revision: str = "0006_privacy_requests"
 down_revision: str | None = "0005_integration_pause"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -13,8 +13,8 @@ subscriptions and 5,000,000 events
 On PostgreSQL each index is built while the table is locked for writes (a minute at most at
 the cutover size, measured in BENCHMARKS.md); run the upgrade before the services start.
 
-Revision ID: t20b_scale_indexes
-Revises: t20a_go_live
+Revision ID: 0009_scale_indexes
+Revises: 0008_go_live
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "t20b_scale_indexes"
-down_revision: str | None = "t20a_go_live"
+revision: str = "0009_scale_indexes"
+down_revision: str | None = "0008_go_live"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

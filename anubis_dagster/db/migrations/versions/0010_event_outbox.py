@@ -1,7 +1,7 @@
 """event_outbox: events for other services, published to Kafka (issue 25)
 
-Revision ID: t25_outbox
-Revises: t20b_scale_indexes
+Revision ID: 0010_event_outbox
+Revises: 0009_scale_indexes
 Create Date: 2026-12-07 03:30:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "t25_outbox"
-down_revision: str | None = "t20b_scale_indexes"
+revision: str = "0010_event_outbox"
+down_revision: str | None = "0009_scale_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
