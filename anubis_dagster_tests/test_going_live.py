@@ -555,3 +555,80 @@ def test_launchpad_jobs_take_their_source_from_the_settings(
             session.execute(select(Subscription.order_id, Subscription.legacy_status)).all()
         )
     assert rows == {-1: "registered", 9: "registered"}
+
+
+def test_cutover_from_a_shadow_run_sends_each_student_once(
+    harness: Harness, kroton: KrotonSandbox, legacy_url: str
+) -> None:
+    """The whole runbook with shadow mode: during the shadow run Anubis sends nobody (its
+    students end `shadowed`); the final import makes the shadow students the legacy registered
+    `duplicate`; go-live, shadow off, and a takeover of the shadow period releases the ones the
+    legacy never sent or left pending. Every paid student is registered once, by one system."""
+    from anubis_dagster.legacy.shadow import set_shadow
+    from anubis_dagster.resources import prepare_database
+
+    minute = timedelta(minutes=1)
+    prepare_database(harness.db_url)  # the integrations file synced, as any command does
+    with session_scope(harness.db_url) as session:
+        set_shadow(session, "kroton", True)
+    during_shadow = {
+        1: NOW - 300 * minute,  # the legacy registers it
+        2: NOW - 240 * minute,  # the legacy registers it
+        3: NOW - 200 * minute,  # the legacy never saw it (its import missed it)
+        4: NOW - 120 * minute,  # the legacy had it pending when it was stopped
+    }
+    harness.source.load([make_order(n, updated_at=t) for n, t in during_shadow.items()])
+    intake(harness)
+    harness.deliver_until_settled("kroton")
+    assert kroton.stats()["registrations_per_cpf"] == {}  # shadow: nothing written
+    assert {by_cpf(harness)[("kroton", make_cpf(n))][-1] for n in during_shadow} == {"shadowed"}
+
+    # the legacy is stopped at L and imported a final time
+    last_legacy_import = NOW - 60 * minute
+    legacy_sent = {n: legacy_registration(kroton, make_cpf(n)) for n in (1, 2)}
+    add_students(
+        legacy_url,
+        [
+            {"id": n, "cpf": make_cpf(n), "status": "registered", "sent_at": during_shadow[n],
+             "partner_id": legacy_sent[n]}
+            for n in (1, 2)
+        ]
+        + [{"id": 4, "cpf": make_cpf(4), "status": "to_register"}],
+    )  # fmt: skip
+    report = import_kroton(harness.db_url, legacy_url)
+    assert report.notes["superseded"] == 2 and not report.notes["both_sent"]
+    for n in (1, 2):  # the shadow run's copies of the legacy's students: never sent
+        assert by_cpf(harness)[("kroton", make_cpf(n))][0] == "duplicate"
+
+    # go live at L, shadow off; new students arrive
+    run_go_live(harness.db_url, "kroton", last_legacy_import)
+    run_go_live(harness.db_url, "estacio", last_legacy_import)
+    with session_scope(harness.db_url) as session:
+        set_shadow(session, "kroton", False)
+    after = {5: NOW - 50 * minute, 6: NOW - 5 * minute}
+    harness.source.load([make_order(n, updated_at=t) for n, t in after.items()])
+    intake(harness)
+    harness.deliver_until_settled("kroton")
+    # the shadow run's students are not sent on their own when the integration goes live
+    assert set(kroton.stats()["registrations_per_cpf"]) == {make_cpf(5), make_cpf(6)}
+
+    # the operator takes the shadow period over: a dry run first, then for real
+    period = (during_shadow[1] - minute, last_legacy_import)
+    dry = run_takeover(harness.db_url, "kroton", *period, dry_run=True, tty=False)
+    assert dry.released == 2
+    assert by_cpf(harness)[("kroton", make_cpf(3))] == ["shadowed"]
+    done = run_takeover(harness.db_url, "kroton", *period, tty=False)
+    assert done.released == 2
+    harness.deliver_until_settled("kroton")
+
+    anubis_sent = Counter(kroton.stats()["registrations_per_cpf"])
+    everyone = {make_cpf(n) for n in (*during_shadow, *after)}
+    assert anubis_sent + Counter(make_cpf(n) for n in legacy_sent) == Counter(
+        {cpf: 1 for cpf in everyone}
+    )
+    # a second takeover and pass change nothing
+    again = run_takeover(harness.db_url, "kroton", *period, tty=False)
+    assert again.released == 0
+    intake(harness)
+    harness.deliver_until_settled("kroton")
+    assert Counter(kroton.stats()["registrations_per_cpf"]) == anubis_sent

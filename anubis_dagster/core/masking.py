@@ -226,7 +226,7 @@ def mask_name(name: str | None) -> str:
 
 
 def _domain_end(text: str, start: int, stop: int) -> int:
-    """End of the e-mail domain in `text[start:stop]` (a run of domain characters), as the
+    r"""End of the e-mail domain in `text[start:stop]` (a run of domain characters), as the
     greedy pattern `[A-Za-z0-9.-]+\.[A-Za-z]{2,}` would end it; `start` if there is none."""
     dot = text.rfind(".", start + 2, stop)  # at least one character before the dot
     while dot != -1:

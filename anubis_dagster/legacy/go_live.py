@@ -343,15 +343,24 @@ class TakeoverReport:
     taken_over: int = 0  # before_go_live → sent (or invalid/duplicate) for this integration
     created: int = 0  # never-read orders that got their subscription
     by_status: Counter[str] = field(default_factory=Counter)  # this integration's outcomes
+    #: a shadow run's students paid in the range, released to be sent (`legacy/shadow.py`)
+    released: int = 0
+    #: shadowed students not released, with why (e.g. another subscription holds the CPF)
+    not_released: Counter[str] = field(default_factory=Counter)
 
     def describe(self) -> str:
         verb = "would take over" if self.dry_run else "took over"
         head = (
             f"{verb} {self.key} orders from {self.start.isoformat()} to {self.end.isoformat()}: "
             f"{self.orders} orders read, {self.taken_over} held before go-live now decided "
-            f"again, {self.created} new subscriptions"
+            f"again, {self.created} new subscriptions, {self.released} shadow-run students "
+            "released"
         )
         parts = [f"  {status}: {count}" for status, count in sorted(self.by_status.items())]
+        parts += [
+            f"  shadowed, not released ({why}): {count}"
+            for why, count in sorted(self.not_released.items())
+        ]
         return "\n".join([head, *parts])
 
 
@@ -416,7 +425,48 @@ def takeover(
         ) - _revalidated_for(chunk, key)
         if progress is not None:
             progress(chunk.orders)
+    _release_shadowed(session_factory, integration.id, key, start, end, report, run_id)
     return report
+
+
+def _release_shadowed(
+    session_factory: Callable[[], Session],
+    integration_id: int,
+    key: str,
+    start: datetime,
+    end: datetime,
+    report: TakeoverReport,
+    run_id: str | None,
+) -> None:
+    """The shadow run's students paid in [start, end) that the legacy never registered (an
+    imported registration made those `duplicate`) start again, to be sent once the integration
+    is live: without this, a student the legacy missed during the shadow run would stay
+    `shadowed` for ever. Same transaction rule as the chunks: rolled back in a dry run."""
+    from anubis_dagster.legacy.shadow import release_shadowed
+
+    session = session_factory()
+    try:
+        ids = list(
+            session.scalars(
+                select(Subscription.id).where(
+                    Subscription.integration_id == integration_id,
+                    Subscription.status == Status.SHADOWED.value,
+                    Subscription.order_updated_at >= start,
+                    Subscription.order_updated_at < end,
+                )
+            )
+        )
+        if not ids:
+            return
+        released = release_shadowed(session, key, ids, run_id=run_id, dry_run=report.dry_run)
+        report.released += len(released.released)
+        report.not_released.update(str(item["reason"]) for item in released.skipped)
+        if report.dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    finally:
+        session.close()
 
 
 def _revalidated_for(chunk: object, key: str) -> int:

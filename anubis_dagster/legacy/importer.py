@@ -53,8 +53,14 @@ from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
 from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
 
 OPERATION = "legacy_import"
-#: waiting statuses of a subscription Anubis never sent, which an imported registration replaces
-NEVER_SENT = (Status.TO_SYNC.value, Status.TO_SYNC_LGPD.value, Status.TO_REGISTER.value)
+#: statuses of a subscription Anubis never sent, which an imported registration replaces: the
+#: waiting ones, and a shadow run's (`shadowed`: everything but the send was done)
+NEVER_SENT = (
+    Status.TO_SYNC.value,
+    Status.TO_SYNC_LGPD.value,
+    Status.TO_REGISTER.value,
+    Status.SHADOWED.value,
+)
 
 
 @dataclass
