@@ -299,6 +299,8 @@ def test_legacy_import_twice_changes_nothing_and_the_final_import_updates(
     assert dry.updated == Counter({"registered": 1}) and snapshot() == before
     final = import_kroton(anubis_env, legacy_url)
     assert final.updated == Counter({"registered": 1})
+    # the legacy's move is heard like any status change, in the import's transaction
+    assert outbox_types() == Counter({"subscription.imported": 4, "subscription.sent": 1})
     rows = {r[0]: r for r in snapshot()[0]}
     updated = next(r for r in rows.values() if r[3] == "registered" and r[2] == make_cpf(2))
     assert updated[1] == "registered"
@@ -362,7 +364,8 @@ def test_legacy_csv_is_checked_whole_with_line_numbers(
     assert "imported 2" in out and "skipped (bad CSV line): 5" in out
     with session_scope(anubis_env) as session:
         rows = dict(session.execute(select(Subscription.order_id, Subscription.status)).all())
-    assert rows == {1: "registered", 7: "failed"}
+    # a failed student's row takes a stand-in: its order's own id stays free for a takeover
+    assert rows == {1: "registered", -7: "failed"}
 
 
 # --- go-live and takeover ------------------------------------------------------------------
@@ -632,3 +635,25 @@ def test_cutover_from_a_shadow_run_sends_each_student_once(
     intake(harness)
     harness.deliver_until_settled("kroton")
     assert Counter(kroton.stats()["registrations_per_cpf"]) == anubis_sent
+
+
+def test_a_pending_legacy_student_with_its_order_id_is_sent_by_the_takeover(
+    harness: Harness, kroton: KrotonSandbox, tmp_path: Path
+) -> None:
+    """A CSV record the legacy left pending (`to_register`, with the real order id) becomes
+    `taken_over` on a stand-in id: the takeover of its range sends the order itself, once."""
+    minute = timedelta(minutes=1)
+    paid = NOW - 90 * minute
+    harness.source.load([make_order(2, updated_at=paid)])
+    csv_path = estacio_csv(tmp_path / "k.csv", [f"2,{make_cpf(2)},kroton,to_register,,"])
+    report, _ = run_import(harness.db_url, "kroton", CsvLegacyReader(csv_path, "kroton"), tty=False)
+    assert report.total_imported == 1
+    go_live = NOW - 60 * minute
+    run_go_live(harness.db_url, "kroton", go_live)
+    run_go_live(harness.db_url, "estacio", go_live)
+    intake(harness)
+    harness.deliver_until_settled("kroton")
+    assert kroton.stats()["registrations_per_cpf"] == {}  # before the point: not sent
+    run_takeover(harness.db_url, "kroton", paid - minute, go_live, tty=False)
+    harness.deliver_until_settled("kroton")
+    assert kroton.stats()["registrations_per_cpf"] == {make_cpf(2): 1}

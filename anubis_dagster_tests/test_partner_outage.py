@@ -248,3 +248,51 @@ def test_students_whose_retries_ran_out_in_the_streak_are_put_back(
     assert put_back == 2  # students 1 and 2 were held as their retries ran out (calls 6-11)
     assert not alerts(sink, "unknown outcome") and not alerts(sink, "exhausted their retries")
     assert len(alerts(sink, "is down since")) == 1
+
+
+def test_the_probe_is_not_withheld_by_the_shadow_gate_after_a_shadow_run(
+    estacio: EstacioSandbox,  # noqa: F811
+    anubis_env: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a cutover from a shadow run, the oldest open student may be one the gate withholds
+    (imported, or of the shadow period): the probe changes nothing at the partner, so it goes
+    out anyway, and the breaker closes once the partner is back (it used to stay open)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from anubis_dagster.db.models import Integration
+    from anubis_dagster.legacy.operations import run_import
+    from anubis_dagster.legacy.readers import CsvLegacyReader
+    from anubis_dagster_tests.factories import make_cpf
+
+    monkeypatch.setenv("ANUBIS_BREAKER_PROBE_SECONDS", "0.5")
+    harness = Harness(anubis_env)
+    path = tmp_path / "legacy.csv"
+    path.write_text(
+        "order_id,cpf,integration,status,partner_id,sent_at\n"
+        f",{make_cpf(90)},estacio,registered,E90,2026-11-01T10:00:00Z\n",
+        encoding="utf-8",
+    )
+    run_import(anubis_env, "estacio", CsvLegacyReader(path, "estacio"), tty=False)
+    with session_scope(anubis_env) as session:  # a shadow run happened and ended
+        session.execute(
+            update(Integration)
+            .where(Integration.key == "estacio")
+            .values(shadow_ended_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    harness.ingest([make_order(i, offer=ESTACIO_OFFER) for i in range(1, 21)])
+    estacio.configure(outage="5xx")
+    assert harness.deliver("estacio").success
+    assert store.read(anubis_env, "onetrust").open
+    estacio.configure(outage="")
+    for _ in range(3):
+        state = store.read(anubis_env, "onetrust")
+        if not state.open:
+            break
+        assert state.next_probe_at is not None
+        time.sleep(max(0.0, (state.next_probe_at - datetime.now(UTC)).total_seconds()) + 0.1)
+        harness.deliver("estacio")
+    assert not store.read(anubis_env, "onetrust").open

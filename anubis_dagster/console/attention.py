@@ -74,7 +74,10 @@ def needs_attention(
         s.status.in_(list(ATTENTION)),
         and_(s.status.in_(list(WAITING)), paid < now - waiting_limit),
     )
-    filters = [condition]
+    # a student imported from the legacy service is the legacy's story: its kept failures are
+    # not Anubis's dead letters (the requeue refuses them; a takeover sends their order), and
+    # its open registrations are followed by the status checks like any other
+    filters = [condition, s.legacy_status.is_(None)]
     if integration is not None:
         filters.append(Integration.key == integration)
     if since is not None:

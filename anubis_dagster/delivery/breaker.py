@@ -293,6 +293,11 @@ class Gate:
         self.guard.probing.add(api)
         result: HttpResult | None = None
         answered = True
+        # the probe is built to change nothing at the partner (a read, or an empty request it
+        # refuses): the shadow gate would withhold it for a shadow run's student, or in shadow
+        # mode, and the breaker would then never close
+        call = self.adapter.ctx.call
+        gate, call.before_change = call.before_change, None
         try:
             if subject is not None:
                 result = self.adapter.breaker_probe(api, subject)
@@ -301,6 +306,7 @@ class Gate:
             self.log(f"breaker probe of {api} failed: {type(exc).__name__}")
             answered = False
         finally:
+            call.before_change = gate
             self.guard.probing.discard(api)
         now = utcnow()
         if not answered:
@@ -337,7 +343,8 @@ class Gate:
                     Subscription.integration_id == self.integration_id,
                     Subscription.status.not_in(finals),
                 )
-                .order_by(Subscription.id)
+                # Anubis's own backlog first: an imported student is the legacy's
+                .order_by(Subscription.legacy_status.is_not(None), Subscription.id)
                 .limit(1)
             ).first()
             if subscription is not None:

@@ -51,8 +51,15 @@ from anubis_dagster.intake.watermark import read_watermark
 OPERATION = "go_live"
 #: the largest order id: a watermark at (point - 1 µs, MAX_ID) makes intake read from the point
 MAX_ID = 2**63 - 1
-#: waiting statuses a never-sent subscription may be in when its integration goes live
-WAITING = (Status.TO_SYNC, Status.TO_SYNC_LGPD, Status.TO_REGISTER)
+#: statuses a never-sent subscription may be in when its integration goes live: waiting, or
+#: retrying a step before the send (a course sync or a consent that failed for now)
+WAITING = (
+    Status.TO_SYNC,
+    Status.COURSE_FAILED,
+    Status.TO_SYNC_LGPD,
+    Status.SYNC_LGPD_FAILED,
+    Status.TO_REGISTER,
+)
 HELD_BACK_NOTE = (
     "paid before {key}'s go-live point ({at:%Y-%m-%d %H:%M} UTC): the legacy service's; "
     "never sent unless taken over (anubis takeover)"

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.states import Status
+from anubis_dagster.db import outbox
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, utcnow
 from anubis_dagster.db.transitions import (
     TRANSITION,
@@ -51,13 +52,17 @@ from anubis_dagster.db.transitions import (
 )
 from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
 from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
+from anubis_dagster.settings import get_settings
 
 OPERATION = "legacy_import"
 #: statuses of a subscription Anubis never sent, which an imported registration replaces: the
-#: waiting ones, and a shadow run's (`shadowed`: everything but the send was done)
+#: waiting ones (a step before the send retrying included), and a shadow run's (`shadowed`:
+#: everything but the send was done)
 NEVER_SENT = (
     Status.TO_SYNC.value,
+    Status.COURSE_FAILED.value,
     Status.TO_SYNC_LGPD.value,
+    Status.SYNC_LGPD_FAILED.value,
     Status.TO_REGISTER.value,
     Status.SHADOWED.value,
 )
@@ -178,6 +183,8 @@ def import_batch(
     """Import one batch in the session's transaction (the caller commits)."""
     report.read += len(records)
     now = utcnow()
+    secret = get_settings().anubis_privacy_key
+    key = secret.get_secret_value().encode() if secret is not None else None
     wanted: dict[int, tuple[LegacyRecord, Mapped]] = {}
     for record in records:
         mapped = map_status(record.legacy_status)
@@ -186,8 +193,8 @@ def import_batch(
             continue
         order_id = (
             record.order_id
-            if record.order_id is not None
-            else synthetic_order_id(record.legacy_id, record.cpf)
+            if record.order_id is not None and not mapped.order_is_anubis
+            else synthetic_order_id(record.legacy_id, record.cpf, key)
         )
         if order_id in wanted:
             report.skipped["the same student twice in the legacy's records"] += 1
@@ -276,6 +283,7 @@ def import_batch(
                 "payload": {
                     "legacy": {
                         "legacy_id": record.legacy_id,
+                        "order_id": record.order_id,
                         "status": record.legacy_status,
                         "partner_id": record.partner_id,
                         "sent_at": record.sent_at.isoformat() if record.sent_at else None,
@@ -312,6 +320,14 @@ def import_batch(
         rendered=RenderedJson(),
     )
     if updates:
+        # the legacy moved these since the last import: other services hear it as any status
+        # change (read before the update: the previous status comes from the table)
+        outbox.bulk_event_rows(
+            session,
+            created=(),
+            updated=updates,
+            events=[e for e in events if e["subscription_id"] in updated],
+        )
         _apply_updates(session, updates)
         session.execute(
             insert(SubscriptionEvent), [e for e in events if e["subscription_id"] in updated]

@@ -27,6 +27,8 @@ Pure data and rules, no I/O.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from anubis_dagster.core.states import Status, holds_cpf
@@ -41,8 +43,16 @@ class Mapped:
     def holds_cpf(self) -> bool:
         return holds_cpf(self.status)
 
+    @property
+    def order_is_anubis(self) -> bool:
+        """The legacy did not (or no longer) hold this student: Anubis sends the order itself,
+        (1) and (2) of the table, so the imported row must not take the order's own id."""
+        return self.status in ANUBIS_SENDS_THE_ORDER
+
 
 S = Status
+#: the imported statuses whose student's order Anubis sends itself ((1) and (2) above)
+ANUBIS_SENDS_THE_ORDER = frozenset({S.TAKEN_OVER, S.FAILED, S.REGISTER_FAILED, S.EMPTY_COURSE})
 TAKEN_OVER = "the legacy never sent it: Anubis sends the student's order"
 KEPT_FAILED = "kept as the legacy left it; the student's order may be taken over"
 
@@ -65,11 +75,18 @@ def map_status(legacy_status: str) -> Mapped | None:
     return LEGACY_STATUSES.get(legacy_status.strip().lower())
 
 
-def synthetic_order_id(legacy_id: str, cpf: str) -> int:
-    """The `order_id` of an imported row the legacy knows no order for: minus the legacy's
-    numeric row id (Kroton's `subscriptions.id`), or minus the CPF (a CSV line with no order
-    id). Negative, so it never meets a real order's id; stable, so a second import finds it."""
+def synthetic_order_id(legacy_id: str, cpf: str, key: bytes | None = None) -> int:
+    """The `order_id` of an imported row that must not hold a real order's id (the legacy knows
+    none, or Anubis sends that order itself): minus the legacy's numeric id (Kroton's
+    `subscriptions.id`, the CSV's order id), else minus a keyed hash of the CPF (HMAC-SHA256
+    under `key`, SHA-256 without one), never the CPF itself: an order id is shown, published
+    and kept after erasure. Negative, so it never meets a real order's id; stable, so a second
+    import finds it."""
     text = legacy_id.strip()
     if text.isdigit() and 0 < int(text) < 2**62:
         return -int(text)
-    return -int(cpf)
+    message = b"anubis-legacy-order:" + cpf.encode()
+    digest = (
+        hmac.new(key, message, hashlib.sha256).digest() if key else hashlib.sha256(message).digest()
+    )
+    return -(int.from_bytes(digest[:7], "big") + 1)
