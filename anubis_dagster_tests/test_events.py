@@ -351,6 +351,9 @@ def test_the_sensor_backs_off_alerts_on_lag_and_prunes(
 
     monkeypatch.setenv("ANUBIS_KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap)
     monkeypatch.setenv("ANUBIS_EVENTS_LAG_ALERT_SECONDS", "900")
+    # the broker is back: give its first connection the default time (1 s, set above for the
+    # closed port, failed this under a loaded CI host)
+    monkeypatch.setenv("ANUBIS_EVENTS_DELIVERY_TIMEOUT_SECONDS", "20")
     ready = json.dumps({**json.loads(cursor or "{}"), "retry_at": 0.0})
     message, cursor = tick(ready)
     assert "6 published, 0 failed, 0 waiting" in message
