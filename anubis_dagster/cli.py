@@ -1,3 +1,5 @@
+# 473 lines, over the house's ~400 for now: one argparse parser and thin command shells; the
+# command shells move to a `cli/` package per area (issue 24).
 """The `anubis` command: operations that do not need the Dagster UI.
 
 anubis db upgrade                 migrate the app DB and sync the integrations file

@@ -1,3 +1,5 @@
+# 599 lines, over the house's ~400 for now: the one HTTP call path (outcomes, retries, bounded
+# streaming, gates); the bounded body reader is its seam (issue 24).
 """One HTTP call to a partner, done the same way for every IES.
 
 Each attempt: wait for the shared quota, report it to the context's `AttemptRecorder` before

@@ -1,3 +1,5 @@
+# 641 lines, over the house's ~400 for now: the one writer of statuses; the bulk COPY/executemany
+# writer is its seam (`db/bulk_write.py`, issue 24).
 """The only code that changes a subscription's status, and the writer of its event rows.
 
 Every change goes through `transition`, which asks `core.states` whether the move is legal,

@@ -1,3 +1,5 @@
+# 832 lines, over the house's ~400 for now: the StepRunner and its steps; claims/leases, the shadow
+# gate and the breaker hooks are its seams (issue 24, item 4).
 """The generic delivery machinery: claim due subscriptions, run one adapter step on each,
 record the outcome. Plain Python; `delivery.jobs` wraps it in Dagster ops.
 

@@ -1,3 +1,5 @@
+# 495 lines, over the house's ~400 for now: go-live points and takeovers; the takeover is its seam
+# (issue 24).
 """The go-live point of each integration: orders paid before it are the legacy service's.
 
 Design (issue 20). One timestamp per integration, `integrations.go_live_at`, set by an operator

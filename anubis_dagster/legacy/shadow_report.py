@@ -1,3 +1,5 @@
+# 541 lines, over the house's ~400 for now: the comparison and its Markdown rendering; rendering is
+# its seam (issue 24).
 """The shadow comparison: what Anubis would have sent beside what the legacy service sent, for
 one integration and period (issue 20, docs/shadow.md). This is how the team decides an
 integration is ready to go live.

@@ -1,3 +1,5 @@
+# 467 lines, over the house's ~400 for now: retention passes over one registry; the per-place
+# scrubbing and the subscription anonymisation are its seams (issue 24).
 """LGPD retention of the app DB: personal data is dropped, outcomes and counts are kept.
 
 Every place personal data lands is covered (issue 22), by age, whatever the status:
