@@ -657,3 +657,23 @@ def test_a_pending_legacy_student_with_its_order_id_is_sent_by_the_takeover(
     run_takeover(harness.db_url, "kroton", paid - minute, go_live, tty=False)
     harness.deliver_until_settled("kroton")
     assert kroton.stats()["registrations_per_cpf"] == {make_cpf(2): 1}
+
+
+@pytest.mark.parametrize("target", ["to_register", "register_failed", "registered"])
+def test_bulk_moves_refuse_a_status_that_holds_a_cpf_or_publishes(target: str) -> None:
+    """`transitions.move_many` (held back by a go-live point, superseded by the legacy) writes
+    neither `active_cpf` nor outbox rows, so it must refuse a target that needs either."""
+    from anubis_dagster.core.states import Status
+    from anubis_dagster.db.transitions import move_many
+
+    with pytest.raises(ValueError, match=target):
+        move_many(
+            None,  # type: ignore[arg-type]  # refused before any statement
+            [1],
+            Status(target),
+            integration_id=1,
+            note="",
+            operation="test",
+            run_id=None,
+            now=NOW,
+        )

@@ -19,6 +19,7 @@ student; a hash of the CPF would only add an identifier linkable across systems.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,19 +58,23 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """What an event says about one status change, besides its id, type and time: ids, the
+    two statuses, the step that decided (`reason`) and the partner's id; no personal data."""
+
+    subscription_id: int
+    order_id: int
+    integration_id: int
+    origin: str | None
+    status: str
+    previous_status: str | None
+    reason: str
+    partner_id: str | None
+
+
 def event_payload(
-    *,
-    event_id: str,
-    type_: str,
-    subscription_id: int,
-    order_id: int,
-    integration_id: int,
-    origin: str | None,
-    status: str,
-    previous_status: str | None,
-    reason: str,
-    partner_id: str | None,
-    occurred_at: datetime,
+    change: StatusChange, *, event_id: str, type_: str, occurred_at: datetime
 ) -> dict[str, Any]:
     """The stored part of an event (the publisher adds `integration` and `sequence`)."""
     return {
@@ -77,12 +82,14 @@ def event_payload(
         "event_type": type_,
         "schema_version": SCHEMA_VERSION,
         "occurred_at": iso(occurred_at),
-        "subscription_id": int(subscription_id),
-        "order_id": int(order_id),
-        "integration_id": int(integration_id),
-        "origin": origin,
-        "status": str(status),
-        "previous_status": str(previous_status) if previous_status is not None else None,
-        "reason": reason,
-        "partner_id": partner_id,
+        "subscription_id": int(change.subscription_id),
+        "order_id": int(change.order_id),
+        "integration_id": int(change.integration_id),
+        "origin": change.origin,
+        "status": str(change.status),
+        "previous_status": (
+            str(change.previous_status) if change.previous_status is not None else None
+        ),
+        "reason": change.reason,
+        "partner_id": change.partner_id,
     }

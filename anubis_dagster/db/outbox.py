@@ -17,49 +17,27 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from anubis_dagster.core.events import event_payload, event_type
+from anubis_dagster.core.events import StatusChange, event_payload, event_type
 from anubis_dagster.core.masking import mask_text
 from anubis_dagster.db.models import Integration, OutboxEvent, Subscription, utcnow
 
 
 def outbox_values(
-    *,
-    subscription_id: int,
-    order_id: int,
-    integration_id: int,
-    origin: str | None,
-    status: str,
-    previous_status: str | None,
-    reason: str,
-    partner_id: str | None,
-    now: datetime,
-    imported: bool = False,
+    change: StatusChange, *, now: datetime, imported: bool = False
 ) -> dict[str, Any] | None:
-    """Column values of the outbox row a move into `status` writes; None when it publishes
-    nothing. `imported`: a row created by the legacy import."""
-    type_ = event_type(status, imported=imported)
+    """Column values of the outbox row a move into `change.status` writes; None when it
+    publishes nothing. `imported`: a row created by the legacy import."""
+    type_ = event_type(change.status, imported=imported)
     if type_ is None:
         return None
     event_id = str(uuid.uuid4())
     return {
         "event_id": event_id,
         "event_type": type_,
-        "subscription_id": int(subscription_id),
+        "subscription_id": int(change.subscription_id),
         "created_at": now,
         "publish_attempts": 0,
-        "payload": event_payload(
-            event_id=event_id,
-            type_=type_,
-            subscription_id=subscription_id,
-            order_id=order_id,
-            integration_id=integration_id,
-            origin=origin,
-            status=status,
-            previous_status=previous_status,
-            reason=reason,
-            partner_id=partner_id,
-            occurred_at=now,
-        ),
+        "payload": event_payload(change, event_id=event_id, type_=type_, occurred_at=now),
     }
 
 
@@ -77,7 +55,7 @@ def add_event(
         return None
     if subscription.id is None:
         session.flush()  # the id the event names
-    values = outbox_values(
+    change = StatusChange(
         subscription_id=subscription.id,
         order_id=subscription.order_id,
         integration_id=subscription.integration_id,
@@ -86,8 +64,8 @@ def add_event(
         previous_status=previous_status,
         reason=operation,
         partner_id=subscription.external_id,
-        now=now or utcnow(),
     )
+    values = outbox_values(change, now=now or utcnow())
     assert values is not None
     row = OutboxEvent(**values)
     session.add(row)
@@ -115,7 +93,7 @@ def bulk_event_rows(
         return 0
     operations = {e["subscription_id"]: e["operation_name"] for e in events}
     for values in created:
-        row = outbox_values(
+        change = StatusChange(
             subscription_id=values["id"],
             order_id=values["order_id"],
             integration_id=values["integration_id"],
@@ -124,9 +102,8 @@ def bulk_event_rows(
             previous_status=None,
             reason=operations.get(values["id"], "create"),
             partner_id=values.get("external_id"),
-            now=now,
-            imported=_imported(values),
         )
+        row = outbox_values(change, now=now, imported=_imported(values))
         if row is not None:
             rows.append(row)
     if changes:
@@ -141,7 +118,7 @@ def bulk_event_rows(
         for sid, status, order_id, integration_id, origin, partner in session.execute(
             select(*columns).where(Subscription.id.in_(list(changes)))
         ):
-            row = outbox_values(
+            change = StatusChange(
                 subscription_id=sid,
                 order_id=order_id,
                 integration_id=integration_id,
@@ -150,8 +127,8 @@ def bulk_event_rows(
                 previous_status=status,
                 reason=operations.get(sid, "update"),
                 partner_id=changes[sid].get("external_id", partner),
-                now=now,
             )
+            row = outbox_values(change, now=now)
             if row is not None:
                 rows.append(row)
     if rows:

@@ -1,4 +1,4 @@
-# 641 lines, over the house's ~400 for now: the one writer of statuses; the bulk COPY/executemany
+# 692 lines, over the house's ~400 for now: the one writer of statuses; the bulk COPY/executemany
 # writer is its seam (`db/bulk_write.py`, issue 24).
 """The only code that changes a subscription's status, and the writer of its event rows.
 
@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import JSON, Table, bindparam, func, select, text, update
+from sqlalchemy import JSON, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
+from anubis_dagster.core.events import event_type
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.names import first_name_key
 from anubis_dagster.core.orders import get_path
@@ -256,6 +257,54 @@ def transition_values(
     if error is not None:
         values["last_error"] = mask_text(error)
     return values
+
+
+def move_many(
+    session: Session,
+    ids: Sequence[int],
+    target: Status,
+    *,
+    integration_id: int,
+    note: str,
+    operation: str,
+    run_id: str | None,
+    now: datetime,
+) -> None:
+    """Move the subscriptions `ids` of one integration to `target` with a few statements, each
+    with `note` as its last error and one transition event: the legacy side's bulk moves (held
+    back by a go-live point, superseded by the legacy's registration), too many for one
+    `transition` each. Only to a status that holds no CPF and publishes no event: this writes
+    neither `active_cpf` nor outbox rows, so any other target is refused."""
+    if holds_cpf(target) or event_type(target.value) is not None:
+        raise ValueError(f"move_many cannot move to {target.value}: it holds a CPF or publishes")
+    for start in range(0, len(ids), 1000):
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id.in_(ids[start : start + 1000]))
+            .values(
+                status=target.value,
+                active_cpf=None,
+                scheduled_to=None,
+                last_error=note,
+                updated_at=now,
+            )
+        )
+    events = [
+        event_values(
+            subscription_id=sid,
+            integration_id=integration_id,
+            kind=TRANSITION,
+            status=target.value,
+            operation=operation,
+            run_id=run_id,
+            error=note,
+            outcome=target.value,
+        )
+        | {"created_at": now, "updated_at": now}
+        for sid in ids
+    ]
+    if events:
+        session.execute(insert(SubscriptionEvent), events)
 
 
 def allocate_subscription_ids(session: Session, count: int, *, above: int = 0) -> list[int]:

@@ -41,12 +41,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.states import Status
-from anubis_dagster.db.models import Cursor, Integration, Subscription, SubscriptionEvent, utcnow
-from anubis_dagster.db.transitions import TRANSITION, event_values
+from anubis_dagster.db.models import Cursor, Integration, Subscription, utcnow
+from anubis_dagster.db.transitions import move_many
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
 from anubis_dagster.intake.watermark import read_watermark
 
@@ -170,37 +170,16 @@ def set_go_live(
         integration.go_live_at = at
         session.flush()
         if held:
-            now = utcnow()
-            note = HELD_BACK_NOTE.format(key=key, at=at)
-            ids = [sid for sid, _ in held]
-            for start in range(0, len(ids), 1000):
-                part = ids[start : start + 1000]
-                session.execute(
-                    update(Subscription)
-                    .where(Subscription.id.in_(part))
-                    .values(
-                        status=Status.BEFORE_GO_LIVE.value,
-                        active_cpf=None,
-                        scheduled_to=None,
-                        last_error=note,
-                        updated_at=now,
-                    )
-                )
-            events = []
-            for sid in ids:
-                values = event_values(
-                    subscription_id=sid,
-                    integration_id=integration.id,
-                    kind=TRANSITION,
-                    status=Status.BEFORE_GO_LIVE.value,
-                    operation=OPERATION,
-                    run_id=None,
-                    error=note,
-                    outcome=Status.BEFORE_GO_LIVE.value,
-                )
-                values.update(created_at=now, updated_at=now)
-                events.append(values)
-            session.execute(insert(SubscriptionEvent), events)
+            move_many(
+                session,
+                [sid for sid, _ in held],
+                Status.BEFORE_GO_LIVE,
+                integration_id=integration.id,
+                note=HELD_BACK_NOTE.format(key=key, at=at),
+                operation=OPERATION,
+                run_id=None,
+                now=utcnow(),
+            )
     floor = watermark_floor(session) if not dry_run else _floor_if(session, integration, at)
     if floor is not None:
         target = floor_key(floor)

@@ -49,7 +49,7 @@ from anubis_dagster.db.transitions import (
     TRANSITION,
     RenderedJson,
     allocate_subscription_ids,
-    event_values,
+    move_many,
     write_rows,
 )
 from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
@@ -378,33 +378,16 @@ def _supersede(
     session: Session, integration_id: int, ids: list[int], run_id: str | None, now: datetime
 ) -> None:
     """Anubis's never-sent subscriptions of students the legacy registered: `duplicate`."""
-    note = "the legacy service registered this student (imported from legacy): not sent"
-    session.execute(
-        update(Subscription)
-        .where(Subscription.id.in_(ids))
-        .values(
-            status=Status.DUPLICATE.value,
-            active_cpf=None,
-            scheduled_to=None,
-            last_error=note,
-            updated_at=now,
-        )
+    move_many(
+        session,
+        ids,
+        Status.DUPLICATE,
+        integration_id=integration_id,
+        note="the legacy service registered this student (imported from legacy): not sent",
+        operation=OPERATION,
+        run_id=run_id,
+        now=now,
     )
-    events = []
-    for sid in ids:
-        values = event_values(
-            subscription_id=sid,
-            integration_id=integration_id,
-            kind=TRANSITION,
-            status=Status.DUPLICATE.value,
-            operation=OPERATION,
-            run_id=run_id,
-            error=note,
-            outcome=Status.DUPLICATE.value,
-        )
-        values.update(created_at=now, updated_at=now)
-        events.append(values)
-    session.execute(insert(SubscriptionEvent), events)
 
 
 def _apply_updates(session: Session, rows: list[dict[str, Any]]) -> None:
