@@ -196,7 +196,8 @@ def _probe_run(
     if any(probe_due(s, now) or probe_lost(s, now) for s in broken.values()) and not (
         run_in_flight(instance, Flow.DELIVER.job_name, integration.key)
     ):
-        tags = {**partition_tags(integration.key, Flow.DELIVER.value, adapter, 1), PROBE_TAG: "true"}
+        tags = partition_tags(integration.key, Flow.DELIVER.value, adapter, 1)
+        tags[PROBE_TAG] = "true"
         plan.runs.append(PlannedRun(integration.key, Flow.DELIVER, 1, tags, probe=True))
         return True
     plan.down += [why_stopped(adapter, api, s) for api, s in sorted(broken.items())]
