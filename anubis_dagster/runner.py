@@ -30,6 +30,7 @@ from anubis_dagster.delivery.due import all_statuses, next_due_at
 from anubis_dagster.delivery.planner import DuePlan, plan_due_runs
 from anubis_dagster.intake.orders_source import OrdersSource, missing_table_message
 from anubis_dagster.intake.planning import plan_batches
+from anubis_dagster.intake.sensors import intake_run_in_flight
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.launching import execute_job_run
@@ -65,6 +66,10 @@ def run_intake(
     if not source.exists():  # never created here: one clear error naming the variable
         result.runs.append(("intake_job", "-", False))
         echo(f"intake: FAILED: {missing_table_message(source.url, source.table.name)}")
+        return
+    running = intake_run_in_flight(instance)
+    if running is not None:  # the sensor's rule too: the next run starts from what it commits
+        echo(f"intake: run {running.run_id[:8]} is {running.status.value}; not starting another")
         return
     intake = defs.resolve_job_def("intake_job")
     ran = False

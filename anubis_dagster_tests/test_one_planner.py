@@ -41,7 +41,7 @@ def sensor_plans(harness: Harness, instance: dg.DagsterInstance) -> Planned:
         return set()
     assert isinstance(result, dg.SensorResult)
     return {
-        (r.job_name, str(r.partition_key), r.tags.get("anubis/breaker_probe") == "true")
+        (str(r.job_name), str(r.partition_key), r.tags.get("anubis/breaker_probe") == "true")
         for r in result.run_requests or []
     }
 
@@ -168,3 +168,20 @@ def test_anubis_run_starts_what_the_sensor_asks_for(
     run = instance.get_runs()[0]
     assert run.tags["anubis/slot"] == "kroton:deliver"  # the sensor's tags, queue slot included
     assert run.tags["anubis/trigger"] == "anubis run"
+
+
+def test_an_intake_run_in_flight_holds_both_back(harness: Harness) -> None:
+    """The daemon's intake rule, one intake run at a time, holds for `anubis run` too: a run
+    in flight (say, the daemon's) will move the watermark; a second would read the same range."""
+    harness.source.load([make_order(1)])
+    instance = dg.DagsterInstance.ephemeral()
+    instance.create_run_for_job(
+        job_def=harness.defs.resolve_job_def("intake_job"), status=dg.DagsterRunStatus.STARTED
+    )
+    sensor = harness.defs.resolve_sensor_def("paid_orders_sensor")
+    tick = sensor(dg.build_sensor_context(instance=instance, resources=harness.defs.resources))
+    assert isinstance(tick, dg.SkipReason) and "STARTED" in str(tick.skip_message)
+    result = runner.PassResult()
+    lines: list[str] = []
+    runner.run_intake(harness.defs, instance, result, settle_seconds=0, echo=lines.append)
+    assert result.runs == [] and "not starting another" in lines[0]
