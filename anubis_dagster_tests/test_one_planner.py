@@ -6,7 +6,6 @@ the run queue), where the sensor lets one more wait in the queue for new student
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import update
 from anubis_dagster import runner
 from anubis_dagster.core.breaker import BreakerPhase, BreakerState
 from anubis_dagster.db import breaker as store
-from anubis_dagster.db.models import Subscription
+from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.delivery.breaker import api_names
 from anubis_dagster.integrations.base import adapter_class
@@ -85,8 +84,6 @@ def test_nothing_new_students_paused_and_failed_runs_plan_alike(harness: Harness
 
     # paused: neither plans a run for it
     with session_scope(harness.db_url) as session:
-        from anubis_dagster.db.models import Integration
-
         session.execute(
             update(Integration)
             .where(Integration.key == "estacio")
@@ -145,13 +142,9 @@ def test_an_open_breaker_plans_the_same_probe(harness: Harness) -> None:
 
 
 def test_anubis_run_starts_what_the_sensor_asks_for(
-    harness: Harness,
-    kroton: KrotonSandbox,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    harness: Harness, kroton: KrotonSandbox
 ) -> None:
     """Not only the plan: the runs `anubis run` executes are the sensor's requests."""
-    monkeypatch.chdir(tmp_path)
     harness.ingest([make_order(1), make_order(2)])
     instance = dg.DagsterInstance.ephemeral()
     asked = sensor_plans(harness, instance)
