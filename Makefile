@@ -5,6 +5,7 @@
 #   make test-topology – the production topology as processes on PostgreSQL (~6 min)
 #   make test-browser  – headless Chromium on the Dagster UI of a demo instance (~3 min)
 #   make screenshots   – refresh docs/images, the pictures of docs/operating.md (~4 min)
+#   make definitions-snapshot – refresh the definitions snapshot test's file after a change
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,8 @@ BIN    := $(VENV)/bin
 export ANUBIS_HOME  ?= $(CURDIR)/.anubis
 export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
 
-.PHONY: install demo test test-topology test-browser screenshots browser-deps ui lint bench clean
+.PHONY: install demo test test-topology test-browser screenshots browser-deps ui lint bench clean \
+	definitions-snapshot
 
 $(BIN)/anubis: pyproject.toml sandboxes/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +57,14 @@ lint: install
 	$(BIN)/mypy anubis_dagster sandboxes/anubis_sandboxes
 	$(BIN)/lint-imports
 	$(BIN)/bandit -c pyproject.toml -r anubis_dagster -q
+	@# the code location loads as Dagster loads it (exit 1 on an error); Dagster 1.13 calls this
+	@# command superseded by `dg check defs`, whose CLI (dagster-dg-cli) is not installed here
+	$(BIN)/dagster definitions validate -w workspace.yaml --log-level warning
+
+# after an intended change to jobs, sensors, schedules, partitions, tags or asset checks:
+# rewrite anubis_dagster_tests/snapshots/definitions.txt (review its diff, commit it)
+definitions-snapshot: install
+	ANUBIS_UPDATE_SNAPSHOTS=1 $(BIN)/python -m pytest -q anubis_dagster_tests/test_definitions_snapshot.py
 
 # the workspace file names the code location `anubis`, as `anubis run` and production do (a
 # run's Re-execute finds its location by that name); started from DAGSTER_HOME, where the

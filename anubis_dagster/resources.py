@@ -16,12 +16,16 @@ _prepared: set[str] = set()
 
 
 def prepare_database(url: str) -> None:
-    """Migrate the app DB and sync the integrations file into it (once per process)."""
+    """Migrate the app DB and sync the integrations file into it (once per process), both
+    under the migration lock (`db.migrate`): processes that start at once take turns."""
     if url in _prepared:
         return
-    upgrade(url)
-    with session_scope(url) as session:
-        sync_integrations(session, load_integrations())
+
+    def sync() -> None:
+        with session_scope(url) as session:
+            sync_integrations(session, load_integrations())
+
+    upgrade(url, then=sync)
     _prepared.add(url)
 
 

@@ -101,20 +101,20 @@ def test_one_run_per_tick_from_the_committed_watermark(
 def test_a_failed_run_leaves_its_orders_to_the_next_tick(
     env_orders: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from anubis_dagster.intake import jobs
+    from anubis_dagster.intake import loop
 
     instance = dg.DagsterInstance.ephemeral()
     OrdersSource(env_orders).load([make_order(i) for i in range(1, 4)])
     first = tick(env_orders, None, instance)
     request, _ = request_of(first)
-    real = jobs.ingest
+    real = loop.ingest
 
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(jobs, "ingest", crash)
+    monkeypatch.setattr(loop, "ingest", crash)
     assert not launch(request, instance)  # failed (its retries too)
-    monkeypatch.setattr(jobs, "ingest", real)
+    monkeypatch.setattr(loop, "ingest", real)
     retry = tick(env_orders, first.cursor, instance)
     retry_request, retry_config = request_of(retry)
     assert retry_config == request.run_config["ops"]["ingest_paid_orders"]["config"]

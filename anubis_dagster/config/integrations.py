@@ -22,6 +22,9 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.orders import ORIGINS
 from anubis_dagster.core.routing import FILTER_KEY_PATHS, NON_MATCH_KEYS
 from anubis_dagster.db.models import Integration, IntegrationFilter
+from anubis_dagster.integrations.base_settings import (
+    IntegrationSettings as IntegrationSettings,  # re-exported for older imports
+)
 from anubis_dagster.settings import check_retry_schedule, get_settings
 
 DEFAULT_FILE = Path(__file__).with_name("integrations.yaml")
@@ -30,26 +33,6 @@ FILE_ENV = "ANUBIS_INTEGRATIONS_FILE"
 
 class ConfigError(ValueError):
     """The integrations file is missing or invalid; the message says where."""
-
-
-class IntegrationSettings(BaseModel):
-    """The `settings` every integration accepts; an adapter's `settings_model` extends it.
-
-    Strict types: `catalog_cache_seconds: "3600"` is a mistake to report, not to coerce."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    retry_schedule: str | None = Field(
-        default=None,
-        description="this integration's retry schedule (overrides ANUBIS_RETRY_SCHEDULE)",
-    )
-
-    @field_validator("retry_schedule")
-    @classmethod
-    def _schedule(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_retry_schedule(value)
-        return value
 
 
 class FilterConfig(BaseModel):

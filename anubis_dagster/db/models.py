@@ -27,12 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from anubis_dagster.core.clock import utcnow as utcnow  # re-exported: many import it here
+
 # SQLite has no BIGINT autoincrement; ids stay BigInteger on PostgreSQL.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

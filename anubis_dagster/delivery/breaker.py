@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -28,6 +28,7 @@ from anubis_dagster.clients.errors import PartnerDown
 from anubis_dagster.clients.http import AttemptSubject, HttpResult
 from anubis_dagster.core import breaker as rule_
 from anubis_dagster.core.breaker import BreakerRule, BreakerState
+from anubis_dagster.core.clock import utcnow
 from anubis_dagster.core.states import FINAL_STATUSES, Status
 from anubis_dagster.db import breaker as store
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
@@ -42,10 +43,6 @@ from anubis_dagster.settings import get_settings
 RECHECK_SECONDS = 1.0
 #: times in the alerts and the sensor's reasons: the operators' clock
 LOCAL_ZONE = ZoneInfo("America/Sao_Paulo")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def api_names(adapter: type[IESAdapter]) -> list[str]:

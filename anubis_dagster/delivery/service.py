@@ -38,6 +38,7 @@ from anubis_dagster.clients.errors import (
 )
 from anubis_dagster.clients.http import AttemptSubject
 from anubis_dagster.clients.quota import QuotaWaitTooLong
+from anubis_dagster.core.clock import utcnow
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.retry_schedule import RetrySchedule
 from anubis_dagster.core.states import FINAL_STATUSES, Status, is_allowed
@@ -70,10 +71,6 @@ FAILED_STATUSES = frozenset(
         Status.FAILED,
     )
 )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

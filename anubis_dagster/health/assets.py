@@ -23,11 +23,12 @@ from sqlalchemy import select
 
 from anubis_dagster.clients.probes import Level
 from anubis_dagster.console.report import build_report
+from anubis_dagster.core.clock import utcnow
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.health import platform, service
 from anubis_dagster.health.alerting import CheckOutcome
-from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS, utcnow
+from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
 from anubis_dagster.policies import scrub_errors

@@ -14,7 +14,7 @@ wherever it shows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
@@ -151,7 +151,3 @@ def integration_health(session: Session, integration: Integration, now: datetime
         attempts_24h=int(attempts or 0),
         errors_24h=int(errors or 0),
     )
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -1,28 +1,22 @@
-"""intake_job: one batch of paid orders → subscriptions (thin op over `intake.service`)."""
+"""intake_job: one batch of paid orders → subscriptions (a thin op over `intake.loop`, which
+reads the range chunk by chunk and commits each chunk with the watermark)."""
 
 # No `from __future__ import annotations` here: Dagster reads op and sensor annotations at runtime.
-
-from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field, PositiveInt, field_validator
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
-from anubis_dagster.core.drift import Drift
-from anubis_dagster.intake.drift import alert_drifts
+from anubis_dagster.intake.loop import ingest_orders
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
 from anubis_dagster.intake.resources import OrdersSourceResource
-from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
-from anubis_dagster.intake.watermark import advance_watermark
-from anubis_dagster.integrations.base import initial_status_for
+from anubis_dagster.intake.service import IntakeReport
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import run_tags
 
 UNROUTED_EXAMPLES = 20
-#: orders written (and committed with the watermark) together: a few statements each
-CHUNK_SIZE = 1000
 QUARANTINE_ALERT_EXAMPLES = 10
 #: a run past this is resolved by run monitoring; the sensor stops waiting for it too
 INTAKE_MAX_RUNTIME_SECONDS = 1800
@@ -81,47 +75,21 @@ def ingest_paid_orders(
     committed chunk by chunk together with the intake watermark, so the next run starts where
     this one really got to, whatever happens to it afterwards."""
     config = IntakeConfig.model_validate(context.op_config)
-    source = orders.get()
-    after = OrderKey.from_json(config.after)
     until = OrderKey.from_json(config.until)
     if not config.order_ids and until is None:
         raise dg.Failure("intake_job needs `until` (a range) or `order_ids`", allow_retries=False)
-
-    report = IntakeReport()
-    drifts: list[Drift] = []  # order-shape drifts alerted by this run (`core.drift`)
-    today = datetime.now(UTC).date()
-    with app_db.session() as session:
-        routes = load_routes(session, initial_status_for)
     try:
-        if config.order_ids:
-            rows = source.read_ids(config.order_ids)
-            with app_db.session() as session:
-                chunk = ingest(session, rows, routes, today=today, run_id=context.run_id)
-            report.merge(chunk)
-            drifts += alert_drifts(app_db.session, chunk, run_id=context.run_id)
-        else:
-            assert until is not None
-            committed = True  # every chunk so far written or quarantined: the watermark follows
-            chunk_after = after
-            for rows in source.read_range(after, until, chunk_size=CHUNK_SIZE):
-                last = OrderKey(rows[-1].updated_at, rows[-1].id)
-                with app_db.session() as session:
-                    chunk = ingest(session, rows, routes, today=today, run_id=context.run_id)
-                    committed = committed and not chunk.errors
-                    if committed:
-                        advance_watermark(
-                            session, source.watermark_name, after=chunk_after, until=last
-                        )
-                report.merge(chunk)
-                drifts += alert_drifts(app_db.session, chunk, run_id=context.run_id)
-                chunk_after = last
-            if committed:  # the range may end past its last row (an order moved on meanwhile)
-                with app_db.session() as session:
-                    advance_watermark(
-                        session, source.watermark_name, after=chunk_after, until=until
-                    )
+        outcome = ingest_orders(
+            app_db.session,
+            orders.get(),
+            after=OrderKey.from_json(config.after),
+            until=until,
+            order_ids=config.order_ids,
+            run_id=context.run_id,
+        )
     except OrdersTableMissing as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    report, drifts = outcome.report, outcome.drifts
 
     # one message, not one per outcome: each log line is an event Dagster stores
     context.log.info(

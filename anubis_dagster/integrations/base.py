@@ -26,10 +26,10 @@ from pydantic import BaseModel
 
 from anubis_dagster.clients.http import CallContext, HttpResult
 from anubis_dagster.clients.probes import Probe
-from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.states import Status
 from anubis_dagster.core.validation import UsedFields
 from anubis_dagster.db.models import Integration, Subscription
+from anubis_dagster.integrations.base_settings import IntegrationSettings
 from anubis_dagster.integrations.partner_api import (
     PartnerApiResource,
     PartnerClients,

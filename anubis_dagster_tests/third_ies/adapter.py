@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.orders import digits, get_path
 from anubis_dagster.core.states import Status
 from anubis_dagster.core.validation import UsedFields
@@ -21,6 +20,7 @@ from anubis_dagster.integrations.base import (
     PayloadError,
     register_adapter,
 )
+from anubis_dagster.integrations.base_settings import IntegrationSettings
 from anubis_dagster.integrations.partner_api import (
     PartnerApiResource,
     credential,

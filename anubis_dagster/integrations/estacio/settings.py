@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from anubis_dagster.config.integrations import IntegrationSettings
 from anubis_dagster.core.daily_window import DEFAULT_TIMEZONE
+from anubis_dagster.integrations.base_settings import IntegrationSettings
 from anubis_dagster.settings import check_window
 
 

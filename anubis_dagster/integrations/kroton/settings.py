@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from anubis_dagster.config.integrations import IntegrationSettings
+from anubis_dagster.integrations.base_settings import IntegrationSettings
 
 DEFAULT_CATALOG_CACHE_SECONDS = 3600.0
 
