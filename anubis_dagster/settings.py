@@ -39,6 +39,7 @@ import math
 import os
 import pkgutil
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -808,6 +809,7 @@ def check_window(value: str | None, zone: str | None = None) -> None:
 # --- the integrations' models ---------------------------------------------------------------
 _environments: dict[str, type[EnvironmentSettings]] = {}
 _discovered = False
+_discovering = threading.RLock()  # a thread never sees the models half imported
 
 
 def register_environment(model: type[Environment]) -> type[Environment]:
@@ -833,12 +835,14 @@ def environments() -> tuple[type[EnvironmentSettings], ...]:
     here on first use) and any other registered one."""
     global _discovered
     if not _discovered:
-        _discovered = True
-        package = importlib.import_module(INTEGRATIONS_PACKAGE)
-        for found in pkgutil.iter_modules(package.__path__):
-            module = f"{INTEGRATIONS_PACKAGE}.{found.name}.environment"
-            if found.ispkg and importlib.util.find_spec(module) is not None:
-                importlib.import_module(module)
+        with _discovering:
+            if not _discovered:
+                package = importlib.import_module(INTEGRATIONS_PACKAGE)
+                for found in pkgutil.iter_modules(package.__path__):
+                    module = f"{INTEGRATIONS_PACKAGE}.{found.name}.environment"
+                    if found.ispkg and importlib.util.find_spec(module) is not None:
+                        importlib.import_module(module)
+                _discovered = True
     return tuple(_environments.values())
 
 
