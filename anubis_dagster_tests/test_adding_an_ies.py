@@ -12,6 +12,7 @@ typos and read by the generic resource code, with nothing overridden.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pytest
@@ -23,11 +24,14 @@ from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_inte
 from anubis_dagster.definitions import build_definitions
 from anubis_dagster.health.assets import health_key, job_name
 from anubis_dagster.integrations.base import adapter_class
-from anubis_dagster.integrations.partner_api import PartnerApiResource
 from anubis_dagster.settings import (
+    EnvironmentSettings,
     Settings,
     SettingsError,
+    environments,
     get_settings,
+    register_environment,
+    setting,
     shipped_environments,
     unknown_variables,
 )
@@ -142,3 +146,27 @@ def test_the_core_settings_module_names_no_integrations_variable() -> None:
     }
     named = [v for variables in shipped.values() for v in variables if v.lower() in core]
     assert named == []
+
+
+def test_an_environment_model_cannot_take_another_models_variable_or_prefix() -> None:
+    """Registering refuses what would make a variable ambiguous or escape the typo check."""
+
+    class Stray(EnvironmentSettings):
+        prefixes: ClassVar[tuple[str, ...]] = ("API_ACME_",)
+        api_other_url: str | None = setting(None, "outside its prefixes", group="acme")
+
+    class Thief(EnvironmentSettings):
+        prefixes: ClassVar[tuple[str, ...]] = ("API_KROTON_",)
+        api_kroton_base_url: str | None = setting(None, "Kroton's already", group="acme")
+
+    class Core(EnvironmentSettings):
+        prefixes: ClassVar[tuple[str, ...]] = ("ANUBIS_ACME_",)
+
+    for model, reason in (
+        (Stray, "does not start with"),
+        (Thief, "already read"),
+        (Core, "prefixes"),
+    ):
+        with pytest.raises(TypeError, match=reason):
+            register_environment(model)
+    assert not {Stray, Thief, Core} & set(environments())
