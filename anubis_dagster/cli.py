@@ -159,7 +159,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     from anubis_dagster.definitions import build_definitions
     from anubis_dagster.instance import get_instance
     from anubis_dagster.launching import execute_job_run
-    from anubis_dagster.runner import CONSOLE_LOG_LEVEL
+    from anubis_dagster.runner import console_loggers
 
     defs = build_definitions()
     instance = get_instance()
@@ -173,7 +173,7 @@ def _cmd_digest(args: argparse.Namespace) -> int:
             instance,
             run_config={
                 "ops": {"send_daily_digest": {"config": {"hours": args.hours}}},
-                "loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}},
+                "loggers": console_loggers(),
             },
             partition_key=key,
             launched_by="anubis digest",
@@ -335,8 +335,6 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from anubis_dagster.intake.planning import SETTLE_SECONDS
-
     parser = argparse.ArgumentParser(
         prog="anubis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -374,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--settle-seconds",
         type=float,
-        default=SETTLE_SECONDS,
-        help="leave orders younger than this for the next pass",
+        default=None,
+        help="leave orders younger than this for the next pass (default: "
+        "ANUBIS_INTAKE_SETTLE_SECONDS)",
     )
     run.add_argument(
         "--watch",

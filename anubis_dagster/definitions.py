@@ -1,17 +1,13 @@
 """The Anubis code location: every job, sensor and resource Dagster loads.
 
 `build_definitions` reads the integrations file: each configured integration is a partition
-of the delivery jobs, and each adapter brings its own resources (IES clients).
+of the delivery jobs, and each adapter brings its own resources (IES clients). `defs` is lazy
+(`@dg.definitions`): importing this module reads no setting and no file; Dagster builds the
+definitions when it loads the code location, and no module reads a setting at import, so the
+order of the imports below does not matter.
 """
 
-# ruff: noqa: E402  (the settings are checked before the imports that read them)
 from __future__ import annotations
-
-from anubis_dagster.settings import validate_at_load
-
-# First, before any module reads a setting at import: a bad value stops the load with the
-# list of problems and a two-line traceback, not a stack through whichever module read it.
-validate_at_load()
 
 import dagster as dg
 
@@ -40,14 +36,15 @@ from anubis_dagster.maintenance.jobs import retention_job, retention_schedule
 from anubis_dagster.maintenance.privacy_jobs import privacy_erase, privacy_export
 from anubis_dagster.reference_data.jobs import import_names_job
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.settings import get_settings
+from anubis_dagster.settings import get_settings, validate_at_load
 
 
 def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     """Everything Dagster loads. The environment and the integrations file are validated
     first: a bad setting stops the load with a message naming it (`SettingsError`,
     `ConfigError`), not a failure hours later in a run."""
-    get_settings()  # SettingsError lists every bad variable
+    # first: a bad value stops the load with the list of problems and a short traceback
+    validate_at_load()
     config = config or load_integrations()
     problems = settings_problems(config)
     if problems:
@@ -106,4 +103,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location Dagster loads (`dagster api grpc -m anubis_dagster.definitions`)."""
+    return build_definitions()

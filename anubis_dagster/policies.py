@@ -26,12 +26,19 @@ import dagster as dg
 from anubis_dagster.core.masking import scrub_exception
 from anubis_dagster.settings import get_settings
 
-OP_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=2,
-    delay=get_settings().anubis_op_retry_delay_seconds,
-    backoff=dg.Backoff.EXPONENTIAL,
-    jitter=dg.Jitter.PLUS_MINUS,
-)
+#: retries of an op after an unexpected exception, before the run fails
+OP_MAX_RETRIES = 2
+
+
+def op_retry_policy() -> dg.RetryPolicy:
+    """The retries of an op's unexpected exception; `ANUBIS_OP_RETRY_DELAY_SECONDS` is read
+    when a retry is asked for, not when this module is imported."""
+    return dg.RetryPolicy(
+        max_retries=OP_MAX_RETRIES,
+        delay=get_settings().anubis_op_retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
 
 
 OpFunction = TypeVar("OpFunction", bound=Callable[..., Any])
@@ -92,7 +99,7 @@ def _scrubbed() -> Iterator[None]:
 
 @contextmanager
 def retried_on_unexpected_errors(context: dg.OpExecutionContext) -> Iterator[None]:
-    """Wrap an op's body: an exception asks Dagster for a retry by `OP_RETRY_POLICY`."""
+    """Wrap an op's body: an exception asks Dagster for a retry by `op_retry_policy()`."""
     try:
         yield
     except dg.RetryRequested:
@@ -109,7 +116,7 @@ def retried_on_unexpected_errors(context: dg.OpExecutionContext) -> Iterator[Non
 
 def _retry(context: dg.OpExecutionContext) -> dg.RetryRequested:
     attempt = context.retry_number + 1
+    policy = op_retry_policy()
     return dg.RetryRequested(
-        max_retries=OP_RETRY_POLICY.max_retries,
-        seconds_to_wait=OP_RETRY_POLICY.calculate_delay(attempt),
+        max_retries=policy.max_retries, seconds_to_wait=policy.calculate_delay(attempt)
     )

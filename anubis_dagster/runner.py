@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 from sqlalchemy import select
@@ -37,8 +38,12 @@ from anubis_dagster.launching import execute_job_run
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.settings import get_settings
 
-#: what the runs print on the terminal; everything is in the run log (UI) whatever this says
-CONSOLE_LOG_LEVEL = get_settings().anubis_console_log_level
+
+def console_loggers() -> dict[str, Any]:
+    """The run config's `loggers`: what the runs print on the terminal
+    (`ANUBIS_CONSOLE_LOG_LEVEL`, read at each call); everything is in the run log (UI)
+    whatever this says."""
+    return {"console": {"config": {"log_level": get_settings().anubis_console_log_level}}}
 
 
 @dataclass
@@ -73,7 +78,7 @@ def run_intake(
         return
     intake = defs.resolve_job_def("intake_job")
     ran = False
-    quiet = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}}
+    quiet = {"loggers": console_loggers()}
     while True:
         with app_db.session() as session:
             committed = read_watermark(session, source.watermark_name)
@@ -139,7 +144,7 @@ def run_due_work(
                 defs,
                 run.job_name,
                 instance,
-                run_config={"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}},
+                run_config={"loggers": console_loggers()},
                 partition_key=run.key,
                 tags={**run.tags, "anubis/integration": run.key, "anubis/trigger": "anubis run"},
             )

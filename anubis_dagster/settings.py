@@ -1,5 +1,5 @@
-# 840 lines, over the house's ~400 for now: one typed settings model; each integration's variables
-# move into its own package (issue 24, item 2).
+# Over the house's ~400 lines for now: the core's typed settings model, its reading and checks;
+# each integration's variables live in its own package (`integrations/<name>/environment.py`).
 """Every environment variable Anubis reads, in one typed model, validated once at load.
 
 Why one model: a mistyped quota, a negative timeout or a database URL with the wrong scheme
@@ -15,6 +15,16 @@ unset (shells and Compose files often export empty values). Secret values are `S
 (never in a `repr`, the doctor prints `set`) and are handed to the redaction registry
 (`core.redaction.register_secrets`) whenever they are loaded, so they are redacted by value.
 
+The core's variables are the fields of `Settings`; each integration package owns its own in an
+`EnvironmentSettings` model (`integrations/<name>/environment.py`, found by convention, or any
+module that applies `@register_environment`, as the test IES does). `Settings` composes them:
+`Settings.variables()`, validation, `anubis doctor`, the typo check (`owned_prefixes()`) and the
+README table (`markdown_table()`) cover every registered model; an integration reads its values
+with `settings.environment(Model)` or, by variable name, `settings.value("API_…")`.
+
+Settings are read when used (`get_settings()` in the function that needs them), never into a
+module constant at import.
+
 The model is cached by the values of its variables: tests that `monkeypatch.setenv` get a fresh
 model on the next `get_settings()`, and a process whose environment does not change validates
 once. `reset_settings()` drops the cache.
@@ -23,28 +33,36 @@ once. `reset_settings()` drops the cache.
 from __future__ import annotations
 
 import difflib
+import importlib
+import importlib.util
 import math
 import os
+import pkgutil
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from anubis_dagster.core.breaker import BreakerRule
 
-#: environment prefixes that belong to Anubis; an unknown variable with one of them is a typo
-OWNED_PREFIXES = ("ANUBIS_", "API_KROTON_", "CATALOG_KROTON_", "API_ESTACIO_", "API_ONETRUST_")
+#: the core's environment prefix; each integration's model adds its own (`owned_prefixes()`)
+CORE_PREFIXES = ("ANUBIS_",)
+#: where integration packages live: `<package>.<name>.environment` is imported by convention
+INTEGRATIONS_PACKAGE = "anubis_dagster.integrations"
 #: variables of the test suite, the benchmarks and the deploy tests, not of the application
 TEST_ONLY_PREFIXES = ("ANUBIS_TEST_", "ANUBIS_BENCH_", "ANUBIS_DAGSTER_CHART")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -81,10 +99,122 @@ def _seconds(default: float, meaning: str, *, group: str, minimum: float = 0.0) 
     return _field(default, meaning, group=group, gt=minimum, allow_inf_nan=False)
 
 
-class Settings(BaseModel):
-    """The application's environment. See the module docstring for the rules."""
+#: the field helpers, for the integrations' environment models
+setting = _field
+seconds_setting = _seconds
+
+
+class EnvironmentModel(BaseModel):
+    """Variables read from the environment, one field each, named as the variable in lower
+    case: the core's `Settings` and each integration's `EnvironmentSettings`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    #: variables holding a database URL: the doctor shows them with the password hidden
+    password_urls: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def own_variables(cls) -> tuple[str, ...]:
+        """This model's variables, in declaration order."""
+        return tuple(name.upper() for name in cls.model_fields)
+
+    @classmethod
+    def own_secret_variables(cls) -> frozenset[str]:
+        return frozenset(
+            name.upper()
+            for name, info in cls.model_fields.items()
+            if "SecretStr" in str(info.annotation)
+        )
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> tuple[Self | None, list[str]]:
+        """The model from `env` (empty = unset), or None and every problem found."""
+        values = {
+            name.lower(): env[name] for name in cls.own_variables() if env.get(name, "").strip()
+        }
+        try:
+            return cls.model_validate({k: v.strip() for k, v in values.items()}), []
+        except ValidationError as exc:
+            return None, _problems(cls, exc, values)
+
+    def own_secret_values(self) -> list[str]:
+        return [
+            field.get_secret_value()
+            for name in sorted(self.own_secret_variables())
+            if (field := getattr(self, name.lower())) is not None
+        ]
+
+    def own_effective(self) -> Iterator[tuple[str, str, str]]:
+        """(variable, shown value, source): secrets as `set`, URL passwords hidden."""
+        for name in type(self).model_fields:
+            variable = name.upper()
+            value = getattr(self, name)
+            source = "env" if name in self.model_fields_set else "default"
+            if value is None:
+                shown = "unset"
+            elif variable in self.password_urls:
+                shown = hide_password(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                shown = "set"
+            else:
+                shown = str(value)
+            yield variable, shown, source
+
+    @classmethod
+    def table_rows(cls) -> list[str]:
+        """This model's rows of the README's configuration table."""
+        lines = []
+        secrets = cls.own_secret_variables()
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            shown = extra.get("shown_default")
+            if shown is None:
+                shown = "—" if info.default is None else f"`{info.default}`"
+            meaning = info.description or ""
+            if name.upper() in secrets and "secret" not in meaning:
+                meaning += " (secret)"
+            lines.append(f"| `{name.upper()}` | {shown} | {meaning} |")
+        return lines
+
+
+class EnvironmentSettings(EnvironmentModel):
+    """The environment variables of one integration package, declared in its
+    `environment.py` and decorated with `@register_environment`; `Settings` composes them.
+
+    Every variable starts with one of `prefixes` (so a mistyped one is reported). Checked by
+    name for every field: one ending `_rate_limit` is a quota `REQUESTS/SECONDS`, one holding
+    `_url` an http(s) URL (a `PartnerApiResource` reads `<settings_prefix>_rate_limit` and
+    `<settings_prefix>_timeout_seconds`, and its `credential(...)` variables, from here)."""
+
+    #: the prefixes of its variables, e.g. `("API_ACME_",)`
+    prefixes: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("*")
+    @classmethod
+    def _by_name(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if isinstance(value, str) and name.endswith("_rate_limit"):
+            check_quota(value)
+        elif isinstance(value, str) and "_url" in name:
+            check_http_url(value)
+        return value
+
+
+Environment = TypeVar("Environment", bound=EnvironmentSettings)
+
+
+class Settings(EnvironmentModel):
+    """The application's environment. See the module docstring for the rules."""
+
+    password_urls: ClassVar[frozenset[str]] = frozenset(
+        {
+            "ANUBIS_DATABASE_URL",
+            "ANUBIS_ORDERS_DATABASE_URL",
+            "ANUBIS_LEGACY_KROTON_DATABASE_URL",
+        }
+    )
+    #: the integrations' models, as read with this one (`from_env`)
+    _parts: dict[type[EnvironmentSettings], EnvironmentSettings] = PrivateAttr(default_factory=dict)
 
     # --- storage ------------------------------------------------------------------------------
     anubis_home: str = _field(".anubis", "local data of the embedded default", group="storage")
@@ -333,69 +463,6 @@ class Settings(BaseModel):
         ge=1,
     )
 
-    # --- Kroton -------------------------------------------------------------------------------
-    api_kroton_base_url: str | None = _field(None, "Kroton API", group="kroton")
-    api_kroton_client_id: str | None = _field(None, "OAuth2 client id", group="kroton")
-    api_kroton_secret: SecretStr | None = _field(None, "OAuth2 client secret", group="kroton")
-    api_kroton_subscription: SecretStr | None = _field(
-        None, "OAuth2 scope and APIM subscription key", group="kroton"
-    )
-    api_kroton_rate_limit: str = _field(
-        "100/300", "Kroton API quota, `REQUESTS/SECONDS` (token calls count)", group="kroton"
-    )
-    api_kroton_timeout_seconds: float = _seconds(20.0, "read timeout", group="kroton")
-    api_kroton_base_url_captacao: str | None = _field(
-        None, "captação API (accepted for compatibility; no flow uses it yet)", group="kroton"
-    )
-    api_kroton_email: str | None = _field(None, "captação API user", group="kroton")
-    api_kroton_password: SecretStr | None = _field(None, "captação API password", group="kroton")
-    catalog_kroton_base_url: str | None = _field(
-        None, "Kroton catalog (Elasticsearch middleware)", group="kroton"
-    )
-    catalog_kroton_api_key: SecretStr | None = _field(None, "catalog API key", group="kroton")
-    catalog_kroton_rate_limit: str = _field(
-        "100/300", "catalog quota, `REQUESTS/SECONDS`", group="kroton"
-    )
-    catalog_kroton_timeout_seconds: float = _seconds(20.0, "read timeout", group="kroton")
-
-    # --- Estácio, OneTrust, CEP ---------------------------------------------------------------
-    api_estacio_new_base_url: str | None = _field(None, "Estácio registration API", group="estacio")
-    api_estacio_client_id: str | None = _field(None, "`x-canal` header", group="estacio")
-    api_estacio_new_token: SecretStr | None = _field(None, "`x-api-key` header", group="estacio")
-    api_estacio_rate_limit: str = _field(
-        "40/3600", "Estácio API quota, `REQUESTS/SECONDS`", group="estacio"
-    )
-    api_estacio_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
-    api_estacio_register_window: str | None = _field(
-        None,
-        "daily registration window, e.g. `08:00-20:00` (America/Sao_Paulo); overrides the "
-        "integration's `register_window`",
-        group="estacio",
-        shown_default="unset (always)",
-    )
-    api_estacio_cep_base_url: str | None = _field(
-        None,
-        "CEP lookup (municipality and district codes)",
-        group="estacio",
-        shown_default="Estácio's base URL",
-    )
-    api_estacio_cep_rate_limit: str = _field(
-        "120/60", "CEP lookup quota, `REQUESTS/SECONDS`", group="estacio"
-    )
-    api_estacio_cep_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
-    api_onetrust_base_url: str | None = _field(None, "Estácio's OneTrust consent", group="estacio")
-    api_onetrust_client_id: str | None = _field(None, "`client_id` header", group="estacio")
-    api_onetrust_client_secret: SecretStr | None = _field(
-        None, "`client_secret` header", group="estacio"
-    )
-    api_onetrust_finalidade_id: str | None = _field(None, "consent purpose id", group="estacio")
-    api_onetrust_topico_id: str | None = _field(None, "consent topic id", group="estacio")
-    api_onetrust_token: SecretStr | None = _field(None, "collection point token", group="estacio")
-    api_onetrust_rate_limit: str = _field(
-        "10/150", "OneTrust quota, `REQUESTS/SECONDS`", group="estacio"
-    )
-    api_onetrust_timeout_seconds: float = _seconds(20.0, "read timeout", group="estacio")
-
     # --- partner answers (issue 22) -----------------------------------------------------------
     anubis_partner_max_body_bytes: int = _field(
         1_000_000,
@@ -424,15 +491,7 @@ class Settings(BaseModel):
             check_database_url(value.get_secret_value())
         return value
 
-    @field_validator(
-        "api_kroton_base_url",
-        "api_kroton_base_url_captacao",
-        "catalog_kroton_base_url",
-        "api_estacio_new_base_url",
-        "api_estacio_cep_base_url",
-        "api_onetrust_base_url",
-        "anubis_ui_url",
-    )
+    @field_validator("anubis_ui_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None:
@@ -450,28 +509,10 @@ class Settings(BaseModel):
                 raise ValueError("must be an http(s):// URL with a host") from None
         return value
 
-    @field_validator(
-        "api_kroton_rate_limit",
-        "catalog_kroton_rate_limit",
-        "api_estacio_rate_limit",
-        "api_estacio_cep_rate_limit",
-        "api_onetrust_rate_limit",
-    )
-    @classmethod
-    def _quota(cls, value: str) -> str:
-        check_quota(value)
-        return value
-
     @field_validator("anubis_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         check_retry_schedule(value)
-        return value
-
-    @field_validator("api_estacio_register_window")
-    @classmethod
-    def _window(cls, value: str | None) -> str | None:
-        check_window(value)
         return value
 
     @field_validator("anubis_digest_hour")
@@ -529,26 +570,48 @@ class Settings(BaseModel):
     # --- reading ------------------------------------------------------------------------------
     @classmethod
     def variables(cls) -> tuple[str, ...]:
-        """The environment variables of the model, in declaration order."""
-        return tuple(name.upper() for name in cls.model_fields)
+        """Every variable: the core's in declaration order, then each integration's."""
+        return cls.own_variables() + tuple(
+            variable for model in environments() for variable in model.own_variables()
+        )
 
     @classmethod
     def secret_variables(cls) -> frozenset[str]:
-        return frozenset(
-            name.upper()
-            for name, info in cls.model_fields.items()
-            if "SecretStr" in str(info.annotation)
+        return cls.own_secret_variables().union(
+            *(model.own_secret_variables() for model in environments())
         )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Validate the environment; `SettingsError` lists every problem found."""
+        """Validate the environment, the core's variables and every integration's;
+        `SettingsError` lists every problem found."""
         env = os.environ if environ is None else environ
-        values = {name.lower(): env[name] for name in cls.variables() if env.get(name, "").strip()}
-        try:
-            return cls.model_validate({k: v.strip() for k, v in values.items()})
-        except ValidationError as exc:
-            raise SettingsError(_problems(exc, values)) from None
+        settings, problems = cls.read(env)
+        parts: dict[type[EnvironmentSettings], EnvironmentSettings] = {}
+        for model in environments():
+            part, found = model.read(env)
+            problems += found
+            if part is not None:
+                parts[model] = part
+        if settings is None or problems:
+            raise SettingsError(problems)
+        settings._parts = parts
+        return settings
+
+    def environment(self, model: type[Environment]) -> Environment:
+        """The values of one integration's variables."""
+        part = self._parts.get(model)
+        if not isinstance(part, model):
+            raise LookupError(f"{model.__name__} was not registered when the settings were read")
+        return part
+
+    def value(self, variable: str) -> Any:
+        """The value of any variable, the core's or an integration's, by its name."""
+        name = variable.lower()
+        for part in (self, *self._parts.values()):
+            if name in type(part).model_fields:
+                return getattr(part, name)
+        raise KeyError(f"{variable}: no such setting")
 
     # --- derived values -----------------------------------------------------------------------
     def home(self) -> Path:
@@ -563,11 +626,9 @@ class Settings(BaseModel):
 
     def secret_values(self) -> list[str]:
         """Every secret value loaded: secret fields and the passwords in database URLs."""
-        values = [
-            field.get_secret_value()
-            for name in sorted(self.secret_variables())
-            if (field := getattr(self, name.lower())) is not None
-        ]
+        values = self.own_secret_values()
+        for part in self._parts.values():
+            values += part.own_secret_values()
         legacy = _plain(self.anubis_legacy_kroton_database_url)
         for url in (self.database_url(), self.orders_database_url(), legacy):
             password = url_password(url)
@@ -598,36 +659,25 @@ class Settings(BaseModel):
         return None if self.anubis_digest_hour == "off" else int(self.anubis_digest_hour)
 
     def is_set(self, variable: str) -> bool:
-        return getattr(self, variable.lower()) is not None
+        return self.value(variable) is not None
 
     def effective(self) -> Iterator[tuple[str, str, str]]:
-        """(variable, shown value, source) for the doctor: secrets as `set`, passwords hidden."""
-        for name in type(self).model_fields:
-            variable = name.upper()
-            value = getattr(self, name)
-            source = "env" if name in self.model_fields_set else "default"
-            if value is None:
-                shown = "unset"
-            elif variable in (
-                "ANUBIS_DATABASE_URL",
-                "ANUBIS_ORDERS_DATABASE_URL",
-                "ANUBIS_LEGACY_KROTON_DATABASE_URL",
-            ):
-                shown = hide_password(value.get_secret_value())
-            elif isinstance(value, SecretStr):
-                shown = "set"
-            else:
-                shown = str(value)
-            yield variable, shown, source
+        """(variable, shown value, source) for the doctor: secrets as `set`, passwords hidden;
+        the core's variables, then each integration's."""
+        yield from self.own_effective()
+        for part in self._parts.values():
+            yield from part.own_effective()
 
 
 def _plain(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _problems(exc: ValidationError, values: Mapping[str, str]) -> list[str]:
+def _problems(
+    model: type[EnvironmentModel], exc: ValidationError, values: Mapping[str, str]
+) -> list[str]:
     """One line per error: `VARIABLE: what is wrong (got 'value')`; secrets never echoed."""
-    secrets = Settings.secret_variables()
+    secrets = model.own_secret_variables()
     problems = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
@@ -641,7 +691,7 @@ def _problems(exc: ValidationError, values: Mapping[str, str]) -> list[str]:
         if error["type"] in _READABLE:
             message = _READABLE[error["type"]].format(**error.get("ctx", {}))
         if variable.endswith("_SECONDS") and error["type"] in _SECONDS_ERRORS:
-            message = _seconds_message(loc[0])
+            message = _seconds_message(model, loc[0])
         problems.append(f"{variable}: {message}{shown}")
     return problems
 
@@ -665,10 +715,10 @@ _SECONDS_ERRORS = frozenset(
 )
 
 
-def _seconds_message(name: str) -> str:
+def _seconds_message(model: type[EnvironmentModel], name: str) -> str:
     """A duration's error in one wording, whatever pydantic found wrong with it."""
     strictly_positive = any(
-        getattr(rule, "gt", None) == 0 for rule in Settings.model_fields[name].metadata
+        getattr(rule, "gt", None) == 0 for rule in model.model_fields[name].metadata
     )
     if strictly_positive:
         return "must be a positive number of seconds"
@@ -756,14 +806,66 @@ def check_window(value: str | None, zone: str | None = None) -> None:
         raise ValueError(message.removeprefix("window ").removeprefix(": ")) from None
 
 
+# --- the integrations' models ---------------------------------------------------------------
+_environments: dict[str, type[EnvironmentSettings]] = {}
+_discovered = False
+_discovering = threading.RLock()  # a thread never sees the models half imported
+
+
+def register_environment(model: type[Environment]) -> type[Environment]:
+    """Class decorator: compose an integration's variables into `Settings`. Refuses a variable
+    outside the model's `prefixes` or one another model (or the core) already reads."""
+    key = f"{model.__module__}.{model.__qualname__}"
+    if not model.prefixes or any(p.startswith(CORE_PREFIXES) for p in model.prefixes):
+        raise TypeError(f"{key}: declare `prefixes` of its own (not {CORE_PREFIXES})")
+    taken = set(Settings.own_variables()).union(
+        *(other.own_variables() for name, other in _environments.items() if name != key)
+    )
+    for variable in model.own_variables():
+        if not variable.startswith(model.prefixes):
+            raise TypeError(f"{key}: {variable} does not start with one of {model.prefixes}")
+        if variable in taken:
+            raise TypeError(f"{key}: {variable} is already read by another settings model")
+    _environments[key] = model
+    return model
+
+
+def environments() -> tuple[type[EnvironmentSettings], ...]:
+    """Every integration's model: the integration packages' `environment` modules (imported
+    here on first use) and any other registered one."""
+    global _discovered
+    if not _discovered:
+        with _discovering:
+            if not _discovered:
+                package = importlib.import_module(INTEGRATIONS_PACKAGE)
+                for found in pkgutil.iter_modules(package.__path__):
+                    module = f"{INTEGRATIONS_PACKAGE}.{found.name}.environment"
+                    if found.ispkg and importlib.util.find_spec(module) is not None:
+                        importlib.import_module(module)
+                _discovered = True
+    return tuple(_environments.values())
+
+
+def shipped_environments() -> tuple[type[EnvironmentSettings], ...]:
+    """The models of the integration packages of this distribution (not a test's)."""
+    return tuple(m for m in environments() if m.__module__.startswith(INTEGRATIONS_PACKAGE + "."))
+
+
+def owned_prefixes() -> tuple[str, ...]:
+    """Prefixes that belong to Anubis: an unknown variable with one of them is a typo."""
+    return CORE_PREFIXES + tuple(p for model in environments() for p in model.prefixes)
+
+
 # --- the cached instance --------------------------------------------------------------------
-_cache: tuple[tuple[str | None, ...], Settings] | None = None
+_cache: tuple[tuple[Any, ...], Settings] | None = None
 
 
 def get_settings() -> Settings:
-    """The validated settings of this process (re-read when one of its variables changed)."""
+    """The validated settings of this process (re-read when one of its variables changed, or
+    an integration registered its model since)."""
     global _cache
-    key = tuple(os.environ.get(name) for name in Settings.variables())
+    models = environments()
+    key = (models, *(os.environ.get(name) for name in Settings.variables()))
     cached = _cache
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -774,7 +876,7 @@ def get_settings() -> Settings:
 
 
 def validate_at_load() -> Settings:
-    """`get_settings()` for the top of the definitions module: on a bad setting, raise the
+    """`get_settings()` for the start of the definitions' load: on a bad setting, raise the
     `SettingsError` without the frames below, so the code location shows the problems first."""
     try:
         return get_settings()
@@ -800,9 +902,10 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     says which known variable it probably meant."""
     env = os.environ if environ is None else environ
     known = Settings.variables()
+    owned = owned_prefixes()
     found = []
     for name in sorted(env):
-        if not name.startswith(OWNED_PREFIXES) or name.startswith(TEST_ONLY_PREFIXES):
+        if not name.startswith(owned) or name.startswith(TEST_ONLY_PREFIXES):
             continue
         if name in known:
             continue
@@ -813,18 +916,12 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def markdown_table() -> str:
-    """The README's table of variables, generated from the model so it cannot drift."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    secrets = Settings.secret_variables()
-    for name, info in Settings.model_fields.items():
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        shown = extra.get("shown_default")
-        if shown is None:
-            shown = "—" if info.default is None else f"`{info.default}`"
-        meaning = info.description or ""
-        if name.upper() in secrets and "secret" not in meaning:
-            meaning += " (secret)"
-        lines.append(f"| `{name.upper()}` | {shown} | {meaning} |")
+    """The README's table of variables, generated from the composed model so it cannot drift:
+    the core's, then those of each integration package shipped (a model registered from
+    elsewhere, a test's, is validated and checked but not documented here)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|", *Settings.table_rows()]
+    for model in shipped_environments():
+        lines += model.table_rows()
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("ANUBIS_OP_RETRY_DELAY_SECONDS", "0")  # before Anubis modules are imported
+os.environ.setdefault("ANUBIS_OP_RETRY_DELAY_SECONDS", "0")  # op retries at once in tests
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -24,7 +24,6 @@ from anubis_dagster import resources
 from anubis_dagster.db.migrate import upgrade
 from anubis_dagster.db.models import Base
 from anubis_dagster.db.session import get_engine
-from anubis_dagster.delivery import service
 from anubis_sandboxes.kroton import KrotonSandbox, KrotonSandboxSettings
 from anubis_sandboxes.webhook_sink import WebhookSink
 
@@ -148,10 +147,11 @@ def kroton(anubis_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[KrotonS
         # our side of the quota is generous in tests; tests that want 429s tighten the sandbox
         "API_KROTON_RATE_LIMIT": "1000/60",
         "CATALOG_KROTON_RATE_LIMIT": "1000/60",
+        # status checks due (all but) at once: durations must be above 0, a millisecond is
+        "ANUBIS_FIRST_CHECK_SECONDS": "0.001",
+        "ANUBIS_CHECK_MIN_SECONDS": "0.001",
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(service, "FIRST_CHECK_SECONDS", 0)
-    monkeypatch.setattr(service, "CHECK_MIN_SECONDS", 0)
     yield sandbox
     sandbox.stop()
 

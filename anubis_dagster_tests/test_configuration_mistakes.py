@@ -26,7 +26,13 @@ from anubis_dagster.db.migrate import upgrade
 from anubis_dagster.db.session import get_engine
 from anubis_dagster.definitions import build_definitions
 from anubis_dagster.intake.orders_source import OrdersSource
-from anubis_dagster.settings import OWNED_PREFIXES, Settings, SettingsError, reset_settings
+from anubis_dagster.settings import (
+    Settings,
+    SettingsError,
+    owned_prefixes,
+    reset_settings,
+    shipped_environments,
+)
 
 GOOD_SECRETS = {
     "API_KROTON_SECRET": "kroton-secret-value-1",
@@ -371,7 +377,7 @@ def good_env(
     import os
 
     for name in list(os.environ):
-        if name.startswith(OWNED_PREFIXES) and not name.startswith("ANUBIS_TEST_"):
+        if name.startswith(owned_prefixes()) and not name.startswith("ANUBIS_TEST_"):
             monkeypatch.delenv(name)
     app_db = tmp_path / "app.db"
     shutil.copyfile(migrated_sqlite, app_db)
@@ -456,7 +462,10 @@ def test_every_variable_of_the_model_is_in_the_readme() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert markdown_table() in readme
-    for variable in Settings.variables():
+    # the core's and every shipped integration's (a test IES's are not the product's)
+    shipped = [m.own_variables() for m in shipped_environments()]
+    assert len(shipped) >= 2  # Kroton's and Estácio's, found in their packages
+    for variable in Settings.own_variables() + sum(shipped, ()):
         assert f"`{variable}`" in readme
 
 

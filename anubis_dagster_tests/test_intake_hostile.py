@@ -32,12 +32,14 @@ from sqlalchemy import select, text
 from anubis_dagster.config.integrations import load_integrations, sync_integrations
 from anubis_dagster.db.models import IntakeQuarantine, Subscription
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.definitions import defs
+from anubis_dagster.definitions import defs as code_location
 from anubis_dagster.intake.orders_source import OrderRow, OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.service import ingest, load_routes
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER, make_cpf, make_order
+
+defs = code_location()  # the lazy code location, built as Dagster builds it
 
 TODAY = date(2026, 11, 23)
 TEN_MB = "A" * (10 * 1024 * 1024)

@@ -10,13 +10,15 @@ from sqlalchemy import select
 
 from anubis_dagster.db.models import IntakeQuarantine
 from anubis_dagster.db.session import default_database_url, session_scope
-from anubis_dagster.definitions import defs
+from anubis_dagster.definitions import defs as code_location
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster_tests.db_faults import refusing_orders
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_sandboxes.webhook_sink import WebhookSink
+
+defs = code_location()  # the lazy code location, built as Dagster builds it
 
 CPF_PATTERN = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import default_database_url as anubis_db
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.definitions import defs
+from anubis_dagster.definitions import defs as code_location
 from anubis_dagster.intake import planning
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
 from anubis_dagster.intake.resources import OrdersSourceResource
@@ -22,6 +22,8 @@ from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.factories import make_order
 from anubis_sandboxes.webhook_sink import WebhookSink
+
+defs = code_location()  # the lazy code location, built as Dagster builds it
 
 
 @pytest.fixture
@@ -75,7 +77,7 @@ def test_skips_when_idle(env_orders: str) -> None:
 def test_one_run_per_tick_from_the_committed_watermark(
     env_orders: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(planning, "BATCH_SIZE", 2)  # several batches, still one run
+    monkeypatch.setenv("ANUBIS_INTAKE_BATCH_SIZE", "2")  # several batches, still one run
     instance = dg.DagsterInstance.ephemeral()
     source = OrdersSource(env_orders)
     source.load([make_order(i) for i in range(1, 6)])

@@ -50,7 +50,7 @@ def test_credentials_and_tunables_come_from_the_settings(
     api = EstacioApiResource.from_settings()
     assert api.token == "estacio-token"
     assert "estacio-token" not in repr(api)  # credentials are left out of repr
-    assert api.rate_limit == "7/60" == get_settings().api_estacio_rate_limit
+    assert api.rate_limit == "7/60" == get_settings().value("API_ESTACIO_RATE_LIMIT")
     assert api.missing_settings() == []
 
 

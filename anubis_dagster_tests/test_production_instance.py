@@ -118,7 +118,9 @@ def test_the_shipped_instance_files_agree_on_the_queue() -> None:
     assert production["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert "password" not in production["storage"]["postgres"]["postgres_db"]
 
-    from anubis_dagster.definitions import defs
+    from anubis_dagster.definitions import defs as code_location
+
+    defs = code_location()  # the lazy code location, built as Dagster builds it
 
     limited = {limit["key"] for limit in limits}
     deliver = defs.resolve_job_def("deliver_job")

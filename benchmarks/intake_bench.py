@@ -477,11 +477,11 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
     from anubis_dagster import resources
     from anubis_dagster.db.models import Cursor
     from anubis_dagster.db.session import session_scope
-    from anubis_dagster.intake import planning
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.intake.resources import OrdersSourceResource
     from anubis_dagster.intake.sensors import paid_orders_sensor
     from anubis_dagster.resources import AppDatabase
+    from anubis_dagster.settings import get_settings
 
     resources.prepare_database(app_url)
     source = OrdersSource(orders_url)
@@ -497,7 +497,8 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
         "start": key_at(source, min(999, count - 1)),
         "middle": key_at(source, min(middle + 999, count - 1)),
     }
-    limit = planning.BATCH_SIZE * planning.MAX_RUNS_PER_TICK
+    settings = get_settings()
+    limit = settings.anubis_intake_batch_size * settings.anubis_intake_max_runs_per_tick
     instance = dg.DagsterInstance.ephemeral()
     out = []
     for where, cursor in cursors.items():
@@ -519,7 +520,7 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
             if isinstance(result, dg.SensorResult):
                 requests = len(result.run_requests or [])
                 read = sum(int(r.tags["anubis/orders"]) for r in result.run_requests or [])
-            horizon = datetime.now(UTC) - timedelta(seconds=planning.SETTLE_SECONDS)
+            horizon = datetime.now(UTC) - timedelta(seconds=settings.anubis_intake_settle_seconds)
             started = time.perf_counter()
             source.next_keys(cursor, horizon=horizon, limit=limit)
             queries.append(time.perf_counter() - started)

@@ -21,7 +21,6 @@ from typing import Any
 from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.settings import get_settings
 
-QUOTA_ALERT_SECONDS = get_settings().anubis_quota_alert_seconds
 SHOWN_IDS = 20
 SHOWN_EXAMPLES = 3
 
@@ -101,7 +100,7 @@ def run_alerts(
         )
     waited = sum(float(r["stats"].get("quota_wait_seconds", 0)) for r in reports)
     refused = sum(int(r["stats"].get("http_429", 0)) for r in reports)
-    if waited >= QUOTA_ALERT_SECONDS or refused:
+    if waited >= get_settings().anubis_quota_alert_seconds or refused:
         alerts.append(
             Alert(
                 f"{integration} quota saturated",

@@ -51,11 +51,7 @@ from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, 
 from anubis_dagster.legacy.shadow import PAYLOAD_KEY, withheld_reason
 from anubis_dagster.settings import get_settings
 
-LEASE_SECONDS = get_settings().anubis_lease_seconds
 CLAIM_CHUNK = 5  # rows claimed at a time: small, so a slow partner holds few leases
-CHECK_MIN_SECONDS = get_settings().anubis_check_min_seconds
-CHECK_MAX_SECONDS = get_settings().anubis_check_max_seconds
-FIRST_CHECK_SECONDS = get_settings().anubis_first_check_seconds
 EXAMPLES = 5
 #: the partner took the registration (some partners confirm it later)
 ACCEPTED = frozenset({Status.AWAITING_REGISTER.value, Status.REGISTERED.value})
@@ -111,7 +107,9 @@ class StepReport:
 def next_check_delay(subscription: Subscription, now: datetime) -> timedelta:
     """Checks get sparser as a registration ages: a quarter of its age, within bounds."""
     age = (now - (subscription.sent_at or now)).total_seconds()
-    return timedelta(seconds=min(CHECK_MAX_SECONDS, max(CHECK_MIN_SECONDS, age / 4)))
+    settings = get_settings()  # read at use: a changed environment counts from the next call
+    bounded = max(settings.anubis_check_min_seconds, age / 4)
+    return timedelta(seconds=min(settings.anubis_check_max_seconds, bounded))
 
 
 def claim_due(
@@ -130,7 +128,9 @@ def claim_due(
     if limit <= 0 or not statuses:
         return []
     now = now or utcnow()
-    lease = timedelta(seconds=LEASE_SECONDS if lease_seconds is None else lease_seconds)
+    if lease_seconds is None:
+        lease_seconds = get_settings().anubis_lease_seconds
+    lease = timedelta(seconds=lease_seconds)
     s = Subscription
     conditions = [
         s.integration_id == integration_id,
@@ -201,7 +201,9 @@ class StepRunner:
             (adapter.ctx.settings or {}).get("retry_schedule")
             or get_settings().anubis_retry_schedule
         )
-        self.lease_seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
+        self.lease_seconds = (
+            get_settings().anubis_lease_seconds if lease_seconds is None else lease_seconds
+        )
         self._budget = request.limit
         self.call = adapter.ctx.call
         self.call.before_write = self._fence
@@ -519,7 +521,7 @@ class StepRunner:
             delay = (
                 next_check_delay(subscription, now)
                 if step == "check"
-                else timedelta(seconds=FIRST_CHECK_SECONDS)
+                else timedelta(seconds=get_settings().anubis_first_check_seconds)
             )
             subscription.scheduled_to = now + delay
         elif status in FINAL_STATUSES:

@@ -18,11 +18,6 @@ from datetime import UTC, datetime, timedelta
 from anubis_dagster.intake.orders_source import OrderKey, OrdersSource
 from anubis_dagster.settings import get_settings
 
-# validated by the settings model (ranges, types); module constants so tests can patch them
-SETTLE_SECONDS = get_settings().anubis_intake_settle_seconds
-BATCH_SIZE = get_settings().anubis_intake_batch_size
-MAX_RUNS_PER_TICK = get_settings().anubis_intake_max_runs_per_tick
-
 
 @dataclass(frozen=True)
 class IntakeBatch:
@@ -58,10 +53,11 @@ def plan_batches(
     max_batches: int | None = None,
 ) -> list[IntakeBatch]:
     """The next intake batches after `cursor` (empty when there is nothing settled to read).
-    Unset arguments take the module settings (from the environment)."""
-    settle = SETTLE_SECONDS if settle_seconds is None else settle_seconds
-    batch_size = batch_size or BATCH_SIZE
-    max_batches = max_batches or MAX_RUNS_PER_TICK
+    Unset arguments take the settings (`ANUBIS_INTAKE_*`), read at each call."""
+    settings = get_settings()
+    settle = settings.anubis_intake_settle_seconds if settle_seconds is None else settle_seconds
+    batch_size = batch_size or settings.anubis_intake_batch_size
+    max_batches = max_batches or settings.anubis_intake_max_runs_per_tick
     horizon = (now or datetime.now(UTC)) - timedelta(seconds=settle)
     keys = source.next_keys(cursor, horizon=horizon, limit=batch_size * max_batches)
     batches = []
@@ -81,8 +77,9 @@ def plan_run(
     settle_seconds: float | None = None,
 ) -> IntakeBatch | None:
     """The sensor's next intake run: every settled order after the committed watermark, up to
-    `BATCH_SIZE * MAX_RUNS_PER_TICK`, in one run (the run commits it chunk by chunk), so the
-    sensor never needs a second run while one is in flight. None: nothing to read."""
+    `ANUBIS_INTAKE_BATCH_SIZE * ANUBIS_INTAKE_MAX_RUNS_PER_TICK`, in one run (the run commits
+    it chunk by chunk), so the sensor never needs a second run while one is in flight. None:
+    nothing to read."""
     batches = plan_batches(source, committed, now=now, settle_seconds=settle_seconds)
     if not batches:
         return None

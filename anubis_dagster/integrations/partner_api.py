@@ -105,8 +105,8 @@ class PartnerApiResource(BaseModel):
     client_name: ClassVar[str]
     #: its quota's bucket under the integration's key: `<integration>:<bucket>`
     bucket: ClassVar[str] = "api"
-    #: its tunables are the settings `<settings_prefix>_<field>`, validated at load (e.g.
-    #: `api_kroton_rate_limit`)
+    #: its tunables are the settings `<settings_prefix>_<field>` of the integration's
+    #: environment model, validated at load (e.g. `api_kroton_rate_limit`)
     settings_prefix: ClassVar[str]
     tunables: ClassVar[tuple[str, ...]] = ("rate_limit", "timeout_seconds")
     #: an API no flow needs yet: leaving all of its variables unset is fine
@@ -133,14 +133,15 @@ class PartnerApiResource(BaseModel):
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Self:
-        """Credentials (an unset one stays None) and tunables from the validated settings."""
+        """Credentials (an unset one stays None) and tunables from the validated settings, where
+        the integration's environment model (`integrations/<name>/environment.py`) put them."""
         settings = settings or get_settings()
         values: dict[str, Any] = {
-            name: getattr(settings, f"{cls.settings_prefix}_{name}") for name in cls.tunables
+            name: settings.value(f"{cls.settings_prefix}_{name}") for name in cls.tunables
         }
         for name, variables in cls.env().items():
             found = next((v for v in variables if settings.is_set(v)), None)
-            values[name] = _plain(getattr(settings, found.lower())) if found else None
+            values[name] = _plain(settings.value(found)) if found else None
         return cls(**values)
 
     @classmethod

@@ -47,7 +47,12 @@ PERSONAL_RUN_JOBS = ("student_lookup", "privacy_export", "privacy_erase")
 
 
 class RetentionConfig(dg.Config):
-    run_retention_days: int = Field(default=get_settings().anubis_run_retention_days, ge=1)
+    # settings are read when the op runs, not when this module is imported
+    run_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="days Dagster runs are kept; empty = ANUBIS_RUN_RETENTION_DAYS (default 90)",
+    )
     log_retention_days: int | None = Field(
         default=None,
         ge=1,
@@ -96,7 +101,8 @@ def _runs(
 def delete_old_runs(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
     config, log_days = _config(context)
     now = datetime.now(UTC)
-    cutoff = now - timedelta(days=config.run_retention_days)
+    run_days = config.run_retention_days or get_settings().anubis_run_retention_days
+    cutoff = now - timedelta(days=run_days)
     personal_cutoff = now - timedelta(days=log_days)
     instance = context.instance
     old = _runs(instance, dg.RunsFilter(created_before=cutoff), context.run_id)

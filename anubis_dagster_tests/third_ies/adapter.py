@@ -1,13 +1,14 @@
 """Tiny IES: register only (no prepare step, no status checks), one resource, one endpoint.
 
 Everything Anubis needs to deliver to this partner is in this module and in one entry of the
-integrations file (`type: tiny_ies`); importing the module registers the adapter, its resource
-(`tiny_api`, yielding a ready client) comes with it.
+integrations file (`type: tiny_ies`); importing the module registers the adapter and its
+environment variables (`TinyEnvironment`), its resource (`tiny_api`, yielding a ready client)
+comes with it. Nothing overrides the generic code: the resource is built from the settings like
+Kroton's and Estácio's.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from anubis_dagster.core.orders import digits, get_path
@@ -26,7 +27,24 @@ from anubis_dagster.integrations.partner_api import (
     credential,
     send_registration,
 )
-from anubis_dagster.settings import Settings
+from anubis_dagster.settings import (
+    EnvironmentSettings,
+    register_environment,
+    seconds_setting,
+    setting,
+)
+
+
+@register_environment
+class TinyEnvironment(EnvironmentSettings):
+    """Tiny IES's variables, composed into the settings like a built-in partner's: validated
+    at load, shown and checked for typos by `anubis doctor`."""
+
+    prefixes: ClassVar[tuple[str, ...]] = ("TINY_IES_",)
+
+    tiny_ies_url: str | None = setting(None, "Tiny IES API", group="tiny")
+    tiny_ies_rate_limit: str = setting("1000/1", "Tiny IES quota, `REQUESTS/SECONDS`", group="tiny")
+    tiny_ies_timeout_seconds: float = seconds_setting(2.0, "read timeout", group="tiny")
 
 
 class TinyApiResource(PartnerApiResource):
@@ -35,16 +53,7 @@ class TinyApiResource(PartnerApiResource):
     base_url: str | None = credential("TINY_IES_URL")
 
     client_name: ClassVar[str] = "tiny"
-    settings_prefix: ClassVar[str] = "tiny_ies"
-
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> TinyApiResource:
-        # test-only partner: its variables are not in the product's settings model
-        return cls(
-            base_url=os.environ.get("TINY_IES_URL"),
-            rate_limit=os.environ.get("TINY_IES_RATE_LIMIT", "1000/1"),
-            timeout_seconds=float(os.environ.get("TINY_IES_TIMEOUT_SECONDS", "2")),
-        )
+    settings_prefix: ClassVar[str] = "tiny_ies"  # TinyEnvironment's tiny_ies_rate_limit, …
 
 
 TINY_APIS: dict[str, type[PartnerApiResource]] = {"tiny_api": TinyApiResource}
