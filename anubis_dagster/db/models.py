@@ -24,8 +24,10 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
+
+from anubis_dagster.core.offer import offer_columns
 
 # SQLite has no BIGINT autoincrement; ids stay BigInteger on PostgreSQL.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -160,6 +162,18 @@ class Subscription(Timestamps, Base):
     # added (issue 20): the legacy service's own status word when this row was imported from it
     # (`anubis legacy import`); NULL for every subscription Anubis created from an order
     legacy_status: Mapped[str | None] = mapped_column(String(40))
+    # added (issue 20, `core/offer.py`): the offer fields the conversion report groups by, as
+    # the report shows them, written with the payload (intake; `_offer_columns` for the ORM)
+    offer_kind: Mapped[str | None] = mapped_column(Text)
+    offer_campus_name: Mapped[str | None] = mapped_column(Text)
+    offer_campus_city: Mapped[str | None] = mapped_column(Text)
+
+    @validates("payload")
+    def _offer_columns(self, _key: str, payload: Any) -> Any:
+        """Whoever sets the payload through the ORM sets the offer columns with it."""
+        for name, value in offer_columns(payload).items():
+            setattr(self, name, value)
+        return payload
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),
@@ -239,6 +253,15 @@ class SubscriptionEvent(Timestamps, Base):
             "created_at",
             "subscription_id",
             **_partial("kind = 'retry'"),
+        ),
+        # issue 20 (migration 0012_scale_report_status): `anubis status`'s recent attempts
+        Index(
+            "ix_subscription_events_attempts_recent",
+            "created_at",
+            "integration_id",
+            "operation_name",
+            "outcome",
+            **_partial("kind = 'attempt'"),
         ),
     )
 
