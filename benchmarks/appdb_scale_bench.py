@@ -50,7 +50,7 @@ from typing import Any
 
 from benchmarks.intake_bench import admin_url, machine_summary, markdown_table, percentile
 
-DB_NAME = "anubis_bench_appdb_scale"
+DB_NAME = os.environ.get("ANUBIS_BENCH_APPDB_NAME", "anubis_bench_appdb_scale")  # one per engineer
 EVENTS_PER_SUBSCRIPTION = 5
 #: the report runs under this address-space limit (bytes): the old one needed ~10 GB here
 REPORT_ADDRESS_LIMIT = 6 * 1024**3
