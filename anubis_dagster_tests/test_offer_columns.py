@@ -34,11 +34,13 @@ from anubis_dagster_tests.test_intake_service import run_intake
 #: values an order's offer may hold where the report looks: text, empty, numbers, booleans,
 #: null, nested documents, and steps that are not objects
 ODD = ["EaD", "Presencial", "", None, 0, 5, 2.5, True, False, [], ["a"], {}, {"x": 1}, "0"]
+ODD += ["Ç" * 200, "Ç" * 201 + "x", ["long"] * 80]  # cut at 200 characters (the index's bound)
 
 
 def shown(value: Any) -> str | None:
-    """What the report made of one path: falsy is unknown (None here), else `str`."""
-    return str(value) if value else None
+    """What the report made of one path: falsy is unknown (None here), else `str` (cut at 200
+    characters: validation refuses longer campus names, and the columns are indexed)."""
+    return str(value)[:200] if value else None
 
 
 def random_order(rng: random.Random) -> Any:
@@ -218,3 +220,20 @@ def test_status_counts_the_attempts_of_its_window(
     out = capsys.readouterr().out
     assert "every attempt:" in out and "http_5xx" in out
     assert main(["status", "--attempt-days", "-1"]) == 2
+
+
+def test_the_longest_offer_values_fit_the_reports_index(db_url: str) -> None:
+    """Three values of 4-byte characters, cut at 200 each: PostgreSQL's index entry (~2.7 kB at
+    most) still takes them, so no order is refused for its offer."""
+    wide = "🎓" * 500
+    order = {"offer": {"course": {"kind": wide, "campus": {"name": wide, "city": wide}}}}
+    with session_scope(db_url) as session:
+        integration = Integration(name="Kroton", type="kroton", key="kroton")
+        session.add(integration)
+        session.flush()
+        session.add(
+            Subscription(
+                integration_id=integration.id, order_id=1, payload=order, status="enrolled"
+            )
+        )
+    assert stored_columns(db_url) == {1: ("🎓" * 200,) * 3}

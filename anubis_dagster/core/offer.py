@@ -16,12 +16,15 @@ from typing import Any
 CONVERSION_PATHS = ("offer.course.kind", "offer.course.campus.name", "offer.course.campus.city")
 #: the subscription's columns holding them, in the same order
 OFFER_COLUMNS = ("offer_kind", "offer_campus_name", "offer_campus_city")
+#: characters kept of each: the report's index carries the three (`db/models.py`), and an index
+#: entry must stay under ~2.7 kB; validation refuses longer campus names (200) and cities (100)
+OFFER_TEXT_LIMIT = 200
 _NONE: dict[str, str | None] = dict.fromkeys(OFFER_COLUMNS)
 
 
 def offer_columns(order: Any) -> dict[str, str | None]:
     """The three columns of an order, as `get_path` reads each path (a step that is missing or
-    not an object gives None) and the report names it (falsy is unknown, else `str`)."""
+    not an object gives None) and the report names it (falsy is unknown, else `str`, cut)."""
     offer = order.get("offer") if isinstance(order, dict) else None
     course = offer.get("course") if isinstance(offer, dict) else None
     if not isinstance(course, dict):
@@ -50,4 +53,4 @@ def campus_label(name: str | None, city: str | None) -> str:
 
 
 def _shown(value: Any) -> str | None:
-    return str(value) if value else None
+    return str(value)[:OFFER_TEXT_LIMIT] if value else None
