@@ -24,22 +24,23 @@ _NONE: dict[str, str | None] = dict.fromkeys(OFFER_COLUMNS)
 
 def offer_columns(order: Any) -> dict[str, str | None]:
     """The three columns of an order, as `get_path` reads each path (a step that is missing or
-    not an object gives None) and the report names it (falsy is unknown, else `str`, cut)."""
+    not an object gives None) and the report names it (falsy is unknown, else `str`, cut).
+    Written out flat: intake calls it for every order."""
     offer = order.get("offer") if isinstance(order, dict) else None
     course = offer.get("course") if isinstance(offer, dict) else None
     if not isinstance(course, dict):
         return dict(_NONE)
+    kind = course.get("kind")
     campus = course.get("campus")
-    if not isinstance(campus, dict):
-        return {"offer_kind": _shown(course.get("kind")), **_NO_CAMPUS}
+    name = city = None
+    if isinstance(campus, dict):
+        name, city = campus.get("name"), campus.get("city")
+    limit = OFFER_TEXT_LIMIT
     return {
-        "offer_kind": _shown(course.get("kind")),
-        "offer_campus_name": _shown(campus.get("name")),
-        "offer_campus_city": _shown(campus.get("city")),
+        "offer_kind": str(kind)[:limit] if kind else None,
+        "offer_campus_name": str(name)[:limit] if name else None,
+        "offer_campus_city": str(city)[:limit] if city else None,
     }
-
-
-_NO_CAMPUS: dict[str, str | None] = {"offer_campus_name": None, "offer_campus_city": None}
 
 
 def modality_label(kind: str | None) -> str:
@@ -50,7 +51,3 @@ def modality_label(kind: str | None) -> str:
 def campus_label(name: str | None, city: str | None) -> str:
     """The report's campus row: "name (city)", the name alone, or "unknown"."""
     return f"{name} ({city})" if name and city else name or "unknown"
-
-
-def _shown(value: Any) -> str | None:
-    return str(value)[:OFFER_TEXT_LIMIT] if value else None
