@@ -208,6 +208,10 @@ class Subscription(Timestamps, Base):
             # alone, not from a heap of large payloads (SQLite has no INCLUDE)
             postgresql_include=list(REPORT_INCLUDE),
         ),
+        # migration 0012: `anubis status`'s count of students imported from a legacy service
+        Index(
+            "ix_subscriptions_imported", "integration_id", **_partial("legacy_status IS NOT NULL")
+        ),
         Index(
             "ix_subscriptions_open",
             "integration_id",

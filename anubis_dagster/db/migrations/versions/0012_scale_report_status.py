@@ -14,6 +14,8 @@
   columns): its windows are read from a ~130 MB index instead of a heap of 1.7–3.5 GB of
   payloads. Rebuilt while the
   table is locked for writes (15 s at 1,000,000 subscriptions under load).
+- `ix_subscriptions_imported` (partial, `legacy_status IS NOT NULL`): `anubis status`'s count of
+  imported students no longer reads every subscription (0.35–0.45 s at 1,000,000).
 - `ix_subscription_events_attempts_recent` (partial, `kind = 'attempt'`, by time): `anubis
   status` counts the attempts of a recent window from this index alone instead of all of them
   (2.6 million rows at cutover size). Built while the events table is locked for writes.
@@ -136,6 +138,13 @@ def upgrade() -> None:
             postgresql_include=list(REPORT_INCLUDE),
         )
     op.create_index(
+        "ix_subscriptions_imported",
+        "subscriptions",
+        ["integration_id"],
+        postgresql_where=sa.text("legacy_status IS NOT NULL"),
+        sqlite_where=sa.text("legacy_status IS NOT NULL"),
+    )
+    op.create_index(
         "ix_subscription_events_attempts_recent",
         "subscription_events",
         ["created_at", "integration_id", "operation_name", "outcome"],
@@ -146,6 +155,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_subscription_events_attempts_recent", "subscription_events")
+    op.drop_index("ix_subscriptions_imported", "subscriptions")
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_subscriptions_integration_created", "subscriptions")
         op.create_index(
