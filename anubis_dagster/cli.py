@@ -82,13 +82,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.legacy.go_live import go_live_lines
     from anubis_dagster.legacy.modes import shadow_modes
-    from anubis_dagster.status import attempt_counts, format_table, status_counts
+    from anubis_dagster.status import (
+        attempt_counts,
+        attempts_heading,
+        format_table,
+        status_counts,
+    )
 
+    if args.attempt_days < 0:
+        print("anubis: --attempt-days must be 0 or more", file=sys.stderr)
+        return 2
     url = default_database_url()
     prepare_for_reading(url)
     with session_scope(url) as session:
         rows = status_counts(session, by_origin=args.by_origin)
-        attempts = attempt_counts(session)
+        attempts = attempt_counts(session, days=args.attempt_days)
         paused = paused_integrations(session)
         shadow = shadow_modes(session)
         going_live = go_live_lines(session, OrdersSource())
@@ -105,6 +113,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     )
     print(format_table(rows, headers))
     print()
+    print(attempts_heading(args.attempt_days) + ":")
     print(format_table(attempts, ("integration", "operation", "outcome", "attempts")))
     if going_live:
         print("\n" + "\n".join(going_live))
@@ -356,6 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(func=_cmd_orders_load)
     status = sub.add_parser("status", help="subscription counts by integration and status")
     status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
+    status.add_argument(
+        "--attempt-days",
+        type=int,
+        default=7,  # status.ATTEMPT_DAYS (not imported here: `--help` stays light)
+        metavar="N",
+        help="count the attempts of the last N days (default 7; 0: every attempt, slow on a "
+        "large app DB)",
+    )
     status.set_defaults(func=_cmd_status)
 
     pause = sub.add_parser("pause", help="stop sending to one integration; intake goes on")

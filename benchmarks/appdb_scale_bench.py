@@ -50,7 +50,7 @@ from typing import Any
 
 from benchmarks.intake_bench import admin_url, machine_summary, markdown_table, percentile
 
-DB_NAME = "anubis_bench_appdb_scale"
+DB_NAME = os.environ.get("ANUBIS_BENCH_APPDB_NAME", "anubis_bench_appdb_scale")  # one per engineer
 EVENTS_PER_SUBSCRIPTION = 5
 #: the report runs under this address-space limit (bytes): the old one needed ~10 GB here
 REPORT_ADDRESS_LIMIT = 6 * 1024**3
@@ -351,6 +351,14 @@ def build(url: str, n: int, now: datetime) -> dict[str, Any]:
             c.execute(text(definition))
         timings["indexes_s"] = time.perf_counter() - t
         c.execute(text("SET session_replication_role = origin"))
+        # the generated rows lack the report's offer columns, as an app DB upgraded to
+        # 0012_scale_report_status would before its backfill: run that backfill, and time it
+        t = time.perf_counter()
+        with create_engine(url).begin() as migration:  # one transaction, as the upgrade's
+            filled = offer_backfill()(migration)
+        timings["offer_backfill_s"] = time.perf_counter() - t
+        timings["offer_backfill_rows"] = filled
+        print(f"  offer columns backfilled: {filled:,} rows", flush=True)
         t = time.perf_counter()
         c.execute(text("VACUUM ANALYZE subscriptions"))
         c.execute(text("VACUUM ANALYZE subscription_events"))
@@ -379,6 +387,25 @@ def build(url: str, n: int, now: datetime) -> dict[str, Any]:
         "integration_ids": ids,
         "indexes": [d for _, d in indexes],
     }
+
+
+def offer_backfill() -> Callable[[Any], int]:
+    """`backfill` of migration 0012 (the migrations folder is not a package)."""
+    import importlib.util
+
+    from anubis_dagster.db.migrate import MIGRATIONS_DIR
+
+    path = MIGRATIONS_DIR / "versions" / "0012_scale_report_status.py"
+    spec = importlib.util.spec_from_file_location("migration_0012", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.backfill  # type: ignore[no-any-return]
+
+
+def load() -> str:
+    """The host's load averages (1, 5, 15 min), printed beside each figure."""
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 # --------------------------------------------------------------------------------------------
@@ -510,7 +537,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
     python_start = [run_child([sys.executable, "-c", "pass"], env)["wall_s"] for _ in range(3)]
     physical["python_start_s"] = statistics.median(python_start)
     results["physical"] = physical
-    print("physical:", json.dumps(physical), flush=True)
+    results["loads"] = {"physical": load()}
+    print("physical:", json.dumps(physical), "load", load(), flush=True)
 
     # -- due sensor tick ------------------------------------------------------------------------
     defs = build_definitions()
@@ -534,7 +562,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
         "steady_paced": summary_ms(steady),
         "run_requests": requests,
     }
-    print("sensor:", json.dumps(results["sensor_tick"]), flush=True)
+    results["loads"]["sensor_tick"] = load()
+    print("sensor:", json.dumps(results["sensor_tick"]), "load", load(), flush=True)
 
     # -- anubis student --------------------------------------------------------------------------
     keys = [f"order:{50000000 + rng.randint(1, n)}" for _ in range(20)]
@@ -561,7 +590,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
         ),
         "cli_rc": [r["rc"] for r in student_cli],
     }
-    print("student:", json.dumps(results["student"]), flush=True)
+    results["loads"]["student"] = load()
+    print("student:", json.dumps(results["student"]), "load", load(), flush=True)
 
     # -- anubis status ---------------------------------------------------------------------------
     def status() -> None:
@@ -574,19 +604,34 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
         with session_scope(url) as session:
             status_counts(session, by_origin=True)
 
+    def counted(fn: Callable[[Any], Any]) -> Callable[[], None]:
+        def run() -> None:
+            with session_scope(url) as session:
+                fn(session)
+
+        return run
+
     status_runs = timed(status, 5)
     by_origin_runs = timed(status_by_origin, 3)
+    # its parts: the status counts, the attempts of the window it shows, every attempt
+    parts = {
+        "status_counts_ms": summary_ms(timed(counted(status_counts), 3)),
+        "attempts_window_ms": summary_ms(timed(counted(attempt_counts), 3)),
+        "attempts_all_ms": summary_ms(timed(counted(lambda s: attempt_counts(s, days=0)), 3)),
+    }
     status_cli = [run_child(cli("status"), env) for _ in range(3)]
     results["status"] = {
         "function": summary_ms(status_runs),
         "function_by_origin": summary_ms(by_origin_runs),
+        **parts,
         "cli_s": [r["wall_s"] for r in status_cli],
         "cli_beyond_start_ms": round(
             (statistics.median(r["wall_s"] for r in status_cli) - help_s) * 1000
         ),
         "cli_rc": [r["rc"] for r in status_cli],
     }
-    print("status:", json.dumps(results["status"]), flush=True)
+    results["loads"]["status"] = load()
+    print("status:", json.dumps(results["status"]), "load", load(), flush=True)
 
     # -- anubis report ---------------------------------------------------------------------------
     results["report"] = {}
@@ -595,7 +640,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
         run.pop("stdout")
         run["beyond_start_s"] = round(run["wall_s"] - help_s, 3)
         results["report"][f"days_{days}"] = run
-        print(f"report --days {days}:", json.dumps(run), flush=True)
+        results["loads"][f"report_{days}"] = load()
+        print(f"report --days {days}:", json.dumps(run), "load", load(), flush=True)
 
     # -- health and metrics assets' computations -------------------------------------------------
     now = datetime.now(UTC)
@@ -620,7 +666,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
             "health_ms": summary_ms(timed(health, 3)),
             "metrics_ms": summary_ms(timed(metrics, 3)),
         }
-    print("health:", json.dumps(results["health"]), flush=True)
+    results["loads"]["health"] = load()
+    print("health:", json.dumps(results["health"]), "load", load(), flush=True)
 
     # -- retention (last: it changes the data) ---------------------------------------------------
     cutoff = now - timedelta(days=retention_days)
@@ -652,7 +699,8 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
     retention["backlog_events"] = old_events
     retention["retention_days"] = retention_days
     results["retention"] = retention
-    print("retention:", json.dumps(retention), flush=True)
+    results["loads"]["retention"] = load()
+    print("retention:", json.dumps(retention), "load", load(), flush=True)
     return results
 
 
@@ -742,6 +790,17 @@ def render(r: dict[str, Any]) -> str:
             f"count attempts {p.get('count_attempts_ms', {}).get('p50_ms', '-')} ms",
         ),
     ]
+    st = r["status"]
+    if "status_counts_ms" in st:
+        rows.append(
+            (
+                "`anubis status` parts: status counts / attempts of 7 days / every attempt (p50)",
+                "",
+                f"{st['status_counts_ms']['p50_ms']} / {st['attempts_window_ms']['p50_ms']} / "
+                f"{st['attempts_all_ms']['p50_ms']} ms",
+                "",
+            )
+        )
     for days, rep in r["report"].items():
         state = (
             "" if rep["rc"] == 0 else f" (exit {rep['rc']}: {' '.join(rep['stderr_tail'])[:80]})"
@@ -778,9 +837,20 @@ def render(r: dict[str, Any]) -> str:
         )
     )
     b = r["build"]
+    if "offer_backfill_s" in b["timings"]:
+        rows.append(
+            (
+                f"offer columns backfill (migration 0012), {b['timings']['offer_backfill_rows']:,}"
+                " rows",
+                "",
+                f"{b['timings']['offer_backfill_s']:.1f} s",
+                "",
+            )
+        )
     head = (
         f"{r['n']:,} subscriptions, {b['events']:,} events ({b['sizes']}); built in "
-        f"{b['timings']['total_s']:.0f} s; {where}"
+        f"{b['timings']['total_s']:.0f} s; {where}; load (1/5/15 min) by section: "
+        f"{r.get('loads', {})}"
     )
     return head + "\n\n" + markdown_table(("figure", "target", "measured", "physical limit"), rows)
 

@@ -9,7 +9,6 @@ and percentiles), so a year of a large app DB costs a few queries and no memory.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, Integer, Text, cast, func, select
+from sqlalchemy import Float, Integer, cast, func, select, text
 from sqlalchemy.orm import Session
 
+from anubis_dagster.core.offer import campus_label, modality_label
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 
 #: reached the university: registered there, or further along
@@ -32,8 +32,6 @@ REJECTED = frozenset({"invalid", "duplicate"})
 CONVERSION_BASE = frozenset({"registered", "enrolled", "dropped"})
 #: the paid → registered percentiles the report shows
 LATENCY_PERCENTILES = (50, 95)
-#: the order's offer fields conversion is grouped by: modality, campus name, campus city
-CONVERSION_PATHS = ("offer.course.kind", "offer.course.campus.name", "offer.course.campus.city")
 
 
 @dataclass
@@ -121,8 +119,8 @@ def build_report(
     Every figure is aggregated in the database (a year of a large app DB never comes into
     Python): counts by status, day and origin; the paid → registered percentiles
     (`percentiles`) with `percentile_disc` on PostgreSQL, which is the nearest rank, and on
-    SQLite by counting and then fetching the one row at that rank; conversion by the JSON
-    values of the offer's modality and campus, decoded and bucketed here as before."""
+    SQLite by counting and then fetching the one row at that rank; conversion by the offer's
+    modality and campus columns, named here as before."""
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     integrations = select(Integration.id, Integration.key)
     if integration is not None:
@@ -134,6 +132,10 @@ def build_report(
     s = Subscription
     window = [s.created_at >= since, s.integration_id.in_(list(keys))]
     postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # compiling these few scans cost PostgreSQL's JIT 1–3 s each at cutover size, more
+        # than it saved; for this transaction only
+        session.execute(text("SET LOCAL jit = off"))
     day = utc_day(session, s.created_at)
     # volume, statuses and dead letters are Anubis's own: a legacy import (its failures
     # included) would show as one day's spike; the conversion below counts imported students
@@ -240,36 +242,24 @@ def _sqlite_epoch_us(column: Any) -> Any:
 
 
 def _conversion(session: Session, reports: dict[int, IntegrationReport], window: list[Any]) -> None:
-    """Registered → enrolled by modality and campus: counted in the database by the JSON
-    values of the three offer fields, then named and bucketed as `get_path` reads them."""
+    """Registered → enrolled by modality and campus: counted in the database by the offer
+    columns intake writes with the payload (`core/offer.py`), then named and bucketed. Reading
+    the three fields out of a year of JSON payloads instead took 23–48 s at cutover size."""
     s = Subscription
-    paths: list[Any]
-    if session.get_bind().dialect.name == "postgresql":
-        # each `#>` parses the `json` payload again: this query is the report's largest cost
-        # at a year of a large app DB (BENCHMARKS.md); taking the course once behind a
-        # subquery fence was slower still, the fence keeping the scan from running in parallel
-        paths = [cast(s.payload[tuple(path.split("."))], Text) for path in CONVERSION_PATHS]
-    else:  # `->` (SQLite 3.38+) gives JSON text; json_extract would turn `true` into 1
-        paths = [s.payload.op("->", return_type=Text)(f"$.{path}") for path in CONVERSION_PATHS]
     enrolled = s.status == "enrolled"
+    offer = [s.offer_kind, s.offer_campus_name, s.offer_campus_city]
     rows = session.execute(
-        select(s.integration_id, enrolled, *paths, func.count())
+        select(s.integration_id, enrolled, *offer, func.count())
         .where(*window, s.status.in_(sorted(CONVERSION_BASE)))
-        .group_by(s.integration_id, enrolled, *paths)
+        .group_by(s.integration_id, enrolled, *offer)
     )
     for row in rows:
         integration_id, is_enrolled, kind, campus_name, city, count = tuple(row)
         report = reports[integration_id]
-        modality = str(_json_value(kind) or "unknown")
-        name, town = _json_value(campus_name), _json_value(city)
-        campus = f"{name} ({town})" if name and town else str(name or "unknown")
+        modality, campus = modality_label(kind), campus_label(campus_name, city)
         for bucket in (report.by_modality[modality], report.by_campus[campus]):
             bucket.registered += count
             bucket.enrolled += count if is_enrolled else 0
-
-
-def _json_value(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 def format_report(reports: list[IntegrationReport], days: int) -> str:

@@ -24,10 +24,11 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.types import TypeDecorator
 
 from anubis_dagster.core.clock import utcnow as utcnow  # re-exported: many import it here
+from anubis_dagster.core.offer import offer_columns
 
 # SQLite has no BIGINT autoincrement; ids stay BigInteger on PostgreSQL.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -120,6 +121,21 @@ class IntegrationFilter(Timestamps, Base):
     __table_args__ = (UniqueConstraint("integration_id", "position"),)
 
 
+#: the columns `anubis report` reads of a window of subscriptions, beside its key (bounded
+#: sizes only: an index entry must stay under PostgreSQL's ~2.7 kB; see `OFFER_TEXT_LIMIT`)
+REPORT_INCLUDE = (
+    "id",
+    "status",
+    "origin",
+    "legacy_status",
+    "sent_at",
+    "order_updated_at",
+    "offer_kind",
+    "offer_campus_name",
+    "offer_campus_city",
+)
+
+
 class Subscription(Timestamps, Base):
     """One paid order on its way to one integration."""
 
@@ -158,6 +174,18 @@ class Subscription(Timestamps, Base):
     # added (issue 20): the legacy service's own status word when this row was imported from it
     # (`anubis legacy import`); NULL for every subscription Anubis created from an order
     legacy_status: Mapped[str | None] = mapped_column(String(40))
+    # added (issue 20, `core/offer.py`): the offer fields the conversion report groups by, as
+    # the report shows them, written with the payload (intake; `_offer_columns` for the ORM)
+    offer_kind: Mapped[str | None] = mapped_column(Text)
+    offer_campus_name: Mapped[str | None] = mapped_column(Text)
+    offer_campus_city: Mapped[str | None] = mapped_column(Text)
+
+    @validates("payload")
+    def _offer_columns(self, _key: str, payload: Any) -> Any:
+        """Whoever sets the payload through the ORM sets the offer columns with it."""
+        for name, value in offer_columns(payload).items():
+            setattr(self, name, value)
+        return payload
 
     __table_args__ = (
         UniqueConstraint("integration_id", "order_id", name="uq_subscriptions_integration_order"),
@@ -169,7 +197,18 @@ class Subscription(Timestamps, Base):
         Index("ix_subscriptions_first_name_gender", "first_name", "gender"),
         # issue 20 (migration 0009_scale_indexes): lookups and windows at cutover size
         Index("ix_subscriptions_order_id", "order_id"),
-        Index("ix_subscriptions_integration_created", "integration_id", "created_at"),
+        Index(
+            "ix_subscriptions_integration_created",
+            "integration_id",
+            "created_at",
+            # migration 0012: on PostgreSQL the report's windows read these from the index
+            # alone, not from a heap of large payloads (SQLite has no INCLUDE)
+            postgresql_include=list(REPORT_INCLUDE),
+        ),
+        # migration 0012: `anubis status`'s count of students imported from a legacy service
+        Index(
+            "ix_subscriptions_imported", "integration_id", **_partial("legacy_status IS NOT NULL")
+        ),
         Index(
             "ix_subscriptions_open",
             "integration_id",
@@ -237,6 +276,15 @@ class SubscriptionEvent(Timestamps, Base):
             "created_at",
             "subscription_id",
             **_partial("kind = 'retry'"),
+        ),
+        # issue 20 (migration 0012_scale_report_status): `anubis status`'s recent attempts
+        Index(
+            "ix_subscription_events_attempts_recent",
+            "created_at",
+            "integration_id",
+            "operation_name",
+            "outcome",
+            **_partial("kind = 'attempt'"),
         ),
     )
 

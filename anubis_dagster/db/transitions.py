@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.events import event_type
 from anubis_dagster.core.masking import mask_data, mask_text
 from anubis_dagster.core.names import first_name_key
+from anubis_dagster.core.offer import offer_columns
 from anubis_dagster.core.orders import get_path
 from anubis_dagster.core.redaction import redact, redacted_json
 from anubis_dagster.core.states import Status, check_transition, holds_cpf
@@ -137,6 +138,7 @@ def subscription_values(
         "origin": order.get("origin") if isinstance(order.get("origin"), str) else None,
         "cpf": cpf or None,
         "payload": order,
+        **offer_columns(order),  # the report's conversion columns (core/offer.py)
         "ies_data": {},
         "first_name": first_name_key(get_path(order, "base_user.full_name")),
         "gender": _gender(get_path(order, "base_user.gender")),

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
+from anubis_dagster.core.offer import offer_columns
 from anubis_dagster.core.orders import ORIGINS, digits, get_path
 from anubis_dagster.core.routing import filter_fields, first_match
 from anubis_dagster.core.states import Status
@@ -828,11 +829,13 @@ def _decide(
         taken_over = known.status == Status.BEFORE_GO_LIVE.value
         message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
         values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
+        stored = candidate.stored_order(today)
         values.update(
             id=known.id,
-            payload=candidate.stored_order(today),
+            payload=stored,
             order_updated_at=row.updated_at,
             cpf=stored_cpf,
+            **offer_columns(stored),  # the corrected order's offer, for the report
         )
         return _Decision(
             candidate,
