@@ -7,8 +7,9 @@
   piece because ..."): a long module is cut at its seams, or says why it has none.
 
 What breaks a rule today is listed in `ALLOWED_FUNCTIONS` / `ALLOWED_MODULES` with its length
-when listed: debt to shrink, never a place for new code. An entry that no longer breaks the
-rule fails the test too, so the list only ever gets shorter.
+when listed: debt to shrink, never a place for new code (an entry that grows past its listed
+length fails). An entry that no longer breaks the rule fails the test too, so the list only
+ever gets shorter: remove it, or lower its length when it shrank but is still over.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ def test_no_function_over_the_limit() -> None:
         f"functions over {MAX_FUNCTION_LINES} lines: split them at their steps "
         f"(module, function → lines): {new}"
     )
+    grown = {
+        key: n
+        for key, n in found.items()
+        if key in ALLOWED_FUNCTIONS and n > ALLOWED_FUNCTIONS[key]
+    }
+    assert not grown, f"allowed long functions that grew (split them instead): {grown}"
 
 
 def test_no_long_module_without_a_reason() -> None:
@@ -119,6 +126,12 @@ def test_no_long_module_without_a_reason() -> None:
         f"modules over ~{MAX_MODULE_CODE_LINES} lines of code: cut them at their seams, or say "
         f"at their top why they are one piece ({ONE_PIECE!r} in the docstring): {new}"
     )
+    grown = {
+        name: n
+        for name, n in found.items()
+        if name in ALLOWED_MODULES and n > ALLOWED_MODULES[name]
+    }
+    assert not grown, f"allowed long modules that grew (cut them instead): {grown}"
 
 
 def test_the_allow_lists_only_shrink() -> None:
