@@ -307,8 +307,8 @@ def test_bulk_sqlite_datetimes_are_sqlalchemys_text(value: datetime | None) -> N
     values in any zone."""
     from sqlalchemy.dialects import sqlite
 
+    from anubis_dagster.db.bulk_write import _sqlite_utc_text
     from anubis_dagster.db.models import UTCDateTime
-    from anubis_dagster.db.transitions import _sqlite_utc_text
 
     dialect = sqlite.dialect()
     type_ = UTCDateTime()

@@ -1,5 +1,3 @@
-# 495 lines, over the house's ~400 for now: go-live points and takeovers; the takeover is its seam
-# (issue 24).
 """The go-live point of each integration: orders paid before it are the legacy service's.
 
 Design (issue 20). One timestamp per integration, `integrations.go_live_at`, set by an operator
@@ -26,19 +24,12 @@ Skipping a big history costs nothing per order:
   on PostgreSQL), so a chunk in flight while the point is set either finished before (and its
   rows are moved here) or sees the point.
 
-Taking a range over on purpose (`takeover`: "the legacy failed these, resend them") reads the
-range's orders from the source again and ingests them with this integration's point ignored:
-`before_go_live` subscriptions become due (or `duplicate` when another subscription, e.g. an
-imported one, holds the CPF; or `invalid`), never-read orders get their subscriptions. It is
-intake itself, so it is idempotent (a second takeover finds nothing to do), and the dry run is
-the same work rolled back, with the same counts.
+Taking a range over on purpose (`anubis takeover`) is `legacy/takeover.py`'s.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
@@ -72,7 +63,7 @@ class UnknownIntegration(ValueError):
     pass
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -113,7 +104,7 @@ class GoLiveChange:
         return "\n".join(lines)
 
 
-def _integration(session: Session, key: str, *, lock: bool = False) -> Integration:
+def integration_by_key(session: Session, key: str, *, lock: bool = False) -> Integration:
     query = select(Integration).where(Integration.key == key)
     if lock:
         query = query.with_for_update()
@@ -142,11 +133,11 @@ def watermark_floor(session: Session) -> datetime | None:
     points = list(session.scalars(select(Integration.go_live_at).where(Integration.enabled)))
     if not points or any(p is None for p in points):
         return None
-    return min(_utc(p) for p in points if p is not None)
+    return min(as_utc(p) for p in points if p is not None)
 
 
 def floor_key(point: datetime) -> OrderKey:
-    return OrderKey(_utc(point) - timedelta(microseconds=1), MAX_ID)
+    return OrderKey(as_utc(point) - timedelta(microseconds=1), MAX_ID)
 
 
 def set_go_live(
@@ -155,8 +146,8 @@ def set_go_live(
     """Set `key`'s go-live point to `at` (the caller commits). Idempotent: setting the same
     point again changes nothing. Locks the integration's row first (PostgreSQL), so intake
     chunks in flight finish before and chunks after see the point."""
-    at = _utc(at)
-    integration = _integration(session, key, lock=not dry_run)
+    at = as_utc(at)
+    integration = integration_by_key(session, key, lock=not dry_run)
     change = GoLiveChange(key=key, at=at, previous=integration.go_live_at, dry_run=dry_run)
     where = _held_back(integration.id, at)
     held = [
@@ -203,7 +194,7 @@ def _floor_if(session: Session, integration: Integration, at: datetime) -> datet
     ]
     if not points or any(p is None for p in points):
         return None
-    return min(_utc(p) for p in points if p is not None)
+    return min(as_utc(p) for p in points if p is not None)
 
 
 def _set_watermark(session: Session, name: str, key: OrderKey) -> None:
@@ -259,14 +250,14 @@ def go_live_statuses(session: Session) -> list[GoLiveStatus]:
 def orders_before(source: OrdersSource, point: datetime) -> int:
     """Paid orders in the source before `point` (an index-range count)."""
     t = source.table.c
-    query = select(func.count()).where(t.checkout_step == "paid", t.updated_at < _utc(point))
+    query = select(func.count()).where(t.checkout_step == "paid", t.updated_at < as_utc(point))
     with source.engine.connect() as connection:
         return int(connection.scalar(query) or 0)
 
 
 def has_order_before(source: OrdersSource, point: datetime) -> bool:
     t = source.table.c
-    query = select(t.id).where(t.checkout_step == "paid", t.updated_at < _utc(point)).limit(1)
+    query = select(t.id).where(t.checkout_step == "paid", t.updated_at < as_utc(point)).limit(1)
     with source.engine.connect() as connection:
         return connection.scalar(query) is not None
 
@@ -321,156 +312,12 @@ def missing_points(
     ]
 
 
-@dataclass
-class TakeoverReport:
-    key: str
-    start: datetime
-    end: datetime
-    dry_run: bool
-    orders: int = 0
-    taken_over: int = 0  # before_go_live → sent (or invalid/duplicate) for this integration
-    created: int = 0  # never-read orders that got their subscription
-    by_status: Counter[str] = field(default_factory=Counter)  # this integration's outcomes
-    #: a shadow run's students paid in the range, released to be sent (`legacy/shadow.py`)
-    released: int = 0
-    #: shadowed students not released, with why (e.g. another subscription holds the CPF)
-    not_released: Counter[str] = field(default_factory=Counter)
-
-    def describe(self) -> str:
-        verb = "would take over" if self.dry_run else "took over"
-        head = (
-            f"{verb} {self.key} orders from {self.start.isoformat()} to {self.end.isoformat()}: "
-            f"{self.orders} orders read, {self.taken_over} held before go-live now decided "
-            f"again, {self.created} new subscriptions, {self.released} shadow-run students "
-            "released"
-        )
-        parts = [f"  {status}: {count}" for status, count in sorted(self.by_status.items())]
-        parts += [
-            f"  shadowed, not released ({why}): {count}"
-            for why, count in sorted(self.not_released.items())
-        ]
-        return "\n".join([head, *parts])
-
-
-def takeover(
-    session_factory: Callable[[], Session],
-    source: OrdersSource,
-    key: str,
-    start: datetime,
-    end: datetime,
-    *,
-    dry_run: bool = False,
-    chunk_size: int = 1000,
-    progress: Callable[[int], None] | None = None,
-    run_id: str | None = None,
-) -> TakeoverReport:
-    """Take the orders paid in [start, end) over for `key`: intake of that range with `key`'s
-    go-live point ignored, chunk by chunk, each chunk in its own transaction (committed, or
-    rolled back in a dry run). `progress` is called with the orders done after each chunk."""
-    from anubis_dagster.intake.service import ingest, load_routes
-    from anubis_dagster.integrations.base import initial_status_for
-
-    start, end = _utc(start), _utc(end)
-    if end <= start:
-        raise ValueError("--to must be after --from")
-    report = TakeoverReport(key=key, start=start, end=end, dry_run=dry_run)
-    with session_factory() as session:
-        integration = _integration(session, key)
-        routes = load_routes(session, initial_status_for)
-    if integration.id not in {r.integration_id for r in routes}:
-        raise ValueError(f"integration {key!r} is not enabled")
-    after, until = floor_key(start), floor_key(end)
-    today = datetime.now(UTC).date()
-    for rows in source.read_range(after, until, chunk_size=chunk_size):
-        session = session_factory()
-        try:
-            chunk = ingest(
-                session,
-                rows,
-                routes,
-                today=today,
-                run_id=run_id,
-                ignore_go_live=frozenset({integration.id}),
-            )
-            if chunk.errors:
-                raise RuntimeError(f"{chunk.errors} orders could not be written; nothing lost")
-            if dry_run:
-                session.rollback()
-            else:
-                session.commit()
-        finally:
-            session.close()
-        report.orders += chunk.orders
-        for outcome, count in chunk.by_outcome.items():
-            integration_key, _, status = outcome.split("/", 2)
-            if integration_key == key and status != "unchanged":
-                report.by_status[status] += count
-        report.taken_over += _revalidated_for(chunk, key)
-        report.created += sum(
-            count
-            for outcome, count in chunk.by_outcome.items()
-            if outcome.startswith(f"{key}/") and not outcome.endswith("/unchanged")
-        ) - _revalidated_for(chunk, key)
-        if progress is not None:
-            progress(chunk.orders)
-    _release_shadowed(session_factory, integration.id, key, start, end, report, run_id)
-    return report
-
-
-def _release_shadowed(
-    session_factory: Callable[[], Session],
-    integration_id: int,
-    key: str,
-    start: datetime,
-    end: datetime,
-    report: TakeoverReport,
-    run_id: str | None,
-) -> None:
-    """The shadow run's students paid in [start, end) that the legacy never registered (an
-    imported registration made those `duplicate`) start again, to be sent once the integration
-    is live: without this, a student the legacy missed during the shadow run would stay
-    `shadowed` for ever. Same transaction rule as the chunks: rolled back in a dry run."""
-    from anubis_dagster.legacy.shadow import release_shadowed
-
-    session = session_factory()
-    try:
-        ids = list(
-            session.scalars(
-                select(Subscription.id).where(
-                    Subscription.integration_id == integration_id,
-                    Subscription.status == Status.SHADOWED.value,
-                    Subscription.order_updated_at >= start,
-                    Subscription.order_updated_at < end,
-                )
-            )
-        )
-        if not ids:
-            return
-        released = release_shadowed(session, key, ids, run_id=run_id, dry_run=report.dry_run)
-        report.released += len(released.released)
-        report.not_released.update(str(item["reason"]) for item in released.skipped)
-        if report.dry_run:
-            session.rollback()
-        else:
-            session.commit()
-    finally:
-        session.close()
-
-
-def _revalidated_for(chunk: object, key: str) -> int:
-    # the intake report counts revalidations in total; a takeover's are this integration's
-    # before_go_live rows (other integrations' points still apply, so they have none)
-    return int(getattr(chunk, "revalidated", 0))
-
-
 __all__ = [
     "GoLiveChange",
     "GoLiveStatus",
-    "TakeoverReport",
     "UnknownIntegration",
     "go_live_lines",
     "missing_points",
     "set_go_live",
-    "takeover",
     "watermark_floor",
 ]

@@ -1,5 +1,3 @@
-# 469 lines, over the house's ~400 for now: the legacy import; the event-row building it shares
-# with go_live.py belongs in db/transitions (issue 24).
 """Import what a legacy service knows into the app DB (`anubis legacy import`, `legacy_import`
 job): so Anubis never registers those students again, and follows the ones still open.
 
@@ -30,28 +28,31 @@ most the batch in flight; importing again skips what is there.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.states import Status
 from anubis_dagster.db import outbox
-from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, utcnow
-from anubis_dagster.db.transitions import (
-    TRANSITION,
+from anubis_dagster.db.bulk_write import (
+    OneOf,
     RenderedJson,
     allocate_subscription_ids,
-    move_many,
+    one_of_for,
+    update_rows,
     write_rows,
 )
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent, utcnow
+from anubis_dagster.db.transitions import TRANSITION, move_many
+
+# `ImportReport` is imported from here by callers older than `legacy.import_report`
+from anubis_dagster.legacy.import_report import ImportReport as ImportReport
 from anubis_dagster.legacy.mapping import Mapped, map_status, synthetic_order_id
 from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
 from anubis_dagster.settings import get_settings
@@ -68,65 +69,6 @@ NEVER_SENT = (
     Status.TO_REGISTER.value,
     Status.SHADOWED.value,
 )
-
-
-@dataclass
-class ImportReport:
-    """What an import did: by legacy status, what was skipped and why."""
-
-    integration: str
-    dry_run: bool = False
-    read: int = 0
-    imported: Counter[str] = field(default_factory=Counter)  # legacy status → new rows
-    updated: Counter[str] = field(default_factory=Counter)  # legacy status → rows updated
-    unchanged: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)  # reason → records
-    notes: Counter[str] = field(default_factory=Counter)  # superseded, both_sent, cpf_held…
-    examples: list[str] = field(default_factory=list)  # masked, a few
-
-    @property
-    def total_imported(self) -> int:
-        return sum(self.imported.values())
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "integration": self.integration,
-            "dry_run": self.dry_run,
-            "read": self.read,
-            "imported": self.total_imported,
-            "imported_by_legacy_status": dict(sorted(self.imported.items())),
-            "updated_by_legacy_status": dict(sorted(self.updated.items())),
-            "unchanged": self.unchanged,
-            "skipped": dict(sorted(self.skipped.items())),
-            "notes": dict(sorted(self.notes.items())),
-        }
-
-    def describe(self) -> str:
-        verb = "would import" if self.dry_run else "imported"
-        lines = [
-            f"{self.integration}: {self.read} legacy records read; {verb} "
-            f"{self.total_imported}, updated {sum(self.updated.values())}, unchanged "
-            f"{self.unchanged}, skipped {sum(self.skipped.values())}"
-        ]
-        for status, count in sorted(self.imported.items()):
-            mapped = map_status(status)
-            ours = mapped.status.value if mapped else "?"
-            lines.append(f"  {status} → {ours}: {count}")
-        for status, count in sorted(self.updated.items()):
-            lines.append(f"  updated to legacy {status}: {count}")
-        for reason, count in sorted(self.skipped.items()):
-            lines.append(f"  skipped ({reason}): {count}")
-        for note, count in sorted(self.notes.items()):
-            lines.append(f"  {NOTES.get(note, note)}: {count}")
-        return "\n".join(lines)
-
-
-NOTES = {
-    "superseded": "waiting subscriptions of Anubis made duplicate (the legacy registered them)",
-    "both_sent": "CPFs Anubis itself sent too (kept without the CPF; look at them)",
-    "cpf_held": "records whose CPF another imported record holds (kept without the CPF)",
-    "kept_anubis_moved": "changed at the legacy, but Anubis has worked on them since (kept)",
-}
 
 
 @dataclass(frozen=True)
@@ -182,12 +124,59 @@ def import_batch(
     *,
     run_id: str | None = None,
 ) -> None:
-    """Import one batch in the session's transaction (the caller commits)."""
+    """Import one batch in the session's transaction (the caller commits): which records are
+    wanted, what the app DB already has of them and of their CPFs, then the rows to update
+    and to insert, written in a few statements."""
     report.read += len(records)
-    now = utcnow()
+    wanted = _wanted(records, report)
+    if not wanted:
+        return
+    one_of = one_of_for(session)
+    existing = _existing(session, integration_id, wanted, one_of)
+    batch = _Batch(
+        integration_id,
+        run_id,
+        utcnow(),
+        _cpf_holders(session, integration_id, wanted, existing, one_of),
+    )
+    new = _plan_updates(batch, wanted, existing, report)
+    ids = allocate_subscription_ids(session, len(new))
+    _plan_inserts(batch, zip(ids, new, strict=True), report)
+    if batch.superseded:
+        _supersede(session, integration_id, batch.superseded, run_id, batch.now)
+    _write(session, batch)
+    if len(report.examples) < 5 and batch.inserts:
+        first = batch.inserts[0]
+        report.examples.append(f"CPF {mask_cpf(first['cpf'])} → {first['status']}")
+
+
+#: a CPF's holder in the app DB: subscription id, status, legacy status, sending since,
+#: partner id
+_Holder = tuple[int, str, str | None, datetime | None, str | None]
+#: a wanted record: its order id (the order's, or a stand-in) → the record and its mapping
+_Wanted = dict[int, tuple[LegacyRecord, Mapped]]
+
+
+@dataclass
+class _Batch:
+    """What one batch writes, gathered before anything is written."""
+
+    integration_id: int
+    run_id: str | None
+    now: datetime
+    holders: dict[str, _Holder]
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    superseded: list[int] = field(default_factory=list)
+
+
+def _wanted(records: Sequence[LegacyRecord], report: ImportReport) -> _Wanted:
+    """The records to import by order id; an unknown legacy status or a second record of the
+    same order is skipped and counted."""
     secret = get_settings().anubis_privacy_key
     key = secret.get_secret_value().encode() if secret is not None else None
-    wanted: dict[int, tuple[LegacyRecord, Mapped]] = {}
+    wanted: _Wanted = {}
     for record in records:
         mapped = map_status(record.legacy_status)
         if mapped is None:
@@ -202,11 +191,15 @@ def import_batch(
             report.skipped["the same student twice in the legacy's records"] += 1
             continue
         wanted[order_id] = (record, mapped)
-    if not wanted:
-        return
+    return wanted
+
+
+def _existing(
+    session: Session, integration_id: int, wanted: _Wanted, one_of: OneOf
+) -> dict[int, _Existing]:
+    """The integration's subscriptions of the wanted orders, by order id."""
     s = Subscription
-    one_of = _one_of(session)
-    existing = {
+    return {
         order_id: _Existing(sid, status, legacy, active)
         for sid, order_id, status, legacy, active in session.execute(
             select(s.id, s.order_id, s.status, s.legacy_status, s.active_cpf).where(
@@ -214,7 +207,16 @@ def import_batch(
             )
         )
     }
-    # CPFs are looked up only for records that will be written (none on a repeated import)
+
+
+def _cpf_holders(
+    session: Session,
+    integration_id: int,
+    wanted: _Wanted,
+    existing: dict[int, _Existing],
+    one_of: OneOf,
+) -> dict[str, _Holder]:
+    """Who holds the CPFs of the records that will be written (none on a repeated import)."""
     cpfs = sorted(
         {
             record.cpf
@@ -223,21 +225,25 @@ def import_batch(
             or known.legacy_status != record.legacy_status
         }
     )
-    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]] = {}
-    if cpfs:
-        holders = {
-            cpf: (sid, status, legacy, sending, external)
-            for sid, cpf, status, legacy, sending, external in session.execute(
-                select(
-                    s.id, s.active_cpf, s.status, s.legacy_status, s.sending_since, s.external_id
-                ).where(s.integration_id == integration_id, one_of(s.active_cpf, cpfs))
-            )
-            if cpf is not None
-        }
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    superseded: list[int] = []
+    if not cpfs:
+        return {}
+    s = Subscription
+    return {
+        cpf: (sid, status, legacy, sending, external)
+        for sid, cpf, status, legacy, sending, external in session.execute(
+            select(
+                s.id, s.active_cpf, s.status, s.legacy_status, s.sending_since, s.external_id
+            ).where(s.integration_id == integration_id, one_of(s.active_cpf, cpfs))
+        )
+        if cpf is not None
+    }
+
+
+def _plan_updates(
+    batch: _Batch, wanted: _Wanted, existing: dict[int, _Existing], report: ImportReport
+) -> list[tuple[int, LegacyRecord, Mapped]]:
+    """The updates of imported rows the legacy moved since (added to `batch`); returns the
+    records that are new."""
     new: list[tuple[int, LegacyRecord, Mapped]] = []
     for order_id, (record, mapped) in wanted.items():
         known = existing.get(order_id)
@@ -254,8 +260,8 @@ def import_batch(
         if before is None or known.status != before.status.value:
             report.notes["kept_anubis_moved"] += 1
             continue
-        holds = _take_cpf(record, mapped, holders, known.id, superseded, report)
-        updates.append(
+        holds = _take_cpf(record, mapped, batch.holders, known.id, batch.superseded, report)
+        batch.updates.append(
             {
                 "id": known.id,
                 "status": mapped.status.value,
@@ -263,79 +269,89 @@ def import_batch(
                 "active_cpf": record.cpf if holds else None,
                 "external_id": record.partner_id,
                 "sent_at": record.sent_at,
-                "scheduled_to": now if _followed(mapped) else None,
-                "updated_at": now,
+                "scheduled_to": batch.now if _followed(mapped) else None,
+                "updated_at": batch.now,
             }
         )
-        events.append(_import_event(known.id, integration_id, record, mapped, run_id, now))
+        batch.events.append(
+            _import_event(known.id, batch.integration_id, record, mapped, batch.run_id, batch.now)
+        )
         report.updated[record.legacy_status] += 1
-    ids = iter(allocate_subscription_ids(session, len(new)))
-    for order_id, record, mapped in new:
-        sid = next(ids)
-        holds = _take_cpf(record, mapped, holders, sid, superseded, report)
-        created = record.sent_at or now
-        inserts.append(
-            {
-                "id": sid,
-                "integration_id": integration_id,
-                "integration_filter_id": None,
-                "order_id": order_id,
-                "origin": None,
-                "cpf": record.cpf,
-                "payload": {
-                    "legacy": {
-                        "legacy_id": record.legacy_id,
-                        "order_id": record.order_id,
-                        "status": record.legacy_status,
-                        "partner_id": record.partner_id,
-                        "sent_at": record.sent_at.isoformat() if record.sent_at else None,
-                        "history": [dict(item) for item in record.history],
-                    },
-                    "base_user": {"cpf": record.cpf},
-                },
-                "ies_data": {},
-                "first_name": None,
-                "gender": None,
-                "status": mapped.status.value,
-                "active_cpf": record.cpf if holds else None,
-                "attempts": 0,
-                "last_error": None,
-                "order_updated_at": None,
-                "scheduled_to": now if _followed(mapped) else None,
-                "external_id": record.partner_id,
-                "sent_at": record.sent_at,
-                "legacy_status": record.legacy_status,
-                "created_at": created,
-                "updated_at": now,
-            }
+    return new
+
+
+def _plan_inserts(
+    batch: _Batch,
+    new: Iterable[tuple[int, tuple[int, LegacyRecord, Mapped]]],
+    report: ImportReport,
+) -> None:
+    """The new subscriptions (id, (order id, record, mapping)) and their events, to `batch`."""
+    for sid, (order_id, record, mapped) in new:
+        holds = _take_cpf(record, mapped, batch.holders, sid, batch.superseded, report)
+        batch.inserts.append(_new_row(batch, sid, order_id, record, mapped, holds=holds))
+        batch.events.append(
+            _import_event(sid, batch.integration_id, record, mapped, batch.run_id, batch.now)
         )
-        events.append(_import_event(sid, integration_id, record, mapped, run_id, now))
         report.imported[record.legacy_status] += 1
-    if superseded:
-        _supersede(session, integration_id, superseded, run_id, now)
-    updated = _ids(updates)
+
+
+def _new_row(
+    batch: _Batch, sid: int, order_id: int, record: LegacyRecord, mapped: Mapped, *, holds: bool
+) -> dict[str, Any]:
+    """The columns of an imported subscription (the legacy's record kept in its payload)."""
+    return {
+        "id": sid,
+        "integration_id": batch.integration_id,
+        "integration_filter_id": None,
+        "order_id": order_id,
+        "origin": None,
+        "cpf": record.cpf,
+        "payload": {
+            "legacy": {
+                "legacy_id": record.legacy_id,
+                "order_id": record.order_id,
+                "status": record.legacy_status,
+                "partner_id": record.partner_id,
+                "sent_at": record.sent_at.isoformat() if record.sent_at else None,
+                "history": [dict(item) for item in record.history],
+            },
+            "base_user": {"cpf": record.cpf},
+        },
+        "ies_data": {},
+        "first_name": None,
+        "gender": None,
+        "status": mapped.status.value,
+        "active_cpf": record.cpf if holds else None,
+        "attempts": 0,
+        "last_error": None,
+        "order_updated_at": None,
+        "scheduled_to": batch.now if _followed(mapped) else None,
+        "external_id": record.partner_id,
+        "sent_at": record.sent_at,
+        "legacy_status": record.legacy_status,
+        "created_at": record.sent_at or batch.now,
+        "updated_at": batch.now,
+    }
+
+
+def _write(session: Session, batch: _Batch) -> None:
+    """New rows with their events in bulk (`write_rows`); then the updated rows, their outbox
+    rows and their events."""
+    updated = _ids(batch.updates)
     write_rows(
         session,
-        subscriptions=inserts,
+        subscriptions=batch.inserts,
         updates=[],
-        events=[e for e in events if e["subscription_id"] not in updated],
+        events=[e for e in batch.events if e["subscription_id"] not in updated],
         rendered=RenderedJson(),
     )
-    if updates:
+    if batch.updates:
         # the legacy moved these since the last import: other services hear it as any status
         # change (read before the update: the previous status comes from the table)
-        outbox.bulk_event_rows(
-            session,
-            created=(),
-            updated=updates,
-            events=[e for e in events if e["subscription_id"] in updated],
-        )
-        _apply_updates(session, updates)
-        session.execute(
-            insert(SubscriptionEvent), [e for e in events if e["subscription_id"] in updated]
-        )
-    if len(report.examples) < 5 and inserts:
-        report.examples.append(f"CPF {mask_cpf(inserts[0]['cpf'])} → {inserts[0]['status']}")
+        events = [e for e in batch.events if e["subscription_id"] in updated]
+        outbox.bulk_event_rows(session, created=(), updated=batch.updates, events=events)
+        update_rows(session, batch.updates)
+        session.execute(insert(SubscriptionEvent), events)
 
 
 def _ids(rows: list[dict[str, Any]]) -> set[int]:
@@ -349,7 +365,7 @@ def _followed(mapped: Mapped) -> bool:
 def _take_cpf(
     record: LegacyRecord,
     mapped: Mapped,
-    holders: dict[str, tuple[int, str, str | None, datetime | None, str | None]],
+    holders: dict[str, _Holder],
     subscription_id: int,
     superseded: list[int],
     report: ImportReport,
@@ -387,26 +403,6 @@ def _supersede(
         operation=OPERATION,
         run_id=run_id,
         now=now,
-    )
-
-
-def _apply_updates(session: Session, rows: list[dict[str, Any]]) -> None:
-    table = cast(Table, Subscription.__table__)
-    columns = [name for name in rows[0] if name != "id"]
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("_id"))
-        .values({name: bindparam(f"_{name}") for name in columns})
-    )
-    session.execute(statement, [{f"_{k}": v for k, v in row.items()} for row in rows])
-
-
-def _one_of(session: Session) -> Callable[[Any, list[Any]], ColumnElement[bool]]:
-    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter for a batch."""
-    if session.get_bind().dialect.name != "postgresql":
-        return lambda column, values: column.in_(values)
-    return lambda column, values: (
-        column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from anubis_dagster.db.session import get_engine
-from anubis_dagster.legacy.go_live import GoLiveChange, TakeoverReport, set_go_live, takeover
+from anubis_dagster.legacy.go_live import GoLiveChange, set_go_live
 from anubis_dagster.legacy.importer import ImportReport, import_legacy
 from anubis_dagster.legacy.readers import CsvLegacyReader, KrotonColumns, KrotonLegacyReader
+from anubis_dagster.legacy.takeover import TakeoverReport, takeover
 from anubis_dagster.settings import get_settings
 
 log = logging.getLogger(__name__)

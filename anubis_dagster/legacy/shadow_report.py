@@ -1,5 +1,3 @@
-# 541 lines, over the house's ~400 for now: the comparison and its Markdown rendering; rendering is
-# its seam (issue 24).
 """The shadow comparison: what Anubis would have sent beside what the legacy service sent, for
 one integration and period (issue 20, docs/shadow.md). This is how the team decides an
 integration is ready to go live.
@@ -21,14 +19,14 @@ of each category are kept; the Anubis side of the period (plus a margin either s
 student intaken just before the period still explains a legacy send within it) is indexed
 compactly, payloads kept only for the students Anubis would send.
 
-Everything in the report is masked (`core.masking`): CPFs, names, e-mails, addresses.
+Everything in the report is masked (`core.masking`): CPFs, names, e-mails, addresses. The
+report itself (counts, examples, its summary and Markdown) is `legacy/shadow_findings.py`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -42,6 +40,11 @@ from anubis_dagster.core.states import Status
 from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.legacy.records import LegacyReader, LegacyRecord
 from anubis_dagster.legacy.shadow import BEFORE_SEND, PAYLOAD_KEY
+
+# the report's types, imported from here by callers older than `legacy.shadow_findings`
+from anubis_dagster.legacy.shadow_findings import Category as Category
+from anubis_dagster.legacy.shadow_findings import FieldDifference as FieldDifference
+from anubis_dagster.legacy.shadow_findings import ShadowReport as ShadowReport
 
 #: Anubis sent or would send the student (shadowed: would have; the others: did, when live)
 SENT_OR_WOULD = frozenset(
@@ -82,119 +85,6 @@ class AnubisRecord:
     created_at: datetime
     reason: str | None = None  # the last error (masked when stored)
     payload: Mapping[str, Any] | None = None  # what it would send / sent, when kept
-
-
-@dataclass(frozen=True)
-class FieldDifference:
-    field: str
-    anubis: Any  # masked
-    legacy: Any  # masked
-
-
-@dataclass
-class Category:
-    count: int = 0
-    examples: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, example: Callable[[], dict[str, Any]], limit: int) -> None:
-        """Count one student; build its (masked) example line only while there is room."""
-        self.count += 1
-        if len(self.examples) < limit:
-            self.examples.append(example())
-
-
-@dataclass
-class ShadowReport:
-    integration: str
-    since: datetime
-    until: datetime
-    both: Category = field(default_factory=Category)
-    only_legacy: Category = field(default_factory=Category)
-    only_anubis: Category = field(default_factory=Category)
-    #: both sent, and both payloads known: how many differ, and in which fields
-    compared_payloads: int = 0
-    differing_payloads: int = 0
-    differences: Category = field(default_factory=Category)
-    field_counts: Counter[str] = field(default_factory=Counter)
-    only_legacy_reasons: Counter[str] = field(default_factory=Counter)
-    neither: int = 0  # in the period, and neither side sent it
-    legacy_read: int = 0
-
-    @property
-    def ready(self) -> bool:
-        """Nothing to explain: every student sent by one was sent by the other, same data."""
-        return not (self.only_legacy.count or self.only_anubis.count or self.differing_payloads)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "integration": self.integration,
-            "since": self.since.isoformat(),
-            "until": self.until.isoformat(),
-            "both_sent": self.both.count,
-            "only_legacy_sent": self.only_legacy.count,
-            "only_anubis_would_send": self.only_anubis.count,
-            "payloads_compared": self.compared_payloads,
-            "payloads_differing": self.differing_payloads,
-            "fields_differing": dict(self.field_counts.most_common()),
-            "only_legacy_reasons": dict(self.only_legacy_reasons.most_common()),
-            "neither_sent": self.neither,
-            "legacy_records_read": self.legacy_read,
-            "ready": self.ready,
-        }
-
-    def to_markdown(self) -> str:
-        period = f"{self.since:%Y-%m-%d %H:%M} → {self.until:%Y-%m-%d %H:%M} UTC"
-        lines = [
-            f"# Shadow comparison: {self.integration}",
-            "",
-            f"Period: {period} (legacy records read: {self.legacy_read})",
-            "",
-            "| | students |",
-            "|---|---:|",
-            f"| both sent | {self.both.count} |",
-            f"| only the legacy sent | {self.only_legacy.count} |",
-            f"| only Anubis would send | {self.only_anubis.count} |",
-            f"| both sent, payloads differ | {self.differing_payloads} of "
-            f"{self.compared_payloads} compared |",
-            f"| neither sent | {self.neither} |",
-            "",
-            "**Ready to go live**: no difference to explain."
-            if self.ready
-            else "**Not ready**: the differences below need an explanation.",
-        ]
-        if self.only_legacy_reasons:
-            lines += ["", "## Only the legacy sent: why Anubis would not", ""]
-            lines += ["| reason | students |", "|---|---:|"]
-            lines += [f"| {_cell(r)} | {n} |" for r, n in self.only_legacy_reasons.most_common()]
-        if self.field_counts:
-            lines += ["", "## Payload fields that differ", ""]
-            lines += ["| field | students |", "|---|---:|"]
-            lines += [f"| `{f}` | {n} |" for f, n in self.field_counts.most_common()]
-        sections = (
-            ("Only the legacy sent", self.only_legacy),
-            ("Only Anubis would send", self.only_anubis),
-            ("Payload differences", self.differences),
-            ("Both sent", self.both),
-        )
-        for title, category in sections:
-            if not category.examples:
-                continue
-            shown = len(category.examples)
-            more = f" (first {shown} of {category.count})" if category.count > shown else ""
-            lines += ["", f"## {title}{more}", ""]
-            columns = list(category.examples[0])
-            lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            lines += [
-                "| " + " | ".join(_cell(example.get(c)) for c in columns) + " |"
-                for example in category.examples
-            ]
-        return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "—"
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 # --- the comparison ---------------------------------------------------------------------------

@@ -1,5 +1,3 @@
-# 467 lines, over the house's ~400 for now: retention passes over one registry; the per-place
-# scrubbing and the subscription anonymisation are its seams (issue 24).
 """LGPD retention of the app DB: personal data is dropped, outcomes and counts are kept.
 
 Every place personal data lands is covered (issue 22), by age, whatever the status:
@@ -20,7 +18,8 @@ Every place personal data lands is covered (issue 22), by age, whatever the stat
   (`subscription_events`), follow-ups (`follow_ups.source`), `last_error`, quarantined orders'
   reasons (`intake_quarantine`), after `ANUBIS_PII_RETENTION_DAYS`.
 
-Dagster's side (run storage and compute logs) is `maintenance/jobs.py`'s.
+Dagster's side (run storage and compute logs) is `maintenance/jobs.py`'s; how the rows of each
+place are found and emptied, and the pass's report, `maintenance/scrubbing.py`'s.
 
 What stays: ids (order, integration, IES inscription), status, attempts, timestamps, origin,
 gender, and every event row with its operation, status, outcome, HTTP status and duration, so
@@ -43,31 +42,29 @@ revalidates a corrected `invalid` order is never overwritten; its change moves `
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.elements import ColumnElement
 
 from anubis_dagster.core.states import FINAL_STATUSES, Status, holds_cpf
-from anubis_dagster.db.models import Cursor, Subscription, SubscriptionEvent, utcnow
-from anubis_dagster.db.transitions import TRANSITION, event_values, transition_values
-from anubis_dagster.maintenance.personal_data import (
-    PLACES,
-    Place,
-    Subject,
-    pending,
-    place,
-    scrub_values,
-)
+from anubis_dagster.db.models import Subscription, SubscriptionEvent, utcnow
+from anubis_dagster.db.transitions import TRANSITION, EventFields, transition_values
+from anubis_dagster.maintenance.personal_data import PLACES, Place, Subject, place
+
+# the scrubbing's names, imported from here by callers older than `maintenance.scrubbing`
+from anubis_dagster.maintenance.scrubbing import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from anubis_dagster.maintenance.scrubbing import RetentionReport as RetentionReport
+from anubis_dagster.maintenance.scrubbing import SessionFactory as SessionFactory
+from anubis_dagster.maintenance.scrubbing import purge_event_payloads as purge_event_payloads
+from anubis_dagster.maintenance.scrubbing import scrub_aged as scrub_aged
+from anubis_dagster.maintenance.scrubbing import scrub_subject as scrub_subject
 from anubis_dagster.settings import get_settings
 
 PII_RETENTION_DAYS_ENV = "ANUBIS_PII_RETENTION_DAYS"
-DEFAULT_BATCH_SIZE = 500
 OPERATION = "retention"
 
 #: Statuses whose rows are anonymised once old: no more work happens on them without new input.
@@ -77,48 +74,11 @@ KEPT_ORDER_KEYS = ("id", "origin", "checkout_step", "price", "created_at", "upda
 #: The event purge's position (last event id whose personal data was dropped).
 EVENTS_CURSOR = place("subscription_events").cursor or ""
 
-SessionFactory = Callable[[], AbstractContextManager[Session]]
-
 
 def pii_retention_days_from_env() -> int:
     """`ANUBIS_PII_RETENTION_DAYS`, through the validated settings model (an invalid value is a
     `SettingsError` naming the variable, not a traceback)."""
     return get_settings().anubis_pii_retention_days
-
-
-@dataclass
-class RetentionReport:
-    """What a retention pass did (or, in a dry run, would do), per place."""
-
-    dry_run: bool = False
-    subscriptions_anonymized: int = 0
-    subscriptions_expired: int = 0
-    #: rows scrubbed per place of `personal_data.PLACES` (with their subscription, or by age)
-    places: dict[str, int] = field(default_factory=lambda: {p.name: 0 for p in PLACES})
-    batches: int = 0
-
-    @property
-    def follow_ups_cleared(self) -> int:
-        return self.places["follow_ups"]
-
-    @property
-    def event_payloads_dropped(self) -> int:
-        return self.places["subscription_events"]
-
-    def add(self, name: str, count: int) -> None:
-        self.places[name] = self.places.get(name, 0) + count
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "subscriptions_anonymized": self.subscriptions_anonymized,
-            "subscriptions_expired": self.subscriptions_expired,
-            # the names the first version of this job reported
-            "follow_ups_cleared": self.follow_ups_cleared,
-            "event_payloads_dropped": self.event_payloads_dropped,
-            **{f"rows_scrubbed:{name}": count for name, count in self.places.items()},
-            "batches": self.batches,
-        }
 
 
 def kept_order(payload: Any) -> dict[str, Any]:
@@ -139,39 +99,9 @@ def anonymised_values(row: Any) -> dict[str, Any]:
     }
 
 
-def scrub(session: Session, p: Place, where: ColumnElement[bool], *, dry_run: bool) -> int:
-    """Scrub the rows of `p` matching `where` that still hold data; the count either way."""
-    if p.rewrites is not None:
-        count = session.scalar(select(func.count()).select_from(p.model).where(pending(p, where)))
-        if not dry_run:
-            session.execute(
-                update(p.model)
-                .where(where, p.rewrites())
-                .values(**scrub_values(p))
-                .execution_options(synchronize_session=False)
-            )
-        return int(count or 0)
-    condition = pending(p, where)
-    if dry_run:
-        return int(session.scalar(select(func.count()).select_from(p.model).where(condition)) or 0)
-    result = session.execute(
-        update(p.model)
-        .where(condition)
-        .values(**scrub_values(p))
-        .execution_options(synchronize_session=False)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def scrub_subject(
-    session: Session, subject: Subject, *, dry_run: bool, report: RetentionReport
-) -> None:
-    """Every place's rows of these subscriptions/orders."""
-    for p in PLACES:
-        report.add(p.name, scrub(session, p, p.of_subject(subject), dry_run=dry_run))
-
-
-def _due_subscriptions(cutoff: datetime, batch_size: int, after: int = 0) -> Any:
+def _due_subscriptions(cutoff: datetime, batch_size: int, after: int, now: datetime) -> Any:
+    """The next batch of finished subscriptions unchanged since before `cutoff` and not
+    anonymised since their last change."""
     s = Subscription
     return (
         select(s.id, s.order_id, s.payload, s.status, s.updated_at)
@@ -180,12 +110,69 @@ def _due_subscriptions(cutoff: datetime, batch_size: int, after: int = 0) -> Any
             s.status.in_([status.value for status in RETAINED_STATUSES]),
             s.updated_at < cutoff,
             or_(s.anonymized_at.is_(None), s.anonymized_at < s.updated_at),
+        )
+        .order_by(s.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True, of=s)
+    )
+
+
+def _idle_open_subscriptions(
+    open_cutoff: datetime, batch_size: int, after: int, now: datetime
+) -> Any:
+    """The next batch of open subscriptions idle since before `open_cutoff` that no live run
+    claims."""
+    s = Subscription
+    open_statuses = [st.value for st in Status if st not in RETAINED_STATUSES]
+    return (
+        select(s.id, s.order_id, s.payload, s.status, s.integration_id, s.updated_at)
+        .where(
+            s.status.in_(open_statuses),
+            s.updated_at < open_cutoff,
+            or_(s.claimed_until.is_(None), s.claimed_until < now),
             s.id > after,
         )
         .order_by(s.id)
         .limit(batch_size)
         .with_for_update(skip_locked=True, of=s)
     )
+
+
+#: the next batch of subscriptions a pass works on: (after this id, now) → query
+BatchQuery = Callable[[int, datetime], Any]
+#: what a pass writes for a batch of rows (not called in a dry run)
+BatchWrite = Callable[[Session, Sequence[Any], datetime], None]
+
+
+def _each_batch(
+    session_factory: SessionFactory,
+    due: BatchQuery,
+    write: BatchWrite,
+    *,
+    report: RetentionReport,
+    dry_run: bool,
+) -> int:
+    """The walk both subscription passes share: batch after batch, each in its own
+    transaction, forward by id (each starts after the last id of the one before), so a run
+    reads every row once however large its backlog: memory is one batch, time is linear
+    (restarting from the first id each batch re-read every row already done, which made a
+    large backlog quadratic). A row a concurrent transaction holds (`SKIP LOCKED`) is left for
+    the next run. Each batch's places are scrubbed, then `write` (unless `dry_run`) writes
+    the subscriptions. Returns how many subscriptions the batches held."""
+    after, total = 0, 0
+    while True:
+        with session_factory() as session:
+            now = utcnow()
+            rows = session.execute(due(after, now)).all()
+            if not rows:
+                return total
+            after = rows[-1].id
+            subject = Subject(None, tuple(r.id for r in rows), tuple(r.order_id for r in rows))
+            scrub_subject(session, subject, dry_run=dry_run, report=report)
+            total += len(rows)
+            report.batches += 1
+            if not dry_run:
+                write(session, rows, now)
 
 
 def anonymize_subscriptions(
@@ -196,53 +183,44 @@ def anonymize_subscriptions(
     report: RetentionReport | None = None,
     dry_run: bool = False,
 ) -> RetentionReport:
-    """Drop the personal data of subscriptions retained since before `cutoff`, batch by batch.
-
-    The batches walk the table forward by id (each starts after the last id of the one before),
-    so a run reads every row once however large its backlog: memory is one batch, time is
-    linear (restarting from the first id each batch re-read every row already done, which made
-    a large backlog quadratic). A row a concurrent transaction holds (`SKIP LOCKED`) is left
-    for the next run."""
+    """Drop the personal data of subscriptions retained since before `cutoff`, batch by batch
+    (`_each_batch`)."""
     report = report or RetentionReport(dry_run=dry_run)
-    after = 0
-    while True:
-        with session_factory() as session:
-            rows = session.execute(_due_subscriptions(cutoff, batch_size, after)).all()
-            if not rows:
-                return report
-            after = rows[-1].id
-            ids = [row.id for row in rows]
-            subject = Subject(None, tuple(ids), tuple(row.order_id for row in rows))
-            scrub_subject(session, subject, dry_run=dry_run, report=report)
-            report.subscriptions_anonymized += len(rows)
-            report.batches += 1
-            if dry_run:
-                continue
-            now = utcnow()
-            # Bulk UPDATE by primary key; `updated_at` is passed as it was, so the row keeps the
-            # time of its last real change (and the ORM's onupdate does not fire).
-            session.execute(
-                update(Subscription),
-                [
-                    {
-                        "id": row.id,
-                        **anonymised_values(row),
-                        "anonymized_at": now,
-                        "updated_at": row.updated_at,
-                    }
-                    for row in rows
-                ],
-            )
-            # A row that no longer holds a CPF must not keep one in `active_cpf` either (it is
-            # already NULL by the state machine; this only repairs rows written before it).
-            releasing = [row.id for row in rows if not holds_cpf(Status(row.status))]
-            if releasing:
-                session.execute(
-                    update(Subscription)
-                    .where(Subscription.id.in_(releasing), Subscription.active_cpf.is_not(None))
-                    .values(active_cpf=None, updated_at=Subscription.updated_at)
-                    .execution_options(synchronize_session=False)
-                )
+    report.subscriptions_anonymized += _each_batch(
+        session_factory,
+        partial(_due_subscriptions, cutoff, batch_size),
+        _write_anonymised,
+        report=report,
+        dry_run=dry_run,
+    )
+    return report
+
+
+def _write_anonymised(session: Session, rows: Sequence[Any], now: datetime) -> None:
+    # Bulk UPDATE by primary key; `updated_at` is passed as it was, so the row keeps the
+    # time of its last real change (and the ORM's onupdate does not fire).
+    session.execute(
+        update(Subscription),
+        [
+            {
+                "id": row.id,
+                **anonymised_values(row),
+                "anonymized_at": now,
+                "updated_at": row.updated_at,
+            }
+            for row in rows
+        ],
+    )
+    # A row that no longer holds a CPF must not keep one in `active_cpf` either (it is
+    # already NULL by the state machine; this only repairs rows written before it).
+    releasing = [row.id for row in rows if not holds_cpf(Status(row.status))]
+    if releasing:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id.in_(releasing), Subscription.active_cpf.is_not(None))
+            .values(active_cpf=None, updated_at=Subscription.updated_at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def expire_open_subscriptions(
@@ -254,71 +232,58 @@ def expire_open_subscriptions(
     dry_run: bool = False,
     run_id: str | None = None,
 ) -> RetentionReport:
-    """Anonymise and close (`expired`) the open subscriptions idle since before `open_cutoff`;
-    one claimed by a live run is left for the next pass."""
+    """Anonymise and close (`expired`) the open subscriptions idle since before `open_cutoff`,
+    batch by batch (`_each_batch`); one claimed by a live run is left for the next pass."""
     report = report or RetentionReport(dry_run=dry_run)
-    s = Subscription
-    open_statuses = [st.value for st in Status if st not in RETAINED_STATUSES]
-    after = 0
-    while True:
-        with session_factory() as session:
-            now = utcnow()
-            rows = session.execute(
-                select(s.id, s.order_id, s.payload, s.status, s.integration_id, s.updated_at)
-                .where(
-                    s.status.in_(open_statuses),
-                    s.updated_at < open_cutoff,
-                    or_(s.claimed_until.is_(None), s.claimed_until < now),
-                    s.id > after,
-                )
-                .order_by(s.id)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True, of=s)
-            ).all()
-            if not rows:
-                return report
-            after = rows[-1].id
-            subject = Subject(None, tuple(r.id for r in rows), tuple(r.order_id for r in rows))
-            scrub_subject(session, subject, dry_run=dry_run, report=report)
-            report.subscriptions_expired += len(rows)
-            report.batches += 1
-            if dry_run:
-                continue
-            idle_days = (now - open_cutoff).days
-            updates = []
-            for row in rows:
-                values = transition_values(
-                    row.status, Status.EXPIRED, cpf=None, error=None, now=now
-                )
-                updates.append(
-                    {
-                        "id": row.id,
-                        **values,
-                        **anonymised_values(row),
-                        "anonymized_at": now,
-                        "scheduled_to": None,
-                        "claimed_by": None,
-                        "claimed_until": None,
-                        "sending_since": None,
-                    }
-                )
-            session.execute(update(Subscription), updates)
-            # the status change's event rows (after the scrub: they hold no personal data)
-            events = []
-            for row in rows:
-                event = event_values(
-                    subscription_id=row.id,
-                    integration_id=row.integration_id,
-                    kind=TRANSITION,
-                    status=Status.EXPIRED.value,
-                    operation=OPERATION,
-                    run_id=run_id,
-                    error=f"no activity for {idle_days} days in {row.status}: personal data "
-                    "removed (retention)",
-                    outcome=Status.EXPIRED.value,
-                )
-                events.append({**event, "created_at": now, "updated_at": now})
-            session.execute(insert(SubscriptionEvent), events)
+    report.subscriptions_expired += _each_batch(
+        session_factory,
+        partial(_idle_open_subscriptions, open_cutoff, batch_size),
+        partial(_write_expired, open_cutoff=open_cutoff, run_id=run_id),
+        report=report,
+        dry_run=dry_run,
+    )
+    return report
+
+
+def _write_expired(
+    session: Session,
+    rows: Sequence[Any],
+    now: datetime,
+    *,
+    open_cutoff: datetime,
+    run_id: str | None,
+) -> None:
+    """Anonymise and move to `expired`, with each status change's event row (written after
+    the scrub: they hold no personal data)."""
+    updates = [
+        {
+            "id": row.id,
+            **transition_values(row.status, Status.EXPIRED, cpf=None, error=None, now=now),
+            **anonymised_values(row),
+            "anonymized_at": now,
+            "scheduled_to": None,
+            "claimed_by": None,
+            "claimed_until": None,
+            "sending_since": None,
+        }
+        for row in rows
+    ]
+    session.execute(update(Subscription), updates)
+    idle_days = (now - open_cutoff).days
+    events = [
+        EventFields(
+            kind=TRANSITION,
+            operation=OPERATION,
+            run_id=run_id,
+            status=Status.EXPIRED.value,
+            outcome=Status.EXPIRED.value,
+            error=f"no activity for {idle_days} days in {row.status}: personal data "
+            "removed (retention)",
+        ).values(row.id, row.integration_id)
+        | {"created_at": now, "updated_at": now}
+        for row in rows
+    ]
+    session.execute(insert(SubscriptionEvent), events)
 
 
 def _not_due(p: Place, cutoff: datetime, open_cutoff: datetime | None) -> Any:
@@ -345,89 +310,6 @@ def _not_due(p: Place, cutoff: datetime, open_cutoff: datetime | None) -> Any:
     if p.order_id is not None:
         return ~exists().where(s.order_id == p.order_id(), due)
     return None
-
-
-def scrub_aged(
-    session_factory: SessionFactory,
-    p: Place,
-    cutoff: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    report: RetentionReport | None = None,
-    dry_run: bool = False,
-    not_of: Any = None,
-) -> RetentionReport:
-    """Scrub the rows of one place older than `cutoff`, whatever their subscription's status.
-
-    A place with a `cursor` (append-only: age grows with id) is walked from a saved position
-    and the walk stops at the first young row, so each run reads only what aged since the
-    last one, however long the table grows; losing the position only costs one full walk.
-    Other places are walked by id over their old rows that still hold data.
-    """
-    report = report or RetentionReport(dry_run=dry_run)
-    model_id = p.model.id  # type: ignore[attr-defined]
-    after: int | None = None
-    while True:
-        with session_factory() as session:
-            position = session.get(Cursor, p.cursor) if p.cursor else None
-            if after is None:
-                after = int(position.value) if position is not None else 0
-            if p.cursor:
-                rows = session.execute(
-                    select(model_id, p.aged(cutoff).label("old"))
-                    .where(model_id > after)
-                    .order_by(model_id)
-                    .limit(batch_size)
-                ).all()
-                old = []
-                for row in rows:
-                    if not row.old:
-                        break
-                    old.append(row.id)
-                done = len(old) < batch_size
-            else:
-                old = list(
-                    session.scalars(
-                        select(model_id)
-                        .where(p.aged(cutoff), p.holds_data(), model_id > after)
-                        .order_by(model_id)
-                        .limit(batch_size)
-                    )
-                )
-                done = len(old) < batch_size
-            if old:
-                where = model_id.between(old[0], old[-1]) if p.cursor else model_id.in_(old)
-                if not_of is not None:
-                    where = and_(where, not_of)
-                report.add(p.name, scrub(session, p, where, dry_run=dry_run))
-                after = old[-1]
-                report.batches += 1
-                if p.cursor and not dry_run:
-                    if position is None:
-                        session.add(Cursor(name=p.cursor, value=str(after)))
-                    else:
-                        position.value = str(after)
-            if done:
-                return report
-
-
-def purge_event_payloads(
-    session_factory: SessionFactory,
-    cutoff: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    report: RetentionReport | None = None,
-    dry_run: bool = False,
-) -> RetentionReport:
-    """Drop `request`, `response` and `error_message` of every event created before `cutoff`."""
-    return scrub_aged(
-        session_factory,
-        place("subscription_events"),
-        cutoff,
-        batch_size=batch_size,
-        report=report,
-        dry_run=dry_run,
-    )
 
 
 def apply_retention(

@@ -1,40 +1,24 @@
-# 588 lines, over the house's ~400 for now: every masking pattern in one linear pass; the
-# structured-text (JSON/dict/campo-valor) maskers are its seam (issue 24).
-"""Masking of personal data and secrets before they reach the Dagster run log, alerts, event
-rows or exception text.
-
-The ops team reads run logs and Slack; LGPD says they must not see students' CPFs, e-mails,
-phones, names or addresses there, and no credential may be stored or shown at all. Every text
-first goes through `core.redaction` (secrets by value and by key name), then personal data is
-masked by pattern. The app DB keeps the full order (it is the system of record); everything
-written for a human goes through this module.
-
-CPF masking follows the Brazilian government's publication rule (digits 4 to 9 visible:
-``***.456.789-**``), which keeps enough to tell two students apart in a log without exposing the
-number.
-
-Free text is masked around what must stay usable: URLs (a run link broken by the phone pattern
-is useless), run ids (UUIDs), timestamps and labelled ids (`order 1234567890`) are left as they
-are; inside a URL only a CPF (after `/cpf/` or a valid 11-digit one), an e-mail or a personal
-query parameter is masked.
-"""
+"""Masking free text and JSON-like data by pattern and by key (see `core.masking`): the
+patterns, the key vocabularies, and the order they run in, in one linear pass per text."""
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from anubis_dagster.core.masking.values import (
+    is_valid_cpf,
+    mask_cpf,
+    mask_email,
+    mask_emails,
+    mask_name,
+    mask_phone,
+)
 from anubis_dagster.core.redaction import REDACTED, is_secret_key, redact, redact_data
 
 # --- patterns -------------------------------------------------------------------------------
-# e-mails are found by a linear scan around each "@" (`_mask_emails`), not by a regex: the
-# pattern `[…]+@[…]+\.[A-Za-z]{2,}` backtracks over every start position (16k chars: 1.6 s)
-_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
-_EMAIL_DOMAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
-_ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # CPF with dots, dashes, spaces or nothing between its groups: 529.982.247-25, 529 982 247 25
 _CPF_RE = re.compile(
     r"(?<![\d.])(\d{3})([.\s-]?)(\d{3})([.\s-]?)(\d{3})([.\s/-]?)(\d{2})(?!\d|\.\d)"
@@ -174,98 +158,6 @@ _PAIR_NAME_KEYS = ("atributo", "campo", "field", "attribute")
 _PAIR_VALUE_KEYS = ("valor", "value")
 
 
-def _digits(value: str) -> str:
-    return re.sub(r"\D", "", value)
-
-
-def is_valid_cpf(value: str) -> bool:
-    """Whether `value`'s digits are a CPF with matching check digits (tells a CPF in a URL
-    from an 11-digit id)."""
-    digits = _digits(value)
-    if len(digits) != 11 or digits == digits[0] * 11:
-        return False
-    for size in (9, 10):
-        total = sum(int(d) * w for d, w in zip(digits[:size], range(size + 1, 1, -1), strict=True))
-        if (total * 10 % 11) % 10 != int(digits[size]):
-            return False
-    return True
-
-
-def mask_cpf(cpf: str | None) -> str:
-    """``123.456.789-09`` → ``***.456.789-**``; anything not a CPF-length number → ``***``."""
-    if not cpf:
-        return ""
-    digits = _digits(str(cpf))
-    if len(digits) != 11:
-        return "***"
-    return f"***.{digits[3:6]}.{digits[6:9]}-**"
-
-
-def mask_email(email: str | None) -> str:
-    """``maria.silva@gmail.com`` → ``m***@g***.com``."""
-    if not email:
-        return ""
-    local, _, domain = str(email).partition("@")
-    if not domain:
-        return "***"
-    host, _, tld = domain.rpartition(".")
-    return f"{local[:1]}***@{host[:1]}***.{tld}" if host else f"{local[:1]}***@***"
-
-
-def mask_phone(phone: str | None) -> str:
-    """Keep only the last two digits: ``(11) 97540-5666`` → ``(**) *****-**66``."""
-    if not phone:
-        return ""
-    digits = _digits(str(phone))
-    return f"(**) *****-**{digits[-2:]}" if len(digits) >= 2 else "***"
-
-
-def mask_name(name: str | None) -> str:
-    """Initials only: ``Maria da Silva`` → ``M. d. S.``."""
-    if not name:
-        return ""
-    return " ".join(f"{part[0]}." for part in str(name).split() if part)
-
-
-def _domain_end(text: str, start: int, stop: int) -> int:
-    r"""End of the e-mail domain in `text[start:stop]` (a run of domain characters), as the
-    greedy pattern `[A-Za-z0-9.-]+\.[A-Za-z]{2,}` would end it; `start` if there is none."""
-    dot = text.rfind(".", start + 2, stop)  # at least one character before the dot
-    while dot != -1:
-        end = dot + 1
-        while end < stop and text[end] in _ASCII_LETTERS:
-            end += 1
-        if end - dot - 1 >= 2:
-            return end
-        dot = text.rfind(".", start + 2, dot)
-    return start
-
-
-def _mask_emails(text: str) -> str:
-    """Every e-mail address of `text` masked, in one pass: each character is looked at a
-    bounded number of times (the local part stops at the previous "@" or match, the domain at
-    the next "@")."""
-    out: list[str] = []
-    position = 0
-    at = text.find("@")
-    size = len(text)
-    while at != -1:
-        start = at
-        while start > position and text[start - 1] in _EMAIL_LOCAL:
-            start -= 1
-        stop = at + 1
-        while stop < size and text[stop] in _EMAIL_DOMAIN:
-            stop += 1
-        end = _domain_end(text, at, stop) if start < at else at
-        if end > at:
-            out.append(text[position:start])
-            out.append(mask_email(text[start:end]))
-            position = end
-        at = text.find("@", max(at + 1, position))
-    out.append(text[position:])
-    return "".join(out)
-
-
 def _cpf_match(match: re.Match[str]) -> str:
     separators = {match.group(2), match.group(4), match.group(6)}
     groups = (match.group(1), match.group(3), match.group(5), match.group(7))
@@ -297,7 +189,7 @@ def _mask_plain(text: str) -> str:
     if any(hint in lowered for hint in _ADDRESS_HINTS):
         text = _ADDRESS_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     if "@" in text:
-        text = _mask_emails(text)
+        text = mask_emails(text)
     if _HAS_DIGIT_RE.search(text) is None:
         return text
     text = _CPF_RE.sub(_cpf_match, text)
@@ -319,7 +211,7 @@ def _mask_url_piece(piece: str, previous: str) -> str:
         _CPF_RE.fullmatch(decoded) is not None and is_valid_cpf(decoded)
     ):
         return mask_cpf(decoded)
-    return _mask_emails(piece)
+    return mask_emails(piece)
 
 
 def _mask_url(url: str) -> str:
@@ -493,98 +385,3 @@ def mask_url_path(path: str) -> str:
     """A request path as stored and logged: secrets, CPFs, e-mails, personal query parameters
     and CEPs (`/cep/01310100`) masked; other ids intact."""
     return _CEP_IN_PATH_RE.sub("*****-***", _mask_url(redact(path)))
-
-
-# --- log records --------------------------------------------------------------------------
-#: loggers whose messages may carry personal data (ours, and httpx's request lines with their
-#: URLs); every other logger's messages are redacted of secrets only
-_PERSONAL_LOGGERS = ("anubis", "httpx", "httpcore", "dagster")
-_log_masking_installed = False
-
-
-def install_log_masking() -> None:
-    """Mask every log record of this process as it is created, before any handler sees it: the
-    Dagster run log (`context.log` records), the console, and third-party loggers (httpx logs
-    each request URL, a webhook URL is a credential). Idempotent."""
-    global _log_masking_installed
-    if _log_masking_installed:
-        return
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
-        try:
-            _mask_record(record)
-        except Exception:  # masking must never lose a log line; the redaction alone then
-            record.msg, record.args = redact(str(record.msg)), ()
-        return record
-
-    logging.setLogRecordFactory(factory)
-    _log_masking_installed = True
-
-
-def _mask_record(record: logging.LogRecord) -> None:
-    message = record.getMessage()
-    personal = record.name.startswith(_PERSONAL_LOGGERS)
-    masked = mask_text(message) if personal else redact(message)
-    if masked != message:
-        record.msg, record.args = masked, ()
-    if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-        import traceback
-
-        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-        record.exc_text = mask_text(text) if personal else redact(text)
-
-
-# --- exceptions ---------------------------------------------------------------------------
-class MaskedError(Exception):
-    """Stands in for an exception whose text carried a secret or personal data and could not be
-    masked in place (raised `from None`, so the original is not chained to it)."""
-
-
-def scrub_exception(exc: BaseException) -> BaseException:
-    """Mask secrets and personal data out of the text of `exc` and of its causes, before the
-    text reaches a run failure (Dagster stores the message of every exception in the chain).
-
-    Rewrites `args` (and a Dagster `Failure`'s `description`) in place and returns `exc` when
-    that cleans every text; otherwise returns a `MaskedError` with the masked text of the whole
-    chain, to be raised `from None`. Interrupts pass through untouched."""
-    if not isinstance(exc, Exception):
-        return exc
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not seen for seen in chain):
-        chain.append(current)
-        context = None if current.__suppress_context__ else current.__context__
-        current = current.__cause__ or context
-    clean = True
-    for error in chain:
-        if not _scrub_in_place(error):
-            clean = False
-    if clean:
-        return exc
-    text = " <- ".join(f"{type(e).__name__}: {_safe_str(e)}" for e in chain)
-    return MaskedError(mask_text(text)[:4000])
-
-
-def _safe_str(error: BaseException) -> str:
-    try:
-        return str(error)
-    except Exception:  # a broken __str__ must not hide the failure itself
-        return "<unprintable>"
-
-
-def _scrub_in_place(error: BaseException) -> bool:
-    """True when the text of `error` is clean (already, or after masking its args)."""
-    original = _safe_str(error)
-    if mask_text(original) == original:
-        return True
-    try:
-        error.args = tuple(mask_text(a) if isinstance(a, str) else a for a in error.args)
-        description = getattr(error, "description", None)
-        if isinstance(description, str):
-            error.description = mask_text(description)  # type: ignore[attr-defined]
-    except Exception:  # read-only attributes: replace the exception instead
-        return False
-    now = _safe_str(error)
-    return now != original and mask_text(now) == now
