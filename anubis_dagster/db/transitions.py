@@ -562,10 +562,10 @@ _UNSET = object()
 
 
 def _redacted_values(limit: int = 1024) -> Callable[[Any], Any]:
-    """A column's values for one bulk write, text redacted (`redact`), remembering the redacted form of the
-    texts it saw (up to `limit`): most columns repeat a few values on every row (a status, the
-    kind, the operation, the run id). Lives as long as the write: secrets registered later
-    are seen by the next one."""
+    """How one column's values reach a bulk write: text redacted (`redact`), the redacted form
+    of each text remembered (up to `limit`): most columns repeat a few values on every row (a
+    status, the kind, the operation, the run id). Lives as long as the write: secrets
+    registered later are seen by the next one."""
     seen: dict[str, str] = {}
 
     def converted(value: Any) -> Any:
