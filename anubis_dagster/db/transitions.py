@@ -485,9 +485,7 @@ def _insert_many(
     assert driver is not None
     cursor = driver.cursor()
     try:
-        cursor.executemany(
-            statement, ([f(row[n]) for f, n in pairs] for row in rows)
-        )
+        cursor.executemany(statement, ([f(row[n]) for f, n in pairs] for row in rows))
     except sqlite3.Error as exc:
         refused = _rows_written_before(driver, table, rows)
         raise _bulk_write_error(statement, exc, sqlite3.Error, refused) from exc
