@@ -306,6 +306,70 @@ def test_rows_written_in_bulk_read_back_as_the_orm_writes_them(url: str) -> None
         register_secrets([], source="bulk-round-trip")
 
 
+def test_values_repeated_across_a_bulk_write_are_each_stored_as_written(url: str) -> None:
+    """The bulk writer converts a value it saw on the row before once (the chunk's shared
+    `now`, a status or run id on every row): rows sharing one datetime object, then a row with
+    another, read back each with its own; a text repeated on every row is redacted on every
+    row; and a secret registered after a write is redacted in the next one."""
+    from datetime import UTC, datetime, timedelta
+
+    from anubis_dagster.core.redaction import register_secrets
+    from anubis_dagster.core.states import Status
+    from anubis_dagster.db.transitions import (
+        allocate_subscription_ids,
+        subscription_values,
+        write_rows,
+    )
+
+    now = datetime(2026, 12, 7, 6, 30, 1, 250000, tzinfo=UTC)
+    later = now + timedelta(seconds=1, microseconds=5)
+
+    def rows(session: Any, first_order: int, stamps: list[datetime], error: str) -> list[Any]:
+        routes = load_routes(session, initial_status_for)
+        ids = allocate_subscription_ids(session, len(stamps))
+        out = []
+        for offset, (sid, stamp) in enumerate(zip(ids, stamps, strict=True)):
+            order_id = first_order + offset
+            values = subscription_values(
+                integration_id=routes[0].integration_id,
+                integration_filter_id=None,
+                order=make_order(order_id),
+                order_id=order_id,
+                cpf=None,
+                status=Status.INVALID,
+                order_updated_at=stamp,
+            )
+            values.update(id=sid, created_at=stamp, updated_at=now, last_error=error)
+            out.append(values)
+        return out
+
+    secret, late = "s3cret-repeated-on-every-row", "l4te-secret-registered-between-writes"
+    register_secrets([secret], source="bulk-repeats")
+    try:
+        with session_scope(url) as session:
+            first = rows(session, 1, [now, now, later, now], f"bad {secret} {late}")
+            write_rows(session, subscriptions=first, updates=[], events=[])
+        register_secrets([secret, late], source="bulk-repeats")
+        with session_scope(url) as session:
+            second = rows(session, 11, [later, later], f"bad {secret} {late}")
+            write_rows(session, subscriptions=second, updates=[], events=[])
+        with session_scope(url) as session:
+            stored = {
+                s.order_id: s
+                for s in session.scalars(select(Subscription).order_by(Subscription.order_id))
+            }
+        expected = {1: now, 2: now, 3: later, 4: now, 11: later, 12: later}
+        assert {k: s.created_at for k, s in stored.items()} == expected
+        assert {k: s.order_updated_at for k, s in stored.items()} == expected
+        assert all(s.updated_at == now for s in stored.values())
+        for order_id, subscription in stored.items():
+            error = subscription.last_error or ""
+            assert secret not in error and error.startswith("bad ")
+            assert (late in error) == (order_id < 10)  # registered for the second write only
+    finally:
+        register_secrets([], source="bulk-repeats")
+
+
 def test_decisions_made_again_take_ids_no_kept_decision_holds(url: str) -> None:
     """After a refusal, the decisions that depended on the refused one are made again with new
     ids while the others keep theirs (rows not written yet): on SQLite, ids come after the

@@ -204,14 +204,14 @@ def _copy(
     SQLAlchemy raises those of any other statement (`IntegrityError`, `ProgrammingError`…,
     the driver's in `orig`)."""
     names = list(rows[0])
-    convert = _converters(table, names, rendered)
+    pairs = list(zip(_converters(table, names, rendered), names, strict=True))
     driver = session.connection().connection.driver_connection
     assert driver is not None
     statement = f"COPY {into or table.name} ({', '.join(names)}) FROM STDIN"
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([f(row[n]) for f, n in zip(convert, names, strict=True)])
+                copy.write_row([f(row[n]) for f, n in pairs])
     except psycopg.Error as exc:
         context = _COPY_LINE.search(exc.diag.context or "")
         refused = (
@@ -266,7 +266,8 @@ def _insert_many(
     in per-row parameter processing (and in the cursor hook's redaction of every JSON text)
     than SQLite spent writing. Errors are raised as SQLAlchemy raises them."""
     names = list(rows[0])
-    convert = _converters(table, names, rendered, session.get_bind().dialect)
+    dialect = session.get_bind().dialect
+    pairs = list(zip(_converters(table, names, rendered, dialect), names, strict=True))
     statement = (
         f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"  # nosec B608: the model's table and column names; values are bound (?)
     )
@@ -274,9 +275,7 @@ def _insert_many(
     assert driver is not None
     cursor = driver.cursor()
     try:
-        cursor.executemany(
-            statement, ([f(row[n]) for f, n in zip(convert, names, strict=True)] for row in rows)
-        )
+        cursor.executemany(statement, ([f(row[n]) for f, n in pairs] for row in rows))
     except sqlite3.Error as exc:
         refused = _rows_written_before(driver, table, rows)
         raise _bulk_write_error(statement, exc, sqlite3.Error, refused) from exc
@@ -325,11 +324,11 @@ def _converters(
         if isinstance(column_type, JSON):
             converters.append(json_text)
         elif dialect is not None and isinstance(column_type, UTCDateTime):
-            converters.append(_sqlite_utc_text)
+            converters.append(_last_one(_sqlite_utc_text))
         elif process is not None:
             converters.append(process)
         else:
-            converters.append(_copy_value)
+            converters.append(_redacted_values())
     return converters
 
 
@@ -350,5 +349,38 @@ def _json_text(value: Any) -> str:
     return redacted_json(value)
 
 
-def _copy_value(value: Any) -> Any:
-    return redact(value) if isinstance(value, str) else value
+def _last_one(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`convert`, answering again without work when given the same object as the last call:
+    a batch's `created_at`, `updated_at` and `scheduled_to` are one `now` for every row."""
+    last: list[Any] = [_UNSET, None]
+
+    def converted(value: Any) -> Any:
+        if value is last[0]:
+            return last[1]
+        last[0], last[1] = value, convert(value)
+        return last[1]
+
+    return converted
+
+
+_UNSET = object()
+
+
+def _redacted_values(limit: int = 1024) -> Callable[[Any], Any]:
+    """How one column's values reach a bulk write: text redacted (`redact`), the redacted form
+    of each text remembered (up to `limit`): most columns repeat a few values on every row (a
+    status, the kind, the operation, the run id). Lives as long as the write: secrets
+    registered later are seen by the next one."""
+    seen: dict[str, str] = {}
+
+    def converted(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found = seen.get(value)
+        if found is None:
+            found = redact(value)
+            if len(seen) < limit:
+                seen[value] = found
+        return found
+
+    return converted

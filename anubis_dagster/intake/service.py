@@ -272,13 +272,21 @@ class _Document:
     its text is plain (`plain_json_text`: nothing for the whole-document scan to find), else
     the scan's problems, and the storable copy of a valid order with unstorable values."""
 
-    __slots__ = ("_scan", "_storable", "order", "payload")
+    __slots__ = ("_cpf", "_scan", "_storable", "order", "payload")
 
     def __init__(self, order: dict[str, Any], payload: Any) -> None:
         self.order = order
         self.payload = payload
+        self._cpf: str | None = None
         self._scan: list[Problem] | None = None
         self._storable: dict[str, Any] | None = None
+
+    @property
+    def cpf(self) -> str:
+        """`_cpf` of the order, found once: every integration and step asks for it."""
+        if self._cpf is None:
+            self._cpf = _cpf(self.order)
+        return self._cpf
 
     @property
     def scan(self) -> list[Problem]:
@@ -414,7 +422,7 @@ class _Batch:
             for candidate in candidates
             if (known := self.existing.get(candidate.key)) is None
             or _needs_revalidation(known, candidate.row.updated_at, candidate.route)
-            if len(cpf := _cpf(candidate.order)) == 11
+            if len(cpf := candidate.document.cpf) == 11
         }
         if not cpfs:
             return
@@ -637,7 +645,7 @@ def _decide_again(
 
 def _cpf_key(candidate: _Candidate) -> tuple[int, str] | None:
     """What a candidate may hold, or be a duplicate of: its integration and CPF."""
-    cpf = _cpf(candidate.order)
+    cpf = candidate.document.cpf
     return (candidate.route.integration_id, cpf) if len(cpf) == 11 else None
 
 
@@ -811,8 +819,8 @@ def _decide(
     now: datetime,
     run_id: str | None,
 ) -> _Decision:
-    route, row, order = candidate.route, candidate.row, candidate.order
-    cpf = _cpf(order)
+    route, row = candidate.route, candidate.row
+    cpf = candidate.document.cpf
     stored_cpf = cpf if len(cpf) == 11 else None
     known = existing.get(candidate.key) or batch.existing.get(candidate.key)
 
