@@ -1,27 +1,30 @@
 """EMULATION, in Python, of the Dagster Helm chart's instance ConfigMap (`dagster.yaml`), for the
-keys Anubis relies on. Not the chart: no `helm` binary can run here and the packaged chart
-cannot be downloaded, so `render_instance` follows the logic of the chart's templates as read in
-the chart's source (repository dagster-io/dagster, directory helm/dagster):
+keys Anubis relies on. Not the chart at the pinned version: the packaged chart 1.13.27 cannot be
+had on this machine (deploy/README.md, "Known limits", says what was tried), so `render_instance`
+follows the chart's templates as stored from its repository (dagster-io/dagster, helm/dagster),
+snapshots of the main branch that no release tag names:
 
-- templates/configmap-instance.yaml (commit 835892b4): which blocks appear and when (run
-  coordinator and run monitoring only with the daemon enabled, `cancel_timeout_seconds` and
-  `max_resume_run_attempts` unless null, `max_retries` when set, sensors/schedules with
-  `useThreads`, retention when enabled), plus two keys that snapshot does NOT render and the
-  chart's newer templates do according to issue 26 (`run_monitoring.max_runtime_seconds` from
-  `runMonitoring.maxRuntimeSeconds`, `run_retries.retry_on_asset_or_op_failure` from
-  `runRetries.retryOnAssetOrOpFailure`): emulated here as rendered when set. The real-chart test
-  (`helm template`, test_deploy.py) checks both for real where helm exists;
-- templates/helpers/instance/_postgresql.tpl (commit 3f2daa0d): the storage connection, the
-  password from the env var DAGSTER_PG_PASSWORD (set by the chart from the Secret);
-- templates/helpers/instance/_run-coordinator.tpl (current source): max_concurrent_runs,
-  tag_concurrency_limits and dequeue_interval_seconds;
-- templates/helpers/instance/_compute-log-manager.tpl (commit 84842bc4): the S3 manager's keys;
-- templates/helpers/instance/_run-launcher.tpl: K8sRunLauncher with the chart's instance
-  ConfigMap, the storage password Secret, the release namespace, in-cluster config.
+- templates/configmap-instance.yaml (commit 99dc34fc, the newest version reachable, the one with
+  the `concurrency` and `backfills` blocks): which blocks appear and when (run coordinator and
+  run monitoring only with the daemon enabled, `cancel_timeout_seconds`, `max_runtime_seconds`
+  and `max_resume_run_attempts` unless null, `max_retries` when set,
+  `retry_on_asset_or_op_failure` whenever the key is given (`hasKey`, so `false` renders),
+  sensors/schedules with `useThreads`, retention when enabled);
+- templates/helpers/instance/_postgresql.tpl (3f2daa0d): the storage connection, the password
+  from the env var DAGSTER_PG_PASSWORD (set by the chart from the Secret);
+- templates/helpers/instance/_run-coordinator.tpl (7b875469): max_concurrent_runs (-1 when
+  null), tag_concurrency_limits and dequeue_interval_seconds when set;
+- templates/helpers/instance/_compute-log-manager.tpl (84842bc4): the S3 manager's keys;
+- templates/helpers/instance/_run-launcher.tpl and helpers/_helpers.tpl (a07d616f):
+  K8sRunLauncher with the chart's instance ConfigMap, the storage password Secret, the release
+  namespace, in-cluster config, env_config_maps/env_secrets only when listed.
 
-Only what our values use is emulated; anything else raises, so a new key in the values cannot
-silently fall outside the emulation. The result is then validated by Dagster's own instance
-schema and each configured class's config schema (`validate_with_dagster`).
+Those template texts were rendered with our values by Helm's own engine (Helm SDK v4.2.3, through
+the PyPI package helm-python-sdk) and the result equals `render_instance`'s, block for block
+(deploy/README.md, "How the keys were checked"). Only what our values use is emulated; anything
+else raises, so a new key in the values cannot silently fall outside the emulation. The result
+is then validated by Dagster's own instance schema and each configured class's config schema
+(`validate_with_dagster`). test_deploy.py renders the real chart instead where one is given.
 """
 
 from __future__ import annotations
@@ -79,10 +82,12 @@ def _run_launcher(values: dict[str, Any], namespace: str) -> dict[str, Any]:
         "dagster_home": values["global"]["dagsterHome"],
         "instance_config_map": f"{fullname()}-instance",
         "postgres_password_secret": values["global"]["postgresqlSecretName"],
-        "env_config_maps": [f"{fullname()}-pipeline-env"]
-        + [item["name"] for item in k8s.get("envConfigMaps") or []],
-        "env_secrets": [item["name"] for item in k8s.get("envSecrets") or []],
     }
+    # rendered only when the list is not empty, each item's `name`
+    for key, name in (("envConfigMaps", "env_config_maps"), ("envSecrets", "env_secrets")):
+        names = [item["name"] for item in k8s.get(key) or [] if "name" in item]
+        if names:
+            config[name] = names
     if k8s.get("resources"):
         config["resources"] = k8s["resources"]
     return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
@@ -93,6 +98,9 @@ def _run_coordinator(values: dict[str, Any]) -> dict[str, Any]:
     if coordinator["type"] != "QueuedRunCoordinator":
         raise NotImplementedError(f"emulated: QueuedRunCoordinator only, not {coordinator['type']}")
     queued = coordinator["config"]["queuedRunCoordinator"]
+    unknown = set(queued) - {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds"}
+    if unknown:
+        raise NotImplementedError(f"not emulated: queuedRunCoordinator.{sorted(unknown)}")
     max_runs = queued.get("maxConcurrentRuns")
     config: dict[str, Any] = {"max_concurrent_runs": -1 if max_runs is None else max_runs}
     if queued.get("tagConcurrencyLimits"):
@@ -175,8 +183,16 @@ def render_instance(values: dict[str, Any], namespace: str = RELEASE) -> dict[st
         },
     }
     daemon = values["dagsterDaemon"]
+    # blocks the 99dc34fc template renders from values ours leave unset: not emulated
+    if daemon.get("backfills") or (values.get("concurrency") or {}).get("enabled"):
+        raise NotImplementedError("not emulated: dagsterDaemon.backfills, concurrency")
     if daemon["enabled"] and daemon["runCoordinator"]["enabled"]:
         instance["run_coordinator"] = _run_coordinator(values)
+    elif daemon["enabled"]:
+        instance["run_coordinator"] = {
+            "module": "dagster._core.run_coordinator.sync_in_memory_run_coordinator",
+            "class": "SyncInMemoryRunCoordinator",
+        }
     instance["compute_logs"] = _compute_logs(values)
     monitoring = daemon.get("runMonitoring") or {}
     if daemon["enabled"] and monitoring.get("enabled"):
@@ -188,7 +204,7 @@ def render_instance(values: dict[str, Any], namespace: str = RELEASE) -> dict[st
             block["cancel_timeout_seconds"] = monitoring["cancelTimeoutSeconds"]
         if _set(monitoring.get("maxResumeRunAttempts")):
             block["max_resume_run_attempts"] = monitoring["maxResumeRunAttempts"]
-        if _set(monitoring.get("maxRuntimeSeconds")):  # newer templates (see the docstring)
+        if _set(monitoring.get("maxRuntimeSeconds")):
             block["max_runtime_seconds"] = monitoring["maxRuntimeSeconds"]
         block["poll_interval_seconds"] = monitoring["pollIntervalSeconds"]
         block["free_slots_after_run_end_seconds"] = monitoring["freeSlotsAfterRunEndSeconds"]
@@ -198,7 +214,7 @@ def render_instance(values: dict[str, Any], namespace: str = RELEASE) -> dict[st
         retry_block: dict[str, Any] = {"enabled": True}
         if retries.get("maxRetries"):
             retry_block["max_retries"] = retries["maxRetries"]
-        if _set(retries.get("retryOnAssetOrOpFailure")):  # newer templates (see the docstring)
+        if "retryOnAssetOrOpFailure" in retries:  # the template's `hasKey`
             retry_block["retry_on_asset_or_op_failure"] = retries["retryOnAssetOrOpFailure"]
         instance["run_retries"] = retry_block
     for key, name in (("sensors", "sensors"), ("schedules", "schedules")):

@@ -1,11 +1,12 @@
 """The deployment files: Dockerfile, docker-compose, the Helm values. No Docker daemon or cluster
 is needed: the files are checked for structure, for secrets, and against each other (the Helm
-values must say what deploy/postgres/dagster.yaml says), and `docker compose config` and
-`helm template` run when the tools are installed (skipped otherwise, on CI too: a missing tool
-is not a failure, a failing check is)."""
+values must say what deploy/postgres/dagster.yaml says), and `docker compose config` and the
+real chart's rendering run when the tools (and, for the chart, ANUBIS_DAGSTER_CHART) are there
+(skipped otherwise, on CI too: a missing tool is not a failure, a failing check is)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -428,34 +429,62 @@ def test_helm_values_run_this_image_with_k8s_run_launcher_and_no_secret() -> Non
     assert f"--version {version}" in readme
 
 
-def test_helm_template_renders_the_instance() -> None:
-    """With `helm` installed and the chart unpacked (ANUBIS_DAGSTER_CHART=path/to/dagster), the
-    real chart renders these values into the instance the daemon will run."""
+def _render_chart(chart: str) -> list[dict[str, Any]]:
+    """The chart's manifests for our values, release `anubis` in namespace `anubis`, rendered by
+    Helm itself: the `helm` binary when installed, else Helm's Go SDK through the PyPI package
+    helm-python-sdk (`pip install helm-python-sdk`, no binary needed)."""
     helm = shutil.which("helm")
-    chart = os.environ.get("ANUBIS_DAGSTER_CHART")
-    if not helm or not chart:
-        pytest.skip("helm or ANUBIS_DAGSTER_CHART (the dagster chart, unpacked) not available")
-    result = subprocess.run(
-        [helm, "template", "anubis", chart, "-f", str(HELM_VALUES)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    if helm:
+        result = subprocess.run(
+            [helm, "template", "anubis", chart, "-n", "anubis", "-f", str(HELM_VALUES)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return [d for d in yaml.safe_load_all(result.stdout) if d]
+    try:
+        helm_python: Any = importlib.import_module("helm_python")
+    except ImportError:
+        pytest.skip("neither helm nor helm-python-sdk is installed")
+    manifests = helm_python.Chart.load(chart).render(
+        _load(HELM_VALUES), name="anubis", namespace="anubis", is_install=True
     )
-    assert result.returncode == 0, result.stderr
-    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    return [d for text in manifests.values() for d in yaml.safe_load_all(text) if d]
+
+
+def test_helm_template_renders_the_instance() -> None:
+    """With the chart unpacked (ANUBIS_DAGSTER_CHART=path/to/dagster, from `helm pull
+    dagster/dagster --version <pin> --untar`) and helm or helm-python-sdk installed, the real
+    chart renders these values into the instance the daemon will run, and that instance is the
+    one the emulation (helm_instance.py) builds, block for block."""
+    chart = os.environ.get("ANUBIS_DAGSTER_CHART")
+    if not chart:
+        pytest.skip("ANUBIS_DAGSTER_CHART (the dagster chart, unpacked) not set")
+    documents = _render_chart(chart)
     (instance_map,) = [
         d for d in documents if d["kind"] == "ConfigMap" and "dagster.yaml" in d.get("data", {})
     ]
     instance = yaml.safe_load(instance_map["data"]["dagster.yaml"])
     assert instance["run_launcher"]["class"] == "K8sRunLauncher"
     assert instance["run_monitoring"]["enabled"] is True
-    # what the emulation (helm_instance.py) assumes of the newer templates, checked for real
+    # what the emulation assumes of the templates, checked on the real chart
     assert instance["run_monitoring"]["max_runtime_seconds"] == 900
     assert instance["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert instance["compute_logs"]["class"] == "S3ComputeLogManager"
     emulated = render_instance(_load(HELM_VALUES))
-    for key in ("run_monitoring", "run_retries", "run_coordinator", "compute_logs"):
+    for key in (
+        "run_launcher",
+        "run_storage",
+        "run_coordinator",
+        "compute_logs",
+        "run_monitoring",
+        "run_retries",
+    ):
         assert instance[key] == emulated[key], (key, instance[key], emulated[key])
+    # the chart's defaults may add an auto_materialize retention: ours are sensor and schedule
+    for key in ("sensor", "schedule"):
+        assert instance["retention"][key] == emulated["retention"][key], key
     assert (
         instance["run_coordinator"]["config"]["tag_concurrency_limits"]
         == _load(INSTANCE)["run_coordinator"]["config"]["tag_concurrency_limits"]
