@@ -128,10 +128,12 @@ def partition_run_config(op_name: str, key: str, extra: Mapping[str, Any] | None
     return {"ops": {op_name: {"config": {**(extra or {}), INTEGRATION_FIELD: key}}}}
 
 
-def partition_integration(context: dg.OpExecutionContext, keys: Iterable[str]) -> str:
+def partition_integration(context: dg.OpExecutionContext) -> str:
     """The run's integration, from its first op: the partition, when the config agrees. A run
-    without a partition, or whose partition disagrees with its config, is tagged refused and
-    fails here with one line, before anything is read or sent."""
+    without a partition, one that is not among its job's, or whose config disagrees, is tagged
+    refused and fails here with one line, before anything is read or sent."""
+    partitions = context.job_def.partitions_def
+    keys = partitions.get_partition_keys() if partitions is not None else []
     tags = context.run.tags
     configured = str(context.op_config.get(INTEGRATION_FIELD) or "")
     problem = run_problem(tags.get(PARTITION_TAG), configured, keys)

@@ -99,7 +99,7 @@ def build_digest_definitions(
     )
     @scrub_errors
     def send_daily_digest(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(DigestConfig, context.op_config)
         return post_digest(context, app_db, key, config)
 

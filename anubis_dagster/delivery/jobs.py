@@ -359,43 +359,33 @@ def build_delivery_jobs(
     by_key = dict(adapter_by_key or {})
     check_keys = [k for k in keys if k not in by_key or by_key[k].check_statuses]
 
-    def request_op(partition_keys: list[str]) -> dg.OpDefinition:
-        """The job's first op, over the job's own partitions (check_job's are fewer)."""
-
-        @dg.op(
-            name="delivery_request",
-            config_schema=partitioned_schema(DeliveryConfig, partition_keys),
-            description="Reads the Launchpad settings; applies requeue and retry-now first (a "
-            "dry run only reports what they would do).",
-        )
-        @scrub_errors
-        def delivery_request(
-            context: dg.OpExecutionContext, app_db: AppDatabase
-        ) -> DeliveryRequest:
-            key = partition_integration(context, partition_keys)  # refused: nothing done
-            config = settings(DeliveryConfig, context.op_config)
-            flow = context.run.tags.get("anubis/flow", "deliver")
-            retag_run(context, action=config.action(flow))
-            if config.requeue_ids or config.requeue_failed_since or config.retry_now:
-                _operator_actions(context, config, app_db)
-            with app_db.session() as session:
-                paused = session.scalar(select(Integration.paused_at).where(Integration.key == key))
-            limit = config.limit
-            if paused is not None and not config.dry_run:
-                # launched by hand, re-executed or retried after a crash while paused: paused
-                # means nothing is sent; a dry run still previews what resuming will send
-                context.log.warning(
-                    f"{key} is paused: this run sends nothing (resume it first; a dry run "
-                    "shows what would be sent)"
-                )
-                limit = 0
-            return DeliveryRequest(
-                subscription_ids=list(config.subscription_ids),
-                limit=limit,
-                dry_run=config.dry_run,
+    @dg.op(
+        config_schema=partitioned_schema(DeliveryConfig, keys),
+        description="Reads the Launchpad settings; applies requeue and retry-now first (a dry "
+        "run only reports what they would do).",
+    )
+    @scrub_errors
+    def delivery_request(context: dg.OpExecutionContext, app_db: AppDatabase) -> DeliveryRequest:
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(DeliveryConfig, context.op_config)
+        flow = context.run.tags.get("anubis/flow", "deliver")
+        retag_run(context, action=config.action(flow))
+        if config.requeue_ids or config.requeue_failed_since or config.retry_now:
+            _operator_actions(context, config, app_db)
+        with app_db.session() as session:
+            paused = session.scalar(select(Integration.paused_at).where(Integration.key == key))
+        limit = config.limit
+        if paused is not None and not config.dry_run:
+            # launched by hand, re-executed or retried after a crash while paused: paused means
+            # nothing is sent; a dry run still previews what resuming will send
+            context.log.warning(
+                f"{key} is paused: this run sends nothing (resume it first; a dry run shows "
+                "what would be sent)"
             )
-
-        return delivery_request
+            limit = 0
+        return DeliveryRequest(
+            subscription_ids=list(config.subscription_ids), limit=limit, dry_run=config.dry_run
+        )
 
     @dg.op(required_resource_keys=resource_keys)
     @retry_unexpected_errors
@@ -441,7 +431,7 @@ def build_delivery_jobs(
         description="Due subscriptions of one integration: fix data → prepare → register.",
     )
     def deliver_job() -> None:
-        register(prepare(fix_data(request_op(keys)())))
+        register(prepare(fix_data(delivery_request())))
 
     @dg.job(
         config=_partitioned_config(check_keys, "check", by_key),
@@ -450,6 +440,6 @@ def build_delivery_jobs(
         description="Registered subscriptions of one integration: status at the partner.",
     )
     def check_job() -> None:
-        check(request_op(check_keys)())
+        check(delivery_request())
 
     return deliver_job, check_job

@@ -45,7 +45,7 @@ def build_pause_job(integration_keys: Iterable[str]) -> dg.JobDefinition:
     )
     @scrub_errors
     def set_pause(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(PauseConfig, context.op_config)
         retag_run(context, action="pause" if config.paused else "resume")
         with app_db.session() as session:

@@ -76,7 +76,7 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     def set_go_live_point(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
         from anubis_dagster.legacy.operations import run_go_live
 
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(GoLiveConfig, context.op_config)
         change = run_go_live(app_db.resolved_url, key, _parse(config.at), dry_run=config.dry_run)
         context.log.info(change.describe())
@@ -95,7 +95,7 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     def take_over_range(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
         from anubis_dagster.legacy.operations import run_takeover
 
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(TakeoverConfig, context.op_config)
         report = run_takeover(
             app_db.resolved_url,
@@ -130,7 +130,7 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
             run_import,
         )
 
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(LegacyImportConfig, context.op_config)
         try:
             reader = reader_for(key)

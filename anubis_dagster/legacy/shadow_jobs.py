@@ -66,7 +66,7 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     )
     @scrub_errors
     def set_shadow_mode(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(ShadowModeConfig, context.op_config)
         retag_run(context, action="dry_run" if config.dry_run else "shadow")
         with app_db.session() as session:
@@ -101,7 +101,7 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     )
     @scrub_errors
     def compare_with_legacy(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        key = partition_integration(context, keys)  # refused: nothing done
+        key = partition_integration(context)  # refused: nothing done
         config = settings(ShadowReportConfig, context.op_config)
         try:
             since, until = parse_period(
