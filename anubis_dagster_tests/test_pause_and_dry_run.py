@@ -67,7 +67,10 @@ def test_a_paused_integration_gets_no_due_runs_and_resuming_sends_what_waited(
     # with Estácio's run waiting, the tick skips, and says Kroton is paused and why
     job = harness.defs.resolve_job_def("deliver_job")
     instance.create_run_for_job(
-        job_def=job, status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "estacio"}
+        job_def=job,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": "estacio"},
+        run_config=partition_run_config("delivery_request", "estacio"),
     )
     skip = tick()
     assert isinstance(skip, dg.SkipReason)
