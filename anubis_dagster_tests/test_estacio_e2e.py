@@ -116,7 +116,7 @@ def test_consent_then_registration_for_estacio_and_wyden(
     assert stats["registrations_per_cpf"] == {make_cpf(i): 1 for i in (1, 2, 3)}
     # the three students share a CEP: one lookup, cached for the others
     assert stats["by_endpoint"] == {"consent": 3, "cep": 1, "register": 3}
-    assert op_metadata(result, "prepare")["outcomes"] == {"consent_recorded": 3}
+    assert op_metadata(result, "prepare")["outcomes"] == {"to_register": 3}
     assert op_metadata(result, "register")["outcomes"] == {"registered": 3}
 
     sub = harness.subscription(3)
@@ -215,6 +215,12 @@ def test_offer_not_found_then_registered_under_the_other_campus(
     assert sub.status == "registered" and sub.external_id
     sent = [a.request["body"]["codCampus"] for a in attempts(harness, 1, "register")]
     assert sent == ["E200", "E201"]
+    # each attempt row says what the partner answered: a refusal (MS004, inside an HTTP 200)
+    # with its code and message, then the registration
+    first, second = attempts(harness, 1, "register")
+    assert (first.outcome, first.http_status) == ("refused", 200)
+    assert (first.error_message or "").startswith("MS004: ")
+    assert (second.outcome, second.error_message) == ("ok", None)
     assert estacio.stats()["ms004"] == 1
     (moved,) = [e for e in harness.events(1) if e.kind == "transition" and e.status == "registered"]
     assert moved.response == {"note": "offer not found (MS004) under campus E200; sent under E201"}
@@ -225,9 +231,15 @@ def test_offer_not_found_under_both_campus_codes_fails(
     harness: Harness, estacio: EstacioSandbox
 ) -> None:
     harness.ingest([make_order(1, offer=estacio_offer("ARQ09"))])  # known under neither
-    deliver(harness)
+    result = harness.deliver("estacio")
+    assert result.success
+    # one name for the outcome wherever it shows: the status, whatever the partner's code
+    assert op_metadata(result, "register")["outcomes"] == {"register_failed": 1}
     sub = harness.subscription(1)
     assert sub.status == "register_failed"
+    refusals = attempts(harness, 1, "register")
+    assert [(a.outcome, a.http_status) for a in refusals] == [("refused", 200)] * 2
+    assert all((a.error_message or "").startswith("MS004: ") for a in refusals)
     assert "offer not found at Estácio (MS004)" in (sub.last_error or "")
     assert "codCampusPai E900 and codCampus E901" in (sub.last_error or "")
     sent = [a.request["body"]["codCampus"] for a in attempts(harness, 1, "register")]
@@ -248,6 +260,9 @@ def test_validation_refusal_keeps_the_field_messages(
     assert sub.status == "register_failed"
     assert "MS002" in (sub.last_error or "")
     assert "siglaUF: UF inválida" in (sub.last_error or "")
+    (refusal,) = attempts(harness, 1, "register")
+    assert refusal.outcome == "refused" and (refusal.error_message or "").startswith("MS002: ")
+    assert "siglaUF: UF inválida" in (refusal.error_message or "")
     assert estacio.stats()["ms002"] == 1
     assert_attempts_match(harness, estacio)
 
