@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from anubis_dagster.alerts.digest import Digest, app_db_numbers
 from anubis_dagster.db.models import FollowUp
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import build_definitions
@@ -247,6 +248,32 @@ def test_offer_not_found_under_both_campus_codes_fails(
     assert estacio.stats()["ms004"] == 2
     assert not harness.due("estacio")
     assert_attempts_match(harness, estacio)
+
+
+def test_the_digest_counts_students_not_calls_and_adds_up(
+    harness: Harness, estacio: EstacioSandbox
+) -> None:
+    """Five register calls for three students (MS004 sends again under the other campus):
+    the digest says three students, and its parts add up to them."""
+    harness.ingest(
+        [
+            make_order(1, offer=ESTACIO_OFFER),  # registered at once
+            make_order(2, offer=estacio_offer("PSI02")),  # MS004, then registered under E201
+            make_order(3, offer=estacio_offer("ARQ09")),  # MS004 under both: refused
+        ]
+    )
+    deliver(harness)
+    calls = sum(len(attempts(harness, order, "register")) for order in (1, 2, 3))
+    assert calls == 5
+    now = datetime.now(UTC)
+    digest = Digest("estacio", now - timedelta(hours=1), now + timedelta(seconds=1))
+    with session_scope(harness.db_url) as session:
+        app_db_numbers(session, "estacio", digest.start, digest.end, digest)
+    assert (digest.sent, digest.accepted, digest.refused) == (3, 2, 1)
+    assert digest.sent == (
+        digest.accepted + digest.refused + digest.unknown + digest.failed + digest.waiting
+    )
+    assert "registrations: 3 students sent = 2 accepted + 1 refused + " in digest.alert().text()
 
 
 def test_validation_refusal_keeps_the_field_messages(

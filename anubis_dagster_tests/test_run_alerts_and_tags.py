@@ -248,8 +248,11 @@ def test_daily_digest_reports_each_integration_once(
     (text,) = sink.received
     assert "Daily digest: kroton" in text
     assert "runs: 2 (deliver 2), 0 failed" in text
-    assert "registrations: 3 sent, 2 accepted, 0 refused, 0 unknown outcome" in text
-    assert "scheduled retries: 1, dead letters: 0" in text
+    assert (
+        "registrations: 3 students sent = 2 accepted + 0 refused + 0 unknown outcome + "
+        "0 dead-lettered + 1 waiting for a retry" in text
+    )
+    assert "students at any step: 1 given a scheduled retry, 0 dead-lettered" in text
     no_personal_data([text], {make_cpf(i) for i in range(1, 4)})
     digest_run = harness.instance.get_run_by_id(result.run_id)
     assert digest_run is not None

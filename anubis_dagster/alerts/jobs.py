@@ -79,6 +79,8 @@ def post_digest(
             "accepted": digest.accepted,
             "refused": digest.refused,
             "unknown": digest.unknown,
+            "failed": digest.failed,
+            "waiting": digest.waiting,
             "retries": digest.retries,
             "dead_letters": digest.dead_letters,
         },
