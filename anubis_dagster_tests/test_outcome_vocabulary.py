@@ -136,3 +136,22 @@ def test_settings_given_for_a_partition_keep_its_integration() -> None:
     assert partition_run_config("set_pause", "estacio", {"paused": True}) == {
         "ops": {"set_pause": {"config": {"paused": True, "integration": "estacio"}}}
     }
+
+
+# --- the glossary --------------------------------------------------------------------------------
+def test_the_glossary_names_every_status_and_every_attempt_outcome() -> None:
+    from pathlib import Path
+
+    from anubis_dagster.clients.http import REFUSED
+    from anubis_dagster.core.states import MEANINGS, Status
+    from anubis_dagster.delivery.outcomes import RETRY
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "operating.md").read_text()
+    glossary = docs.split("## Glossary: statuses and outcomes", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip() for line in glossary.splitlines() if line.startswith("| `")}
+    assert {f"`{status.value}`" for status in Status} <= rows
+    attempt_outcomes = {o.value for o in HttpOutcome} | {REFUSED, "in_flight"}
+    assert {f"`{outcome}`" for outcome in attempt_outcomes} <= rows
+    assert f"`{RETRY}`" in glossary and "`deferred`" in glossary
+    # the lookup's words for each status, too
+    assert set(MEANINGS) == set(Status)
