@@ -87,9 +87,14 @@ class Console:
         assert match, self.page.url
         return match.group(1)
 
-    def launch_refused(self) -> str:
-        """Click Launch Run on a config the code location refuses; the error dialog's text."""
+    def launch_refused(self, confirm: bool = False) -> str:
+        """Click Launch Run on a config the code location refuses (`confirm`: answer Dagster's
+        "Are you sure?" first, as for a partitioned job with no partition picked); the error
+        dialog's text."""
         self.page.get_by_role("button", name="Launch Run").click()
+        if confirm:
+            sure = self.page.get_by_role("dialog", name="Are you sure?")
+            sure.get_by_role("button", name="Confirm").click()
         dialog = self.page.get_by_role("dialog")
         dialog.get_by_text("Error", exact=True).first.wait_for()
         return dialog.inner_text()
