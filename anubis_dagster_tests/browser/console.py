@@ -72,6 +72,12 @@ class Console:
         # the editor checks types only; our own checks (dates, ids) answer at Launch Run
         page.get_by_text("No errors").wait_for()
 
+    def forget_sessions(self) -> None:
+        """Start the Launchpad afresh: it keeps each job's last config and partition in the
+        browser's local storage."""
+        self.open("/")
+        self.page.evaluate("window.localStorage.clear()")
+
     def pick_partition(self, partition: str) -> None:
         page = self.page
         box = page.get_by_placeholder("Partition").first
@@ -93,8 +99,8 @@ class Console:
         dialog's text."""
         self.page.get_by_role("button", name="Launch Run").click()
         if confirm:
-            sure = self.page.get_by_role("dialog", name="Are you sure?")
-            sure.get_by_role("button", name="Confirm").click()
+            self.page.get_by_text("Are you sure you want to launch").wait_for()
+            self.page.get_by_role("button", name="Confirm").click()
         dialog = self.page.get_by_role("dialog")
         dialog.get_by_text("Error", exact=True).first.wait_for()
         return dialog.inner_text()

@@ -156,6 +156,7 @@ def test_a_launch_without_a_partition_is_refused_with_no_run_and_no_alert(
     demo: DemoInstance, console: Console
 ) -> None:
     before, alerts = runs_of(demo, "deliver_job"), demo.alerts()
+    console.forget_sessions()  # the Launchpad would keep the partition an earlier test picked
     # no partition picked; the config as an operator might type it
     console.launchpad(
         "deliver_job", "ops:\n  delivery_request:\n    config:\n      subscription_ids: [1]\n"
