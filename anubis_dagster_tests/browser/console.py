@@ -99,10 +99,13 @@ class Console:
         dialog's text."""
         self.page.get_by_role("button", name="Launch Run").click()
         if confirm:
-            self.page.get_by_text("Are you sure you want to launch").wait_for()
+            question = self.page.get_by_text("Are you sure you want to launch")
+            question.wait_for()
             self.page.get_by_role("button", name="Confirm").click()
-        dialog = self.page.get_by_role("dialog")
-        dialog.get_by_text("Error", exact=True).first.wait_for()
+            question.wait_for(state="hidden")  # it fades out while the answer comes
+        error = self.page.get_by_text("Error", exact=True)
+        dialog = self.page.get_by_role("dialog").filter(has=error)
+        error.first.wait_for()
         return dialog.inner_text()
 
     # -- run page -----------------------------------------------------------------------------
