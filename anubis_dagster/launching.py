@@ -86,7 +86,7 @@ def execute_job_run(
     config = dict(run_config or {})
     if partition_key is not None and job.partitioned_config is not None:
         partition_config = job.partitioned_config.get_run_config_for_partition_key(partition_key)
-        config = {**partition_config, **config}
+        config = merged_config(partition_config, config)
     repository = ReconstructableRepository.for_module(
         DEFINITIONS_MODULE, "defs", working_directory=os.getcwd()
     )
@@ -99,6 +99,19 @@ def execute_job_run(
     )
     result = execute_run(InMemoryJob(job), run, instance)
     return LaunchedRun(run.run_id, result.success)
+
+
+def merged_config(base: Mapping[str, object], extra: Mapping[str, object]) -> dict[str, object]:
+    """`extra` over `base`, mapping by mapping: a partition's op config (its `integration`)
+    survives the settings given for the same op, as in the Launchpad's editor."""
+    merged = dict(base)
+    for key, value in extra.items():
+        below = merged.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            merged[key] = merged_config(below, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class ProcessRunLauncher(DefaultRunLauncher):

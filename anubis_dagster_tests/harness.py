@@ -17,6 +17,7 @@ from anubis_dagster.delivery.due import Flow, flow_statuses, has_due
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.partitions import partition_run_config
 
 if TYPE_CHECKING:
     from anubis_sandboxes.server import SandboxServer
@@ -43,9 +44,11 @@ class Harness:
     def run(
         self, job: str, key: str, instance: dg.DagsterInstance | None = None, **config: Any
     ) -> dg.ExecuteInProcessResult:
-        run_config: dict[str, Any] = dict(QUIET)
-        if config:
-            run_config["ops"] = {"delivery_request": {"config": config}}
+        # the partition's own run config (its `integration`) with the test's settings
+        run_config: dict[str, Any] = {
+            **QUIET,
+            **partition_run_config("delivery_request", key, config),
+        }
         return self.defs.resolve_job_def(job).execute_in_process(
             partition_key=key,
             instance=instance or self.instance,

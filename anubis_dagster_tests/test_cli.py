@@ -46,7 +46,7 @@ def test_digest_sends_one_message_per_integration(
     assert "kroton: digest sent" in capsys.readouterr().out
     kroton_digest = [text for text in sink.received if "Daily digest: kroton" in text]
     assert len(kroton_digest) == 1
-    assert "registrations: 3 sent, 3 accepted" in kroton_digest[0]
+    assert "registrations: 3 students sent = 3 accepted + 0 refused" in kroton_digest[0]
 
 
 def test_a_failed_run_makes_the_command_fail(

@@ -12,6 +12,7 @@ import pytest
 
 from anubis_dagster.config.integrations import ConfigError, load_integrations
 from anubis_dagster.definitions import build_definitions
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.settings import SettingsError, get_settings, reset_settings
 from anubis_dagster_tests.harness import QUIET
 
@@ -35,7 +36,7 @@ def test_a_kroton_run_without_credentials_fails_once_naming_them(
         .execute_in_process(
             partition_key="kroton",
             instance=dg.DagsterInstance.ephemeral(),
-            run_config=QUIET,
+            run_config={**QUIET, **partition_run_config("delivery_request", "kroton")},
             raise_on_error=False,
         )
     )

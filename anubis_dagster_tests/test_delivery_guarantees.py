@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match
 from anubis_sandboxes.kroton import KrotonSandbox
@@ -214,12 +215,18 @@ def test_due_work_sensor_asks_only_when_work_is_due(
     # not this)
     job = harness.defs.resolve_job_def("deliver_job")
     instance.create_run_for_job(
-        job_def=job, status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "kroton"}
+        job_def=job,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": "kroton"},
+        run_config=partition_run_config("delivery_request", "kroton"),
     )
     assert isinstance(tick(result.cursor), dg.SkipReason)
     # a run of the same integration still going: wait for it
     instance.create_run_for_job(
-        job_def=job, status=dg.DagsterRunStatus.STARTED, tags={"dagster/partition": "kroton"}
+        job_def=job,
+        status=dg.DagsterRunStatus.STARTED,
+        tags={"dagster/partition": "kroton"},
+        run_config=partition_run_config("delivery_request", "kroton"),
     )
     skip = tick()
     assert isinstance(skip, dg.SkipReason) and "in flight" in str(skip.skip_message)

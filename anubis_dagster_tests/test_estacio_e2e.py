@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from anubis_dagster.alerts.digest import Digest, app_db_numbers
 from anubis_dagster.db.models import FollowUp
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import build_definitions
@@ -116,7 +117,7 @@ def test_consent_then_registration_for_estacio_and_wyden(
     assert stats["registrations_per_cpf"] == {make_cpf(i): 1 for i in (1, 2, 3)}
     # the three students share a CEP: one lookup, cached for the others
     assert stats["by_endpoint"] == {"consent": 3, "cep": 1, "register": 3}
-    assert op_metadata(result, "prepare")["outcomes"] == {"consent_recorded": 3}
+    assert op_metadata(result, "prepare")["outcomes"] == {"to_register": 3}
     assert op_metadata(result, "register")["outcomes"] == {"registered": 3}
 
     sub = harness.subscription(3)
@@ -215,6 +216,12 @@ def test_offer_not_found_then_registered_under_the_other_campus(
     assert sub.status == "registered" and sub.external_id
     sent = [a.request["body"]["codCampus"] for a in attempts(harness, 1, "register")]
     assert sent == ["E200", "E201"]
+    # each attempt row says what the partner answered: a refusal (MS004, inside an HTTP 200)
+    # with its code and message, then the registration
+    first, second = attempts(harness, 1, "register")
+    assert (first.outcome, first.http_status) == ("refused", 200)
+    assert (first.error_message or "").startswith("MS004: ")
+    assert (second.outcome, second.error_message) == ("ok", None)
     assert estacio.stats()["ms004"] == 1
     (moved,) = [e for e in harness.events(1) if e.kind == "transition" and e.status == "registered"]
     assert moved.response == {"note": "offer not found (MS004) under campus E200; sent under E201"}
@@ -225,9 +232,15 @@ def test_offer_not_found_under_both_campus_codes_fails(
     harness: Harness, estacio: EstacioSandbox
 ) -> None:
     harness.ingest([make_order(1, offer=estacio_offer("ARQ09"))])  # known under neither
-    deliver(harness)
+    result = harness.deliver("estacio")
+    assert result.success
+    # one name for the outcome wherever it shows: the status, whatever the partner's code
+    assert op_metadata(result, "register")["outcomes"] == {"register_failed": 1}
     sub = harness.subscription(1)
     assert sub.status == "register_failed"
+    refusals = attempts(harness, 1, "register")
+    assert [(a.outcome, a.http_status) for a in refusals] == [("refused", 200)] * 2
+    assert all((a.error_message or "").startswith("MS004: ") for a in refusals)
     assert "offer not found at Estácio (MS004)" in (sub.last_error or "")
     assert "codCampusPai E900 and codCampus E901" in (sub.last_error or "")
     sent = [a.request["body"]["codCampus"] for a in attempts(harness, 1, "register")]
@@ -235,6 +248,32 @@ def test_offer_not_found_under_both_campus_codes_fails(
     assert estacio.stats()["ms004"] == 2
     assert not harness.due("estacio")
     assert_attempts_match(harness, estacio)
+
+
+def test_the_digest_counts_students_not_calls_and_adds_up(
+    harness: Harness, estacio: EstacioSandbox
+) -> None:
+    """Five register calls for three students (MS004 sends again under the other campus):
+    the digest says three students, and its parts add up to them."""
+    harness.ingest(
+        [
+            make_order(1, offer=ESTACIO_OFFER),  # registered at once
+            make_order(2, offer=estacio_offer("PSI02")),  # MS004, then registered under E201
+            make_order(3, offer=estacio_offer("ARQ09")),  # MS004 under both: refused
+        ]
+    )
+    deliver(harness)
+    calls = sum(len(attempts(harness, order, "register")) for order in (1, 2, 3))
+    assert calls == 5
+    now = datetime.now(UTC)
+    digest = Digest("estacio", now - timedelta(hours=1), now + timedelta(seconds=1))
+    with session_scope(harness.db_url) as session:
+        app_db_numbers(session, "estacio", digest.start, digest.end, digest)
+    assert (digest.sent, digest.accepted, digest.refused) == (3, 2, 1)
+    assert digest.sent == (
+        digest.accepted + digest.refused + digest.unknown + digest.failed + digest.waiting
+    )
+    assert "registrations: 3 students sent = 2 accepted + 1 refused + " in digest.alert().text()
 
 
 def test_validation_refusal_keeps_the_field_messages(
@@ -248,6 +287,9 @@ def test_validation_refusal_keeps_the_field_messages(
     assert sub.status == "register_failed"
     assert "MS002" in (sub.last_error or "")
     assert "siglaUF: UF inválida" in (sub.last_error or "")
+    (refusal,) = attempts(harness, 1, "register")
+    assert refusal.outcome == "refused" and (refusal.error_message or "").startswith("MS002: ")
+    assert "siglaUF: UF inválida" in (refusal.error_message or "")
     assert estacio.stats()["ms002"] == 1
     assert_attempts_match(harness, estacio)
 

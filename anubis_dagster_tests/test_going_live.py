@@ -33,6 +33,7 @@ from anubis_dagster.legacy.operations import (
     run_takeover,
 )
 from anubis_dagster.legacy.readers import CsvLegacyReader, KrotonLegacyReader
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster_tests.factories import fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import QUIET, Harness
 from anubis_dagster_tests.legacy_kroton import add_students, legacy_database, set_status
@@ -534,7 +535,9 @@ def test_launchpad_jobs_take_their_source_from_the_settings(
     with dg.DagsterInstance.ephemeral() as instance:
         for key in ("kroton", "estacio"):
             result = defs.resolve_job_def("legacy_import").execute_in_process(
-                partition_key=key, instance=instance, run_config=QUIET
+                partition_key=key,
+                instance=instance,
+                run_config={**QUIET, **partition_run_config("import_legacy_records", key)},
             )
             assert result.success
             assert result.dagster_run.tags["anubis/action"] == "legacy_import"
@@ -543,7 +546,7 @@ def test_launchpad_jobs_take_their_source_from_the_settings(
             instance=instance,
             run_config={
                 **QUIET,
-                "ops": {"set_go_live_point": {"config": {"at": NOW.isoformat()}}},
+                **partition_run_config("set_go_live_point", "kroton", {"at": NOW.isoformat()}),
             },
         )
         assert go_live.success

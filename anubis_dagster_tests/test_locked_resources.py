@@ -41,7 +41,7 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
   ... on PythonError { message }
 }}
 """
-DELIVER_OPS = {"delivery_request": {"config": {"limit": 5}}}
+DELIVER_OPS = {"delivery_request": {"config": {"limit": 5, "integration": "kroton"}}}
 
 
 class Listener:

@@ -128,7 +128,7 @@ def test_a_partner_that_cannot_be_asked_holds_the_student_for_review(
     result = harness.deliver("tiny")
     assert result.success
     assert harness.statuses() == {1: "unknown", 2: "unknown"}
-    assert op_metadata(result, "register")["outcomes"] == {"held_unknown": 2}
+    assert op_metadata(result, "register")["outcomes"] == {"unknown": 2}
     held = [t for t in sink.received if "unknown outcome" in t]
     assert len(held) == 1 and "2 registrations to tiny" in held[0]
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from anubis_dagster.cli import main
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
@@ -33,7 +34,7 @@ def set_pause(harness: Harness, key: str, paused: bool) -> dg.ExecuteInProcessRe
     return harness.defs.resolve_job_def("pause_integration").execute_in_process(
         partition_key=key,
         instance=harness.instance,
-        run_config={"ops": {"set_pause": {"config": config}}},
+        run_config=partition_run_config("set_pause", key, config),
     )
 
 
@@ -66,7 +67,10 @@ def test_a_paused_integration_gets_no_due_runs_and_resuming_sends_what_waited(
     # with Estácio's run waiting, the tick skips, and says Kroton is paused and why
     job = harness.defs.resolve_job_def("deliver_job")
     instance.create_run_for_job(
-        job_def=job, status=dg.DagsterRunStatus.NOT_STARTED, tags={"dagster/partition": "estacio"}
+        job_def=job,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={"dagster/partition": "estacio"},
+        run_config=partition_run_config("delivery_request", "estacio"),
     )
     skip = tick()
     assert isinstance(skip, dg.SkipReason)

@@ -25,6 +25,7 @@ from anubis_dagster.delivery.jobs import BASE_RUNTIME_SECONDS, max_runtime_secon
 from anubis_dagster.delivery.sensors import run_in_flight, runs_in_flight
 from anubis_dagster.integrations.base import adapter_class
 from anubis_dagster.launching import LOCATION_NAME, execute_job_run
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.conftest import ON_CI, POSTGRES_ADMIN_URL
 from anubis_dagster_tests.factories import make_order
@@ -167,6 +168,7 @@ def _deliver_run(
         job_def=harness.defs.resolve_job_def("deliver_job"),
         status=status,
         tags={"dagster/partition": "kroton", **tags},
+        run_config=partition_run_config("delivery_request", "kroton"),
     )
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
@@ -25,6 +26,8 @@ from starlette.testclient import TestClient
 
 from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.delivery.service import StepRunner
+from anubis_dagster.launching import merged_config
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster_tests.factories import fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness
 from anubis_sandboxes.kroton import KrotonSandbox
@@ -48,6 +51,7 @@ query($selector: RepositorySelector!, $set: String!, $partition: String!) {
   partitionSetOrError(repositorySelector: $selector, partitionSetName: $set) {
     ... on PartitionSet { partition(partitionName: $partition) {
       tagsOrError { ... on PartitionTags { results { key value } } }
+      runConfigOrError { ... on PartitionRunConfig { yaml } }
     } }
   }
 }
@@ -106,8 +110,9 @@ def graphql(client: TestClient, query: str, variables: dict[str, Any]) -> dict[s
 def launch(
     client: TestClient, job: str, config: dict[str, Any], partition: str | None = None
 ) -> dict[str, Any]:
-    """Launch as the Launchpad does: the partition's tags from its partition set, the op config
-    as typed; the user adds no tag."""
+    """Launch as the Launchpad does: the partition's tags from its partition set, its run config
+    merged into the config as typed (the editor's merge when a partition is picked); the user
+    adds no tag."""
     tags: list[dict[str, str]] = []
     if partition is not None:
         data = graphql(
@@ -115,8 +120,10 @@ def launch(
             PARTITION_TAGS,
             {"selector": REPOSITORY, "set": f"{job}_partition_set", "partition": partition},
         )
-        tags = data["partitionSetOrError"]["partition"]["tagsOrError"]["results"]
+        found = data["partitionSetOrError"]["partition"]
+        tags = found["tagsOrError"]["results"]
         tags = [*tags, {"key": "dagster/partition", "value": partition}]
+        config = merged_config(config, yaml.safe_load(found["runConfigOrError"]["yaml"]) or {})
     params = {
         "selector": {**REPOSITORY, "jobName": job},
         "runConfigData": config,
@@ -241,8 +248,11 @@ def test_daily_digest_reports_each_integration_once(
     (text,) = sink.received
     assert "Daily digest: kroton" in text
     assert "runs: 2 (deliver 2), 0 failed" in text
-    assert "registrations: 3 sent, 2 accepted, 0 refused, 0 unknown outcome" in text
-    assert "scheduled retries: 1, dead letters: 0" in text
+    assert (
+        "registrations: 3 students sent = 2 accepted + 0 refused + 0 unknown outcome + "
+        "0 dead-lettered + 1 waiting for a retry" in text
+    )
+    assert "students at any step: 1 given a scheduled retry, 0 dead-lettered" in text
     no_personal_data([text], {make_cpf(i) for i in range(1, 4)})
     digest_run = harness.instance.get_run_by_id(result.run_id)
     assert digest_run is not None
@@ -368,4 +378,88 @@ def test_run_config_validation_refuses_a_bad_date(kroton: KrotonSandbox, anubis_
     with pytest.raises(dg.DagsterInvalidConfigError, match="is in the future"):
         dg.validate_run_config(job, config)
     config["ops"]["delivery_request"]["config"]["requeue_failed_since"] = "2026-11-23T00:00:00Z"
+    config["ops"]["delivery_request"]["config"]["integration"] = "kroton"  # the partition's
     dg.validate_run_config(job, config)
+
+
+# --- partitioned jobs: no launch without an integration (issue 23) -----------------------------
+def partitioned_jobs(harness: Harness) -> list[dg.JobDefinition]:
+    return [
+        j
+        for j in harness.defs.resolve_all_job_defs()
+        if j.partitions_def is not None and not j.name.startswith("__")
+    ]
+
+
+def test_a_partitioned_launch_without_an_integration_is_refused_before_the_run_exists(
+    webserver: TestClient, instance: dg.DagsterInstance, anubis_env: str
+) -> None:
+    jobs = partitioned_jobs(Harness(anubis_env))
+    assert {"deliver_job", "check_job", "pause_integration", "daily_digest_job"} <= {
+        j.name for j in jobs
+    }
+    for job in jobs:
+        # the Launchpad with no partition picked: the editor empty, no partition tag
+        refused = launch(webserver, job.name, {})
+        assert refused["__typename"] != "LaunchRunSuccess", job.name
+        message = refused.get("message") or str(refused.get("errors"))
+        if refused["__typename"] == "RunConfigValidationInvalid":
+            # a job with a required setting (go_live's `at`): the UI's own check says so first
+            assert "Missing required config entry" in message, message
+            continue
+        assert "integration: no integration: pick one in the Partition box" in message, message
+        assert "one of: estacio, kroton" in message, message  # every integration
+    # a config naming something that is not an integration (typed, or a stale Launchpad)
+    typo = {"ops": {"delivery_request": {"config": {"integration": "krotonn"}}}}
+    refused = launch(webserver, "deliver_job", typo)
+    message = refused.get("message") or str(refused.get("errors"))
+    assert "'krotonn' is not an integration; pick one of: estacio, kroton" in message
+    assert instance.get_runs_count() == 0  # nothing created, queued or started: no alert either
+
+    # picking the partition writes the integration into the editor: launched, tagged
+    launched = launch(webserver, "pause_integration", {}, partition="estacio")
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    tags = {t["key"]: t["value"] for t in launched["run"]["tags"]}
+    assert (tags["anubis/integration"], tags["dagster/partition"]) == ("estacio", "estacio")
+
+
+def test_a_run_without_its_partition_does_nothing_and_sends_no_alert(
+    kroton: KrotonSandbox, anubis_env: str, sink: WebhookSink
+) -> None:
+    harness = Harness(anubis_env)
+    harness.ingest([make_order(1)])
+    job = harness.defs.resolve_job_def("deliver_job")
+    cases = {
+        # the integration typed by hand, no partition picked ("Are you sure?" answered yes)
+        None: "this run has no partition: launch it again with the integration picked in the "
+        "Partition box (estacio, kroton); nothing was done",
+        # the partition changed after the config was typed for another integration
+        "estacio": "partition 'estacio' but the config says integration: 'kroton'",
+    }
+    check = harness.defs.resolve_job_def("check_job")
+    result = check.execute_in_process(  # Estácio has no status check: not a check partition
+        run_config=partition_run_config("delivery_request", "estacio"),
+        instance=harness.instance,
+        raise_on_error=False,
+        tags={"dagster/partition": "estacio"},
+    )
+    failure = result.failure_data_for_node("delivery_request")
+    assert failure is not None
+    assert "partition 'estacio' is not an integration (kroton)" in str(failure.error.message)  # type: ignore[union-attr]
+    for partition, line in cases.items():
+        result = job.execute_in_process(
+            run_config={"ops": {"delivery_request": {"config": {"integration": "kroton"}}}},
+            instance=harness.instance,
+            raise_on_error=False,
+            partition_key=partition,
+        )
+        assert not result.success
+        failure = result.failure_data_for_node("delivery_request")
+        assert failure is not None and line in str(failure.error.message)  # type: ignore[union-attr]
+        run = harness.instance.get_run_by_id(result.run_id)
+        assert run is not None and run.tags["anubis/refused"] == "true"
+        fire_failure_sensor(harness.instance, result)
+    assert sink.received == []  # a refused launch is not an incident
+    assert kroton.requests_log() == []  # nothing was sent: the student waits for a real run
+    assert harness.deliver().success
+    assert kroton.requests_log()

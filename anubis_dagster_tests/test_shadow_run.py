@@ -18,6 +18,7 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.legacy.records import LegacyRecord
 from anubis_dagster.legacy.shadow import PAYLOAD_KEY, release_shadowed, set_shadow
 from anubis_dagster.legacy.shadow_source import register_legacy_source, unregister_legacy_source
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
 from anubis_dagster_tests.test_estacio_e2e import estacio  # noqa: F401  (the fixture)
@@ -44,7 +45,9 @@ def shadow_job(harness: Harness, key: str, shadow: bool, dry_run: bool = False) 
     result = harness.defs.resolve_job_def("shadow_mode").execute_in_process(
         partition_key=key,
         instance=harness.instance,
-        run_config={"ops": {"set_shadow_mode": {"config": {"shadow": shadow, "dry_run": dry_run}}}},
+        run_config=partition_run_config(
+            "set_shadow_mode", key, {"shadow": shadow, "dry_run": dry_run}
+        ),
     )
     assert result.success
     return result
@@ -246,7 +249,9 @@ def test_the_comparison_from_the_launchpad_and_the_cli(
     result = harness.defs.resolve_job_def("shadow_report").execute_in_process(
         partition_key="estacio",
         instance=harness.instance,
-        run_config={"ops": {"compare_with_legacy": {"config": {"since": since, "until": until}}}},
+        run_config=partition_run_config(
+            "compare_with_legacy", "estacio", {"since": since, "until": until}
+        ),
     )
     assert result.success
     metadata = op_metadata(result, "compare_with_legacy")
@@ -279,5 +284,7 @@ def test_a_bad_period_is_refused_at_launch(harness: Harness) -> None:
         harness.defs.resolve_job_def("shadow_report").execute_in_process(
             partition_key="estacio",
             instance=harness.instance,
-            run_config={"ops": {"compare_with_legacy": {"config": {"until": "yesterday"}}}},
+            run_config=partition_run_config(
+                "compare_with_legacy", "estacio", {"until": "yesterday"}
+            ),
         )

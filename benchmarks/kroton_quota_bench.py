@@ -258,10 +258,12 @@ class Anubis:
         return count
 
     def deliver(self, instance: Any = None) -> Any:
+        from anubis_dagster.partitions import partition_run_config
+
         return self.defs.resolve_job_def("deliver_job").execute_in_process(
             partition_key=KEY,
             instance=instance or self.instance,
-            run_config=QUIET,
+            run_config={**QUIET, **partition_run_config("delivery_request", KEY)},
             raise_on_error=False,
         )
 

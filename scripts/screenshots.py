@@ -70,7 +70,7 @@ def take(demo: DemoInstance, console: Console, out: Path) -> None:
     # re-send one
     console.launchpad(
         "deliver_job",
-        "ops:\n  delivery_request:\n    config:\n"
+        "ops:\n  delivery_request:\n    config:\n      integration: kroton\n"
         f"      requeue_ids: [{sub_id}]\n      subscription_ids: [{sub_id}]\n",
         partition="kroton",
     )
@@ -90,7 +90,8 @@ def take(demo: DemoInstance, console: Console, out: Path) -> None:
     refused_id = refused[0][0]
     console.launchpad(
         "deliver_job",
-        "ops:\n  delivery_request:\n    config:\n      dry_run: true\n"
+        "ops:\n  delivery_request:\n    config:\n      integration: estacio\n"
+        "      dry_run: true\n"
         f"      requeue_ids: [{refused_id}]\n      subscription_ids: [{refused_id}]\n",
         partition="estacio",
     )
@@ -103,7 +104,8 @@ def take(demo: DemoInstance, console: Console, out: Path) -> None:
     # a date that is not one is refused at launch, with the reason
     console.launchpad(
         "deliver_job",
-        'ops:\n  delivery_request:\n    config:\n      requeue_failed_since: "yesterday"\n',
+        "ops:\n  delivery_request:\n    config:\n      integration: kroton\n"
+        '      requeue_failed_since: "yesterday"\n',
         partition="kroton",
     )
     console.launch_refused()
@@ -113,7 +115,8 @@ def take(demo: DemoInstance, console: Console, out: Path) -> None:
     midnight = datetime.now(UTC).strftime("%Y-%m-%dT00:00:00+00:00")
     console.launchpad(
         "deliver_job",
-        f'ops:\n  delivery_request:\n    config:\n      requeue_failed_since: "{midnight}"\n',
+        "ops:\n  delivery_request:\n    config:\n      integration: kroton\n"
+        f'      requeue_failed_since: "{midnight}"\n',
         partition="kroton",
     )
     console.shot(out / "requeue-since-launchpad.png")

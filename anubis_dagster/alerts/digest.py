@@ -2,8 +2,10 @@
 instead of one message per run.
 
 Numbers for a window (the last 24 hours by default), from the app DB's event rows and the
-Dagster runs tagged with the integration: runs (by action, and how many failed),
-registrations sent, accepted, refused and held as unknown, scheduled retries and dead letters.
+Dagster runs tagged with the integration: runs (by action, and how many failed); the students
+whose registration was sent, split by where each stands now (accepted, refused, unknown
+outcome, dead-lettered, waiting for a retry: they add up to the students sent); the students
+given a scheduled retry or dead-lettered at any step. Students, never calls.
 Plain functions over one grouped query each; the job in `alerts.jobs` posts the result.
 """
 
@@ -12,33 +14,47 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.core.states import Status
-from anubis_dagster.db.models import Integration, SubscriptionEvent
+from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.transitions import ATTEMPT, RETRY, TRANSITION
 
 #: the step that sends registrations (`StepReport.step`, the event rows' operation)
 REGISTER = "register"
-ACCEPTED = (Status.AWAITING_REGISTER.value, Status.REGISTERED.value)
+#: where a student sent in the window stands now, one bucket each, so the numbers add up
+ACCEPTED = (
+    Status.AWAITING_REGISTER.value,
+    Status.REGISTERED.value,
+    Status.ENROLLED.value,
+    Status.DROPPED.value,
+)
+REFUSED = (Status.REGISTER_FAILED.value,)
 
 
 @dataclass
 class Digest:
+    """Counts of students, never of calls: Estácio sends a registration twice when its first
+    campus code is refused (MS004), yet that is one student."""
+
     integration: str
     start: datetime
     end: datetime
     runs: Counter[str] = field(default_factory=Counter)  # action → runs
     failed_runs: int = 0
-    sent: int = 0  # registration requests that left (attempt rows)
-    accepted: int = 0  # registrations the partner took
-    refused: int = 0  # refused for good by the partner (register_failed)
+    sent: int = 0  # students whose registration was sent in the window
+    # ... and where each of them stands now (accepted + refused + unknown + failed + waiting):
+    accepted: int = 0  # the partner took it (awaiting_register, registered and after)
+    refused: int = 0  # the partner refused it (register_failed)
     unknown: int = 0  # held: the partner may have it and cannot be asked
-    retries: int = 0  # scheduled retries (an attempt that failed and will be tried again)
-    dead_letters: int = 0  # retries exhausted: `failed`
+    failed: int = 0  # retries ran out: `failed` (dead letter)
+    waiting: int = 0  # not settled yet: a retry is scheduled
+    retries: int = 0  # students given a scheduled retry in the window, any step
+    dead_letters: int = 0  # students dead-lettered in the window, any step
 
     @property
     def quiet(self) -> bool:
@@ -56,14 +72,16 @@ class Digest:
         lines = [
             f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M} UTC",
             f"runs: {sum(self.runs.values())} ({runs}), {self.failed_runs} failed",
-            f"registrations: {self.sent} sent, {self.accepted} accepted, {self.refused} refused, "
-            f"{self.unknown} unknown outcome",
-            f"scheduled retries: {self.retries}, dead letters: {self.dead_letters}",
+            f"registrations: {self.sent} students sent = {self.accepted} accepted + "
+            f"{self.refused} refused + {self.unknown} unknown outcome + {self.failed} "
+            f"dead-lettered + {self.waiting} waiting for a retry",
+            f"students at any step: {self.retries} given a scheduled retry, "
+            f"{self.dead_letters} dead-lettered",
         ]
         if self.dead_letters or self.unknown:
             lines.append(
-                "dead letters and unknown outcomes wait for a person: `anubis student #ID`, "
-                "then requeue from the Launchpad"
+                "dead letters and unknown outcomes wait for a person: `anubis student "
+                "--needs-attention`, then requeue from the Launchpad"
             )
         return Alert(f"Daily digest: {self.integration}", lines, self.level)
 
@@ -71,30 +89,39 @@ class Digest:
 def app_db_numbers(
     session: Session, integration_key: str, start: datetime, end: datetime, digest: Digest
 ) -> Digest:
-    """Fill `digest` with the registration, retry and dead-letter counts of the window."""
+    """Fill `digest` with the window's students: those whose registration was sent, by where
+    each stands now, and those given a retry or dead-lettered (distinct students)."""
     integration_id = session.scalar(
         select(Integration.id).where(Integration.key == integration_key)
     )
-    e = SubscriptionEvent
+    e, s = SubscriptionEvent, Subscription
     window = (e.integration_id == integration_id, e.created_at >= start, e.created_at < end)
-    digest.sent = int(
-        session.scalar(
-            select(func.count()).where(*window, e.kind == ATTEMPT, e.operation_name == REGISTER)
-        )
-        or 0
+    sent = (
+        select(e.subscription_id)
+        .where(*window, e.kind == ATTEMPT, e.operation_name == REGISTER)
+        .distinct()
+        .scalar_subquery()
     )
-    digest.retries = int(session.scalar(select(func.count()).where(*window, e.kind == RETRY)) or 0)
-    moves = dict(
+    by_status = dict(
         session.execute(
-            select(e.status, func.count())
-            .where(*window, e.kind == TRANSITION)
-            .where(e.status.in_([*ACCEPTED, "register_failed", "unknown", "failed"]))
-            .where((e.operation_name == REGISTER) | e.status.in_(["unknown", "failed"]))
-            .group_by(e.status)
+            select(s.status, func.count()).where(s.id.in_(sent)).group_by(s.status)
         ).all()
     )
-    digest.accepted = sum(int(moves.get(status, 0)) for status in ACCEPTED)
-    digest.refused = int(moves.get(Status.REGISTER_FAILED.value, 0))
-    digest.unknown = int(moves.get(Status.UNKNOWN.value, 0))
-    digest.dead_letters = int(moves.get(Status.FAILED.value, 0))
+    digest.sent = sum(int(n) for n in by_status.values())
+    digest.accepted = sum(int(by_status.get(status, 0)) for status in ACCEPTED)
+    digest.refused = sum(int(by_status.get(status, 0)) for status in REFUSED)
+    digest.unknown = int(by_status.get(Status.UNKNOWN.value, 0))
+    digest.failed = int(by_status.get(Status.FAILED.value, 0))
+    digest.waiting = digest.sent - digest.accepted - digest.refused - digest.unknown - digest.failed
+    digest.retries = _students(session, *window, e.kind == RETRY)
+    digest.dead_letters = _students(
+        session, *window, e.kind == TRANSITION, e.status == Status.FAILED.value
+    )
     return digest
+
+
+def _students(session: Session, *conditions: Any) -> int:
+    e = SubscriptionEvent
+    return int(
+        session.scalar(select(func.count(func.distinct(e.subscription_id))).where(*conditions)) or 0
+    )

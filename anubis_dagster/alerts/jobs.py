@@ -15,7 +15,12 @@ from pydantic import Field
 
 from anubis_dagster.alerts.digest import Digest, app_db_numbers
 from anubis_dagster.alerts.webhook import send_alert
-from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.partitions import (
+    integration_partitions,
+    partition_integration,
+    partitioned_schema,
+    settings,
+)
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import ACTION_TAG, INTEGRATION_TAG, run_tags
@@ -52,15 +57,10 @@ def run_numbers(
     return digest
 
 
-@dg.op(
-    config_schema=checked_schema(DigestConfig),
-    description="Counts the integration's runs, registrations, retries and dead letters of "
-    "the window and posts them as one message.",
-)
-@scrub_errors
-def send_daily_digest(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
-    config = DigestConfig.model_validate(context.op_config)
-    key = context.partition_key
+def post_digest(
+    context: dg.OpExecutionContext, app_db: AppDatabase, key: str, config: DigestConfig
+) -> dg.Output[int]:
+    """Count the window of integration `key` and post the digest."""
     end = datetime.now(UTC)
     start = end - timedelta(hours=config.hours)
     digest = Digest(key, start, end)
@@ -79,6 +79,8 @@ def send_daily_digest(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg
             "accepted": digest.accepted,
             "refused": digest.refused,
             "unknown": digest.unknown,
+            "failed": digest.failed,
+            "waiting": digest.waiting,
             "retries": digest.retries,
             "dead_letters": digest.dead_letters,
         },
@@ -92,11 +94,20 @@ def build_digest_definitions(
     daily schedule."""
     keys = sorted(set(integration_keys))
 
+    @dg.op(
+        config_schema=partitioned_schema(DigestConfig, keys),
+        description="Counts the integration's runs, registrations, retries and dead letters "
+        "of the window and posts them as one message.",
+    )
+    @scrub_errors
+    def send_daily_digest(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(DigestConfig, context.op_config)
+        return post_digest(context, app_db, key, config)
+
     @dg.job(
-        config=dg.PartitionedConfig(
-            partitions_def=dg.StaticPartitionsDefinition(keys),
-            run_config_for_partition_key_fn=lambda _key: {},
-            tags_for_partition_key_fn=lambda key: run_tags("digest", key),
+        config=integration_partitions(
+            keys, "send_daily_digest", lambda key: run_tags("digest", key)
         ),
         tags={ACTION_TAG: "digest"},
         description="One message per integration: the day's runs, registrations sent, "

@@ -4,7 +4,8 @@ saying what failed and why, so the reader knows whether to act before opening th
 Each alert names the integration and the action (the run's `anubis/*` tags), the op that
 failed, the root cause (the innermost exception's type and message, masked: no personal data,
 no secret) and who launched the run; its link opens the run in the Dagster UI
-(`ANUBIS_UI_URL`).
+(`ANUBIS_UI_URL`). A run its first op refused for want of a partition (`partitions`) did
+nothing and sends nothing.
 
 # No `from __future__ import annotations`: Dagster reads sensor annotations at runtime.
 """
@@ -14,6 +15,7 @@ from dagster._utils.error import SerializableErrorInfo
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.core.masking import mask_text
+from anubis_dagster.partitions import was_refused
 from anubis_dagster.run_tags import ACTION_TAG, ALL_INTEGRATIONS, INTEGRATION_TAG
 
 #: step failures shown per alert (a run of in-process ops rarely has more than one)
@@ -96,4 +98,6 @@ def failure_alert(context: dg.RunFailureSensorContext) -> Alert:
     "op, the integration, the masked root cause and a link to the run.",
 )
 def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
+    if was_refused(context.dagster_run):
+        return  # refused by its first op (no partition): nothing was done, the run says why
     send_alert(failure_alert(context))

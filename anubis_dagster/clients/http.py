@@ -86,6 +86,12 @@ class HttpOutcome(StrEnum):
     CONNECTION_ERROR = "connection_error"  # never left: refused, DNS, connect or pool timeout
 
 
+#: the attempt outcome of an answer in which the partner refused the request in its own words
+#: (`HttpResult.refusal`): not an outcome of the transport, which saw an answer (ok, http_4xx)
+REFUSED = "refused"
+#: reads a partner's answer body for a refusal: its code and message, or None
+RefusalReader = Callable[[Any], str | None]
+
 #: outcomes that prove the partner did nothing with the request
 NOT_PROCESSED = frozenset(
     {
@@ -182,6 +188,20 @@ class HttpResult:
     headers: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
     write: bool = False  # a request that changes something at the partner (not repeatable)
+    #: the partner answered and said no, in its own words (e.g. Estácio's `{"sucesso": false,
+    #: "codigo": "MS004"}` inside an HTTP 200): its code and message, as the caller's
+    #: `refusal` reader found them. `outcome` stays the transport's (ok, http_4xx).
+    refusal: str | None = None
+
+    @property
+    def recorded_outcome(self) -> str:
+        """The attempt row's outcome: `refused` for a partner's refusal, else `outcome`."""
+        return REFUSED if self.refusal else self.outcome.value
+
+    @property
+    def recorded_error(self) -> str | None:
+        """The attempt row's error: the partner's code and message for a refusal."""
+        return self.refusal or self.error
 
     @property
     def ok(self) -> bool:
@@ -268,11 +288,14 @@ class ApiClient:
         use_auth: bool = True,
         tries: int | None = None,
         reads_only: bool = False,
+        refusal: RefusalReader | None = None,
     ) -> HttpResult:
         """Send with quick retries (`tries` attempts in all; default `quick_retries`); returns
-        the last result. Raises `CredentialsRefused` when
-        the partner still refuses us after a fresh token, `PartnerUnreachable` when no attempt
-        reached it, `QuotaWaitTooLong` when the quota is spent for longer than we wait."""
+        the last result. `refusal` reads an answer (2xx or 4xx) for the partner's own refusal,
+        recorded as the attempt's outcome `refused` with its code and message. Raises
+        `CredentialsRefused` when the partner still refuses us after a fresh token,
+        `PartnerUnreachable` when no attempt reached it, `QuotaWaitTooLong` when the quota is
+        spent for longer than we wait."""
         # a 401 is retried once, right after dropping the token; a second 401 is an answer
         auth = {"refreshed": not (use_auth and self._on_unauthorized), "retry_now": False}
         write = not idempotent
@@ -300,6 +323,7 @@ class ApiClient:
                 priority,
                 use_auth,
                 write,
+                refusal,
             )
             auth["retry_now"] = False
             if result.outcome is HttpOutcome.UNAUTHORIZED and not auth["refreshed"]:
@@ -359,6 +383,7 @@ class ApiClient:
         priority: Priority,
         use_auth: bool,
         write: bool,
+        refusal: RefusalReader | None = None,
     ) -> HttpResult:
         guard = self.ctx.guard if subscription is not None else None
         if guard is not None:
@@ -419,6 +444,8 @@ class ApiClient:
         result = HttpResult(
             operation, status, body, outcome, duration_ms, response_headers, error, write
         )
+        if refusal is not None and outcome in (HttpOutcome.OK, HttpOutcome.HTTP_4XX):
+            result.refusal = refusal(body)
         if outcome is HttpOutcome.RATE_LIMITED:
             self.limiter.block_for(retry_after_seconds(response_headers.get("retry-after")))
             self.ctx.count("http_429")
@@ -456,8 +483,9 @@ class ApiClient:
         status = result.status if result.status is not None else "-"
         self.ctx.log(
             mask_text(
-                f"{result.operation} {who}: {status} {result.outcome.value} "
-                f"in {result.duration_ms:.0f} ms" + (f" ({result.error})" if result.error else "")
+                f"{result.operation} {who}: {status} {result.recorded_outcome} "
+                f"in {result.duration_ms:.0f} ms"
+                + (f" ({result.recorded_error})" if result.recorded_error else "")
             )
         )
 

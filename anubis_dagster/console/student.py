@@ -19,6 +19,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import is_valid_cpf, mask_cpf, mask_data, mask_text
+from anubis_dagster.core.states import MEANINGS, Status
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 
 MAX_ATTEMPTS_SHOWN = 50
@@ -236,7 +237,8 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     lines = [
         f"## {view.integration}: subscription #{view.subscription_id} (order {view.order_id})",
         "",
-        f"- **status**: `{view.status}`" + (f": {_code(view.why)}" if view.why else ""),
+        f"- **status**: `{view.status}` ({_meaning(view.status)})"
+        + (f": {_code(view.why)}" if view.why else ""),
         f"- origin: {view.origin or '-'} · CPF {_code(view.cpf)} · since {_time(view.created_at)}",
         f"- partner id: {view.external_id or '-'}",
         f"- attempts charged: {view.attempts_charged}; next try: {_time(view.next_try)}",
@@ -254,6 +256,9 @@ def _section(view: StudentView, run_link: Any) -> list[str]:
     if view.adoption:
         lines += _candidates(view.adoption)
     lines += [
+        "",
+        "Every request sent for the student (outcome `refused`: the partner said no, in its "
+        "own words in the error column, whatever the HTTP status):",
         "",
         "| time (UTC) | operation | outcome | HTTP | ms | run | error |",
         "|---|---|---|---|---|---|---|",
@@ -293,6 +298,13 @@ def _candidates(adoption: dict[str, Any]) -> list[str]:
     for listed in adoption.get("listed") or []:
         lines.append(f"  - {partner} lists: {shown(dict(listed))}")
     return lines
+
+
+def _meaning(status: str) -> str:
+    try:
+        return MEANINGS[Status(status)]
+    except ValueError:
+        return "a status this version does not know"
 
 
 def _code(text: str | None) -> str:

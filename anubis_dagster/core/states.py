@@ -51,6 +51,31 @@ class Status(StrEnum):
 
 S = Status
 
+#: what each status means to an operator, in a few words: the lookup shows it beside the
+#: status, and docs/operating.md's glossary says the same at length
+MEANINGS: dict[Status, str] = {
+    S.INVALID: "rejected at intake: the order's data is wrong at the source",
+    S.DUPLICATE: "not sent: another active subscription holds this CPF here",
+    S.TO_SYNC_LGPD: "waiting to record the LGPD consent",
+    S.SYNC_LGPD_FAILED: "the consent step failed; retried on the schedule",
+    S.TO_SYNC: "waiting for the course sync",
+    S.COURSE_FAILED: "the course sync failed; retried on the schedule",
+    S.EMPTY_COURSE: "refused: the partner's catalog has no matching offer",
+    S.TO_REGISTER: "waiting to be sent",
+    S.AWAITING_REGISTER: "accepted by the partner, being processed there",
+    S.REGISTER_FAILED: "refused by the partner (its code and message below)",
+    S.REGISTERED: "registered at the partner",
+    S.UNKNOWN: "held for review: the registration may have reached the partner",
+    S.BEFORE_GO_LIVE: "paid before the go-live point: never sent unless taken over",
+    S.TAKEN_OVER: "imported from the legacy, which never sent it; its order is sent instead",
+    S.ENROLLED: "enrolled at the university",
+    S.DROPPED: "registered, then reported absent or disqualified by the partner",
+    S.FAILED: "dead letter: retries ran out or a final error; requeue once fixed",
+    S.ERASED: "personal data erased on the student's request",
+    S.EXPIRED: "closed by retention after too long without activity",
+    S.SHADOWED: "shadow run: would have been sent; the legacy service sent it",
+}
+
 #: Statuses a new subscription may be created in.
 INITIAL_STATUSES = frozenset(
     {S.TO_SYNC, S.TO_SYNC_LGPD, S.TO_REGISTER, S.INVALID, S.DUPLICATE, S.BEFORE_GO_LIVE}

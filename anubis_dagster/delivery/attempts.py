@@ -45,11 +45,11 @@ class AttemptLog:
             finish_attempt(
                 session,
                 attempt_id,
-                outcome=result.outcome.value,
+                outcome=result.recorded_outcome,  # `refused` when the partner said no
                 http_status=result.status,
                 duration_ms=round(result.duration_ms, 1),
                 response=stored_body(result.body),
-                error=result.error,
+                error=result.recorded_error,  # a refusal's code and message
             )
 
 

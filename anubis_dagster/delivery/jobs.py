@@ -43,7 +43,12 @@ from anubis_dagster.integrations.base import (
     adapter_class,
 )
 from anubis_dagster.integrations.partner_api import AdapterNotConfigured, PartnerClients
-from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.partitions import (
+    integration_partitions,
+    partition_integration,
+    partitioned_schema,
+    settings,
+)
 from anubis_dagster.policies import retry_unexpected_errors, scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import retag_run, run_tags
@@ -54,6 +59,8 @@ DELIVERY_TAGS = {"anubis/job": "delivery", "dagster/retry_strategy": "ALL_STEPS"
 #: the run queue's per-integration limit key (dagster.yaml): `<integration>:<flow>`
 SLOT_TAG = "anubis/slot"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+#: the first op of deliver_job and check_job, whose config names the run's integration
+REQUEST_OP = "delivery_request"
 #: at most this many subscriptions per step and run (the Launchpad's `limit`)
 BATCH_LIMIT = 200
 #: a run's fixed cost before its first call: process start, code load, token, catalog warm-up
@@ -329,12 +336,11 @@ def _output(
 def _partitioned_config(
     keys: list[str], flow: str, adapter_by_key: Mapping[str, type[IESAdapter]]
 ) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
-    """No run config of its own (the Launchpad starts empty); each partition's tags put its
-    runs in their integration's queue slot with a max runtime, however they are launched."""
-    return dg.PartitionedConfig(
-        partitions_def=dg.StaticPartitionsDefinition(keys),
-        run_config_for_partition_key_fn=lambda _key: {},
-        tags_for_partition_key_fn=lambda key: partition_tags(key, flow, adapter_by_key.get(key)),
+    """Each partition's run config names its integration (a launch without one is refused,
+    `partitions`); its tags put its runs in their integration's queue slot with a max
+    runtime, however they are launched."""
+    return integration_partitions(
+        keys, REQUEST_OP, lambda key: partition_tags(key, flow, adapter_by_key.get(key))
     )
 
 
@@ -354,28 +360,27 @@ def build_delivery_jobs(
     check_keys = [k for k in keys if k not in by_key or by_key[k].check_statuses]
 
     @dg.op(
-        config_schema=checked_schema(DeliveryConfig),
+        config_schema=partitioned_schema(DeliveryConfig, keys),
         description="Reads the Launchpad settings; applies requeue and retry-now first (a dry "
         "run only reports what they would do).",
     )
     @scrub_errors
     def delivery_request(context: dg.OpExecutionContext, app_db: AppDatabase) -> DeliveryRequest:
-        config = DeliveryConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(DeliveryConfig, context.op_config)
         flow = context.run.tags.get("anubis/flow", "deliver")
         retag_run(context, action=config.action(flow))
         if config.requeue_ids or config.requeue_failed_since or config.retry_now:
             _operator_actions(context, config, app_db)
         with app_db.session() as session:
-            paused = session.scalar(
-                select(Integration.paused_at).where(Integration.key == context.partition_key)
-            )
+            paused = session.scalar(select(Integration.paused_at).where(Integration.key == key))
         limit = config.limit
         if paused is not None and not config.dry_run:
             # launched by hand, re-executed or retried after a crash while paused: paused means
             # nothing is sent; a dry run still previews what resuming will send
             context.log.warning(
-                f"{context.partition_key} is paused: this run sends nothing (resume it first; "
-                "a dry run shows what would be sent)"
+                f"{key} is paused: this run sends nothing (resume it first; a dry run shows "
+                "what would be sent)"
             )
             limit = 0
         return DeliveryRequest(

@@ -47,3 +47,20 @@ def still_unknown(
     if write_may_have_acted(writes):
         return True
     return unresolved_before or (adapter_says_unknown and bool(writes))
+
+
+#: a step's outcome for a student it failed and will try again (the error says why)
+RETRY = "retry"
+
+
+def step_outcome(before: str, after: str, label: str, *, transient: bool) -> str:
+    """One name per outcome wherever a step's result shows (run metadata, run alerts, their
+    examples, the digest): the status the student moved to, whatever the partner's code
+    (Estácio's MS002 and MS004 are both `register_failed`; its ATL016 is `registered`);
+    `retry` for a failure tried again later in the same status; else the step's own word
+    (`deferred`, `ignored`, `unchanged`…). Why is in the example's text, never in the name."""
+    if after != before:
+        return after
+    if transient:
+        return RETRY
+    return label

@@ -14,10 +14,15 @@ from pydantic import Field
 
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.delivery.pause import MAX_REASON_LENGTH, pause_alert, set_paused
-from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.partitions import (
+    integration_partitions,
+    partition_integration,
+    partitioned_schema,
+    settings,
+)
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import retag_run, run_tags
+from anubis_dagster.run_tags import ACTION_TAG, retag_run, run_tags
 
 
 class PauseConfig(dg.Config):
@@ -35,15 +40,16 @@ def build_pause_job(integration_keys: Iterable[str]) -> dg.JobDefinition:
     keys = sorted(set(integration_keys))
 
     @dg.op(
-        config_schema=checked_schema(PauseConfig),
+        config_schema=partitioned_schema(PauseConfig, keys),
         description="Pauses or resumes the partition's integration; alerts once per change.",
     )
     @scrub_errors
     def set_pause(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        config = PauseConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(PauseConfig, context.op_config)
         retag_run(context, action="pause" if config.paused else "resume")
         with app_db.session() as session:
-            change = set_paused(session, context.partition_key, config.paused, config.reason)
+            change = set_paused(session, key, config.paused, config.reason)
         context.log.info(change.describe())
         if change.changed:
             send_alert(pause_alert(change, context.run_id))
@@ -57,12 +63,8 @@ def build_pause_job(integration_keys: Iterable[str]) -> dg.JobDefinition:
         )
 
     @dg.job(
-        config=dg.PartitionedConfig(
-            partitions_def=dg.StaticPartitionsDefinition(keys),
-            run_config_for_partition_key_fn=lambda _key: {},
-            tags_for_partition_key_fn=lambda key: run_tags("pause", key),
-        ),
-        tags=run_tags("pause"),
+        config=integration_partitions(keys, "set_pause", lambda key: run_tags("pause", key)),
+        tags={ACTION_TAG: "pause"},
         description="Pause (paused: true) or resume (paused: false) sending to one integration. "
         "Intake goes on; the due-work sensor and `anubis run` skip it while paused.",
     )

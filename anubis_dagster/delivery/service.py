@@ -46,7 +46,7 @@ from anubis_dagster.db.models import FollowUp, Subscription
 from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.db.transitions import NOTE, RETRY, record_note, transition
 from anubis_dagster.delivery import breaker
-from anubis_dagster.delivery.outcomes import still_unknown, write_may_have_acted
+from anubis_dagster.delivery.outcomes import step_outcome, still_unknown, write_may_have_acted
 from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, ResendGuard
 from anubis_dagster.legacy.shadow import PAYLOAD_KEY, withheld_reason
 from anubis_dagster.settings import get_settings
@@ -438,6 +438,8 @@ class StepRunner:
         ):
             report.failed += 1
         label = self._schedule(session, subscription, outcome, step, report, dead_letter)
+        # after the schedule, which may dead-letter or hold the student
+        label = step_outcome(before, subscription.status, label, transient=outcome.transient)
         report.add(
             label,
             f"#{subscription.id}: {label}"

@@ -25,9 +25,9 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 
 #: the window of the business numbers in health checks and the metrics asset
 METRICS_DAYS = 7
-#: attempt outcomes that are not errors of the integration (a 4xx is the partner refusing our
-#: data, counted in statuses; in-flight attempts have no outcome yet)
-NOT_ERRORS = ("ok", "http_4xx", "in_flight")
+#: attempt outcomes that are not errors of the integration (a 4xx or a refusal is the partner
+#: answering no to our data, counted in statuses; in-flight attempts have no outcome yet)
+NOT_ERRORS = ("ok", "http_4xx", "refused", "in_flight")
 #: not delivered yet and still being worked on: the backlog (reported delivered from
 #: `awaiting_register` on, as in the report)
 #: operation names of the health probes' requests (`clients.probes`)

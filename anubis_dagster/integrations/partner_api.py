@@ -22,7 +22,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from anubis_dagster.clients.errors import PartnerUnreachable
-from anubis_dagster.clients.http import ApiClient, AttemptSubject, CallContext, HttpResult
+from anubis_dagster.clients.http import (
+    ApiClient,
+    AttemptSubject,
+    CallContext,
+    HttpResult,
+    RefusalReader,
+)
 from anubis_dagster.clients.probes import Level, ProbeResult
 from anubis_dagster.clients.quota import Quota
 from anubis_dagster.db.rate_limit import RateLimiter
@@ -365,10 +371,21 @@ def locked_resource(api: type[PartnerApiResource]) -> dg.ResourceDefinition:
 
 
 def send_registration(
-    client: ApiClient, path: str, body: dict[str, Any], subscription: AttemptSubject
+    client: ApiClient,
+    path: str,
+    body: dict[str, Any],
+    subscription: AttemptSubject,
+    refusal: RefusalReader | None = None,
 ) -> HttpResult:
     """POST a registration. Never repeated within the call: a lost answer goes back to the
-    adapter as an unknown outcome, for the delivery layer to settle before any resend."""
+    adapter as an unknown outcome, for the delivery layer to settle before any resend.
+    `refusal` finds the partner's refusal in its answer (the attempt row says `refused`)."""
     return client.request(
-        "register", "POST", path, subscription=subscription, json_body=body, idempotent=False
+        "register",
+        "POST",
+        path,
+        subscription=subscription,
+        json_body=body,
+        idempotent=False,
+        refusal=refusal,
     )

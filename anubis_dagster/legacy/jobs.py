@@ -15,10 +15,15 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field, field_validator
 
-from anubis_dagster.launchpad import checked_schema
+from anubis_dagster.partitions import (
+    integration_partitions,
+    partition_integration,
+    partitioned_schema,
+    settings,
+)
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.run_tags import ACTION_TAG, run_tags
 
 
 def _aware(value: str) -> str:
@@ -61,22 +66,19 @@ def _parse(value: str) -> datetime:
 def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]:
     keys = sorted(set(integration_keys))
 
-    def partitioned(action: str) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
-        return dg.PartitionedConfig(
-            partitions_def=dg.StaticPartitionsDefinition(keys),
-            run_config_for_partition_key_fn=lambda _key: {},
-            tags_for_partition_key_fn=lambda key: run_tags(action, key),
-        )
+    def partitioned(
+        action: str, op_name: str
+    ) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
+        return integration_partitions(keys, op_name, lambda key: run_tags(action, key))
 
-    @dg.op(config_schema=checked_schema(GoLiveConfig))
+    @dg.op(config_schema=partitioned_schema(GoLiveConfig, keys))
     @scrub_errors
     def set_go_live_point(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
         from anubis_dagster.legacy.operations import run_go_live
 
-        config = GoLiveConfig.model_validate(context.op_config)
-        change = run_go_live(
-            app_db.resolved_url, context.partition_key, _parse(config.at), dry_run=config.dry_run
-        )
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(GoLiveConfig, context.op_config)
+        change = run_go_live(app_db.resolved_url, key, _parse(config.at), dry_run=config.dry_run)
         context.log.info(change.describe())
         return dg.Output(
             change.held_back,
@@ -88,15 +90,16 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
             },
         )
 
-    @dg.op(config_schema=checked_schema(TakeoverConfig))
+    @dg.op(config_schema=partitioned_schema(TakeoverConfig, keys))
     @scrub_errors
     def take_over_range(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[int]:
         from anubis_dagster.legacy.operations import run_takeover
 
-        config = TakeoverConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(TakeoverConfig, context.op_config)
         report = run_takeover(
             app_db.resolved_url,
-            context.partition_key,
+            key,
             _parse(config.start),
             _parse(config.end),
             dry_run=config.dry_run,
@@ -115,7 +118,7 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
             },
         )
 
-    @dg.op(config_schema=checked_schema(LegacyImportConfig))
+    @dg.op(config_schema=partitioned_schema(LegacyImportConfig, keys))
     @scrub_errors
     def import_legacy_records(
         context: dg.OpExecutionContext, app_db: AppDatabase
@@ -127,12 +130,13 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
             run_import,
         )
 
-        config = LegacyImportConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(LegacyImportConfig, context.op_config)
         try:
-            reader = reader_for(context.partition_key)
+            reader = reader_for(key)
             report, errors = run_import(
                 app_db.resolved_url,
-                context.partition_key,
+                key,
                 reader,
                 skip_bad=config.skip_bad,
                 dry_run=config.dry_run,
@@ -160,8 +164,8 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         )
 
     @dg.job(
-        config=partitioned("go_live"),
-        tags=run_tags("go_live"),
+        config=partitioned("go_live", "set_go_live_point"),
+        tags={ACTION_TAG: "go_live"},
         description="Set the integration's go-live point (orders paid before it are never "
         "sent). dry_run is on by default. docs/cutover.md.",
     )
@@ -169,8 +173,8 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         set_go_live_point()
 
     @dg.job(
-        config=partitioned("takeover"),
-        tags=run_tags("takeover"),
+        config=partitioned("takeover", "take_over_range"),
+        tags={ACTION_TAG: "takeover"},
         description="Send the integration's orders paid in [start, end) although before its "
         "go-live point (idempotent; dry_run by default).",
     )
@@ -178,8 +182,8 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         take_over_range()
 
     @dg.job(
-        config=partitioned("legacy_import"),
-        tags=run_tags("legacy_import"),
+        config=partitioned("legacy_import", "import_legacy_records"),
+        tags={ACTION_TAG: "legacy_import"},
         description="Import what the integration's legacy service sent (source from the "
         "settings, never from the launch). Idempotent and resumable.",
     )

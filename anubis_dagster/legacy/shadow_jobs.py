@@ -18,13 +18,18 @@ import dagster as dg
 from pydantic import Field, ValidationInfo, field_validator
 
 from anubis_dagster.alerts.webhook import send_alert
-from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.legacy.shadow import set_shadow, shadow_alert
 from anubis_dagster.legacy.shadow_report import PeriodError, parse_period, parse_time
 from anubis_dagster.legacy.shadow_source import LegacySourceMissing, build_report
+from anubis_dagster.partitions import (
+    integration_partitions,
+    partition_integration,
+    partitioned_schema,
+    settings,
+)
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import retag_run, run_tags
+from anubis_dagster.run_tags import ACTION_TAG, retag_run, run_tags
 
 
 class ShadowModeConfig(dg.Config):
@@ -48,29 +53,24 @@ class ShadowReportConfig(dg.Config):
         return value.strip()
 
 
-def _partitions(keys: list[str], action: str) -> dg.PartitionedConfig:
-    return dg.PartitionedConfig(
-        partitions_def=dg.StaticPartitionsDefinition(keys),
-        run_config_for_partition_key_fn=lambda _key: {},
-        tags_for_partition_key_fn=lambda key: run_tags(action, key),
-    )
+def _partitions(keys: list[str], action: str, op_name: str) -> dg.PartitionedConfig:
+    return integration_partitions(keys, op_name, lambda key: run_tags(action, key))
 
 
 def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]:
     keys = sorted(set(integration_keys))
 
     @dg.op(
-        config_schema=checked_schema(ShadowModeConfig),
+        config_schema=partitioned_schema(ShadowModeConfig, keys),
         description="Starts or ends the partition's shadow run; alerts once per change.",
     )
     @scrub_errors
     def set_shadow_mode(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        config = ShadowModeConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(ShadowModeConfig, context.op_config)
         retag_run(context, action="dry_run" if config.dry_run else "shadow")
         with app_db.session() as session:
-            change = set_shadow(
-                session, context.partition_key, config.shadow, dry_run=config.dry_run
-            )
+            change = set_shadow(session, key, config.shadow, dry_run=config.dry_run)
         context.log.info(change.describe())
         if change.changed and not change.dry_run:
             send_alert(shadow_alert(change, context.run_id))
@@ -87,8 +87,8 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         )
 
     @dg.job(
-        config=_partitions(keys, "shadow"),
-        tags=run_tags("shadow"),
+        config=_partitions(keys, "shadow", "set_shadow_mode"),
+        tags={ACTION_TAG: "shadow"},
         description="Shadow run of one integration: shadow: true sends nothing at the partner "
         "and records 'would send'; shadow: false goes live (the shadow's students stay unsent).",
     )
@@ -96,22 +96,23 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         set_shadow_mode()
 
     @dg.op(
-        config_schema=checked_schema(ShadowReportConfig),
+        config_schema=partitioned_schema(ShadowReportConfig, keys),
         description="Compares what Anubis would have sent with the legacy's records.",
     )
     @scrub_errors
     def compare_with_legacy(context: dg.OpExecutionContext, app_db: AppDatabase) -> dg.Output[bool]:
-        config = ShadowReportConfig.model_validate(context.op_config)
+        key = partition_integration(context)  # refused: nothing done
+        config = settings(ShadowReportConfig, context.op_config)
         try:
             since, until = parse_period(
                 config.since or None, config.until or None, datetime.now(UTC)
             )
-            report = build_report(app_db.resolved_url, context.partition_key, since, until)
+            report = build_report(app_db.resolved_url, key, since, until)
         except (PeriodError, LegacySourceMissing) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         summary = report.summary()
         context.log.info(
-            f"{context.partition_key}: both {report.both.count}, only legacy "
+            f"{key}: both {report.both.count}, only legacy "
             f"{report.only_legacy.count}, only Anubis {report.only_anubis.count}, payloads "
             f"differing {report.differing_payloads}/{report.compared_payloads}"
         )
@@ -125,8 +126,8 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         )
 
     @dg.job(
-        config=_partitions(keys, "shadow_report"),
-        tags=run_tags("shadow_report"),
+        config=_partitions(keys, "shadow_report", "compare_with_legacy"),
+        tags={ACTION_TAG: "shadow_report"},
         description="The shadow comparison of one integration (run page → metadata `report`).",
     )
     def shadow_report() -> None:

@@ -72,6 +72,12 @@ class Console:
         # the editor checks types only; our own checks (dates, ids) answer at Launch Run
         page.get_by_text("No errors").wait_for()
 
+    def forget_sessions(self) -> None:
+        """Start the Launchpad afresh: it keeps each job's last config and partition in the
+        browser's local storage."""
+        self.open("/")
+        self.page.evaluate("window.localStorage.clear()")
+
     def pick_partition(self, partition: str) -> None:
         page = self.page
         box = page.get_by_placeholder("Partition").first
@@ -87,11 +93,19 @@ class Console:
         assert match, self.page.url
         return match.group(1)
 
-    def launch_refused(self) -> str:
-        """Click Launch Run on a config the code location refuses; the error dialog's text."""
+    def launch_refused(self, confirm: bool = False) -> str:
+        """Click Launch Run on a config the code location refuses (`confirm`: answer Dagster's
+        "Are you sure?" first, as for a partitioned job with no partition picked); the error
+        dialog's text."""
         self.page.get_by_role("button", name="Launch Run").click()
-        dialog = self.page.get_by_role("dialog")
-        dialog.get_by_text("Error", exact=True).first.wait_for()
+        if confirm:
+            question = self.page.get_by_text("Are you sure you want to launch")
+            question.wait_for()
+            self.page.get_by_role("button", name="Confirm").click()
+            question.wait_for(state="hidden")  # it fades out while the answer comes
+        error = self.page.get_by_text("Error", exact=True)
+        dialog = self.page.get_by_role("dialog").filter(has=error)
+        error.first.wait_for()
         return dialog.inner_text()
 
     # -- run page -----------------------------------------------------------------------------

@@ -278,6 +278,11 @@ class DemoInstance:
         self.graphql("mutation { setNuxSeen }")
 
     # -- talking to it ------------------------------------------------------------------------
+    def alerts(self) -> list[str]:
+        """The webhook messages the demo's sink received so far (its `alerts.log`)."""
+        path = self.tmp / "anubis_home" / "alerts.log"
+        return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         reply = httpx.post(
             f"{self.url}/graphql",

@@ -5,6 +5,10 @@ demo instance (sandboxes, demo orders, one pass, webserver + daemon + code serve
   exactly as the app DB holds them, with the CPF masked (app DB on SQLite and on PostgreSQL).
 - A requeue date that is not a date is refused when Launch Run is clicked, with the reason,
   and no run is created.
+- A partitioned job launched without a partition is refused at Launch Run, naming the
+  integrations: no run, no alert.
+- A partner's refusal (Estácio's MS004 inside an HTTP 200) shows as `refused` in the lookup,
+  with the partner's code and message.
 - Each integration's health asset lists its checks, each with a description naming the
   integration, evaluated by a health run.
 
@@ -129,13 +133,74 @@ def test_a_bad_date_is_refused_at_launch_with_its_reason(
     before = deliver_runs()
     console.launchpad(
         "deliver_job",
-        'ops:\n  delivery_request:\n    config:\n      requeue_failed_since: "yesterday"\n',
+        "ops:\n  delivery_request:\n    config:\n      integration: kroton\n"
+        '      requeue_failed_since: "yesterday"\n',
         partition="kroton",
     )
     text = console.launch_refused()
     assert "requeue_failed_since: must be an ISO 8601 time" in text, text
     assert "/playground" in console.page.url
     assert deliver_runs() == before
+
+
+def runs_of(demo: DemoInstance, job: str) -> int:
+    data = demo.graphql(
+        "query($job: String!) { runsOrError(filter: {pipelineName: $job}) "
+        "{ ... on Runs { count } } }",
+        {"job": job},
+    )
+    return int(data["runsOrError"]["count"])
+
+
+def test_a_launch_without_a_partition_is_refused_with_no_run_and_no_alert(
+    demo: DemoInstance, console: Console
+) -> None:
+    before, alerts = runs_of(demo, "deliver_job"), demo.alerts()
+    console.forget_sessions()  # the Launchpad would keep the partition an earlier test picked
+    # no partition picked; the config as an operator might type it
+    console.launchpad(
+        "deliver_job", "ops:\n  delivery_request:\n    config:\n      subscription_ids: [1]\n"
+    )
+    text = console.launch_refused(confirm=True)  # after Dagster's "Are you sure?"
+    assert "integration: no integration: pick one in the Partition box" in text, text
+    assert "one of: estacio, kroton" in text, text
+    assert "/playground" in console.page.url
+    assert runs_of(demo, "deliver_job") == before
+    console.page.wait_for_timeout(3000)  # the failure sensor's interval: nothing to report
+    assert demo.alerts() == alerts
+
+
+def test_a_partner_refusal_shows_as_a_refusal_in_the_lookup(
+    demo: DemoInstance, console: Console
+) -> None:
+    e = SubscriptionEvent
+    with session_scope(demo.app_db_url) as session:
+        refused = session.execute(
+            select(Subscription.order_id, e.error_message)
+            .join(Subscription, Subscription.id == e.subscription_id)
+            .where(e.kind == "attempt", e.outcome == "refused", e.http_status == 200)
+            .order_by(e.id)
+            .limit(1)
+        ).first()
+    assert refused is not None, "the demo made no partner refusal"
+    order_id, error = refused
+    assert error and error.startswith("MS0"), error  # Estácio's code, then its message
+
+    console.launchpad(
+        "student_lookup", f'ops:\n  find_student_op:\n    config:\n      key: "order:{order_id}"\n'
+    )
+    run_id = console.launch()
+    assert demo.wait_run(run_id) == "SUCCESS", demo.logs()
+    console.run_page(run_id)
+    report = console.markdown("report")
+    rows = [
+        [cell.strip() for cell in row.split("\t")]
+        for row in report.locator("tbody tr").all_inner_texts()
+    ]
+    shown = [row for row in rows if row[1] == "register" and row[2] == "refused"]
+    assert shown, rows
+    assert shown[0][3] == "200" and shown[0][6].startswith(error.split(":")[0] + ":"), shown
+    assert "refused by the partner" in report.inner_text()  # the status's meaning
 
 
 def _health_assets(demo: DemoInstance) -> list[dict[str, Any]]:

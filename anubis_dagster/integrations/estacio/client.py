@@ -11,6 +11,7 @@ from typing import Any
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.quota import Priority
 from anubis_dagster.db.models import Subscription
+from anubis_dagster.integrations.estacio.mapping import registration_refusal
 from anubis_dagster.integrations.partner_api import PartnerClients, send_registration
 
 REGISTER_PATH = "/inscricao"
@@ -27,7 +28,13 @@ class EstacioClient:
         self._clients = clients
 
     def register(self, body: dict[str, Any], subscription: Subscription) -> HttpResult:
-        return send_registration(self._clients["estacio_api"], REGISTER_PATH, body, subscription)
+        return send_registration(
+            self._clients["estacio_api"],
+            REGISTER_PATH,
+            body,
+            subscription,
+            refusal=registration_refusal,
+        )
 
     def record_consent(self, body: dict[str, Any], subscription: Subscription) -> HttpResult:
         # OneTrust keeps one receipt per CPF: repeating the call is harmless

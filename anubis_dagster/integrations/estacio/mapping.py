@@ -83,6 +83,18 @@ def classify_registration(outcome: str, http_status: int | None, body: Any) -> R
     )
 
 
+def registration_refusal(body: Any) -> str | None:
+    """Estácio's refusal in a registration answer, as its code and message ("MS004: Oferta não
+    encontrada"), for the attempt row; None for anything else. Estácio refuses inside HTTP 200
+    (`"sucesso": false`) as well as with a 4xx; what the refusal means for the student is
+    `classify_registration`'s business."""
+    data = body if isinstance(body, dict) else {}
+    code = str(data.get("codigo") or "").strip().upper()
+    if data.get("sucesso") is not False and not code:
+        return None
+    return f"{code or 'no code'}: {_message(data) or 'no message'}"
+
+
 def _message(data: dict[str, Any]) -> str:
     """`mensagem` plus MS002's field list, masked (a message may quote the student's data)."""
     parts = [str(data.get("mensagem") or data.get("message") or "").strip()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from anubis_dagster.clients.http import HttpResult
 from anubis_dagster.clients.quota import Priority
 from anubis_dagster.db.models import Subscription
+from anubis_dagster.integrations.kroton.mapping import registration_refusal
 from anubis_dagster.integrations.partner_api import PartnerClients, send_registration
 
 REGISTER_PATH = "/ms/inscricao/v4/captacao/inscricao"
@@ -37,7 +38,13 @@ class KrotonClient:
         )
 
     def register(self, body: dict, subscription: Subscription) -> HttpResult:
-        return send_registration(self._clients["kroton_api"], REGISTER_PATH, body, subscription)
+        return send_registration(
+            self._clients["kroton_api"],
+            REGISTER_PATH,
+            body,
+            subscription,
+            refusal=registration_refusal,
+        )
 
     def inscriptions_by_cpf(
         self, cpf: str, subscription: Subscription, *, priority: Priority, cqrs: bool = False

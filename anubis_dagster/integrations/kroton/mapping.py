@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.routing import normalize
 from anubis_dagster.core.states import Status
 
@@ -41,3 +42,19 @@ def classification_status(description: object) -> Status | None:
 
 def processing_status(value: object) -> Status | None:
     return PROCESSING.get(str(value).strip().upper()) if value is not None else None
+
+
+def registration_refusal(body: object) -> str | None:
+    """Kroton's refusal in a registration answer (`"success": false`, or a 4xx with its
+    messages), for the attempt row: its status code when it gives one, and its messages."""
+    if not isinstance(body, dict) or body.get("success") is True:
+        return None
+    messages = [str(body.get("message") or "").strip()]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        messages.extend(str(e) for e in errors)
+    text = "; ".join(m for m in messages if m)
+    if body.get("success") is not False and not text:
+        return None
+    code = str(body.get("code") or "").strip()
+    return mask_text((f"{code}: " if code else "") + (text or "no message"))
