@@ -18,6 +18,7 @@ from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.delivery.breaker import api_names
 from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_order
 from anubis_dagster_tests.harness import Harness
@@ -57,6 +58,7 @@ def deliver_run(
         job_def=harness.defs.resolve_job_def("deliver_job"),
         status=status,
         tags={"dagster/partition": key},
+        run_config=partition_run_config("delivery_request", key),
     )
 
 
