@@ -136,9 +136,19 @@ def build_report(
         # compiling these few scans cost PostgreSQL's JIT 1–3 s each at cutover size, more
         # than it saved; for this transaction only
         session.execute(text("SET LOCAL jit = off"))
+    _volume(session, reports, window)
+    _latencies(session, reports, window, percentiles, postgres)
+    _conversion(session, reports, window)
+    _retries_and_calls(session, reports, window)
+    return sorted(reports.values(), key=lambda r: r.integration)
+
+
+def _volume(session: Session, reports: dict[int, IntegrationReport], window: list[Any]) -> None:
+    """Counts by status, UTC day and origin. Volume, statuses and dead letters are Anubis's own:
+    a legacy import (its failures included) would show as one day's spike; the conversion
+    counts imported students."""
+    s = Subscription
     day = utc_day(session, s.created_at)
-    # volume, statuses and dead letters are Anubis's own: a legacy import (its failures
-    # included) would show as one day's spike; the conversion below counts imported students
     for integration_id, status, on, origin, count in session.execute(
         select(s.integration_id, s.status, day, s.origin, func.count())
         .where(*window, s.legacy_status.is_(None))
@@ -148,9 +158,13 @@ def build_report(
         report.subscriptions += count
         report.statuses[status] += count
         report.volume[(as_date(on), origin or "-")] += count
-    _latencies(session, reports, window, percentiles, postgres)
-    _conversion(session, reports, window)
-    e = SubscriptionEvent
+
+
+def _retries_and_calls(
+    session: Session, reports: dict[int, IntegrationReport], window: list[Any]
+) -> None:
+    """Students retried at least once, and the calls made to each IES, in the window."""
+    s, e = Subscription, SubscriptionEvent
     retried = session.execute(
         select(s.integration_id, func.count(func.distinct(e.subscription_id)))
         .join(s, s.id == e.subscription_id)
@@ -168,7 +182,6 @@ def build_report(
     for called, count in calls:
         if called is not None and called in reports:
             reports[called].calls = int(count)
-    return sorted(reports.values(), key=lambda r: r.integration)
 
 
 def utc_day(session: Session, column: Any) -> Any:
