@@ -101,6 +101,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             *build_release_claims_sensors(deliver_job, check_job),
             alert_on_run_failure,
             publish_events_sensor,
+            *(health.sensors or []),
         ],
         resources=resources,
         # every job's ops in its run worker's process: no step subprocesses (seconds per step,

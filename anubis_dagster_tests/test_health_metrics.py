@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
-
 from anubis_dagster.alerts.webhook import Alert
 from anubis_dagster.clients.probes import Level
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.health import anomalies, metrics, service
-from anubis_dagster.health.alerting import CheckOutcome, changed_state
+from anubis_dagster.health.alerting import Change, CheckOutcome, changed_state
 from anubis_dagster.health.assets import job_name, metrics_key
 from anubis_dagster_tests.harness import QUIET, Harness
 from anubis_dagster_tests.test_report import seed
@@ -34,16 +32,18 @@ def test_metrics_assets_have_the_known_answers_per_integration(anubis_env: str) 
     harness = Harness(anubis_env)
     kroton = materialize_metrics(harness, "kroton")
     assert kroton["subscriptions"] == 10
-    assert kroton["success_rate"] == pytest.approx(6 / 8, abs=1e-4)
-    assert kroton["retry_rate"] == pytest.approx(4 / 9, abs=1e-4)
+    # in the units an operator reads: percents, hours; refusals apart from failures
+    assert kroton["success_rate_pct"] == 85.7  # 6 of 7: the refused student is not a failure
+    assert kroton["refusal_rate_pct"] == 12.5 and kroton["refused"] == 1
+    assert kroton["retry_rate_pct"] == 44.4
     assert kroton["dead_letters"] == 1
-    assert kroton["paid_to_registered_p50_s"] == 180
-    assert kroton["paid_to_registered_p95_s"] == 600
-    assert kroton["calls_per_registration"] == pytest.approx(25 / 6, abs=1e-4)
+    assert kroton["paid_to_registered_p50_h"] == 0.05  # 180 s
+    assert kroton["paid_to_registered_p95_h"] == 0.17  # 600 s
+    assert kroton["calls_per_registration"] == 4.17  # 25 / 6
     # registered → enrolled: EaD 2 of 3, Presencial 0 of 2 (awaiting is not followed yet)
-    assert kroton["conversion_ead"] == pytest.approx(2 / 3, abs=1e-4)
-    assert kroton["conversion_presencial"] == 0
-    assert kroton["conversion_rate"] == pytest.approx(2 / 5, abs=1e-4)
+    assert kroton["conversion_ead_pct"] == 66.7
+    assert kroton["conversion_presencial_pct"] == 0
+    assert kroton["conversion_rate_pct"] == 40.0
     assert "| Paulista (São Paulo) | 3 | 2 | 66.7% |" in str(kroton["conversion"])
     assert kroton["volume_24h"] == 0  # the fixture's Kroton students are 25 h and 49 h old
 
@@ -51,8 +51,13 @@ def test_metrics_assets_have_the_known_answers_per_integration(anubis_env: str) 
     assert estacio["subscriptions"] == 2 and estacio["volume_24h"] == 2
     assert estacio["volume_24h_quero_bolsa"] == 2
     assert estacio["held_for_review"] == 1
-    assert estacio["success_rate"] == pytest.approx(1 / 2)
-    assert "paid_to_registered_p50_s" not in estacio  # nothing measured: no point at 0
+    assert estacio["success_rate_pct"] == 50.0
+    # nothing measured yet: said in words, never a plotted 0
+    assert estacio["paid_to_registered_p50_h"] == "n/a"
+    # Estácio has no status check: whether a student enrolled is never known
+    assert str(estacio["conversion_rate_pct"]).startswith("n/a: estacio has no status check")
+    assert not [k for k in estacio if k.startswith("conversion_") and k != "conversion_rate_pct"]
+    assert "Conversion n/a" in str(estacio["conversion"])
 
 
 def counts(*pairs: tuple[int, int]) -> dict[date, int]:
@@ -149,14 +154,17 @@ def test_thresholds_read_both_ways() -> None:
 def test_a_check_alerts_on_each_change_only(db_url: str) -> None:
     now = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
-    def seen(level: Level) -> Level | None:
-        outcome = CheckOutcome("kroton", "pending", level, "120", "WARN above 100", "kroton")
+    def seen(level: Level, name: str = "pending") -> Change | None:
+        outcome = CheckOutcome("kroton", name, level, "120", "WARN above 100", "kroton")
         with session_scope(db_url) as session:
             return changed_state(session, outcome, now)
 
-    assert seen(Level.OK) is None  # first sight, healthy: nothing to say
-    assert seen(Level.WARN) is Level.OK
+    assert seen(Level.OK) is None  # first evaluation, healthy: nothing to say
+    assert seen(Level.WARN) == Change(Level.OK)
     assert seen(Level.WARN) is None
-    assert seen(Level.ERROR) is Level.WARN
-    assert seen(Level.OK) is Level.ERROR  # recovered
+    assert seen(Level.ERROR) == Change(Level.WARN)
+    assert seen(Level.OK) == Change(Level.ERROR)  # recovered
     assert seen(Level.OK) is None
+    # bad on its first evaluation: worth an alert, with nothing it changed from
+    assert seen(Level.WARN, "retry_queue") == Change(None)
+    assert seen(Level.WARN, "retry_queue") is None

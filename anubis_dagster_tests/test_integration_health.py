@@ -231,7 +231,8 @@ def test_thresholds_turn_error_and_alert_with_value_and_threshold(
     (materialization,) = result.asset_materializations_for_node("health__kroton")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     assert meta["pending"] == 0 and meta["retry_queue"] == 0
-    assert meta["error_rate_24h"] == 1.0
+    assert meta["error_rate_24h_pct"] == 100.0  # a percent, as the check shows it
+    assert meta["backlog_age_h"] == "n/a"  # nobody waiting: no age, not a plotted 0
     found = checks(result)
     assert not found["dead_letters"].passed
     assert found["dead_letters"].severity == dg.AssetCheckSeverity.ERROR
@@ -240,6 +241,12 @@ def test_thresholds_turn_error_and_alert_with_value_and_threshold(
     alert = next(text for text in sink.received if "dead_letters" in text)
     assert "integration: kroton" in alert
     assert "measured: 3" in alert and "threshold: WARN above 1, ERROR above 2" in alert
+    # nothing was evaluated before: a first evaluation, not a change from OK
+    assert "(first evaluation" in alert and "was OK" not in alert
+    # the link opens the failing check, not the (green) health run
+    assert "/assets/health/kroton?view=checks&checkDetail=dead_letters|" in alert
+    assert "/runs/" not in alert
+    assert found["dead_letters"].description.startswith("ERROR: kroton dead_letters: 3")
     alerts = len(sink.received)
     run_health(harness, "kroton")
     assert len(sink.received) == alerts  # still ERROR: nothing new to say

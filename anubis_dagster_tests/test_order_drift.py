@@ -140,8 +140,8 @@ def test_a_chunk_invalid_for_one_reason_alerts_once_a_day(
     (materialization,) = result.asset_materializations_for_node("metrics__kroton")
     metrics = {k: v.value for k, v in materialization.metadata.items()}
     today = datetime.now(UTC).date().isoformat()
-    assert metrics["invalid_share_today"] == 1.0
-    assert metrics["invalid_share_by_day"] == {today: 1.0}
+    assert metrics["invalid_today_pct"] == 100.0  # in percent, as an operator reads it
+    assert metrics["invalid_pct_by_day"] == {today: 100.0}
 
 
 def test_unrouted_orders_drift_and_small_chunks_do_not(anubis_env: str, sink: WebhookSink) -> None:

@@ -116,7 +116,10 @@ def test_metrics_have_the_known_answers(db_url: str) -> None:
     assert k.subscriptions == 10  # the 40-day-old one is outside the window
     assert k.delivered == 6  # enrolled 2, dropped, registered 2, awaiting
     assert k.ended_undelivered == 2  # failed, register_failed
-    assert k.success_rate == pytest.approx(6 / 8)
+    # the partner's refusal is measured apart: not a failure of the integration
+    assert k.refused == 1
+    assert k.success_rate == pytest.approx(6 / 7)
+    assert k.refusal_rate == pytest.approx(1 / 8)
     assert k.retry_rate == pytest.approx(4 / 9)  # the invalid one was never tried
     assert k.dead_letters == 1
     assert k.calls == 25 and k.calls_per_registration == pytest.approx(25 / 6)
@@ -146,5 +149,6 @@ def test_report_command_prints_each_integration(
     assert main(["report", "--days", "30"]) == 0
     out = capsys.readouterr().out
     assert "== estacio:" in out and "== kroton:" in out
-    assert "success rate" in out and "75.0%" in out
+    assert "success rate" in out and "85.7%" in out
+    assert "refused by the partner" in out and "1 (12.5%)" in out
     assert "Paulista (São Paulo)" in out

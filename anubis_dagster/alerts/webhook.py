@@ -20,9 +20,13 @@ UI_URL_ENV = "ANUBIS_UI_URL"
 log = logging.getLogger("anubis.alerts")
 
 
+def ui_url(path: str) -> str:
+    """A page of the Dagster UI (`path` starts with `/`)."""
+    return get_settings().anubis_ui_url.rstrip("/") + path
+
+
 def run_url(run_id: str) -> str:
-    base = get_settings().anubis_ui_url.rstrip("/")
-    return f"{base}/runs/{run_id}"
+    return ui_url(f"/runs/{run_id}")
 
 
 @dataclass
@@ -31,6 +35,10 @@ class Alert:
     lines: list[str]
     level: str = "info"  # info | warning | critical
     run_id: str | None = None
+    #: the UI page the alert is about, linked instead of the run (e.g. the failing health
+    #: check: the health run that found it succeeded, its page would show green)
+    ui_path: str | None = None
+    link_text: str = "Open in Dagster"
 
     def text(self) -> str:
         """The message as sent: built whole, then masked whole, so nothing added to a title or
@@ -41,7 +49,11 @@ class Alert:
             "critical": ":rotating_light:",
         }
         body = "\n".join(f"• {line}" for line in self.lines)
-        link = f"\n<{run_url(self.run_id)}|Open the run in Dagster>" if self.run_id else ""
+        link = ""
+        if self.ui_path:
+            link = f"\n<{ui_url(self.ui_path)}|{self.link_text}>"
+        elif self.run_id:
+            link = f"\n<{run_url(self.run_id)}|Open the run in Dagster>"
         return mask_text(f"{icon.get(self.level, '')} *{self.title}*\n{body}{link}")
 
 

@@ -24,8 +24,13 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 
 #: reached the university: registered there, or further along
 DELIVERED = frozenset({"awaiting_register", "registered", "enrolled", "dropped"})
-#: ended without reaching it (refused, dead letter, no course, held for review)
-NOT_DELIVERED = frozenset({"register_failed", "failed", "empty_course", "unknown"})
+#: ended without reaching it because the partner said no: a business answer (its code and
+#: message are the reason), not a failure of the integration
+REFUSED = frozenset({"register_failed", "empty_course"})
+#: ended without reaching it by a failure: a dead letter, or held for review
+FAILED = frozenset({"failed", "unknown"})
+#: ended without reaching it (refused, dead letter, held for review)
+NOT_DELIVERED = REFUSED | FAILED
 #: not deliverable at all: our intake's decisions
 REJECTED = frozenset({"invalid", "duplicate"})
 #: of the delivered, those whose outcome at the university is known
@@ -68,10 +73,22 @@ class IntegrationReport:
         return sum(self.statuses[s] for s in NOT_DELIVERED)
 
     @property
+    def refused(self) -> int:
+        return sum(self.statuses[s] for s in REFUSED)
+
+    @property
     def success_rate(self) -> float | None:
-        """Of the students whose delivery ended, the share that reached the university."""
-        ended = self.delivered + self.ended_undelivered
+        """Of the students whose delivery ended and that the partner did not refuse, the share
+        that reached the university. A refusal is the partner's answer about the student's data
+        or offer, not a failure of the integration: `refusal_rate` measures it apart."""
+        ended = self.delivered + self.ended_undelivered - self.refused
         return self.delivered / ended if ended else None
+
+    @property
+    def refusal_rate(self) -> float | None:
+        """Of the students whose delivery ended, the share the partner refused."""
+        ended = self.delivered + self.ended_undelivered
+        return self.refused / ended if ended else None
 
     @property
     def retry_rate(self) -> float | None:
@@ -284,7 +301,8 @@ def format_report(reports: list[IntegrationReport], days: int) -> str:
         )
         summary = [
             ("delivered to the university", str(r.delivered)),
-            ("success rate", _pct(r.success_rate)),
+            ("success rate (refusals apart)", _pct(r.success_rate)),
+            ("refused by the partner", f"{r.refused} ({_pct(r.refusal_rate)})"),
             ("retry rate", _pct(r.retry_rate)),
             ("dead letters (failed)", str(r.dead_letters)),
             ("held for review (unknown)", str(r.statuses["unknown"])),

@@ -2,9 +2,13 @@
 
 The last state of every check is kept in the app DB (`alert_states`), so a check that stays
 ERROR for a week alerts once, when it turned ERROR, and once more when it recovers, whichever
-process or run evaluated it. The change is claimed with a conditional write (the row still holds
-the state we read; RETURNING says whether it did: psycopg reports no rowcount for these), so
-two health runs evaluating at once cannot both alert.
+process or run evaluated it. A check's first evaluation has nothing to change from: it alerts
+only when it is bad, and says it is a first evaluation (not "was OK"). Each alert links to the
+check's page in the UI, where its history is, not to the health run (green: it did its job).
+
+The change is claimed with a conditional write (the row still holds the state we read;
+RETURNING says whether it did: psycopg reports no rowcount for these), so two health runs
+evaluating at once cannot both alert.
 """
 
 from __future__ import annotations
@@ -35,9 +39,17 @@ class CheckOutcome:
     summary: str  # one sentence for the UI, masked
 
 
-def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Level | None:
-    """Record `outcome`'s level; the previous level when this is a change worth an alert
-    (a first sight of a failing check counts as a change from OK), else None."""
+@dataclass(frozen=True)
+class Change:
+    """A check's level moved since it was last evaluated: from `previous`, or, when `previous`
+    is None, this is its first evaluation (and it is bad)."""
+
+    previous: Level | None
+
+
+def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Change | None:
+    """Record `outcome`'s level; the change when it is worth an alert (a first evaluation
+    only when the check is bad), else None."""
     detail = mask_text(f"{outcome.measured} ({outcome.threshold})")[:500]
     row = session.get(AlertState, (outcome.scope, outcome.name))
     if row is None:
@@ -55,7 +67,7 @@ def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Lev
             .returning(AlertState.state)
         ).first()
         if created is not None:
-            return Level.OK if outcome.level is not Level.OK else None
+            return Change(None) if outcome.level is not Level.OK else None
         row = session.get(AlertState, (outcome.scope, outcome.name), populate_existing=True)
         assert row is not None
     previous = Level(row.state)
@@ -68,7 +80,7 @@ def changed_state(session: Session, outcome: CheckOutcome, now: datetime) -> Lev
         .values(state=outcome.level.value, detail=detail, changed_at=now)
         .returning(AlertState.state)
     ).first()
-    return previous if claimed is not None else None
+    return Change(previous) if claimed is not None else None
 
 
 def claim_daily(
@@ -97,22 +109,40 @@ def claim_daily(
     return claimed is not None
 
 
-def change_alert(outcome: CheckOutcome, previous: Level, run_id: str | None) -> Alert:
-    """The message of a check that turned WARN or ERROR, or recovered."""
-    if outcome.level is Level.OK:
+def check_path(scope: str, name: str) -> str:
+    """The UI page of check `name` of asset `health/<scope>`: its latest result and history."""
+    return f"/assets/health/{scope}?view=checks&checkDetail={name}"
+
+
+def change_alert(outcome: CheckOutcome, change: Change, run_id: str | None) -> Alert:
+    """The message of a check that turned WARN or ERROR, or recovered, or that is bad on its
+    first evaluation."""
+    level = outcome.level.value.upper()
+    if change.previous is None:
+        title = f"Health {level}: {outcome.scope} · {outcome.name} (first evaluation)"
+        was = "first evaluation, no earlier state"
+    elif outcome.level is Level.OK:
         title = f"Health recovered: {outcome.scope} · {outcome.name} is OK again"
-        level = "info"
+        was = f"was {change.previous.value.upper()}"
     else:
-        title = f"Health {outcome.level.value.upper()}: {outcome.scope} · {outcome.name}"
-        level = "critical" if outcome.level is Level.ERROR else "warning"
+        title = f"Health {level}: {outcome.scope} · {outcome.name}"
+        was = f"was {change.previous.value.upper()}"
     lines = [
         f"integration: {outcome.scope}",
-        f"check: {outcome.name} (was {previous.value.upper()})",
+        f"check: {outcome.name} ({was})",
         f"measured: {outcome.measured}",
         f"threshold: {outcome.threshold}",
         outcome.summary,
     ]
-    return Alert(title=title, lines=lines, level=level, run_id=run_id)
+    severity = {Level.OK: "info", Level.WARN: "warning", Level.ERROR: "critical"}[outcome.level]
+    return Alert(
+        title=title,
+        lines=lines,
+        level=severity,
+        run_id=run_id,
+        ui_path=check_path(outcome.scope, outcome.name),
+        link_text="Open the check in Dagster",
+    )
 
 
 def known_states(session: Session, scope: str) -> dict[str, str]:

@@ -1,12 +1,13 @@
 """Health and metrics assets: one of each per integration, so checks and plots never mix.
 
 - `health/<integration>`: asset checks, each described with its integration: the adapter's
-  connectivity probes (one request each) and seed 003's thresholds; its numeric metadata
-  (pending, retry queue, backlog age, error rate…) is plotted by the UI over time.
+  connectivity probes (one request each) and the thresholds (`health.metrics`), a WARN as
+  Dagster's WARN severity (yellow) and an ERROR as its ERROR (red); its numeric metadata
+  (pending, retry queue, backlog age in hours, error rate in %…) is plotted by the UI.
 - `health/platform`: the app database, the IBGE names table and the configuration.
 - `metrics/<integration>`: the numbers the business reads (volume by origin, success and retry
   rates, dead letters, paid → registered p50/p95, calls per registration, conversion by
-  modality and campus), as metadata the UI plots, and seed 001's anomaly alerts.
+  modality and campus), as metadata the UI plots, and the anomaly alerts.
 
 A check whose level changes (turns WARN or ERROR, or recovers) sends one webhook alert. Each
 integration has its own job and schedule (`health_<key>_job`), tagged `anubis/integration` and
@@ -16,18 +17,19 @@ never waits for, or blocks, a delivery.
 # No `from __future__ import annotations`: Dagster reads annotations at runtime.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 from sqlalchemy import select
 
-from anubis_dagster.clients.probes import Level
+from anubis_dagster.clients.probes import Level, Probe
 from anubis_dagster.console.report import build_report
 from anubis_dagster.core.clock import utcnow
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.health import platform, service
 from anubis_dagster.health.alerting import CheckOutcome
+from anubis_dagster.health.first_evaluation import build_first_evaluation_sensor
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
@@ -62,13 +64,18 @@ def health_tags(scope: str) -> dict[str, str]:
 
 
 def check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
+    """A failing check's result carries Dagster's severity (the UI draws a WARN in yellow, an
+    ERROR in red, both labelled "Failed") and starts with its level in words."""
+    failing = outcome.level is not Level.OK
     return dg.AssetCheckResult(
         check_name=outcome.name,
-        passed=outcome.level is Level.OK,
+        passed=not failing,
         severity=dg.AssetCheckSeverity.ERROR
         if outcome.level is Level.ERROR
         else dg.AssetCheckSeverity.WARN,
-        description=outcome.summary,
+        description=f"{outcome.level.value.upper()}: {outcome.summary}"
+        if failing
+        else outcome.summary,
         metadata={
             "integration": outcome.scope,
             "level": outcome.level.value,
@@ -119,9 +126,10 @@ def _breaker_check_spec(key: str, asset: dg.AssetKey) -> dg.AssetCheckSpec:
     )
 
 
-def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
-    asset_key = health_key(key)
-    probes = list(adapter.health_probes())
+def _health_specs(
+    key: str, asset_key: dg.AssetKey, probes: Sequence[Probe]
+) -> list[dg.AssetCheckSpec]:
+    """One check per probe, per threshold, and the circuit breaker's."""
     specs = [
         dg.AssetCheckSpec(
             name=p.name, asset=asset_key, description=service.probe_description(key, p)
@@ -134,14 +142,43 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         for metric in THRESHOLDS
     ]
     specs.append(_breaker_check_spec(key, asset_key))
+    return specs
+
+
+def _health_metadata(
+    found: service.IntegrationHealth, paused: bool
+) -> "dict[str, dg.RawMetadataValue]":
+    """The numbers the asset page plots, in the units an operator reads (hours, percents)."""
+    health = found.health
+    assert health is not None
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "pending": health.pending,
+        "retry_queue": health.retry_queue,
+        "attempts_24h": health.attempts_24h,
+        "errors_24h": health.errors_24h,
+        "failing_checks": sum(o.level is not Level.OK for o in found.outcomes),
+        # 1 while an operator paused its sending (`pause_integration`): plotted with the
+        # backlog, it explains a queue that grows on purpose
+        "paused": int(paused),
+        "backlog_age_h": service.in_hours(health.backlog_age),
+        "error_rate_24h_pct": service.in_percent(health.error_rate),
+    }
+    metadata.update(found.probe_metadata)
+    return metadata
+
+
+def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
+    asset_key = health_key(key)
+    probes = list(adapter.health_probes())
 
     @dg.asset(
         key=asset_key,
         group_name=GROUP,
         description=f"Health of the {key} integration: its partner APIs answer and accept our "
-        "credentials (one request each), and its queues and rates are within seed 003's and "
-        "seed 001's thresholds.",
-        check_specs=specs,
+        "credentials (one request each), and its queues, failures and the partner's refusals "
+        "are within their thresholds (each check's description says what its numbers mean "
+        "and where they come from).",
+        check_specs=_health_specs(key, asset_key, probes),
         required_resource_keys={"app_db", *adapter.resource_keys},
     )
     @scrub_errors
@@ -164,39 +201,25 @@ def _integration_health_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsD
         service.alert_changes(db_url, found.outcomes, context.run.run_id, now)
         # not alerted on change: the breaker sends its one "down" and one "back" itself
         found.outcomes.append(service.breaker_outcome(db_url, key, adapter))
-        health = found.health
-        assert health is not None
-        metadata: dict[str, float | int | str] = {
-            "pending": health.pending,
-            "retry_queue": health.retry_queue,
-            "attempts_24h": health.attempts_24h,
-            "errors_24h": health.errors_24h,
-            "failing_checks": sum(o.level is not Level.OK for o in found.outcomes),
-            # 1 while an operator paused its sending (`pause_integration`): plotted with the
-            # backlog, it explains a queue that grows on purpose
-            "paused": int(paused_at is not None),
-        }
-        if health.backlog_age is not None:
-            metadata["backlog_age_h"] = round(health.backlog_age / 3600, 2)
-        if health.error_rate is not None:
-            metadata["error_rate_24h"] = round(health.error_rate, 4)
-        metadata.update(found.probe_metadata)
-        yield dg.MaterializeResult(metadata=metadata)
+        yield dg.MaterializeResult(metadata=_health_metadata(found, paused_at is not None))
         for outcome in found.outcomes:
             yield check_result(outcome)
 
     return integration_health
 
 
-def _metrics_asset(key: str) -> dg.AssetsDefinition:
+def _metrics_asset(key: str, adapter: type[IESAdapter]) -> dg.AssetsDefinition:
+    followed = bool(adapter.check_statuses)  # without a status check, no conversion
+
     @dg.asset(
         key=metrics_key(key),
         group_name=GROUP,
         description=f"What the business reads for {key}: volume of the last 24 h by "
-        f"marketplace, and over the students of the last {METRICS_DAYS} days the success and "
-        "retry rates, dead letters, paid → registered p50/p95 (seconds), calls per "
-        "registration and conversion registered → enrolled by modality and campus. Anomalous "
-        "volume and excessive retries alert at most once a day.",
+        f"marketplace, and over the students of the last {METRICS_DAYS} days the success, "
+        "refusal and retry rates (%), dead letters, paid → registered p50/p95 (hours), calls "
+        "per registration and conversion registered → enrolled by modality and campus (n/a "
+        "without a status check). `n/a`: nothing to measure yet, or a figure that cannot "
+        "exist. Anomalous volume and excessive retries alert at most once a day.",
     )
     @scrub_errors
     def integration_metrics(
@@ -212,21 +235,26 @@ def _metrics_asset(key: str) -> dg.AssetsDefinition:
         volume = service.volume_by_origin(db_url, integration_id, now)
         found = service.find_anomalies(db_url, integration_id, now)
         service.alert_anomalies(db_url, key, found, context.run.run_id, now)
-        metadata: dict[str, dg.RawMetadataValue] = dict(service.business_metrics(report, volume))
-        metadata["conversion"] = dg.MetadataValue.md(service.conversion_table(report))
+        metadata: dict[str, dg.RawMetadataValue] = dict(
+            service.business_metrics(report, volume, followed)
+        )
+        metadata["conversion"] = dg.MetadataValue.md(service.conversion_table(report, followed))
         metadata["anomalies"] = "; ".join(a.message for a in found) or "none"
         invalid = service.invalid_share_by_day(db_url, integration_id, now)
-        metadata["invalid_share_by_day"] = dg.MetadataValue.json(invalid)
-        if (today := now.date().isoformat()) in invalid:  # plotted: order-shape drift (issue 21)
-            metadata["invalid_share_today"] = invalid[today]
+        shown = {day: service.in_percent(share) for day, share in invalid.items()}
+        metadata["invalid_pct_by_day"] = dg.MetadataValue.json(shown)
+        # plotted: an order-shape drift shows as a jump (issue 21)
+        metadata["invalid_today_pct"] = shown.get(now.date().isoformat(), service.NA)
         return dg.MaterializeResult(metadata=metadata)
 
     return integration_metrics
 
 
 def build_health_definitions(integrations: Mapping[str, type[IESAdapter]]) -> dg.Definitions:
-    """The assets, one job and one schedule per integration, and the platform's."""
+    """The assets, one job and one schedule per integration, and the platform's; one sensor
+    that evaluates them on start (`first_evaluation`)."""
     assets: list[dg.AssetsDefinition] = [_platform_asset()]
+    job_assets = {job_name(platform.PLATFORM): [health_key(platform.PLATFORM)]}
     jobs = [
         dg.define_asset_job(
             job_name(platform.PLATFORM),
@@ -236,7 +264,8 @@ def build_health_definitions(integrations: Mapping[str, type[IESAdapter]]) -> dg
         )
     ]
     for key, adapter in sorted(integrations.items()):
-        assets += [_integration_health_asset(key, adapter), _metrics_asset(key)]
+        assets += [_integration_health_asset(key, adapter), _metrics_asset(key, adapter)]
+        job_assets[job_name(key)] = [health_key(key), metrics_key(key)]
         jobs.append(
             dg.define_asset_job(
                 job_name(key),
@@ -254,4 +283,5 @@ def build_health_definitions(integrations: Mapping[str, type[IESAdapter]]) -> dg
         )
         for job in jobs
     ]
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)
+    sensor = build_first_evaluation_sensor(jobs, job_assets)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=[sensor])

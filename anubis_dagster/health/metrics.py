@@ -4,9 +4,12 @@ Thresholds come from the seeds: seed 003's monitoring matrix (pending > 100 / 50
 > 50 / 200, dead letters > 10 / 50, error rate > 5% / 15%) and seed 001's operating guide
 (success rate healthy above 90%, investigate below 80%; paid to registered within 24 h, a
 student not registered after 48 h is a support case). Seed 001 names the retry rate without a
-number: 20% / 50% is our choice, said so in the check's description.
+number: 20% / 50% is our choice. The refusal rate (issue 23) is ours too: partners' business
+refusals are measured apart from failures, so a partner saying no to bad data never reads as an
+outage. What an operator reads (`Threshold.source`) says where each number comes from in plain
+words, never the seeds' names.
 
-The business numbers (success rate, retry rate, dead letters) are the report's
+The business numbers (success, refusal and retry rates, dead letters) are the report's
 (`console/report.py`), over the same window as the metrics asset, so one name is one number
 wherever it shows.
 """
@@ -26,7 +29,8 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 #: the window of the business numbers in health checks and the metrics asset
 METRICS_DAYS = 7
 #: attempt outcomes that are not errors of the integration (a 4xx or a refusal is the partner
-#: answering no to our data, counted in statuses; in-flight attempts have no outcome yet)
+#: answering no to our data, counted in statuses and in the refusal rate; in-flight attempts
+#: have no outcome yet)
 NOT_ERRORS = ("ok", "http_4xx", "refused", "in_flight")
 #: not delivered yet and still being worked on: the backlog (reported delivered from
 #: `awaiting_register` on, as in the report)
@@ -64,20 +68,59 @@ class Threshold:
         return f"WARN {word} {self.show(self.warn)}, ERROR {word} {self.show(self.error)}"
 
 
+#: where the operating guide's numbers come from, for the checks' descriptions
+_GUIDE = "the operating guide Anubis was specified with"
+_MATRIX = "the monitoring matrix Anubis was specified with"
+
 THRESHOLDS: dict[str, Threshold] = {
-    "success_rate": Threshold(0.90, 0.80, below=True, unit="%", source="seed 001"),
-    "error_rate": Threshold(0.05, 0.15, unit="%", source="seed 003"),
-    "retry_rate": Threshold(0.20, 0.50, unit="%", source="our choice; seed 001 gives no number"),
-    "pending": Threshold(100, 500, source="seed 003"),
-    "retry_queue": Threshold(50, 200, source="seed 003"),
-    "backlog_age": Threshold(24 * 3600, 48 * 3600, unit="h", source="seed 001"),
-    "dead_letters": Threshold(10, 50, source="seed 003"),
+    "success_rate": Threshold(
+        0.90,
+        0.80,
+        below=True,
+        unit="%",
+        source=f"From {_GUIDE}: above 90% is healthy, below 80% needs investigating. Students "
+        "the partner refused are left out: `refusal_rate` counts them.",
+    ),
+    "refusal_rate": Threshold(
+        0.25,
+        0.50,
+        unit="%",
+        source="Our choice: a refusal is the partner's answer about a student's data or offer "
+        "(its code and message are in the lookup), not a failure of the integration; when a "
+        "quarter of the students are refused, our data or the partner's offers have likely "
+        "drifted apart, and half means nearly everyone is refused.",
+    ),
+    "error_rate": Threshold(
+        0.05,
+        0.15,
+        unit="%",
+        source=f"From {_MATRIX}. Refusals and other 4xx answers are not errors.",
+    ),
+    "retry_rate": Threshold(
+        0.20,
+        0.50,
+        unit="%",
+        source=f"Our choice: {_GUIDE} names the retry rate without a number.",
+    ),
+    "pending": Threshold(100, 500, source=f"From {_MATRIX}."),
+    "retry_queue": Threshold(50, 200, source=f"From {_MATRIX}."),
+    "backlog_age": Threshold(
+        24 * 3600,
+        48 * 3600,
+        unit="h",
+        source=f"From {_GUIDE}: a student is registered within 24 h of payment; one not "
+        "registered after 48 h is a support case.",
+    ),
+    "dead_letters": Threshold(10, 50, source=f"From {_MATRIX}."),
 }
 
 #: what each number is, for the check's description (the integration's key is prefixed)
 MEANINGS: dict[str, str] = {
     "success_rate": f"share of the deliveries that ended in the last {METRICS_DAYS} days "
-    "(subscriptions created then) that reached the university",
+    "(subscriptions created then), the partner's refusals apart, that reached the university",
+    "refusal_rate": f"share of the deliveries that ended in the last {METRICS_DAYS} days "
+    "(subscriptions created then) that the partner refused (`register_failed`, "
+    "`empty_course`)",
     "error_rate": "share of the requests to the partner in the last 24 h that failed "
     "(5xx, timeouts, lost or unreadable answers, 429, refused credentials, no connection; "
     "health probes not counted)",
@@ -109,6 +152,7 @@ class Health:
     def value(self, metric: str) -> float | None:
         values: dict[str, float | None] = {
             "success_rate": self.report.success_rate,
+            "refusal_rate": self.report.refusal_rate,
             "error_rate": self.error_rate,
             "retry_rate": self.report.retry_rate,
             "pending": self.pending,

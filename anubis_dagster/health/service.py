@@ -25,7 +25,13 @@ from anubis_dagster.db.models import Integration, Subscription, SubscriptionEven
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.delivery.breaker import open_breakers, why_stopped
 from anubis_dagster.health import anomalies
-from anubis_dagster.health.alerting import CheckOutcome, change_alert, changed_state, claim_daily
+from anubis_dagster.health.alerting import (
+    Change,
+    CheckOutcome,
+    change_alert,
+    changed_state,
+    claim_daily,
+)
 from anubis_dagster.health.metrics import (
     MEANINGS,
     METRICS_DAYS,
@@ -59,7 +65,11 @@ def probe_description(key: str, probe: Probe) -> str:
 
 def threshold_description(key: str, metric: str) -> str:
     threshold = THRESHOLDS[metric]
-    return f"{key}: {MEANINGS[metric]}. {threshold.describe()} ({threshold.source})."
+    return f"{key}: {MEANINGS[metric]}. {threshold.describe()}. {threshold.source}"
+
+
+def threshold_summary(key: str, metric: str, shown: str) -> str:
+    return f"{key} {metric}: {shown} ({THRESHOLDS[metric].describe()})"
 
 
 @dataclass
@@ -102,16 +112,10 @@ def evaluate_integration(
     result.health = health
     for metric, threshold in THRESHOLDS.items():
         value = health.value(metric)
-        shown = threshold.show(value)
+        shown, level = threshold.show(value), threshold.level(value)
+        summary = threshold_summary(key, metric, shown)
         result.outcomes.append(
-            CheckOutcome(
-                key,
-                metric,
-                threshold.level(value),
-                shown,
-                threshold.describe(),
-                f"{key} {metric}: {shown} ({threshold.describe()})",
-            )
+            CheckOutcome(key, metric, level, shown, threshold.describe(), summary)
         )
     return result
 
@@ -128,9 +132,9 @@ def alert_changes(
     for outcome in outcomes:
         try:
             with session_scope(db_url) as session:
-                previous = changed_state(session, outcome, now)
+                change = changed_state(session, outcome, now)
         except Exception as exc:  # the app DB is down: alert without memory, and say so
-            previous = Level.OK if outcome.level is not Level.OK else None
+            change = Change(None) if outcome.level is not Level.OK else None
             outcome = CheckOutcome(
                 outcome.scope,
                 outcome.name,
@@ -140,46 +144,76 @@ def alert_changes(
                 f"{outcome.summary} (its state could not be recorded, {type(exc).__name__}: "
                 "this alert repeats until the app DB answers)",
             )
-        if previous is not None:
-            send(change_alert(outcome, previous, run_id))
+        if change is not None:
+            send(change_alert(outcome, change, run_id))
             sent += 1
     return sent
 
 
 # --- metrics -----------------------------------------------------------------------------------
-def business_metrics(report: IntegrationReport, volume_24h: dict[str, int]) -> dict[str, float]:
-    """The numbers the metrics asset records (and the UI plots), one key per number."""
-    values: dict[str, float | None] = {
+#: a figure that cannot exist, or that nothing measured yet: said in words, never plotted as 0
+NA = "n/a"
+
+
+def in_percent(share: float | None) -> float | str:
+    """A 0..1 share in percent, to 0.1 (as the checks show it); n/a when there is none."""
+    return NA if share is None else round(share * 100, 1)
+
+
+def in_hours(seconds: float | None) -> float | str:
+    """Seconds in hours, to 0.01 (36 s); n/a when there is none."""
+    return NA if seconds is None else round(seconds / 3600, 2)
+
+
+def business_metrics(
+    report: IntegrationReport, volume_24h: dict[str, int], followed: bool = True
+) -> dict[str, float | int | str]:
+    """The numbers the metrics asset records (and the UI plots), one key per number, in the
+    units an operator reads: percents (`_pct`), hours (`_h`). A figure that cannot exist, or
+    that nothing measured yet, is the text `n/a` (not a plotted 0). `followed`: the
+    integration has a status check; without one, whether a student enrolled is never known,
+    and the conversion is n/a."""
+    per_registration = report.calls_per_registration
+    values: dict[str, float | int | str] = {
         "subscriptions": report.subscriptions,
         "delivered": report.delivered,
-        "success_rate": report.success_rate,
-        "retry_rate": report.retry_rate,
+        "refused": report.refused,
+        "success_rate_pct": in_percent(report.success_rate),
+        "refusal_rate_pct": in_percent(report.refusal_rate),
+        "retry_rate_pct": in_percent(report.retry_rate),
         "dead_letters": report.dead_letters,
         "held_for_review": report.statuses["unknown"],
-        "paid_to_registered_p50_s": report.latency(50),
-        "paid_to_registered_p95_s": report.latency(95),
-        "calls_per_registration": report.calls_per_registration,
+        "paid_to_registered_p50_h": in_hours(report.latency(50)),
+        "paid_to_registered_p95_h": in_hours(report.latency(95)),
+        "calls_per_registration": NA if per_registration is None else round(per_registration, 2),
         "volume_24h": sum(volume_24h.values()),
     }
     for origin, count in sorted(volume_24h.items()):
         values[f"volume_24h_{origin}"] = count
+    if not followed:
+        values["conversion_rate_pct"] = f"{NA}: {report.integration} {NO_STATUS_CHECK}"
+        return values
     registered = sum(c.registered for c in report.by_modality.values())
     enrolled = sum(c.enrolled for c in report.by_modality.values())
-    values["conversion_rate"] = enrolled / registered if registered else None
+    values["conversion_rate_pct"] = in_percent(enrolled / registered if registered else None)
     for modality, conversion in sorted(report.by_modality.items()):
-        values[f"conversion_{_slug(modality)}"] = conversion.rate
-    # None (nothing to measure yet) is left out: a plot of 0 would be a lie
-    return {k: round(float(v), 4) for k, v in values.items() if v is not None}
+        values[f"conversion_{_slug(modality)}_pct"] = in_percent(conversion.rate)
+    return values
 
 
-def conversion_table(report: IntegrationReport) -> str:
+#: why an integration without a status check has no conversion
+NO_STATUS_CHECK = "has no status check: whether a registered student enrolled is never known"
+
+
+def conversion_table(report: IntegrationReport, followed: bool = True) -> str:
     """Markdown: registered → enrolled by modality and by campus (the seeds' SQL, no SQL)."""
-    parts = []
+    parts = [] if followed else [f"Conversion n/a: {report.integration} {NO_STATUS_CHECK}."]
     for title, table in (("modality", report.by_modality), ("campus", report.by_campus)):
         rows = [f"| {title} | registered | enrolled | conversion |", "|---|---:|---:|---:|"]
         for name, c in sorted(table.items()):
-            rate = "-" if c.rate is None else f"{c.rate * 100:.1f}%"
-            rows.append(f"| {mask_text(name)} | {c.registered} | {c.enrolled} | {rate} |")
+            rate = NA if c.rate is None or not followed else f"{c.rate * 100:.1f}%"
+            enrolled = str(c.enrolled) if followed else NA
+            rows.append(f"| {mask_text(name)} | {c.registered} | {enrolled} | {rate} |")
         parts.append("\n".join(rows) if table else f"no registered students by {title} yet")
     return "\n\n".join(parts)
 
@@ -272,12 +306,14 @@ def alert_anomalies(
             title = {"volume": "Anomalous volume", "retries": "Excessive retries"}[anomaly.name]
             lines = [
                 f"integration: {key}",
-                f"check: {anomaly.name} (seed 001)",
+                f"check: {anomaly.name} (against the usual of the last days)",
                 f"measured: {anomaly.measured}",
                 f"threshold: {anomaly.expected}",
                 anomaly.message,
             ]
-            send(Alert(f"{title}: {key}", lines, level="warning", run_id=run_id))
+            alert = Alert(f"{title}: {key}", lines, level="warning", run_id=run_id)
+            alert.ui_path, alert.link_text = f"/assets/metrics/{key}", "Open the metrics in Dagster"
+            send(alert)
             sent += 1
     return sent
 
