@@ -1,7 +1,8 @@
 # Anubis: two commands set everything up on a fresh clone (Python 3.11+, no database server).
 #   make demo   – virtualenv, install, sandboxes, demo orders, one full pass, status
 #   make test   – virtualenv, install, the whole test suite (SQLite, and PostgreSQL if reachable)
-#   make ui     – the Dagster UI (and daemon) on the same data as `make demo`
+#   make ui     – the Dagster UI (and daemon) on the same data as `make demo` (same sandboxes)
+#   make stop-sandboxes – stop the sandboxes `make demo` / `make ui` left running
 #   make test-topology – the production topology as processes on PostgreSQL (~6 min)
 #   make test-browser  – headless Chromium on the Dagster UI of a demo instance (~3 min)
 #   make screenshots   – refresh docs/images, the pictures of docs/operating.md (~4 min)
@@ -14,7 +15,7 @@ export ANUBIS_HOME  ?= $(CURDIR)/.anubis
 export DAGSTER_HOME ?= $(ANUBIS_HOME)/dagster_home
 
 .PHONY: install demo test test-topology test-browser screenshots browser-deps ui lint bench clean \
-	definitions-snapshot
+	definitions-snapshot stop-sandboxes
 
 $(BIN)/anubis: pyproject.toml sandboxes/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,11 +69,16 @@ definitions-snapshot: install
 
 # the workspace file names the code location `anubis`, as `anubis run` and production do (a
 # run's Re-execute finds its location by that name); started from DAGSTER_HOME, where the
-# instance's dagster.yaml is, so `dagster dev` does not warn about the repository's copy
+# instance's dagster.yaml is, so `dagster dev` does not warn about the repository's copy. The
+# sandboxes `make demo` left running are reused, with their state (consents, registrations):
+# they keep running after the UI stops, until `make stop-sandboxes`
 ui: install
-	@scripts/sandboxes.sh start
-	bash -c 'source scripts/sandbox.env && trap "$(CURDIR)/scripts/sandboxes.sh stop" EXIT && \
+	@scripts/sandboxes.sh ensure
+	bash -c 'source scripts/sandbox.env && \
 	  cd "$(DAGSTER_HOME)" && $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml'
+
+stop-sandboxes:
+	@scripts/sandboxes.sh stop
 
 
 clean:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from anubis_dagster.alerts.digest import Digest, app_db_numbers
-from anubis_dagster.db.models import FollowUp
+from anubis_dagster.db.models import FollowUp, Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import build_definitions
 from anubis_dagster.integrations.estacio.payload import registration_body
@@ -292,6 +292,38 @@ def test_validation_refusal_keeps_the_field_messages(
     assert "siglaUF: UF inválida" in (refusal.error_message or "")
     assert estacio.stats()["ms002"] == 1
     assert_attempts_match(harness, estacio)
+
+
+def test_a_requeued_refusal_records_the_consent_again_before_registering(
+    harness: Harness, estacio: EstacioSandbox
+) -> None:
+    """Issue 23: Estácio may no longer know the consent when a refused student is sent again
+    (here the sandbox restarted and forgot it, as after `make ui`): the requeue resumes at the
+    consent, not at the registration, so the new send is not refused for it."""
+    order = make_order(1, offer=ESTACIO_OFFER)
+    order["base_user"]["address"]["state"] = "SX"  # refused: MS002, UF inválida
+    harness.ingest([order])
+    deliver(harness)
+    sub = harness.subscription(1)
+    assert sub.status == "register_failed"
+    with session_scope(harness.db_url) as session:  # the cause fixed at the source
+        fixed = copy.deepcopy(sub.payload)
+        fixed["base_user"]["address"]["state"] = "SP"
+        stored = session.get(Subscription, sub.id)
+        assert stored is not None
+        stored.payload = fixed
+    with estacio.lock:
+        estacio.reset_state()  # a restarted sandbox: no consent recorded any more
+
+    result = harness.deliver("estacio", requeue_ids=[sub.id])
+    assert result.success
+    assert op_metadata(result, "delivery_request")["requeued"] == [sub.id]
+    requeued = next(e for e in harness.events(1) if e.operation_name == "requeue")
+    assert requeued.status == "to_sync_lgpd"  # the consent first
+    assert harness.statuses() == {1: "registered"}
+    assert estacio.stats()["consents_per_cpf"] == {make_cpf(1): 1}
+    assert estacio.stats()["registrations_per_cpf"] == {make_cpf(1): 1}
+    assert len(attempts(harness, 1, "consent")) == 2  # before the refusal, and again
 
 
 def test_unknown_cep_fails_before_registering(harness: Harness, estacio: EstacioSandbox) -> None:

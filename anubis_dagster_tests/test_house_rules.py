@@ -34,7 +34,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("delivery/alerts.py", "run_alerts"): 63,
     ("delivery/breaker.py", "give_back_attempts"): 61,
     ("delivery/jobs.py", "build_delivery_jobs"): 100,
-    ("delivery/requeue.py", "requeue"): 107,
     ("intake/jobs.py", "ingest_paid_orders"): 77,
     ("intake/sensors.py", "paid_orders_sensor"): 64,
     ("intake/service.py", "_decide"): 69,

@@ -12,8 +12,9 @@ cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 # shellcheck source=scripts/sandbox.env
 source scripts/sandbox.env
 
+# fresh sandboxes (the demo's students are new to them), left running for `make ui`: they keep
+# the consents and registrations this demo gives them (`make stop-sandboxes` stops them)
 scripts/sandboxes.sh start
-trap 'scripts/sandboxes.sh stop' EXIT
 
 # the demo starts from scratch each time (its Dagster runs are kept, for the UI)
 rm -f "$ANUBIS_HOME"/anubis.db* "$ANUBIS_HOME"/orders.db* "$ANUBIS_HOME"/alerts.log
@@ -37,4 +38,5 @@ echo "== alerts received by the webhook sink ($ANUBIS_HOME/alerts.log)"
 grep -c -- '^---$' "$ANUBIS_HOME/alerts.log" 2>/dev/null | sed 's/$/ messages; the last one:/' || true
 awk 'BEGIN{RS="---\n"} {last=$0} END{printf "%s", last}' "$ANUBIS_HOME/alerts.log" 2>/dev/null || true
 echo
-echo "Open the Dagster UI on the same data (sandboxes included) with: make ui"
+echo "The sandboxes keep running, with what this demo gave them (make stop-sandboxes stops them)."
+echo "Open the Dagster UI on the same data (the same sandboxes) with: make ui"

@@ -164,6 +164,10 @@ class IESAdapter:
     settings_model: ClassVar[builtins.type[BaseModel]] = IntegrationSettings
     #: how a registration with a lost answer is settled before a resend (safe default: held)
     resend_guard: ClassVar[ResendGuard] = ResendGuard.NONE
+    #: where a requeued registration resumes when the partner may no longer have what an
+    #: earlier step gave it (Estácio: the LGPD consent, recorded again at OneTrust; recording
+    #: it twice is harmless); None: at the registration
+    requeue_register_at: ClassVar[Status | None] = None
     #: the order fields the adapter reads (its payload mapping, and the subscription columns
     #: intake fills from the order that it uses): the only ones intake validates for this
     #: integration, with routing's and intake's own (`core.validation.UsedFields`). `required`:

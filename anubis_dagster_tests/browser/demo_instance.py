@@ -348,6 +348,38 @@ class DemoInstance:
             )
         )
 
+    def runs_tagged(self, key: str, value: str) -> list[dict[str, Any]]:
+        """Job name, status and tags of every run tagged `key=value`."""
+        data = self.graphql(
+            """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+                 ... on Runs { results { runId jobName status } } } }""",
+            {"tags": [{"key": key, "value": value}]},
+        )
+        return list(data["runsOrError"]["results"])
+
+    def runs_of(self, job: str) -> list[dict[str, Any]]:
+        """Id, job name and status of every run of `job`."""
+        data = self.graphql(
+            """query($job: String!) { runsOrError(filter: {pipelineName: $job}) {
+                 ... on Runs { results { runId jobName status } } } }""",
+            {"job": job},
+        )
+        return list(data["runsOrError"]["results"])
+
+    def wait_jobs_ran(self, jobs: set[str], timeout: float = 420) -> None:
+        """Wait until each of `jobs` has a run and every run of them ended (e.g. started by
+        the daemon's sensors and schedules, with nobody clicking anything)."""
+        ended = {"SUCCESS", "FAILURE", "CANCELED"}
+
+        def done() -> bool:
+            self.alive("daemon")
+            runs = {job: self.runs_of(job) for job in jobs}
+            return all(runs.values()) and all(
+                r["status"] in ended for found in runs.values() for r in found
+            )
+
+        wait_for(done, timeout, f"runs of {sorted(jobs)} to end", 2)
+
     def location_loaded(self) -> bool:
         data = self.graphql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name "

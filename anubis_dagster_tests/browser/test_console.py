@@ -11,6 +11,9 @@ demo instance (sandboxes, demo orders, one pass, webserver + daemon + code serve
   with the partner's code and message.
 - Each integration's health asset lists its checks, each with a description naming the
   integration, evaluated by a health run.
+- Health is evaluated when the daemon starts, without a click (`health_first_evaluation_sensor`).
+- A health check with a WARN shows as a warning (Dagster's yellow warning sign, not the red
+  cross of an ERROR), its result starting with `WARN:`.
 
 Not in `make test` (marker `browser`): `make test-browser`, and `.ci/run` when Chromium can be
 installed. Skipped, saying why, when Playwright or Chromium is missing.
@@ -24,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from anubis_dagster.core.masking import mask_cpf
-from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.db.models import Integration, Name, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster_tests.browser.console import Console, chromium_path, headless_chromium
 from anubis_dagster_tests.browser.demo_instance import DemoInstance, running_demo
@@ -39,6 +42,7 @@ sync_api = pytest.importorskip(
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HEALTH_GROUP = "health"
+STARTUP_SENSOR = "health_first_evaluation_sensor"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -54,7 +58,17 @@ def demo(
         _truncate_postgres(url)
         extra_env["ANUBIS_DATABASE_URL"] = url
     with running_demo(tmp_path_factory.mktemp("ui"), extra_env=extra_env) as instance:
+        # health is evaluated on start, by the daemon; waited for here, so that its first
+        # alerts come before the tests that count alerts
+        instance.wait_jobs_ran(health_jobs(instance))
         yield instance
+
+
+def health_jobs(demo: DemoInstance) -> set[str]:
+    """The health job of each enabled integration, and the platform's."""
+    with session_scope(demo.app_db_url) as session:
+        keys = session.scalars(select(Integration.key).where(Integration.enabled)).all()
+    return {f"health_{key}_job" for key in (*keys, "platform")}
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +221,8 @@ def _health_assets(demo: DemoInstance) -> list[dict[str, Any]]:
     data = demo.graphql(
         """query($group: AssetGroupSelector!) { assetNodes(group: $group) {
              assetKey { path } jobNames
-             assetChecksOrError { ... on AssetChecks { checks { name description } } } } }""",
+             assetChecksOrError { ... on AssetChecks { checks { name description
+               executionForLatestMaterialization { status } } } } } }""",
         {
             "group": {
                 "groupName": HEALTH_GROUP,
@@ -248,3 +263,39 @@ def test_each_integration_health_asset_shows_its_described_checks(
                 check["description"].replace("`", "")
             )
         assert page.get_by_text("Not Evaluated").count() == 0, f"health/{key} not evaluated"
+
+
+def test_health_is_evaluated_on_start_without_a_click(demo: DemoInstance) -> None:
+    by_sensor = demo.runs_tagged("dagster/sensor_name", STARTUP_SENSOR)
+    started = {r["jobName"] for r in by_sensor}
+    assert len(by_sensor) == len(started) and started <= health_jobs(demo)  # each once at most
+    # the start-up sensor, or a 15-minute schedule that ticked first (then the sensor leaves
+    # that job alone): the daemon, either way
+    for job in health_jobs(demo) - started:
+        tags = {t["key"]: t["value"] for t in demo.run(demo.runs_of(job)[-1]["runId"])["tags"]}
+        assert tags.get("dagster/schedule_name") == job.removesuffix("_job") + "_schedule", tags
+    assert all(r["status"] == "SUCCESS" for r in by_sensor), by_sensor
+    for asset in _health_assets(demo):
+        for check in asset["assetChecksOrError"]["checks"]:
+            assert check["executionForLatestMaterialization"], (asset["assetKey"], check["name"])
+
+
+def test_a_health_warning_shows_as_a_warning(demo: DemoInstance, console: Console) -> None:
+    """An empty names table is the platform's WARN (Kroton students would go with gender NI):
+    the Checks tab draws it with Dagster's yellow warning sign, not an ERROR's red cross."""
+    with session_scope(demo.app_db_url) as session:
+        session.execute(delete(Name))
+    try:
+        assert demo.wait_run(demo.launch("health_platform_job")) == "SUCCESS", demo.logs()
+        page = console.asset_checks([HEALTH_GROUP, "platform"])
+        name = page.get_by_text("names_table", exact=True).first
+        # the check's row: the nearest element around its name that holds a status icon
+        row = name.locator("xpath=ancestor::*[.//*[@role='img']][1]")
+        sync_api.expect(row.locator("[role='img']").first).to_have_attribute(
+            "aria-label", "warning_outline"
+        )
+        assert row.locator("[role='img'][aria-label='cancel']").count() == 0
+        name.click()
+        sync_api.expect(page.locator("body")).to_contain_text("WARN: ")
+    finally:
+        demo.anubis("names", "import")

@@ -84,6 +84,9 @@ class EstacioAdapter(IESAdapter):
     #: no way to ask Estácio about a CPF, but it answers ATL016 to a CPF it already registered
     #: (reference §3): after a lost answer the resend is the question, never a second inscription
     resend_guard = ResendGuard.PARTNER_REFUSES_DUPLICATES
+    #: a requeue comes after a final failure, maybe days later: Estácio may no longer know the
+    #: consent (it refuses a CPF without one, MS002), so it is recorded again first
+    requeue_register_at = Status.TO_SYNC_LGPD
     order_fields = PAYLOAD_FIELDS
 
     def __init__(self, ctx: AdapterContext) -> None:
