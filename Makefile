@@ -50,7 +50,8 @@ test-browser: browser-deps
 	$(BIN)/python -m pytest -m browser -q
 
 screenshots: browser-deps
-	$(BIN)/python scripts/screenshots.py --out docs/images
+	@# the script imports the browser check's page helpers (anubis_dagster_tests, not installed)
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/screenshots.py --out docs/images
 
 lint: install
 	$(BIN)/ruff check .
