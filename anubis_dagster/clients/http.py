@@ -232,6 +232,48 @@ class HttpResult:
         return f"{self.operation}: {where}" + (f" ({self.error})" if self.error else "")
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One request as its caller asked for it: the same for each of its attempts."""
+
+    operation: str
+    method: str
+    path: str
+    subscription: AttemptSubject | None
+    json_body: Any
+    form: Mapping[str, str] | None
+    headers: Mapping[str, str] | None
+    priority: Priority
+    use_auth: bool
+    write: bool
+    refusal: RefusalReader | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one exchange came to, before it is counted and recorded."""
+
+    outcome: HttpOutcome
+    status: int | None = None
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+    #: when the answer was read to its end (or cut by us); None: no answer
+    answered_at: float | None = None
+
+
+def _quick_retry_wait(state: RetryCallState) -> float:
+    """The pause before the next quick retry: none after a 429 (the limiter itself waits out
+    the block) or a 401 (the token was just dropped), else doubling, at most 4 s."""
+    result = state.outcome.result() if state.outcome else None
+    if result is not None and result.outcome in (
+        HttpOutcome.RATE_LIMITED,
+        HttpOutcome.UNAUTHORIZED,
+    ):
+        return 0.0
+    return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
+
+
 class ApiClient:
     """HTTP to one partner API (one base URL, one quota).
 
@@ -296,9 +338,19 @@ class ApiClient:
         `CredentialsRefused` when the partner still refuses us after a fresh token,
         `PartnerUnreachable` when no attempt reached it, `QuotaWaitTooLong` when the quota is
         spent for longer than we wait."""
-        # a 401 is retried once, right after dropping the token; a second 401 is an answer
-        auth = {"refreshed": not (use_auth and self._on_unauthorized), "retry_now": False}
-        write = not idempotent
+        call = _Call(
+            operation,
+            method,
+            path,
+            subscription,
+            json_body,
+            form,
+            headers,
+            priority,
+            use_auth,
+            write=not idempotent,
+            refusal=refusal,
+        )
         if self.ctx.before_change is not None and changes_partner(method, reads_only=reads_only):
             # the shadow gate: raises WriteWithheld before anything leaves or is spent
             self.ctx.before_change(
@@ -310,21 +362,33 @@ class ApiClient:
                     "body": json_body or form,
                 },
             )
+        result = self._with_quick_retries(call, tries or self.quick_retries)
+        self._stop_the_batch_on(result)
+        return result
+
+    def _stop_the_batch_on(self, result: HttpResult) -> None:
+        """Raise when the last result says no call to this partner can succeed now."""
+        if result.outcome is HttpOutcome.UNAUTHORIZED:
+            raise CredentialsRefused(
+                f"{self.name} refused our credentials ({result.describe()})",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+        if result.outcome is HttpOutcome.CONNECTION_ERROR:
+            raise PartnerUnreachable(
+                f"{self.name} cannot be reached ({result.describe()}, {self.quick_retries} tries)",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+
+    def _with_quick_retries(self, call: _Call, tries: int) -> HttpResult:
+        """`call` sent up to `tries` times, as long as what happened allows another try now;
+        the last result."""
+        # a 401 is retried once, right after dropping the token; a second 401 is an answer
+        auth = {"refreshed": not (call.use_auth and self._on_unauthorized), "retry_now": False}
 
         def attempt() -> HttpResult:
-            result = self._send_once(
-                operation,
-                method,
-                path,
-                subscription,
-                json_body,
-                form,
-                headers,
-                priority,
-                use_auth,
-                write,
-                refusal,
-            )
+            result = self._send_once(call)
             auth["retry_now"] = False
             if result.outcome is HttpOutcome.UNAUTHORIZED and not auth["refreshed"]:
                 auth["refreshed"] = auth["retry_now"] = True
@@ -338,79 +402,76 @@ class ApiClient:
             if result.outcome is HttpOutcome.UNAUTHORIZED:
                 return auth["retry_now"]
             # after any other failure a write may have acted: the caller must ask first
-            return not write and result.outcome in UNKNOWN_OUTCOMES
-
-        def wait(state: RetryCallState) -> float:
-            result = state.outcome.result() if state.outcome else None
-            if result is not None and result.outcome in (
-                HttpOutcome.RATE_LIMITED,  # the limiter itself waits out the block
-                HttpOutcome.UNAUTHORIZED,
-            ):
-                return 0.0
-            return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
+            return not call.write and result.outcome in UNKNOWN_OUTCOMES
 
         retrying = Retrying(
-            stop=stop_after_attempt(tries or self.quick_retries),
-            wait=wait,
+            stop=stop_after_attempt(tries),
+            wait=_quick_retry_wait,
             retry=retry_if_result(should_retry),
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
             reraise=True,
         )
         result: HttpResult = retrying(attempt)
-        if result.outcome is HttpOutcome.UNAUTHORIZED:
-            raise CredentialsRefused(
-                f"{self.name} refused our credentials ({result.describe()})",
-                partner=self.name,
-                settings=self.credential_settings,
-            )
-        if result.outcome is HttpOutcome.CONNECTION_ERROR:
-            raise PartnerUnreachable(
-                f"{self.name} cannot be reached ({result.describe()}, {self.quick_retries} tries)",
-                partner=self.name,
-                settings=self.credential_settings,
-            )
         return result
 
-    def _send_once(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        subscription: AttemptSubject | None,
-        json_body: Any,
-        form: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-        priority: Priority,
-        use_auth: bool,
-        write: bool,
-        refusal: RefusalReader | None = None,
-    ) -> HttpResult:
+    def _send_once(self, call: _Call) -> HttpResult:
+        """One attempt: the breaker, the quota, the attempt's record, the exchange, its result."""
+        subscription = call.subscription
         guard = self.ctx.guard if subscription is not None else None
         if guard is not None:
             guard.before(self.name, subscription)  # type: ignore[arg-type]
-        acquired = self.limiter.acquire(priority, max_wait=self.max_quota_wait)
+        acquired = self.limiter.acquire(call.priority, max_wait=self.max_quota_wait)
         if acquired.waited > 0.01:
             self.ctx.count("quota_wait_seconds", acquired.waited)
             self.ctx.count("quota_waits")
         try:
-            all_headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
-            if use_auth and self._auth_headers is not None:
+            all_headers = {"Accept-Encoding": ACCEPT_ENCODING, **(call.headers or {})}
+            if call.use_auth and self._auth_headers is not None:
                 all_headers.update(self._auth_headers())
-            if write and subscription is not None and self.ctx.before_write is not None:
+            if call.write and subscription is not None and self.ctx.before_write is not None:
                 self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
-            attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
+            attempt_id = self._record_start(call)
         except BaseException:
             self.limiter.finish(acquired.slot, answered_at=None, sent=False)
             raise
         started = time.perf_counter()
-        status: int | None = None
-        body: Any = None
-        response_headers: Mapping[str, str] = {}
-        error: str | None = None
-        answered_at: float | None = None
+        answer = self._exchange(call, all_headers)
+        duration_ms = (time.perf_counter() - started) * 1000
+        # the quota counts this request from its answer (see db/rate_limit.py)
+        self.limiter.finish(
+            acquired.slot,
+            answered_at=answer.answered_at,
+            sent=answer.outcome is not HttpOutcome.CONNECTION_ERROR,
+        )
+        result = HttpResult(
+            call.operation,
+            answer.status,
+            answer.body,
+            answer.outcome,
+            duration_ms,
+            answer.headers,
+            answer.error,
+            call.write,
+        )
+        if call.refusal is not None and answer.outcome in (HttpOutcome.OK, HttpOutcome.HTTP_4XX):
+            result.refusal = call.refusal(answer.body)
+        if answer.outcome is HttpOutcome.RATE_LIMITED:
+            self.limiter.block_for(retry_after_seconds(answer.headers.get("retry-after")))
+            self.ctx.count("http_429")
+        self.ctx.count("calls")
+        self.ctx.count(f"calls_{call.operation}")
+        self.ctx.results.append(result)
+        self._record_end(attempt_id, result, subscription)
+        if guard is not None:
+            guard.after(self.name, result, subscription)  # type: ignore[arg-type]
+        return result
+
+    def _exchange(self, call: _Call, headers: dict[str, str]) -> _Answer:
+        """Send the request and read its answer, bounded in size and time; what a failure
+        proves about whether it left decides its outcome."""
         try:
             request = self._http.build_request(
-                method, path, json=json_body, data=form, headers=all_headers
+                call.method, call.path, json=call.json_body, data=call.form, headers=headers
             )
             deadline = time.monotonic() + self.deadline_seconds
             _limit_reads(request, deadline)
@@ -421,59 +482,31 @@ class ApiClient:
                 response.close()
             # only an answer read to its end (or cut by us) has a status, as before streaming
             answered_at = time.monotonic()
-            status = response.status_code
-            response_headers = response.headers
             body, outcome, error = _classify(response, raw, cut)
+            return _Answer(
+                outcome, response.status_code, body, response.headers, error, answered_at
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # raised before a byte of the request is written: provably not sent
-            outcome, error = HttpOutcome.CONNECTION_ERROR, type(exc).__name__
+            return _Answer(HttpOutcome.CONNECTION_ERROR, error=type(exc).__name__)
         except httpx.TimeoutException as exc:  # read or write timeout: it may have arrived
-            outcome, error = HttpOutcome.TIMEOUT, type(exc).__name__
+            return _Answer(HttpOutcome.TIMEOUT, error=type(exc).__name__)
         except httpx.HTTPError as exc:  # closed, reset, cut short, garbled: it may have arrived
-            outcome, error = (
-                HttpOutcome.LOST_ANSWER,
-                f"{type(exc).__name__}: {mask_text(str(exc))}"[:300],
-            )
-        duration_ms = (time.perf_counter() - started) * 1000
-        # the quota counts this request from its answer (see db/rate_limit.py)
-        self.limiter.finish(
-            acquired.slot,
-            answered_at=answered_at,
-            sent=outcome is not HttpOutcome.CONNECTION_ERROR,
-        )
-        result = HttpResult(
-            operation, status, body, outcome, duration_ms, response_headers, error, write
-        )
-        if refusal is not None and outcome in (HttpOutcome.OK, HttpOutcome.HTTP_4XX):
-            result.refusal = refusal(body)
-        if outcome is HttpOutcome.RATE_LIMITED:
-            self.limiter.block_for(retry_after_seconds(response_headers.get("retry-after")))
-            self.ctx.count("http_429")
-        self.ctx.count("calls")
-        self.ctx.count(f"calls_{operation}")
-        self.ctx.results.append(result)
-        self._record_end(attempt_id, result, subscription)
-        if guard is not None:
-            guard.after(self.name, result, subscription)  # type: ignore[arg-type]
-        return result
+            error = f"{type(exc).__name__}: {mask_text(str(exc))}"[:300]
+            return _Answer(HttpOutcome.LOST_ANSWER, error=error)
 
-    def _record_start(
-        self,
-        operation: str,
-        subscription: AttemptSubject | None,
-        method: str,
-        path: str,
-        json_body: Any,
-        form: Mapping[str, str] | None,
-    ) -> int:
+    def _record_start(self, call: _Call) -> int:
         """Report the attempt before the request leaves (its row says `in_flight`): a process
         killed mid-request still leaves a trace of what it sent."""
-        request: dict[str, Any] = {"method": method, "url": f"{self.name}{_mask_path(path)}"}
-        if json_body is not None:
-            request["body"] = json_body
-        if form is not None:
-            request["form"] = dict(form)
-        return self.ctx.recorder.started(operation, subscription, request)
+        request: dict[str, Any] = {
+            "method": call.method,
+            "url": f"{self.name}{_mask_path(call.path)}",
+        }
+        if call.json_body is not None:
+            request["body"] = call.json_body
+        if call.form is not None:
+            request["form"] = dict(call.form)
+        return self.ctx.recorder.started(call.operation, call.subscription, request)
 
     def _record_end(
         self, attempt_id: int, result: HttpResult, subscription: AttemptSubject | None

@@ -832,28 +832,7 @@ def _decide(
         if not _needs_revalidation(known, row.updated_at, route):
             return _Decision(candidate, "unchanged", "unchanged")
         # the order was corrected at the source after being refused: look again
-        problems = candidate.problems(today)
-        target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
-        taken_over = known.status == Status.BEFORE_GO_LIVE.value
-        message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
-        values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
-        stored = candidate.stored_order(today)
-        values.update(
-            id=known.id,
-            payload=stored,
-            order_updated_at=row.updated_at,
-            cpf=stored_cpf,
-            **offer_columns(stored),  # the corrected order's offer, for the report
-        )
-        return _Decision(
-            candidate,
-            "revalidated",
-            target.value,
-            known=_Known(known.id, target.value, row.updated_at),
-            holds_cpf=cpf if values["active_cpf"] else None,
-            update=values,
-            event=_event(known.id, route, target, message, problems, run_id, now),
-        )
+        return _revalidate(candidate, known, holder_of(), today=today, now=now, run_id=run_id)
 
     problems = candidate.problems(today)
     target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
@@ -878,6 +857,44 @@ def _decide(
         holds_cpf=cpf if values["active_cpf"] else None,
         insert=values,
         event=_event(subscription_id, route, target, error, problems, run_id, now),
+    )
+
+
+def _revalidate(
+    candidate: _Candidate,
+    known: _Known,
+    holder: int | None,
+    *,
+    today: date,
+    now: datetime,
+    run_id: str | None,
+) -> _Decision:
+    """The decision on an order already known, corrected at the source since it was refused
+    (or taken over from before go-live): validated again, its subscription updated."""
+    route, row = candidate.route, candidate.row
+    cpf = candidate.document.cpf
+    stored_cpf = cpf if len(cpf) == 11 else None
+    problems = candidate.problems(today)
+    target, error = _target(route, cpf, problems, holder, row.updated_at)
+    taken_over = known.status == Status.BEFORE_GO_LIVE.value
+    message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
+    values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
+    stored = candidate.stored_order(today)
+    values.update(
+        id=known.id,
+        payload=stored,
+        order_updated_at=row.updated_at,
+        cpf=stored_cpf,
+        **offer_columns(stored),  # the corrected order's offer, for the report
+    )
+    return _Decision(
+        candidate,
+        "revalidated",
+        target.value,
+        known=_Known(known.id, target.value, row.updated_at),
+        holds_cpf=cpf if values["active_cpf"] else None,
+        update=values,
+        event=_event(known.id, route, target, message, problems, run_id, now),
     )
 
 
