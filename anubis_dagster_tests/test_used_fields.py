@@ -29,7 +29,7 @@ from anubis_dagster.core.validation import (
     storable_order,
     validate_order,
 )
-from anubis_dagster.intake.service import route_fields
+from anubis_dagster.intake.routes import route_fields
 from anubis_dagster.integrations.base import order_fields_for
 from anubis_dagster.integrations.estacio import payload as estacio
 from anubis_dagster.integrations.kroton import payload as kroton

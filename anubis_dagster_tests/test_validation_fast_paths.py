@@ -14,7 +14,7 @@ from anubis_dagster.core import validation
 from anubis_dagster.core.redaction import is_secret_key
 from anubis_dagster.core.routing import filter_matches, normalize
 from anubis_dagster.core.validation import check_text
-from anubis_dagster.intake import service as intake_service
+from anubis_dagster.intake import candidates
 
 FIELDS = ["base_user.full_name", "base_user.cpf", "base_user.address.city", "offer.course.name"]
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=30)
@@ -209,14 +209,14 @@ odd_texts = st.sampled_from(
 
 def _reference(text: str | bytes) -> object:
     try:
-        return ("ok", json.loads(text, parse_constant=intake_service._reject_constant))
+        return ("ok", json.loads(text, parse_constant=candidates._reject_constant))
     except (ValueError, RecursionError) as exc:
         return ("error", type(exc))
 
 
 def _fast(text: str | bytes) -> object:
     try:
-        return ("ok", intake_service.load_json(text))
+        return ("ok", candidates.load_json(text))
     except (ValueError, RecursionError) as exc:
         return ("error", type(exc))
 
@@ -240,7 +240,7 @@ def test_load_json_on_what_orjson_refuses_or_reads_otherwise(text: str) -> None:
 def test_a_plain_text_gives_a_document_the_scan_accepts(document: object, ascii_only: bool) -> None:
     try:
         text = json.dumps(document, ensure_ascii=ascii_only)
-        parsed = intake_service.load_json(text)
+        parsed = candidates.load_json(text)
     except (ValueError, RecursionError):
         return  # NaN/Infinity: intake refuses the text before validation
     if validation.plain_json_text(text):

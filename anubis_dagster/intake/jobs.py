@@ -9,8 +9,8 @@ from pydantic import Field, PositiveInt, field_validator
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.intake.loop import ingest_orders
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
+from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.intake.resources import OrdersSourceResource
-from anubis_dagster.intake.service import IntakeReport
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
