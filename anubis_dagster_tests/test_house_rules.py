@@ -47,7 +47,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
 ALLOWED_MODULES: dict[str, int] = {
     "clients/http.py": 504,
     "core/validation.py": 605,
-    "settings.py": 716,
 }
 
 
