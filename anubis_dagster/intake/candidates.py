@@ -12,19 +12,18 @@ from typing import Any
 
 import orjson
 
-from anubis_dagster.core.orders import digits, get_path
-from anubis_dagster.core.states import Status
-from anubis_dagster.core.validation import (
+from anubis_dagster.core.order_document import (
     Problem,
-    UsedFields,
     has_unstorable_values,
     long_number_in,
     plain_json_text,
     scan_document,
     storable_copy,
     storable_order,
-    validate_order,
 )
+from anubis_dagster.core.orders import digits, get_path
+from anubis_dagster.core.states import Status
+from anubis_dagster.core.validation import UsedFields, validate_order
 from anubis_dagster.intake.orders_source import OrderRow
 from anubis_dagster.intake.routes import Route
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from anubis_dagster.core.masking import mask_cpf
 from anubis_dagster.core.offer import offer_columns
+from anubis_dagster.core.order_document import Problem
 from anubis_dagster.core.states import Status
-from anubis_dagster.core.validation import Problem
 from anubis_dagster.db.models import utcnow
 from anubis_dagster.db.transitions import (
     TRANSITION,
