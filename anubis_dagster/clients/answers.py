@@ -20,6 +20,8 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 
 class Cut(StrEnum):
+    """Why a body was not read to its end."""
+
     TOO_BIG = "too_big"
     TOO_SLOW = "too_slow"
     UNREADABLE = "unreadable"

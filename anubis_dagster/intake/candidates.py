@@ -174,6 +174,8 @@ class Decision:
 
 
 def needs_revalidation(existing: Known, updated_at: datetime, route: Route) -> bool:
+    """Whether a known order is decided again: refused, and corrected at the source since; or
+    recorded before its go-live point, which no longer applies (taken over)."""
     if existing.status == Status.BEFORE_GO_LIVE.value:  # the point no longer applies: taken over
         return route.go_live_at is None or updated_at >= route.go_live_at
     if existing.status != Status.INVALID.value:
