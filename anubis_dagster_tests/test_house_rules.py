@@ -30,7 +30,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("clients/http.py", "request"): 93,
     ("clients/http.py", "_send_once"): 82,
     ("core/validation.py", "validate_order"): 63,
-    ("db/outbox.py", "bulk_event_rows"): 62,
     ("definitions.py", "build_definitions"): 61,
     ("delivery/alerts.py", "run_alerts"): 63,
     ("delivery/breaker.py", "give_back_attempts"): 61,
