@@ -34,7 +34,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("delivery/jobs.py", "build_delivery_jobs"): 100,
     ("delivery/requeue.py", "requeue"): 107,
     ("health/assets.py", "_integration_health_asset"): 67,
-    ("intake/sensors.py", "paid_orders_sensor"): 64,
     ("intake/service.py", "_decide"): 69,
     ("legacy/jobs.py", "build_legacy_jobs"): 129,
     ("legacy/shadow.py", "release_shadowed"): 70,
