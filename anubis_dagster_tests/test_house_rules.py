@@ -35,7 +35,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("delivery/requeue.py", "requeue"): 107,
     ("health/assets.py", "_integration_health_asset"): 67,
     ("intake/service.py", "_decide"): 69,
-    ("legacy/jobs.py", "build_legacy_jobs"): 129,
     ("legacy/shadow_jobs.py", "build_shadow_jobs"): 77,
 }
 
