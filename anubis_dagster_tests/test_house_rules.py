@@ -35,7 +35,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("delivery/requeue.py", "requeue"): 107,
     ("health/assets.py", "_integration_health_asset"): 67,
     ("intake/service.py", "_decide"): 69,
-    ("legacy/shadow_jobs.py", "build_shadow_jobs"): 77,
 }
 
 #: module path under anubis_dagster/: its lines of code when listed (2026-12-07), without a
