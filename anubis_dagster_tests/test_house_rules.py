@@ -31,7 +31,6 @@ ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
     ("clients/http.py", "_send_once"): 82,
     ("core/validation.py", "validate_order"): 63,
     ("definitions.py", "build_definitions"): 61,
-    ("delivery/jobs.py", "build_delivery_jobs"): 100,
     ("delivery/requeue.py", "requeue"): 107,
     ("health/assets.py", "_integration_health_asset"): 67,
     ("intake/service.py", "_decide"): 69,
