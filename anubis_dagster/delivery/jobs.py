@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field, PositiveInt, field_validator
 from sqlalchemy import select
 
+from anubis_dagster.alerts.delivery_runs import run_alerts
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
@@ -28,7 +29,6 @@ from anubis_dagster.clients.quota import Quota
 from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.adapter_store import DbAdapterStore
-from anubis_dagster.delivery.alerts import run_alerts
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.requeue import requeue, retry_now
 from anubis_dagster.delivery.service import (

@@ -10,6 +10,9 @@ What is worth reading, and what is not:
 - the partner's quota held the run back: ⚠️;
 - the routine "finished" summary: ℹ️, only with `ANUBIS_RUN_SUMMARIES=true`; the daily digest
   (`alerts.digest`) reports the same numbers once a day per integration.
+
+It lives with the other messages people read (`alerts/`), not in `delivery/`: `delivery.jobs`
+hands it the run's step reports as plain dicts, so it imports nothing of the delivery machinery.
 """
 
 from __future__ import annotations
