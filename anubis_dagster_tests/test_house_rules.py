@@ -26,7 +26,6 @@ ONE_PIECE = "One piece because"
 #: (module path under anubis_dagster/, function name): its length when listed (2026-12-07).
 #: Owned by other work in progress when the rule came in; shrink them, then remove the entry.
 ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
-    ("cli.py", "build_parser"): 118,
     ("clients/http.py", "request"): 93,
     ("clients/http.py", "_send_once"): 82,
     ("core/validation.py", "validate_order"): 63,
