@@ -1,5 +1,3 @@
-# 473 lines, over the house's ~400 for now: one argparse parser and thin command shells; the
-# command shells move to a `cli/` package per area (issue 24).
 """The `anubis` command: operations that do not need the Dagster UI.
 
 anubis db upgrade                 migrate the app DB and sync the integrations file
@@ -32,9 +30,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+from anubis_dagster.console.student_cli import add_student_parser
 from anubis_dagster.db.session import default_database_url, session_scope
 from anubis_dagster.legacy.shadow_cli import add_shadow_parser
+from anubis_dagster.maintenance.privacy_cli import add_privacy_parser
 
 
 def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -205,106 +206,6 @@ def _cmd_names_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_student(args: argparse.Namespace) -> int:
-    from anubis_dagster.alerts.webhook import run_url
-    from anubis_dagster.console.student import (
-        LookupKeyError,
-        find_student,
-        parse_key,
-        render_markdown,
-    )
-    from anubis_dagster.db.ready import prepare_for_reading
-
-    if args.needs_attention:
-        return _student_attention(args) if args.key is None else _usage_student()
-    if args.key is None:
-        return _usage_student()
-    try:
-        key = parse_key(args.key)
-    except LookupKeyError as exc:
-        print(f"anubis student: {exc}", file=sys.stderr)
-        return 2
-    url = default_database_url()
-    prepare_for_reading(url)
-    with session_scope(url) as session:
-        views = find_student(session, key)
-    print(render_markdown(key, views, run_url))
-    return 0 if views else 1
-
-
-def _usage_student() -> int:
-    print("anubis student: give a KEY, or --needs-attention (not both)", file=sys.stderr)
-    return 2
-
-
-def _student_attention(args: argparse.Namespace) -> int:
-    """Every student an operator has to look at (`console/attention.py`), masked."""
-    from datetime import UTC, datetime
-
-    from anubis_dagster.console.attention import format_attention, needs_attention
-    from anubis_dagster.db.ready import prepare_for_reading
-
-    since = None
-    if args.since:
-        try:
-            since = datetime.fromisoformat(args.since)
-        except ValueError:
-            print(
-                f"anubis student: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr
-            )
-            return 2
-        since = since if since.tzinfo else since.replace(tzinfo=UTC)
-    url = default_database_url()
-    prepare_for_reading(url)
-    with session_scope(url) as session:
-        result = needs_attention(session, integration=args.integration, since=since)
-    print(format_attention(result))
-    return 0
-
-
-def _cmd_privacy(args: argparse.Namespace) -> int:
-    """LGPD art. 18 (`maintenance/privacy.py`). KEY `-` reads it from stdin, so that a CPF
-    stays out of the shell's history."""
-    from datetime import UTC, datetime
-
-    from anubis_dagster.console.student import LookupKeyError, parse_key
-    from anubis_dagster.core.masking import mask_text
-    from anubis_dagster.intake.orders_source import OrdersSource
-    from anubis_dagster.maintenance import privacy
-    from anubis_dagster.resources import prepare_database
-
-    typed = sys.stdin.readline().strip() if args.key == "-" else args.key
-    try:
-        key = parse_key(typed)
-    except LookupKeyError as exc:
-        print(f"anubis privacy: {exc}", file=sys.stderr)
-        return 2
-    url = default_database_url()
-    prepare_database(url)
-    source = OrdersSource()
-    try:
-        with session_scope(url) as session:
-            found = privacy.find_subject(session, key, source)
-            if not found.subject.subscription_ids and not found.subject.order_ids:
-                print(f"nothing held about {key.describe()}")
-                return 1
-            if args.privacy_command == "export":
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-                path = Path(args.output or f"anubis-privacy-export-{stamp}.json").resolve()
-                written = privacy.export(session, found, path, source=source)
-                message = f"export of {key.describe()} written to {path} (mode 0600): {written}"
-            else:
-                erasure = privacy.erase(session, found, dry_run=args.dry_run)
-                message = f"{key.describe()}: {erasure.describe()}"
-    except (privacy.PrivacyError, FileExistsError) as exc:
-        print(f"anubis privacy: {mask_text(str(exc))}", file=sys.stderr)
-        return 1
-    for note in found.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(message)
-    return 0
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from anubis_dagster.console.report import build_report, format_report
     from anubis_dagster.db.ready import prepare_for_reading
@@ -348,7 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="anubis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_operating_commands(sub)
+    add_shadow_parser(sub)
+    add_student_parser(sub)
+    add_privacy_parser(sub)
+    _add_reading_commands(sub)
+    from anubis_dagster.legacy.commands import add_commands
 
+    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """`db upgrade`, `orders load`, `names import`: what the app DB and the orders hold."""
     db = sub.add_parser("db", help="app database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=_cmd_db_upgrade)
 
@@ -363,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad", action="store_true", help="load the good lines and report the bad ones"
     )
     load.set_defaults(func=_cmd_orders_load)
+
+    names = sub.add_parser("names", help="IBGE names census").add_subparsers(
+        dest="names_command", required=True
+    )
+    names_import = names.add_parser("import", help="import a name,gender,frequency CSV")
+    names_import.add_argument("file", nargs="?")
+    names_import.set_defaults(func=_cmd_names_import)
+
+
+def _add_operating_commands(sub: Any) -> None:
+    """`status`, `pause`/`resume`, `run`: what an operator runs to see and steer delivery."""
     status = sub.add_parser("status", help="subscription counts by integration and status")
     status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
     status.add_argument(
@@ -383,8 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("key", help="the integration's key")
     resume.set_defaults(func=_cmd_pause, paused=False, reason="")
 
-    add_shadow_parser(sub)
-
     run = sub.add_parser("run", help="one in-process pass: intake, then due work")
     run.add_argument(
         "--settle-seconds",
@@ -402,45 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    names = sub.add_parser("names", help="IBGE names census").add_subparsers(
-        dest="names_command", required=True
-    )
-    names_import = names.add_parser("import", help="import a name,gender,frequency CSV")
-    names_import.add_argument("file", nargs="?")
-    names_import.set_defaults(func=_cmd_names_import)
 
-    student = sub.add_parser(
-        "student", help="find a student: status, why, every attempt (order id, #sub id or CPF)"
-    )
-    student.add_argument(
-        "key", nargs="?", help="order id (or order:45), subscription id (#45) or CPF"
-    )
-    student.add_argument(
-        "--needs-attention",
-        action="store_true",
-        help="every student dead-lettered, refused, held for review or waiting over 24 h",
-    )
-    student.add_argument("--integration", help="with --needs-attention: this integration only")
-    student.add_argument("--since", help="with --needs-attention: ingested since (ISO 8601)")
-    student.set_defaults(func=_cmd_student)
-
-    privacy_help = "order id, subscription id (#45) or CPF; - reads it from stdin"
-    privacy_cmd = sub.add_parser(
-        "privacy", help="data-subject requests (LGPD art. 18): export or erase a student"
-    ).add_subparsers(dest="privacy_command", required=True)
-    export = privacy_cmd.add_parser(
-        "export", help="everything held about the student, unmasked, to a new 0600 file"
-    )
-    export.add_argument("key", help=privacy_help)
-    export.add_argument("-o", "--output", help="the file (default anubis-privacy-export-*.json)")
-    export.set_defaults(func=_cmd_privacy)
-    erase = privacy_cmd.add_parser(
-        "erase", help="anonymise the student everywhere in the app DB; never sent again"
-    )
-    erase.add_argument("key", help=privacy_help)
-    erase.add_argument("--dry-run", action="store_true", help="count only; change nothing")
-    erase.set_defaults(func=_cmd_privacy)
-
+def _add_reading_commands(sub: Any) -> None:
+    """`report`, `digest`, `events tail`, `doctor`: what an operator reads."""
     report = sub.add_parser(
         "report", help="business metrics per integration (volume, success, latency, conversion)"
     )
@@ -463,11 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the README's table of variables instead"
     )
     doctor.set_defaults(func=_cmd_doctor)
-
-    from anubis_dagster.legacy.commands import add_commands
-
-    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,16 +39,22 @@ from anubis_dagster.resources import AppDatabase
 from anubis_dagster.settings import get_settings, validate_at_load
 
 
-def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
-    """Everything Dagster loads. The environment and the integrations file are validated
-    first: a bad setting stops the load with a message naming it (`SettingsError`,
-    `ConfigError`), not a failure hours later in a run."""
-    # first: a bad value stops the load with the list of problems and a short traceback
+def _checked_config(config: IntegrationsFile | None) -> IntegrationsFile:
+    """The environment, then the integrations file: a bad value stops the load with the list
+    of problems and a short traceback."""
     validate_at_load()
     config = config or load_integrations()
     problems = settings_problems(config)
     if problems:
         raise ConfigError("invalid integrations:\n" + "\n".join(f"  - {p}" for p in problems))
+    return config
+
+
+def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
+    """Everything Dagster loads. The environment and the integrations file are validated
+    first: a bad setting stops the load with a message naming it (`SettingsError`,
+    `ConfigError`), not a failure hours later in a run."""
+    config = _checked_config(config)
     adapters = {adapter_class(i.type) for i in config.integrations}
     deliver_job, check_job = build_delivery_jobs(
         (i.key for i in config.integrations),
