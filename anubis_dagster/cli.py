@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from anubis_dagster.console.student_cli import add_student_parser
 from anubis_dagster.db.session import default_database_url, session_scope
@@ -248,7 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="anubis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_operating_commands(sub)
+    add_shadow_parser(sub)
+    add_student_parser(sub)
+    add_privacy_parser(sub)
+    _add_reading_commands(sub)
+    from anubis_dagster.legacy.commands import add_commands
 
+    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
+    return parser
+
+
+def _add_data_commands(sub: Any) -> None:
+    """`db upgrade`, `orders load`, `names import`: what the app DB and the orders hold."""
     db = sub.add_parser("db", help="app database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=_cmd_db_upgrade)
 
@@ -263,6 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad", action="store_true", help="load the good lines and report the bad ones"
     )
     load.set_defaults(func=_cmd_orders_load)
+
+    names = sub.add_parser("names", help="IBGE names census").add_subparsers(
+        dest="names_command", required=True
+    )
+    names_import = names.add_parser("import", help="import a name,gender,frequency CSV")
+    names_import.add_argument("file", nargs="?")
+    names_import.set_defaults(func=_cmd_names_import)
+
+
+def _add_operating_commands(sub: Any) -> None:
+    """`status`, `pause`/`resume`, `run`: what an operator runs to see and steer delivery."""
     status = sub.add_parser("status", help="subscription counts by integration and status")
     status.add_argument("--by-origin", action="store_true", help="split by marketplace too")
     status.add_argument(
@@ -283,8 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("key", help="the integration's key")
     resume.set_defaults(func=_cmd_pause, paused=False, reason="")
 
-    add_shadow_parser(sub)
-
     run = sub.add_parser("run", help="one in-process pass: intake, then due work")
     run.add_argument(
         "--settle-seconds",
@@ -302,16 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    names = sub.add_parser("names", help="IBGE names census").add_subparsers(
-        dest="names_command", required=True
-    )
-    names_import = names.add_parser("import", help="import a name,gender,frequency CSV")
-    names_import.add_argument("file", nargs="?")
-    names_import.set_defaults(func=_cmd_names_import)
 
-    add_student_parser(sub)
-    add_privacy_parser(sub)
-
+def _add_reading_commands(sub: Any) -> None:
+    """`report`, `digest`, `events tail`, `doctor`: what an operator reads."""
     report = sub.add_parser(
         "report", help="business metrics per integration (volume, success, latency, conversion)"
     )
@@ -334,11 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the README's table of variables instead"
     )
     doctor.set_defaults(func=_cmd_doctor)
-
-    from anubis_dagster.legacy.commands import add_commands
-
-    add_commands(sub)  # go-live, takeover, legacy import (issue 20)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

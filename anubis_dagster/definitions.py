@@ -9,6 +9,8 @@ order of the imports below does not matter.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from anubis_dagster.alerts.jobs import build_digest_definitions
@@ -28,7 +30,7 @@ from anubis_dagster.health.assets import build_health_definitions
 from anubis_dagster.intake.jobs import intake_job
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.sensors import paid_orders_sensor
-from anubis_dagster.integrations.base import adapter_class
+from anubis_dagster.integrations.base import IESAdapter, adapter_class
 from anubis_dagster.legacy.jobs import build_legacy_jobs
 from anubis_dagster.legacy.shadow_jobs import build_shadow_jobs
 from anubis_dagster.lineage import lineage_specs
@@ -39,31 +41,30 @@ from anubis_dagster.resources import AppDatabase
 from anubis_dagster.settings import get_settings, validate_at_load
 
 
-def _checked_config(config: IntegrationsFile | None) -> IntegrationsFile:
-    """The environment, then the integrations file: a bad value stops the load with the list
-    of problems and a short traceback."""
-    validate_at_load()
-    config = config or load_integrations()
-    problems = settings_problems(config)
-    if problems:
-        raise ConfigError("invalid integrations:\n" + "\n".join(f"  - {p}" for p in problems))
-    return config
+def _resources(adapters: Iterable[type[IESAdapter]]) -> dict[str, object]:
+    """The app DB and the orders source, shared by every area, and each IES's own clients."""
+    resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
+    for adapter in adapters:
+        resources.update(adapter.resource_definitions())
+    return resources
 
 
 def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
     """Everything Dagster loads. The environment and the integrations file are validated
     first: a bad setting stops the load with a message naming it (`SettingsError`,
     `ConfigError`), not a failure hours later in a run."""
-    config = _checked_config(config)
+    # first, here (not in a helper: the traceback of a bad value stays a few frames long)
+    validate_at_load()
+    config = config or load_integrations()
+    problems = settings_problems(config)
+    if problems:
+        raise ConfigError("invalid integrations:\n" + "\n".join(f"  - {p}" for p in problems))
     adapters = {adapter_class(i.type) for i in config.integrations}
     deliver_job, check_job = build_delivery_jobs(
         (i.key for i in config.integrations),
         adapters,
         {i.key: adapter_class(i.type) for i in config.integrations},
     )
-    resources: dict[str, object] = {"app_db": AppDatabase(), "orders": OrdersSourceResource()}
-    for adapter in adapters:
-        resources.update(adapter.resource_definitions())
     digest_job, digest_schedule = build_digest_definitions(
         i.key for i in config.integrations if i.enabled
     )
@@ -103,7 +104,7 @@ def build_definitions(config: IntegrationsFile | None = None) -> dg.Definitions:
             publish_events_sensor,
             *(health.sensors or []),
         ],
-        resources=resources,
+        resources=_resources(adapters),
         # every job's ops in its run worker's process: no step subprocesses (seconds per step,
         # and orphans when a worker is killed); jobs that need parallel steps set their own
         executor=dg.in_process_executor,

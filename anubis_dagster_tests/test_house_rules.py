@@ -25,32 +25,11 @@ ONE_PIECE = "One piece because"
 
 #: (module path under anubis_dagster/, function name): its length when listed (2026-12-07).
 #: Owned by other work in progress when the rule came in; shrink them, then remove the entry.
-ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {
-    ("cli.py", "build_parser"): 118,
-    ("clients/http.py", "request"): 93,
-    ("clients/http.py", "_send_once"): 82,
-    ("core/validation.py", "validate_order"): 63,
-    ("db/outbox.py", "bulk_event_rows"): 62,
-    ("delivery/alerts.py", "run_alerts"): 63,
-    ("delivery/breaker.py", "give_back_attempts"): 61,
-    ("delivery/jobs.py", "build_delivery_jobs"): 100,
-    ("intake/jobs.py", "ingest_paid_orders"): 77,
-    ("intake/sensors.py", "paid_orders_sensor"): 64,
-    ("intake/service.py", "_decide"): 69,
-    ("legacy/jobs.py", "build_legacy_jobs"): 129,
-    ("legacy/shadow.py", "release_shadowed"): 70,
-    ("legacy/shadow_jobs.py", "build_shadow_jobs"): 77,
-}
+ALLOWED_FUNCTIONS: dict[tuple[str, str], int] = {}
 
 #: module path under anubis_dagster/: its lines of code when listed (2026-12-07), without a
 #: `ONE_PIECE` reason; being split by other work in progress (issue 24).
-ALLOWED_MODULES: dict[str, int] = {
-    "clients/http.py": 504,
-    "core/validation.py": 605,
-    "delivery/service.py": 751,
-    "intake/service.py": 893,
-    "settings.py": 716,
-}
+ALLOWED_MODULES: dict[str, int] = {}
 
 
 def _modules() -> list[Path]:

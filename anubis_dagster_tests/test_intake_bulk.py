@@ -16,7 +16,9 @@ from anubis_dagster.config.integrations import load_integrations, sync_integrati
 from anubis_dagster.db.models import IntakeQuarantine, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.intake.orders_source import OrderRow, parse_timestamp
-from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
+from anubis_dagster.intake.report import IntakeReport
+from anubis_dagster.intake.routes import load_routes
+from anubis_dagster.intake.service import ingest
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster_tests.db_faults import refusing_orders
 from anubis_dagster_tests.factories import make_cpf, make_order
@@ -168,20 +170,20 @@ def test_an_order_another_run_just_created_is_left_alone(
     in. (SQLite holds the write lock from the read on: no other writer can get in between.)"""
     if not url.startswith("postgresql"):
         pytest.skip("SQLite has one writer at a time")
-    from anubis_dagster.intake import service
+    from anubis_dagster.intake import decide
 
-    real = service.allocate_subscription_ids
+    real = decide.allocate_subscription_ids
     first = make_order(2)
 
     def racing(session: Any, count: int, above: int = 0) -> list[int]:
-        monkeypatch.setattr(service, "allocate_subscription_ids", real)  # race only once
+        monkeypatch.setattr(decide, "allocate_subscription_ids", real)  # race only once
         with session_scope(url) as other:  # the other run, committed before our write
             routes = load_routes(other, initial_status_for)
             row = OrderRow(2, parse_timestamp(first["updated_at"]), first)
             ingest(other, [row], routes, today=TODAY, run_id="other")
         return real(session, count, above=above)
 
-    monkeypatch.setattr(service, "allocate_subscription_ids", racing)
+    monkeypatch.setattr(decide, "allocate_subscription_ids", racing)
     report = intake(url, [make_order(1), first, make_order(3)])
     assert (report.created, report.unchanged, report.quarantined) == (2, 1, [])
     with session_scope(url) as session:
@@ -198,7 +200,7 @@ def test_a_chunk_is_written_in_units_and_a_refusal_costs_only_its_unit(url: str)
     """A chunk larger than `WRITE_UNIT` is written a unit per savepoint: a refused row is
     found in its own unit (the units before it stay written), and the decisions after it are
     made again, across units (the later order of the refused student's CPF holds it now)."""
-    from anubis_dagster.intake.service import WRITE_UNIT
+    from anubis_dagster.intake.write import WRITE_UNIT
 
     size = 2 * WRITE_UNIT + 50
     cpf = make_cpf(4242)
@@ -400,7 +402,7 @@ def test_a_refused_write_leaves_no_reference_cycle_holding_the_chunk(url: str) -
     finds afterwards must hold none of them (other threads' garbage does not count)."""
     import gc
 
-    from anubis_dagster.intake.service import _Candidate, _Decision
+    from anubis_dagster.intake.candidates import Candidate, Decision
 
     poison = 7
     orders = [make_order(i) for i in range(1, SIZE + 1)]
@@ -411,7 +413,7 @@ def test_a_refused_write_leaves_no_reference_cycle_holding_the_chunk(url: str) -
             report = intake(url, orders)
             gc.set_debug(gc.DEBUG_SAVEALL)  # what is collected stays in gc.garbage to look at
             gc.collect()
-            held = sum(isinstance(o, OrderRow | _Candidate | _Decision) for o in gc.garbage)
+            held = sum(isinstance(o, OrderRow | Candidate | Decision) for o in gc.garbage)
         finally:
             gc.set_debug(0)
             gc.garbage.clear()

@@ -35,7 +35,8 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.definitions import defs as code_location
 from anubis_dagster.intake.orders_source import OrderRow, OrdersSource
 from anubis_dagster.intake.planning import plan_batches
-from anubis_dagster.intake.service import ingest, load_routes
+from anubis_dagster.intake.routes import load_routes
+from anubis_dagster.intake.service import ingest
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER, make_cpf, make_order
 

@@ -109,14 +109,14 @@ def test_a_database_outage_fails_the_run_and_keeps_the_watermark(
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from anubis_dagster.intake import service
+    from anubis_dagster.intake import quarantine, write
 
     def down(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    real, real_quarantine = service._write_decisions, service._upsert_quarantine
-    monkeypatch.setattr(service, "_write_decisions", down)
-    monkeypatch.setattr(service, "_upsert_quarantine", down)
+    real, real_quarantine = write._write_decisions, quarantine._upsert_quarantine
+    monkeypatch.setattr(write, "_write_decisions", down)
+    monkeypatch.setattr(quarantine, "_upsert_quarantine", down)
     source = OrdersSource()
     source.load([make_order(1), make_order(2)])
     (batch,) = plan_batches(source, None)
@@ -127,8 +127,8 @@ def test_a_database_outage_fails_the_run_and_keeps_the_watermark(
     assert failure is not None and "could be neither written nor quarantined" in str(failure.error)
     assert committed(source) is None  # the next run starts before these orders
 
-    monkeypatch.setattr(service, "_write_decisions", real)
-    monkeypatch.setattr(service, "_upsert_quarantine", real_quarantine)
+    monkeypatch.setattr(write, "_write_decisions", real)
+    monkeypatch.setattr(quarantine, "_upsert_quarantine", real_quarantine)
     rerun = job.execute_in_process(run_config=batch.run_config())
     assert rerun.output_for_node("ingest_paid_orders")["created"] == 2
     assert committed(source) == 2

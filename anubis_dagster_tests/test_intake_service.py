@@ -14,7 +14,8 @@ from anubis_dagster.config.integrations import load_integrations, sync_integrati
 from anubis_dagster.db.models import IntakeQuarantine, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.intake.orders_source import OrderRow, parse_timestamp
-from anubis_dagster.intake.service import ingest, load_routes
+from anubis_dagster.intake.routes import load_routes
+from anubis_dagster.intake.service import ingest
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster_tests.db_faults import refusing_orders
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_cpf, make_order
@@ -253,13 +254,13 @@ def test_when_even_the_quarantine_cannot_be_written_the_order_is_an_error(
 ) -> None:
     """The database is down: nothing can be recorded, so the order counts as an error (the run
     fails and the watermark stays before it) instead of being silently skipped."""
-    from anubis_dagster.intake import service
+    from anubis_dagster.intake import quarantine, write
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(service, "_write_decisions", broken)
-    monkeypatch.setattr(service, "_upsert_quarantine", broken)
+    monkeypatch.setattr(write, "_write_decisions", broken)
+    monkeypatch.setattr(quarantine, "_upsert_quarantine", broken)
     report = run_intake(db_url, make_order(1))
     assert (report.errors, report.error_orders, report.quarantined) == (1, [1], [])
 
@@ -297,13 +298,13 @@ def test_intake_pauses_the_cyclic_collector_only_while_it_works(
     from anubis_dagster.intake import service
 
     seen: list[bool] = []
-    real = service._write_candidates
+    real = service.write_candidates
 
     def spy(*args: object, **kwargs: object) -> None:
         seen.append(gc.isenabled())
         real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "_write_candidates", spy)
+    monkeypatch.setattr(service, "write_candidates", spy)
     assert gc.isenabled()
     run_intake(db_url, make_order(1))
     assert seen == [False] and gc.isenabled()
@@ -311,13 +312,13 @@ def test_intake_pauses_the_cyclic_collector_only_while_it_works(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(service, "_write_candidates", broken)
+    monkeypatch.setattr(service, "write_candidates", broken)
     with pytest.raises(RuntimeError):
         run_intake(db_url, make_order(2))
     assert gc.isenabled()
     gc.disable()
     try:
-        monkeypatch.setattr(service, "_write_candidates", spy)
+        monkeypatch.setattr(service, "write_candidates", spy)
         run_intake(db_url, make_order(3))
         assert not gc.isenabled()  # the caller's choice is left alone
     finally:

@@ -25,6 +25,7 @@ from anubis_dagster.health.assets import job_name, metrics_key
 from anubis_dagster.intake import service
 from anubis_dagster.intake.orders_source import OrderRow
 from anubis_dagster.intake.planning import plan_batches
+from anubis_dagster.intake.routes import load_routes
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import initial_status_for
 from anubis_dagster.settings import Settings, SettingsError
@@ -227,7 +228,7 @@ def test_an_order_routed_to_two_integrations_is_judged_by_each(db_url: str) -> N
     order["offer"]["uuid"] = 42  # read by nobody
     with session_scope(db_url) as session:
         sync_integrations(session, config)
-        routes = service.load_routes(session, initial_status_for)
+        routes = load_routes(session, initial_status_for)
         report = service.ingest(
             session, [OrderRow(1, datetime.now(UTC), order)], routes, today=TODAY, run_id="t"
         )

@@ -142,7 +142,7 @@ def test_settings_given_for_a_partition_keep_its_integration() -> None:
 def test_the_glossary_names_every_status_and_every_attempt_outcome() -> None:
     from pathlib import Path
 
-    from anubis_dagster.clients.http import REFUSED
+    from anubis_dagster.clients.results import REFUSED
     from anubis_dagster.core.states import MEANINGS, Status
     from anubis_dagster.delivery.outcomes import RETRY
 

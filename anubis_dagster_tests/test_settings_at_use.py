@@ -19,7 +19,7 @@ import pytest
 
 import anubis_dagster
 from anubis_dagster.db.models import Subscription
-from anubis_dagster.delivery.service import next_check_delay
+from anubis_dagster.delivery.recorder import next_check_delay
 from anubis_dagster.policies import op_retry_policy
 from anubis_dagster.runner import console_loggers
 

@@ -21,15 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from anubis_dagster.config.integrations import load_integrations
+from anubis_dagster.core.order_document import scan_document, storable_order
 from anubis_dagster.core.routing import FILTER_KEY_PATHS, filter_fields, first_match
-from anubis_dagster.core.validation import (
-    INTAKE_FIELDS,
-    UsedFields,
-    scan_document,
-    storable_order,
-    validate_order,
-)
-from anubis_dagster.intake.service import route_fields
+from anubis_dagster.core.validation import INTAKE_FIELDS, UsedFields, validate_order
+from anubis_dagster.intake.routes import route_fields
 from anubis_dagster.integrations.base import order_fields_for
 from anubis_dagster.integrations.estacio import payload as estacio
 from anubis_dagster.integrations.kroton import payload as kroton

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anubis_dagster.core import validation
+from anubis_dagster.core import field_rules, order_document
+from anubis_dagster.core.field_rules import check_text
 from anubis_dagster.core.redaction import is_secret_key
 from anubis_dagster.core.routing import filter_matches, normalize
-from anubis_dagster.core.validation import check_text
-from anubis_dagster.intake import service as intake_service
+from anubis_dagster.intake import candidates
 
 FIELDS = ["base_user.full_name", "base_user.cpf", "base_user.address.city", "offer.course.name"]
 ascii_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=30)
@@ -26,21 +26,21 @@ names = st.text(alphabet=st.sampled_from(list("Aa Zz'-.’éÇ{<$0\x00\u200b😀
 
 def reference(field: str, value: str) -> str | None:
     """check_text's character rule as first written (one character at a time)."""
-    allowed = validation._DIGITS_AND.get(field)
+    allowed = field_rules._DIGITS_AND.get(field)
     for char in value:
         if allowed is not None:
             if char not in allowed:
                 return "may only hold digits and separators"
             continue
-        if char in validation._FORBIDDEN_CHARS:
+        if char in field_rules._FORBIDDEN_CHARS:
             return "holds characters that are not allowed (template or markup syntax)"
         category = unicodedata.category(char)
-        if category in validation._FORBIDDEN_CATEGORIES and char not in {"°"}:
+        if category in field_rules._FORBIDDEN_CATEGORIES and char not in {"°"}:
             if category == "So":
                 return "holds symbols or emoji"
             return "holds control, invisible or invalid characters"
         if field == "base_user.full_name" and not (
-            category[0] in "LM" or char in validation._NAME_PUNCTUATION
+            category[0] in "LM" or char in field_rules._NAME_PUNCTUATION
         ):
             return "a name may only hold letters, spaces, apostrophes, hyphens and dots"
     return None
@@ -115,23 +115,28 @@ def _nested(depth: int) -> object:
 @settings(max_examples=800, deadline=None)
 @given(document=documents)
 def test_scan_fast_path_agrees_with_the_full_walk(document: object) -> None:
-    if validation._plain_size(document, 0, 0) >= 0:
-        assert validation._scan_paths(document) == []
-    assert validation.scan_document(document) == validation._scan_paths(document)
+    if order_document._plain_size(document, 0, 0) >= 0:
+        assert order_document._scan_paths(document) == []
+    assert order_document.scan_document(document) == order_document._scan_paths(document)
 
 
 def test_scan_fast_path_at_the_bounds() -> None:
-    for depth in (validation.MAX_DEPTH - 1, validation.MAX_DEPTH, validation.MAX_DEPTH + 1, 500):
+    for depth in (
+        order_document.MAX_DEPTH - 1,
+        order_document.MAX_DEPTH,
+        order_document.MAX_DEPTH + 1,
+        500,
+    ):
         document = _nested(depth)
-        assert validation.scan_document(document) == validation._scan_paths(document)
-    assert validation.scan_document(_nested(validation.MAX_DEPTH)) == []
-    assert validation.scan_document(_nested(validation.MAX_DEPTH + 1)) != []
-    limit = validation.MAX_DOCUMENT_CHARS
+        assert order_document.scan_document(document) == order_document._scan_paths(document)
+    assert order_document.scan_document(_nested(order_document.MAX_DEPTH)) == []
+    assert order_document.scan_document(_nested(order_document.MAX_DEPTH + 1)) != []
+    limit = order_document.MAX_DOCUMENT_CHARS
     for size in (limit - 20, limit - 4, limit, limit + 10):
         document = {"k": "x" * size}
-        assert validation.scan_document(document) == validation._scan_paths(document)
-    assert validation.scan_document([2**63]) == validation._scan_paths([2**63]) != []
-    assert validation.scan_document([float("inf")]) != []
+        assert order_document.scan_document(document) == order_document._scan_paths(document)
+    assert order_document.scan_document([2**63]) == order_document._scan_paths([2**63]) != []
+    assert order_document.scan_document([float("inf")]) != []
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,14 +214,14 @@ odd_texts = st.sampled_from(
 
 def _reference(text: str | bytes) -> object:
     try:
-        return ("ok", json.loads(text, parse_constant=intake_service._reject_constant))
+        return ("ok", json.loads(text, parse_constant=candidates._reject_constant))
     except (ValueError, RecursionError) as exc:
         return ("error", type(exc))
 
 
 def _fast(text: str | bytes) -> object:
     try:
-        return ("ok", intake_service.load_json(text))
+        return ("ok", candidates.load_json(text))
     except (ValueError, RecursionError) as exc:
         return ("error", type(exc))
 
@@ -240,15 +245,15 @@ def test_load_json_on_what_orjson_refuses_or_reads_otherwise(text: str) -> None:
 def test_a_plain_text_gives_a_document_the_scan_accepts(document: object, ascii_only: bool) -> None:
     try:
         text = json.dumps(document, ensure_ascii=ascii_only)
-        parsed = intake_service.load_json(text)
+        parsed = candidates.load_json(text)
     except (ValueError, RecursionError):
         return  # NaN/Infinity: intake refuses the text before validation
-    if validation.plain_json_text(text):
-        assert validation._scan_paths(parsed) == []
+    if order_document.plain_json_text(text):
+        assert order_document._scan_paths(parsed) == []
 
 
 def test_plain_json_text_known_answers() -> None:
-    plain = validation.plain_json_text
+    plain = order_document.plain_json_text
     assert plain('{"name": "Jos\\u00e9", "n": 12, "x": 1.5e10}')
     assert not plain('{"a": "\\u0000"}') and not plain('{"a": "\\uDBFF"}')
     assert not plain('{"a": "\ud800"}')  # a surrogate in the str itself
@@ -257,7 +262,7 @@ def test_plain_json_text_known_answers() -> None:
     assert plain("[1e40, 1e-400]")
     assert not plain("[" * 33 + "]" * 33) and plain("[" * 32 + "]" * 32)
     assert not plain({"already": "parsed"})
-    assert not plain('{"a": "' + "x" * validation.MAX_DOCUMENT_CHARS + '"}')
+    assert not plain('{"a": "' + "x" * order_document.MAX_DOCUMENT_CHARS + '"}')
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +275,7 @@ def test_cpf_check_digits_are_stdnums(number: str) -> None:
 
     # stdnum also refuses 000.000.000-00; check_cpf refuses every repeated digit before
     accepted = stdnum_cpf.is_valid(number) and len(set(number)) > 1
-    assert (validation.check_cpf(number) is None) is accepted
+    assert (field_rules.check_cpf(number) is None) is accepted
 
 
 def test_cpf_check_digits_of_valid_numbers_and_their_neighbours() -> None:
@@ -284,9 +289,9 @@ def test_cpf_check_digits_of_valid_numbers_and_their_neighbours() -> None:
         valid = next(
             stem + f"{k:02d}" for k in range(100) if stdnum_cpf.is_valid(stem + f"{k:02d}")
         )
-        assert validation.cpf_check_digits_match(valid)
+        assert field_rules.cpf_check_digits_match(valid)
         wrong = valid[:10] + str((int(valid[10]) + rng.randrange(1, 10)) % 10)
-        assert not validation.cpf_check_digits_match(wrong)
+        assert not field_rules.cpf_check_digits_match(wrong)
 
 
 @settings(max_examples=1500, deadline=None)

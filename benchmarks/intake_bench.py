@@ -228,7 +228,7 @@ def analyze(url: str, enabled: bool = True) -> None:
     """PostgreSQL: gather table statistics, as autovacuum would have by now.
 
     The benchmark server may run with `autovacuum = off`; without statistics the planner
-    answers intake's per-chunk lookups (`_Batch` in intake.service) with a scan of the whole
+    answers intake's per-chunk lookups (`Batch` in intake/batch.py) with a scan of the whole
     subscriptions table, and every number then depends on the table's size. `--no-analyze`
     shows that case."""
     from sqlalchemy import text
@@ -408,7 +408,9 @@ def service_pass(name: str, app_url: str, orders_url: str, batches: list[Any]) -
     its own session (what `ingest_paid_orders` does)."""
     from anubis_dagster.db.session import session_scope
     from anubis_dagster.intake.orders_source import OrdersSource
-    from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
+    from anubis_dagster.intake.report import IntakeReport
+    from anubis_dagster.intake.routes import load_routes
+    from anubis_dagster.intake.service import ingest
     from anubis_dagster.integrations.base import initial_status_for
 
     source = OrdersSource(orders_url)

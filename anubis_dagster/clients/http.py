@@ -1,5 +1,3 @@
-# 599 lines, over the house's ~400 for now: the one HTTP call path (outcomes, retries, bounded
-# streaming, gates); the bounded body reader is its seam (issue 24).
 """One HTTP call to a partner, done the same way for every IES.
 
 Each attempt: wait for the shared quota, report it to the context's `AttemptRecorder` before
@@ -25,39 +23,46 @@ What a failure proves decides what may happen next (DESIGN.md, "Unknown outcome"
 At most `quick_retries` attempts per call (tenacity); after that the last result is returned
 and the persisted retry schedule takes over.
 
-An answer is bounded (issue 22): its body is streamed and decompressed here, a chunk at a time,
-and cut at `max_body_bytes` after decompression (a gzip bomb never inflates past the cap), and
-the whole request has a deadline (`deadline_seconds`; every read waits at most what is left of
-it), so a slow drip cannot outlive the run's lease. An answer cut at the cap is unreadable
-(`MALFORMED` for a 2xx, the status decides otherwise), one past the deadline a `TIMEOUT`: both
-unknown outcomes for a write, as the delivery rules say; only its first `MAX_STORED_TEXT`
-characters are kept, and masked like every stored answer.
+An answer is bounded (issue 22, `answers.py`): its body is streamed and decompressed a chunk at
+a time, and cut at `max_body_bytes` after decompression (a gzip bomb never inflates past the
+cap), and the whole request has a deadline (`deadline_seconds`; every read waits at most what is
+left of it), so a slow drip cannot outlive the run's lease. An answer cut at the cap is
+unreadable (`MALFORMED` for a 2xx, the status decides otherwise), one past the deadline a
+`TIMEOUT`: both unknown outcomes for a write, as the delivery rules say; only its first
+`MAX_STORED_TEXT` characters are kept, and masked like every stored answer.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 import httpx
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_result,
-    stop_after_attempt,
-)
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
+from anubis_dagster.clients.answers import ACCEPT_ENCODING, classify, limit_reads, read_bounded
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.quota import Limiter, Priority, retry_after_seconds
+from anubis_dagster.clients.results import UNKNOWN_OUTCOMES, HttpOutcome, HttpResult, RefusalReader
 from anubis_dagster.core.masking import mask_text, mask_url_path
 
-MAX_STORED_TEXT = 2000
+#: with the outcome vocabulary of `results.py`, which many callers import from here
+__all__ = [
+    "UNKNOWN_OUTCOMES",
+    "ApiClient",
+    "AttemptRecorder",
+    "AttemptSubject",
+    "CallContext",
+    "CallGuard",
+    "HttpOutcome",
+    "HttpResult",
+    "RefusalReader",
+    "changes_partner",
+]
+
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
 #: longest wait for a quota slot inside a run; beyond it the subscription is deferred (no
 #: attempt counted). Below the lease, so a waiting run keeps its claims.
@@ -68,43 +73,6 @@ QUICK_RETRY_BASE_SECONDS = 0.5
 MAX_BODY_BYTES = 1_000_000
 #: a request's longest life, answer included (`ANUBIS_PARTNER_DEADLINE_SECONDS`)
 DEADLINE_SECONDS = 60.0
-#: the encodings we accept (and can decompress a bounded piece at a time)
-ACCEPT_ENCODING = "gzip, deflate"
-
-
-class HttpOutcome(StrEnum):
-    """What one request came to. A `StrEnum`, so it is stored and logged as its value."""
-
-    OK = "ok"  # 2xx with a readable body
-    HTTP_4XX = "http_4xx"  # the partner refused the request: a definite answer
-    HTTP_5XX = "http_5xx"
-    RATE_LIMITED = "rate_limited"  # 429: not processed
-    UNAUTHORIZED = "unauthorized"  # 401/403: not processed
-    TIMEOUT = "timeout"  # read/write timeout after the request left
-    LOST_ANSWER = "lost_answer"  # connection closed or reset, or protocol error, after sending
-    MALFORMED = "malformed"  # an answer we cannot read (not JSON, cut short)
-    CONNECTION_ERROR = "connection_error"  # never left: refused, DNS, connect or pool timeout
-
-
-#: the attempt outcome of an answer in which the partner refused the request in its own words
-#: (`HttpResult.refusal`): not an outcome of the transport, which saw an answer (ok, http_4xx)
-REFUSED = "refused"
-#: reads a partner's answer body for a refusal: its code and message, or None
-RefusalReader = Callable[[Any], str | None]
-
-#: outcomes that prove the partner did nothing with the request
-NOT_PROCESSED = frozenset(
-    {
-        HttpOutcome.HTTP_4XX,
-        HttpOutcome.RATE_LIMITED,
-        HttpOutcome.UNAUTHORIZED,
-        HttpOutcome.CONNECTION_ERROR,
-    }
-)
-#: failures after which the partner may have acted without us knowing
-UNKNOWN_OUTCOMES = frozenset(
-    {HttpOutcome.HTTP_5XX, HttpOutcome.TIMEOUT, HttpOutcome.LOST_ANSWER, HttpOutcome.MALFORMED}
-)
 
 
 class AttemptSubject(Protocol):
@@ -178,58 +146,46 @@ class CallContext:
         return [r for r in self.results[mark:] if r.write]
 
 
-@dataclass
-class HttpResult:
+@dataclass(frozen=True)
+class _Call:
+    """One request as its caller asked for it: the same for each of its attempts."""
+
     operation: str
-    status: int | None
-    body: Any
+    method: str
+    path: str
+    subscription: AttemptSubject | None
+    json_body: Any
+    form: Mapping[str, str] | None
+    headers: Mapping[str, str] | None
+    priority: Priority
+    use_auth: bool
+    write: bool
+    refusal: RefusalReader | None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What one exchange came to, before it is counted and recorded."""
+
     outcome: HttpOutcome
-    duration_ms: float
+    status: int | None = None
+    body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
-    write: bool = False  # a request that changes something at the partner (not repeatable)
-    #: the partner answered and said no, in its own words (e.g. Estácio's `{"sucesso": false,
-    #: "codigo": "MS004"}` inside an HTTP 200): its code and message, as the caller's
-    #: `refusal` reader found them. `outcome` stays the transport's (ok, http_4xx).
-    refusal: str | None = None
+    #: when the answer was read to its end (or cut by us); None: no answer
+    answered_at: float | None = None
 
-    @property
-    def recorded_outcome(self) -> str:
-        """The attempt row's outcome: `refused` for a partner's refusal, else `outcome`."""
-        return REFUSED if self.refusal else self.outcome.value
 
-    @property
-    def recorded_error(self) -> str | None:
-        """The attempt row's error: the partner's code and message for a refusal."""
-        return self.refusal or self.error
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is HttpOutcome.OK
-
-    @property
-    def delivered(self) -> bool:
-        """False when the request certainly never reached the partner."""
-        return self.outcome is not HttpOutcome.CONNECTION_ERROR
-
-    @property
-    def transient(self) -> bool:
-        """A failure worth trying again later (the partner's side, not our data)."""
-        return self.outcome not in (HttpOutcome.OK, HttpOutcome.HTTP_4XX)
-
-    @property
-    def unknown_outcome(self) -> bool:
-        """The partner may have acted on the request although we got no usable answer."""
-        return self.outcome in UNKNOWN_OUTCOMES
-
-    @property
-    def may_have_acted(self) -> bool:
-        """Anything but a proof of nothing done: a 2xx counts (even one we cannot read)."""
-        return self.outcome not in NOT_PROCESSED
-
-    def describe(self) -> str:
-        where = f"HTTP {self.status}" if self.status is not None else self.outcome.value
-        return f"{self.operation}: {where}" + (f" ({self.error})" if self.error else "")
+def _quick_retry_wait(state: RetryCallState) -> float:
+    """The pause before the next quick retry: none after a 429 (the limiter itself waits out
+    the block) or a 401 (the token was just dropped), else doubling, at most 4 s."""
+    result = state.outcome.result() if state.outcome else None
+    if result is not None and result.outcome in (
+        HttpOutcome.RATE_LIMITED,
+        HttpOutcome.UNAUTHORIZED,
+    ):
+        return 0.0
+    return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
 
 
 class ApiClient:
@@ -296,9 +252,19 @@ class ApiClient:
         `CredentialsRefused` when the partner still refuses us after a fresh token,
         `PartnerUnreachable` when no attempt reached it, `QuotaWaitTooLong` when the quota is
         spent for longer than we wait."""
-        # a 401 is retried once, right after dropping the token; a second 401 is an answer
-        auth = {"refreshed": not (use_auth and self._on_unauthorized), "retry_now": False}
-        write = not idempotent
+        call = _Call(
+            operation,
+            method,
+            path,
+            subscription,
+            json_body,
+            form,
+            headers,
+            priority,
+            use_auth,
+            write=not idempotent,
+            refusal=refusal,
+        )
         if self.ctx.before_change is not None and changes_partner(method, reads_only=reads_only):
             # the shadow gate: raises WriteWithheld before anything leaves or is spent
             self.ctx.before_change(
@@ -310,21 +276,33 @@ class ApiClient:
                     "body": json_body or form,
                 },
             )
+        result = self._with_quick_retries(call, tries or self.quick_retries)
+        self._stop_the_batch_on(result)
+        return result
+
+    def _stop_the_batch_on(self, result: HttpResult) -> None:
+        """Raise when the last result says no call to this partner can succeed now."""
+        if result.outcome is HttpOutcome.UNAUTHORIZED:
+            raise CredentialsRefused(
+                f"{self.name} refused our credentials ({result.describe()})",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+        if result.outcome is HttpOutcome.CONNECTION_ERROR:
+            raise PartnerUnreachable(
+                f"{self.name} cannot be reached ({result.describe()}, {self.quick_retries} tries)",
+                partner=self.name,
+                settings=self.credential_settings,
+            )
+
+    def _with_quick_retries(self, call: _Call, tries: int) -> HttpResult:
+        """`call` sent up to `tries` times, as long as what happened allows another try now;
+        the last result."""
+        # a 401 is retried once, right after dropping the token; a second 401 is an answer
+        auth = {"refreshed": not (call.use_auth and self._on_unauthorized), "retry_now": False}
 
         def attempt() -> HttpResult:
-            result = self._send_once(
-                operation,
-                method,
-                path,
-                subscription,
-                json_body,
-                form,
-                headers,
-                priority,
-                use_auth,
-                write,
-                refusal,
-            )
+            result = self._send_once(call)
             auth["retry_now"] = False
             if result.outcome is HttpOutcome.UNAUTHORIZED and not auth["refreshed"]:
                 auth["refreshed"] = auth["retry_now"] = True
@@ -338,142 +316,111 @@ class ApiClient:
             if result.outcome is HttpOutcome.UNAUTHORIZED:
                 return auth["retry_now"]
             # after any other failure a write may have acted: the caller must ask first
-            return not write and result.outcome in UNKNOWN_OUTCOMES
-
-        def wait(state: RetryCallState) -> float:
-            result = state.outcome.result() if state.outcome else None
-            if result is not None and result.outcome in (
-                HttpOutcome.RATE_LIMITED,  # the limiter itself waits out the block
-                HttpOutcome.UNAUTHORIZED,
-            ):
-                return 0.0
-            return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
+            return not call.write and result.outcome in UNKNOWN_OUTCOMES
 
         retrying = Retrying(
-            stop=stop_after_attempt(tries or self.quick_retries),
-            wait=wait,
+            stop=stop_after_attempt(tries),
+            wait=_quick_retry_wait,
             retry=retry_if_result(should_retry),
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
             reraise=True,
         )
         result: HttpResult = retrying(attempt)
-        if result.outcome is HttpOutcome.UNAUTHORIZED:
-            raise CredentialsRefused(
-                f"{self.name} refused our credentials ({result.describe()})",
-                partner=self.name,
-                settings=self.credential_settings,
-            )
-        if result.outcome is HttpOutcome.CONNECTION_ERROR:
-            raise PartnerUnreachable(
-                f"{self.name} cannot be reached ({result.describe()}, {self.quick_retries} tries)",
-                partner=self.name,
-                settings=self.credential_settings,
-            )
         return result
 
-    def _send_once(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        subscription: AttemptSubject | None,
-        json_body: Any,
-        form: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-        priority: Priority,
-        use_auth: bool,
-        write: bool,
-        refusal: RefusalReader | None = None,
-    ) -> HttpResult:
+    def _send_once(self, call: _Call) -> HttpResult:
+        """One attempt: the breaker, the quota, the attempt's record, the exchange, its result."""
+        subscription = call.subscription
         guard = self.ctx.guard if subscription is not None else None
         if guard is not None:
             guard.before(self.name, subscription)  # type: ignore[arg-type]
-        acquired = self.limiter.acquire(priority, max_wait=self.max_quota_wait)
+        acquired = self.limiter.acquire(call.priority, max_wait=self.max_quota_wait)
         if acquired.waited > 0.01:
             self.ctx.count("quota_wait_seconds", acquired.waited)
             self.ctx.count("quota_waits")
         try:
-            all_headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
-            if use_auth and self._auth_headers is not None:
+            all_headers = {"Accept-Encoding": ACCEPT_ENCODING, **(call.headers or {})}
+            if call.use_auth and self._auth_headers is not None:
                 all_headers.update(self._auth_headers())
-            if write and subscription is not None and self.ctx.before_write is not None:
+            if call.write and subscription is not None and self.ctx.before_write is not None:
                 self.ctx.before_write(subscription)  # may raise SendCancelled: nothing sent
-            attempt_id = self._record_start(operation, subscription, method, path, json_body, form)
+            attempt_id = self._record_start(call)
         except BaseException:
             self.limiter.finish(acquired.slot, answered_at=None, sent=False)
             raise
         started = time.perf_counter()
-        status: int | None = None
-        body: Any = None
-        response_headers: Mapping[str, str] = {}
-        error: str | None = None
-        answered_at: float | None = None
-        try:
-            request = self._http.build_request(
-                method, path, json=json_body, data=form, headers=all_headers
-            )
-            deadline = time.monotonic() + self.deadline_seconds
-            _limit_reads(request, deadline)
-            response = self._http.send(request, stream=True)
-            try:
-                raw, cut = _read_bounded(response, request, self.max_body_bytes, deadline)
-            finally:
-                response.close()
-            # only an answer read to its end (or cut by us) has a status, as before streaming
-            answered_at = time.monotonic()
-            status = response.status_code
-            response_headers = response.headers
-            body, outcome, error = _classify(response, raw, cut)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # raised before a byte of the request is written: provably not sent
-            outcome, error = HttpOutcome.CONNECTION_ERROR, type(exc).__name__
-        except httpx.TimeoutException as exc:  # read or write timeout: it may have arrived
-            outcome, error = HttpOutcome.TIMEOUT, type(exc).__name__
-        except httpx.HTTPError as exc:  # closed, reset, cut short, garbled: it may have arrived
-            outcome, error = (
-                HttpOutcome.LOST_ANSWER,
-                f"{type(exc).__name__}: {mask_text(str(exc))}"[:300],
-            )
+        answer = self._exchange(call, all_headers)
         duration_ms = (time.perf_counter() - started) * 1000
         # the quota counts this request from its answer (see db/rate_limit.py)
         self.limiter.finish(
             acquired.slot,
-            answered_at=answered_at,
-            sent=outcome is not HttpOutcome.CONNECTION_ERROR,
+            answered_at=answer.answered_at,
+            sent=answer.outcome is not HttpOutcome.CONNECTION_ERROR,
         )
         result = HttpResult(
-            operation, status, body, outcome, duration_ms, response_headers, error, write
+            call.operation,
+            answer.status,
+            answer.body,
+            answer.outcome,
+            duration_ms,
+            answer.headers,
+            answer.error,
+            call.write,
         )
-        if refusal is not None and outcome in (HttpOutcome.OK, HttpOutcome.HTTP_4XX):
-            result.refusal = refusal(body)
-        if outcome is HttpOutcome.RATE_LIMITED:
-            self.limiter.block_for(retry_after_seconds(response_headers.get("retry-after")))
+        if call.refusal is not None and answer.outcome in (HttpOutcome.OK, HttpOutcome.HTTP_4XX):
+            result.refusal = call.refusal(answer.body)
+        if answer.outcome is HttpOutcome.RATE_LIMITED:
+            self.limiter.block_for(retry_after_seconds(answer.headers.get("retry-after")))
             self.ctx.count("http_429")
         self.ctx.count("calls")
-        self.ctx.count(f"calls_{operation}")
+        self.ctx.count(f"calls_{call.operation}")
         self.ctx.results.append(result)
         self._record_end(attempt_id, result, subscription)
         if guard is not None:
             guard.after(self.name, result, subscription)  # type: ignore[arg-type]
         return result
 
-    def _record_start(
-        self,
-        operation: str,
-        subscription: AttemptSubject | None,
-        method: str,
-        path: str,
-        json_body: Any,
-        form: Mapping[str, str] | None,
-    ) -> int:
+    def _exchange(self, call: _Call, headers: dict[str, str]) -> _Answer:
+        """Send the request and read its answer, bounded in size and time; what a failure
+        proves about whether it left decides its outcome."""
+        try:
+            request = self._http.build_request(
+                call.method, call.path, json=call.json_body, data=call.form, headers=headers
+            )
+            deadline = time.monotonic() + self.deadline_seconds
+            limit_reads(request, deadline)
+            response = self._http.send(request, stream=True)
+            try:
+                raw, cut = read_bounded(response, request, self.max_body_bytes, deadline)
+            finally:
+                response.close()
+            # only an answer read to its end (or cut by us) has a status, as before streaming
+            answered_at = time.monotonic()
+            body, outcome, error = classify(response, raw, cut)
+            return _Answer(
+                outcome, response.status_code, body, response.headers, error, answered_at
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # raised before a byte of the request is written: provably not sent
+            return _Answer(HttpOutcome.CONNECTION_ERROR, error=type(exc).__name__)
+        except httpx.TimeoutException as exc:  # read or write timeout: it may have arrived
+            return _Answer(HttpOutcome.TIMEOUT, error=type(exc).__name__)
+        except httpx.HTTPError as exc:  # closed, reset, cut short, garbled: it may have arrived
+            error = f"{type(exc).__name__}: {mask_text(str(exc))}"[:300]
+            return _Answer(HttpOutcome.LOST_ANSWER, error=error)
+
+    def _record_start(self, call: _Call) -> int:
         """Report the attempt before the request leaves (its row says `in_flight`): a process
         killed mid-request still leaves a trace of what it sent."""
-        request: dict[str, Any] = {"method": method, "url": f"{self.name}{_mask_path(path)}"}
-        if json_body is not None:
-            request["body"] = json_body
-        if form is not None:
-            request["form"] = dict(form)
-        return self.ctx.recorder.started(operation, subscription, request)
+        request: dict[str, Any] = {
+            "method": call.method,
+            "url": f"{self.name}{_mask_path(call.path)}",
+        }
+        if call.json_body is not None:
+            request["body"] = call.json_body
+        if call.form is not None:
+            request["form"] = dict(call.form)
+        return self.ctx.recorder.started(call.operation, call.subscription, request)
 
     def _record_end(
         self, attempt_id: int, result: HttpResult, subscription: AttemptSubject | None
@@ -499,130 +446,6 @@ def changes_partner(method: str, *, reads_only: bool = False) -> bool:
     unless the caller declares a POST that only reads (a search, a token grant). A new
     partner's POST is a change until its adapter says otherwise: the shadow gate fails safe."""
     return not reads_only and method.upper() not in SAFE_METHODS
-
-
-class _Cut(StrEnum):
-    TOO_BIG = "too_big"
-    TOO_SLOW = "too_slow"
-    UNREADABLE = "unreadable"
-
-
-def _limit_reads(request: httpx.Request, deadline: float) -> None:
-    """Make the next read of `request` wait at most what is left until `deadline` (httpcore
-    reads the request's `timeout` extension before each read of the answer)."""
-    timeouts = request.extensions.get("timeout")
-    if isinstance(timeouts, dict):
-        left = max(0.001, deadline - time.monotonic())
-        read = timeouts.get("read")
-        timeouts["read"] = left if read is None else min(read, left)
-
-
-class _Inflater:
-    """A bounded decompressor of gzip or deflate: each call returns at most `limit` bytes and
-    keeps the rest of its input for the next call."""
-
-    def __init__(self, encoding: str) -> None:
-        gzip = encoding in ("gzip", "x-gzip")
-        # deflate: zlib-wrapped as the RFC says, else raw deflate as some servers send it
-        self._raw_fallback = not gzip
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
-
-    def __call__(self, data: bytes, limit: int) -> bytes:
-        try:
-            return self._obj.decompress(self._obj.unconsumed_tail + data, limit)
-        except zlib.error:
-            if not self._raw_fallback:
-                raise
-            self._raw_fallback = False
-            self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self._obj.decompress(data, limit)
-
-
-def _inflater(encoding: str) -> _Inflater | None:
-    """None for identity; ValueError for an encoding we did not ask for."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return None
-    if encoding not in ("gzip", "x-gzip", "deflate"):
-        raise ValueError(f"unsupported content-encoding {encoding!r}")
-    return _Inflater(encoding)
-
-
-def _read_bounded(
-    response: httpx.Response, request: httpx.Request, limit: int, deadline: float
-) -> tuple[bytes, _Cut | None]:
-    """The answer's body, decompressed, at most `limit` bytes, read before `deadline`; and
-    why it was cut, if it was. Never holds more than `limit` + one chunk."""
-    try:
-        return _read_decoded(response, request, limit, deadline)
-    except (ValueError, zlib.error):  # an encoding we cannot read: the body is unreadable
-        return b"", _Cut.UNREADABLE
-    except httpx.StreamConsumed:  # a response built in memory (a test transport): no stream
-        content = response.content
-        return (content[:limit], _Cut.TOO_BIG) if len(content) > limit else (content, None)
-
-
-def _read_decoded(
-    response: httpx.Response, request: httpx.Request, limit: int, deadline: float
-) -> tuple[bytes, _Cut | None]:
-    decode = _inflater(response.headers.get("content-encoding", ""))
-    body = bytearray()
-    for chunk in response.iter_raw():  # each network read (≤ 64 KB) as it arrives
-        room = limit + 1 - len(body)
-        body += decode(chunk, room) if decode is not None else chunk[:room]
-        if len(body) > limit:
-            return bytes(body[:limit]), _Cut.TOO_BIG
-        if time.monotonic() >= deadline:
-            return bytes(body), _Cut.TOO_SLOW
-        _limit_reads(request, deadline)
-    if decode is not None:
-        while len(body) <= limit:  # what the decompressor still holds
-            more = decode(b"", limit + 1 - len(body))
-            if not more:
-                break
-            body += more
-        if len(body) > limit:
-            return bytes(body[:limit]), _Cut.TOO_BIG
-    return bytes(body), None
-
-
-def _classify(
-    response: httpx.Response, raw: bytes, cut: _Cut | None = None
-) -> tuple[Any, HttpOutcome, str | None]:
-    """(parsed body, outcome, error) of a response that arrived (`raw`: its body, decoded,
-    possibly `cut`)."""
-    status = response.status_code
-    text = raw.decode(response.charset_encoding or "utf-8", errors="replace")
-    if cut is _Cut.TOO_SLOW:
-        return text[:MAX_STORED_TEXT], HttpOutcome.TIMEOUT, "answer not complete by the deadline"
-    try:
-        if cut is not None:
-            raise ValueError("cut")
-        body: Any = json.loads(text) if text.strip() else None
-        parsed = True
-    except ValueError:
-        body, parsed = text[:MAX_STORED_TEXT], False
-    if cut is _Cut.TOO_BIG and 200 <= status < 300:
-        return body, HttpOutcome.MALFORMED, f"answer over {len(raw)} bytes, cut"
-    if cut is _Cut.UNREADABLE and 200 <= status < 300:
-        return body, HttpOutcome.MALFORMED, "answer in an encoding we cannot read"
-    if status == 429:
-        return body, HttpOutcome.RATE_LIMITED, "partner quota exceeded"
-    if status == 401 or status == 403:
-        return body, HttpOutcome.UNAUTHORIZED, f"HTTP {status}"
-    if status >= 500:
-        return body, HttpOutcome.HTTP_5XX, f"HTTP {status}"
-    if status >= 400:
-        return body, HttpOutcome.HTTP_4XX, None
-    if not parsed or (body is None and status != 204):
-        return body, HttpOutcome.MALFORMED, "answer is not JSON"
-    return body, HttpOutcome.OK, None
-
-
-def stored_body(body: Any) -> Any:
-    if isinstance(body, str):
-        return {"text": body[:MAX_STORED_TEXT]}
-    return body
 
 
 def _mask_path(path: str) -> str:

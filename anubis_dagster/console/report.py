@@ -150,13 +150,15 @@ def build_report(
     window = [s.created_at >= since, s.integration_id.in_(list(keys))]
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
-        # compiling these few scans cost PostgreSQL's JIT 1–3 s each at cutover size, more
-        # than it saved; for this transaction only
+        # for this transaction only: compiling these few scans cost PostgreSQL's JIT 1–3 s
+        # each at cutover size, more than it saved; and the percentiles' sort and the group-bys
+        # of a year spilled to disk at the default 4 MB (64 MB: 10–20% faster, BENCHMARKS.md)
         session.execute(text("SET LOCAL jit = off"))
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     _volume(session, reports, window)
     _latencies(session, reports, window, percentiles, postgres)
     _conversion(session, reports, window)
-    _retries_and_calls(session, reports, window)
+    _retries_and_calls(session, reports, window, since)
     return sorted(reports.values(), key=lambda r: r.integration)
 
 
@@ -178,27 +180,59 @@ def _volume(session: Session, reports: dict[int, IntegrationReport], window: lis
 
 
 def _retries_and_calls(
-    session: Session, reports: dict[int, IntegrationReport], window: list[Any]
+    session: Session, reports: dict[int, IntegrationReport], window: list[Any], since: datetime
 ) -> None:
-    """Students retried at least once, and the calls made to each IES, in the window."""
+    """Students retried at least once, and the calls made to each IES for the window's
+    students.
+
+    Both are counts of events of the window's subscriptions. A year's window holds nearly
+    every subscription, and joining millions of attempt rows to it cost 2.5–3 s at cutover
+    size (BENCHMARKS.md), so when the subscriptions before the window are the fewer, the
+    count is every event of these integrations (an index-only scan) less the events of those
+    older subscriptions. An event carries its subscription's integration (a run works for one
+    integration), which is what makes the two ways count the same rows."""
+    s = Subscription
+    ids = list(reports)
+    inside = sum(r.subscriptions for r in reports.values())
+    older = [s.integration_id.in_(ids), s.created_at < since]
+    n_older = session.scalar(
+        select(func.count()).select_from(select(s.id).where(*older).limit(inside + 1).subquery())
+    )
+    if int(n_older or 0) < inside:
+        every = _event_counts(session, None, ids)
+        minus = _event_counts(session, older, ids)
+        counts = {key: every[key] - minus.get(key, 0) for key in every}
+    else:
+        counts = _event_counts(session, window, ids)
+    for (integration_id, kind), count in counts.items():
+        report = reports[integration_id]
+        if kind == "retry":
+            report.retried = int(count)
+        else:
+            report.calls = int(count)
+
+
+def _event_counts(
+    session: Session, subscriptions: list[Any] | None, ids: list[int]
+) -> dict[tuple[int, str], int]:
+    """{(integration id, "retry" | "attempt"): count} for the subscriptions matching
+    `subscriptions` (None: every subscription): the students with at least one retry, and
+    the attempts (calls) made for them."""
     s, e = Subscription, SubscriptionEvent
-    retried = session.execute(
-        select(s.integration_id, func.count(func.distinct(e.subscription_id)))
-        .join(s, s.id == e.subscription_id)
-        .where(e.kind == "retry", *window)
-        .group_by(s.integration_id)
-    ).all()
-    for integration_id, count in retried:
-        reports[integration_id].retried = int(count)
-    calls = session.execute(
-        select(e.integration_id, func.count())
-        .join(s, s.id == e.subscription_id)
-        .where(e.kind == "attempt", *window)
-        .group_by(e.integration_id)
-    ).all()
-    for called, count in calls:
-        if called is not None and called in reports:
-            reports[called].calls = int(count)
+    counts: dict[tuple[int, str], int] = {}
+    for kind, measure in (
+        ("retry", func.count(func.distinct(e.subscription_id))),
+        ("attempt", func.count()),
+    ):
+        query = select(e.integration_id, measure).where(
+            e.kind == kind, e.subscription_id.is_not(None), e.integration_id.in_(ids)
+        )
+        if subscriptions is not None:
+            query = query.join(s, s.id == e.subscription_id).where(*subscriptions)
+        for integration_id, count in session.execute(query.group_by(e.integration_id)):
+            if integration_id is not None:  # filtered above; for the type checker
+                counts[(integration_id, kind)] = int(count)
+    return counts
 
 
 def utc_day(session: Session, column: Any) -> Any:

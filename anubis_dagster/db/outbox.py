@@ -86,12 +86,24 @@ def bulk_event_rows(
     cost anything: intake's statuses publish none, so its hot path pays one dict lookup a row.
     `events` are the batch's event rows: their `operation_name` is the event's `reason`."""
     now = now or utcnow()
-    rows: list[dict[str, Any]] = []
     created = [v for v in created if event_type(v["status"], imported=_imported(v)) is not None]
     changes = {u["id"]: u for u in updated if event_type(u.get("status", "")) is not None}
     if not created and not changes:
         return 0
     operations = {e["subscription_id"]: e["operation_name"] for e in events}
+    rows = _created_rows(created, operations, now=now)
+    if changes:
+        rows += _updated_rows(session, changes, operations, now=now)
+    if rows:
+        session.execute(insert(OutboxEvent), rows)
+    return len(rows)
+
+
+def _created_rows(
+    created: list[dict[str, Any]], operations: dict[Any, str], *, now: datetime
+) -> list[dict[str, Any]]:
+    """New subscriptions carry everything the event needs, so they cost no read."""
+    rows: list[dict[str, Any]] = []
     for values in created:
         change = StatusChange(
             subscription_id=values["id"],
@@ -106,34 +118,44 @@ def bulk_event_rows(
         row = outbox_values(change, now=now, imported=_imported(values))
         if row is not None:
             rows.append(row)
-    if changes:
-        columns = (
-            Subscription.id,
-            Subscription.status,
-            Subscription.order_id,
-            Subscription.integration_id,
-            Subscription.origin,
-            Subscription.external_id,
+    return rows
+
+
+def _updated_rows(
+    session: Session,
+    changes: dict[Any, dict[str, Any]],
+    operations: dict[Any, str],
+    *,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Updates carry only the changed columns: the previous status and the event's other
+    fields come from one read of the table, done before the update lands."""
+    columns = (
+        Subscription.id,
+        Subscription.status,
+        Subscription.order_id,
+        Subscription.integration_id,
+        Subscription.origin,
+        Subscription.external_id,
+    )
+    rows: list[dict[str, Any]] = []
+    for sid, status, order_id, integration_id, origin, partner in session.execute(
+        select(*columns).where(Subscription.id.in_(list(changes)))
+    ):
+        change = StatusChange(
+            subscription_id=sid,
+            order_id=order_id,
+            integration_id=integration_id,
+            origin=origin,
+            status=changes[sid]["status"],
+            previous_status=status,
+            reason=operations.get(sid, "update"),
+            partner_id=changes[sid].get("external_id", partner),
         )
-        for sid, status, order_id, integration_id, origin, partner in session.execute(
-            select(*columns).where(Subscription.id.in_(list(changes)))
-        ):
-            change = StatusChange(
-                subscription_id=sid,
-                order_id=order_id,
-                integration_id=integration_id,
-                origin=origin,
-                status=changes[sid]["status"],
-                previous_status=status,
-                reason=operations.get(sid, "update"),
-                partner_id=changes[sid].get("external_id", partner),
-            )
-            row = outbox_values(change, now=now)
-            if row is not None:
-                rows.append(row)
-    if rows:
-        session.execute(insert(OutboxEvent), rows)
-    return len(rows)
+        row = outbox_values(change, now=now)
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 # --- the publisher's side ---------------------------------------------------------------------

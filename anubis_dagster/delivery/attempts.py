@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from anubis_dagster.clients.http import AttemptSubject, CallContext, HttpResult, stored_body
+from anubis_dagster.clients.http import AttemptSubject, CallContext, HttpResult
+from anubis_dagster.clients.results import stored_body
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.db.transitions import finish_attempt, record_attempt

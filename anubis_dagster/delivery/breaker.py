@@ -194,31 +194,7 @@ def give_back_attempts(
             subscription = session.get(Subscription, subscription_id)
             if subscription is None:
                 continue
-            events = list(
-                session.scalars(
-                    select(SubscriptionEvent).where(
-                        SubscriptionEvent.subscription_id == subscription_id,
-                        SubscriptionEvent.created_at >= since,
-                        SubscriptionEvent.kind.in_((RETRY, TRANSITION)),
-                    )
-                )
-            )
-            charged = sum(1 for e in events if e.kind == RETRY)
-            ended = [
-                e
-                for e in events
-                if e.kind == TRANSITION
-                and e.status in (Status.FAILED.value, Status.UNKNOWN.value)
-                and (e.error_message or "").startswith("retries exhausted")
-            ]
-            if ended and subscription.status in (Status.FAILED.value, Status.UNKNOWN.value):
-                attempts = subscription.attempts
-                requeued = requeue(
-                    session, subscription.integration_id, ids=[subscription_id], run_id=run_id
-                ).requeued
-                if requeued:
-                    charged += 1
-                    subscription.attempts = attempts  # `requeue` forgives all; we give back
+            charged = _charged_in_streak(session, subscription, since=since, run_id=run_id)
             charged = min(charged, subscription.attempts)
             if not charged:
                 continue
@@ -236,6 +212,41 @@ def give_back_attempts(
             )
             given.append(subscription_id)
     return given
+
+
+def _charged_in_streak(
+    session: Session, subscription: Subscription, *, since: datetime, run_id: str | None
+) -> int:
+    """The attempts the streak cost this student, read from its events, since the outage was
+    not the student's fault. One whose retries ran out in the streak is requeued here (its last
+    attempt counts too), with `requeue`'s reset of the attempts undone: the caller gives back
+    only what the streak cost."""
+    events = list(
+        session.scalars(
+            select(SubscriptionEvent).where(
+                SubscriptionEvent.subscription_id == subscription.id,
+                SubscriptionEvent.created_at >= since,
+                SubscriptionEvent.kind.in_((RETRY, TRANSITION)),
+            )
+        )
+    )
+    charged = sum(1 for e in events if e.kind == RETRY)
+    ended = [
+        e
+        for e in events
+        if e.kind == TRANSITION
+        and e.status in (Status.FAILED.value, Status.UNKNOWN.value)
+        and (e.error_message or "").startswith("retries exhausted")
+    ]
+    if ended and subscription.status in (Status.FAILED.value, Status.UNKNOWN.value):
+        attempts = subscription.attempts
+        requeued = requeue(
+            session, subscription.integration_id, ids=[subscription.id], run_id=run_id
+        ).requeued
+        if requeued:
+            charged += 1
+            subscription.attempts = attempts  # `requeue` forgives all; we give back
+    return charged
 
 
 class Gate:

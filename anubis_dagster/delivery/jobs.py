@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field, PositiveInt, field_validator
 from sqlalchemy import select
 
+from anubis_dagster.alerts.delivery_runs import run_alerts
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.clients.errors import PartnerProblem
 from anubis_dagster.clients.http import CallContext
@@ -28,7 +29,6 @@ from anubis_dagster.clients.quota import Quota
 from anubis_dagster.core.masking import mask_text, scrub_exception
 from anubis_dagster.db.models import Integration
 from anubis_dagster.delivery.adapter_store import DbAdapterStore
-from anubis_dagster.delivery.alerts import run_alerts
 from anubis_dagster.delivery.attempts import call_context
 from anubis_dagster.delivery.requeue import requeue, retry_now
 from anubis_dagster.delivery.service import (
@@ -359,6 +359,34 @@ def build_delivery_jobs(
     by_key = dict(adapter_by_key or {})
     check_keys = [k for k in keys if k not in by_key or by_key[k].check_statuses]
 
+    delivery_request = _delivery_request_op(keys)
+    fix_data, prepare, register, check = _step_ops(resource_keys)
+
+    @dg.job(
+        config=_partitioned_config(keys, "deliver", by_key),
+        executor_def=dg.in_process_executor,
+        tags={**DELIVERY_TAGS, "anubis/flow": "deliver", "anubis/action": "deliver"},
+        description="Due subscriptions of one integration: fix data → prepare → register.",
+    )
+    def deliver_job() -> None:
+        register(prepare(fix_data(delivery_request())))
+
+    @dg.job(
+        config=_partitioned_config(check_keys, "check", by_key),
+        executor_def=dg.in_process_executor,
+        tags={**DELIVERY_TAGS, "anubis/flow": "check", "anubis/action": "check"},
+        description="Registered subscriptions of one integration: status at the partner.",
+    )
+    def check_job() -> None:
+        check(delivery_request())
+
+    return deliver_job, check_job
+
+
+def _delivery_request_op(keys: list[str]) -> dg.OpDefinition:
+    """Built per code location because its config schema names the integrations (the
+    partitions); the first op of both jobs, so the operator's settings apply once per run."""
+
     @dg.op(
         config_schema=partitioned_schema(DeliveryConfig, keys),
         description="Reads the Launchpad settings; applies requeue and retry-now first (a dry "
@@ -386,6 +414,13 @@ def build_delivery_jobs(
         return DeliveryRequest(
             subscription_ids=list(config.subscription_ids), limit=limit, dry_run=config.dry_run
         )
+
+    return delivery_request
+
+
+def _step_ops(resource_keys: set[str]) -> tuple[dg.OpDefinition, ...]:
+    """fix_data, prepare, register and check. Built per code location because they need the
+    resources of every adapter it serves; each only hands its step to `StepRunner`."""
 
     @dg.op(required_resource_keys=resource_keys)
     @retry_unexpected_errors
@@ -424,22 +459,4 @@ def build_delivery_jobs(
         with _runner(context, context.resources.app_db, request) as (runner, call):
             return _output(context, runner.check(), call, request, last=True)
 
-    @dg.job(
-        config=_partitioned_config(keys, "deliver", by_key),
-        executor_def=dg.in_process_executor,
-        tags={**DELIVERY_TAGS, "anubis/flow": "deliver", "anubis/action": "deliver"},
-        description="Due subscriptions of one integration: fix data → prepare → register.",
-    )
-    def deliver_job() -> None:
-        register(prepare(fix_data(delivery_request())))
-
-    @dg.job(
-        config=_partitioned_config(check_keys, "check", by_key),
-        executor_def=dg.in_process_executor,
-        tags={**DELIVERY_TAGS, "anubis/flow": "check", "anubis/action": "check"},
-        description="Registered subscriptions of one integration: status at the partner.",
-    )
-    def check_job() -> None:
-        check(delivery_request())
-
-    return deliver_job, check_job
+    return fix_data, prepare, register, check

@@ -15,8 +15,8 @@ import time
 
 import dagster as dg
 
+from anubis_dagster.delivery.claims import release_claims
 from anubis_dagster.delivery.planner import plan_due_runs, run_in_flight, runs_in_flight
-from anubis_dagster.delivery.service import release_claims
 from anubis_dagster.resources import AppDatabase
 
 # where the run-storage reads used to live (tests and scripts import them from here)

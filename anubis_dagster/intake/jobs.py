@@ -3,14 +3,17 @@ reads the range chunk by chunk and commits each chunk with the watermark)."""
 
 # No `from __future__ import annotations` here: Dagster reads op and sensor annotations at runtime.
 
+from collections.abc import Sequence
+
 import dagster as dg
 from pydantic import Field, PositiveInt, field_validator
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
+from anubis_dagster.core.drift import Drift
 from anubis_dagster.intake.loop import ingest_orders
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
+from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.intake.resources import OrdersSourceResource
-from anubis_dagster.intake.service import IntakeReport
 from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
@@ -89,36 +92,9 @@ def ingest_paid_orders(
         )
     except OrdersTableMissing as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    report, drifts = outcome.report, outcome.drifts
-
-    # one message, not one per outcome: each log line is an event Dagster stores
-    context.log.info(
-        "\n".join(
-            [
-                f"intake: {report.orders} orders, {report.created} new subscriptions, "
-                f"{report.unchanged} already known, {report.revalidated} validated again, "
-                f"{len(report.unrouted)} unrouted, {len(report.quarantined)} quarantined, "
-                f"{report.errors} errors",
-                *(f"  {outcome}: {count}" for outcome, count in sorted(report.by_outcome.items())),
-            ]
-        )
-    )
-    metadata: dict[str, dg.RawMetadataValue] = {
-        "orders": report.orders,
-        "created": report.created,
-        "unchanged": report.unchanged,
-        "revalidated": report.revalidated,
-        "unrouted": len(report.unrouted),
-        "quarantined": len(report.quarantined),
-        "errors": report.errors,
-        "by_integration_origin_status": dg.MetadataValue.json(dict(report.by_outcome)),
-        "unrouted_examples": dg.MetadataValue.json(report.unrouted[:UNROUTED_EXAMPLES]),
-        "quarantined_examples": dg.MetadataValue.json(report.quarantined[:UNROUTED_EXAMPLES]),
-        # invalid orders per integration and reason, unrouted ones per reason; drifts alerted
-        "invalid": sum(report.invalid_by_reason.values()),
-        "by_reason": dg.MetadataValue.json(report.reasons_json()),
-        "drift_alerts": dg.MetadataValue.json([d.message() for d in drifts]),
-    }
+    report = outcome.report
+    _log_report(context, report)
+    metadata = _report_metadata(report, outcome.drifts)
     if report.quarantined:
         _alert_quarantined(report, context.run_id)
     if report.errors:
@@ -137,6 +113,43 @@ def ingest_paid_orders(
         "quarantined": len(report.quarantined),
     }
     return dg.Output(summary, metadata=metadata)
+
+
+def _log_report(context: dg.OpExecutionContext, report: IntakeReport) -> None:
+    """One message, not one per outcome: each log line is an event Dagster stores."""
+    context.log.info(
+        "\n".join(
+            [
+                f"intake: {report.orders} orders, {report.created} new subscriptions, "
+                f"{report.unchanged} already known, {report.revalidated} validated again, "
+                f"{len(report.unrouted)} unrouted, {len(report.quarantined)} quarantined, "
+                f"{report.errors} errors",
+                *(f"  {outcome}: {count}" for outcome, count in sorted(report.by_outcome.items())),
+            ]
+        )
+    )
+
+
+def _report_metadata(
+    report: IntakeReport, drifts: Sequence[Drift]
+) -> "dict[str, dg.RawMetadataValue]":  # a type only the checker knows
+    """The run's figures and examples on the op's output, where the UI shows them per run."""
+    return {
+        "orders": report.orders,
+        "created": report.created,
+        "unchanged": report.unchanged,
+        "revalidated": report.revalidated,
+        "unrouted": len(report.unrouted),
+        "quarantined": len(report.quarantined),
+        "errors": report.errors,
+        "by_integration_origin_status": dg.MetadataValue.json(dict(report.by_outcome)),
+        "unrouted_examples": dg.MetadataValue.json(report.unrouted[:UNROUTED_EXAMPLES]),
+        "quarantined_examples": dg.MetadataValue.json(report.quarantined[:UNROUTED_EXAMPLES]),
+        # invalid orders per integration and reason, unrouted ones per reason; drifts alerted
+        "invalid": sum(report.invalid_by_reason.values()),
+        "by_reason": dg.MetadataValue.json(report.reasons_json()),
+        "drift_alerts": dg.MetadataValue.json([d.message() for d in drifts]),
+    }
 
 
 @dg.job(

@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 from anubis_dagster.core.drift import Drift
 from anubis_dagster.intake.drift import alert_drifts
 from anubis_dagster.intake.orders_source import OrderKey, OrderRow, OrdersSource
-from anubis_dagster.intake.service import IntakeReport, ingest, load_routes
+from anubis_dagster.intake.report import IntakeReport
+from anubis_dagster.intake.routes import load_routes
+from anubis_dagster.intake.service import ingest
 from anubis_dagster.intake.watermark import advance_watermark
 from anubis_dagster.integrations.base import initial_status_for
 

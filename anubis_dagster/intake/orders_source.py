@@ -54,8 +54,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
+from anubis_dagster.core.field_rules import MAX_ID
 from anubis_dagster.core.masking import mask_text
-from anubis_dagster.core.validation import MAX_ID
 from anubis_dagster.db.models import UTCDateTime
 from anubis_dagster.db.session import anubis_home, get_engine, normalize_url
 from anubis_dagster.settings import get_settings

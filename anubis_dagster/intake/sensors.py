@@ -24,7 +24,7 @@ import dagster as dg
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.intake.jobs import INTAKE_MAX_RUNTIME_SECONDS, intake_job
 from anubis_dagster.intake.orders_source import OrdersTableMissing
-from anubis_dagster.intake.planning import plan_run
+from anubis_dagster.intake.planning import IntakeBatch, plan_run
 from anubis_dagster.intake.resources import OrdersSourceResource
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.resources import AppDatabase
@@ -130,6 +130,13 @@ def paid_orders_sensor(
             skip_reason=dg.SkipReason("no new paid orders"), cursor=state.to_json()
         )
 
+    return _request_batch(state, batch)
+
+
+def _request_batch(state: SensorState, batch: IntakeBatch) -> dg.SensorResult | dg.SkipReason:
+    """Asking again for a range whose run did not finish is how a failed range is retried, so
+    the attempt goes into the run key (a new run, not a deduplicated one) and, past a few,
+    the asks back off."""
     after = batch.after.to_json() if batch.after else ""
     until = batch.until.to_json()
     # the same range again means its last run failed, was cancelled or never launched

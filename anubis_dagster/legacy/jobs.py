@@ -11,6 +11,7 @@
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -24,6 +25,9 @@ from anubis_dagster.partitions import (
 from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
 from anubis_dagster.run_tags import ACTION_TAG, run_tags
+
+if TYPE_CHECKING:
+    from anubis_dagster.legacy.importer import ImportReport
 
 
 def _aware(value: str) -> str:
@@ -65,11 +69,18 @@ def _parse(value: str) -> datetime:
 
 def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]:
     keys = sorted(set(integration_keys))
+    return [_go_live_job(keys), _takeover_job(keys), _legacy_import_job(keys)]
 
-    def partitioned(
-        action: str, op_name: str
-    ) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
-        return integration_partitions(keys, op_name, lambda key: run_tags(action, key))
+
+def _partitioned(
+    keys: list[str], action: str, op_name: str
+) -> dg.PartitionedConfig[dg.StaticPartitionsDefinition]:
+    return integration_partitions(keys, op_name, lambda key: run_tags(action, key))
+
+
+def _go_live_job(keys: list[str]) -> dg.JobDefinition:
+    """One builder per job, its op beside it: an op's config schema names the partitions, so
+    op and job are built together from the same keys."""
 
     @dg.op(config_schema=partitioned_schema(GoLiveConfig, keys))
     @scrub_errors
@@ -89,6 +100,21 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
                 "watermark_moved_to": change.floor_after.to_json() if change.floor_after else "-",
             },
         )
+
+    @dg.job(
+        config=_partitioned(keys, "go_live", "set_go_live_point"),
+        tags={ACTION_TAG: "go_live"},
+        description="Set the integration's go-live point (orders paid before it are never "
+        "sent). dry_run is on by default. docs/cutover.md.",
+    )
+    def go_live() -> None:
+        set_go_live_point()
+
+    return go_live
+
+
+def _takeover_job(keys: list[str]) -> dg.JobDefinition:
+    """Its own builder so that the takeover's op and job read together (see `_go_live_job`)."""
 
     @dg.op(config_schema=partitioned_schema(TakeoverConfig, keys))
     @scrub_errors
@@ -118,39 +144,29 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
             },
         )
 
+    @dg.job(
+        config=_partitioned(keys, "takeover", "take_over_range"),
+        tags={ACTION_TAG: "takeover"},
+        description="Send the integration's orders paid in [start, end) although before its "
+        "go-live point (idempotent; dry_run by default).",
+    )
+    def takeover() -> None:
+        take_over_range()
+
+    return takeover
+
+
+def _legacy_import_job(keys: list[str]) -> dg.JobDefinition:
+    """Its own builder so that the import's op and job read together (see `_go_live_job`)."""
+
     @dg.op(config_schema=partitioned_schema(LegacyImportConfig, keys))
     @scrub_errors
     def import_legacy_records(
         context: dg.OpExecutionContext, app_db: AppDatabase
     ) -> dg.Output[int]:
-        from anubis_dagster.legacy.operations import (
-            LegacyCsvInvalid,
-            LegacySourceMissing,
-            reader_for,
-            run_import,
-        )
-
         key = partition_integration(context)  # refused: nothing done
         config = settings(LegacyImportConfig, context.op_config)
-        try:
-            reader = reader_for(key)
-            report, errors = run_import(
-                app_db.resolved_url,
-                key,
-                reader,
-                skip_bad=config.skip_bad,
-                dry_run=config.dry_run,
-                tty=False,
-                run_id=context.run_id,
-            )
-        except LegacyCsvInvalid as exc:
-            raise dg.Failure(
-                description=str(exc),
-                metadata={"errors": dg.MetadataValue.json(exc.errors[:50])},
-                allow_retries=False,
-            ) from None
-        except LegacySourceMissing as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        report, errors = _import(key, config, app_db.resolved_url, context.run_id)
         context.log.info(report.describe())
         return dg.Output(
             report.total_imported,
@@ -164,25 +180,7 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
         )
 
     @dg.job(
-        config=partitioned("go_live", "set_go_live_point"),
-        tags={ACTION_TAG: "go_live"},
-        description="Set the integration's go-live point (orders paid before it are never "
-        "sent). dry_run is on by default. docs/cutover.md.",
-    )
-    def go_live() -> None:
-        set_go_live_point()
-
-    @dg.job(
-        config=partitioned("takeover", "take_over_range"),
-        tags={ACTION_TAG: "takeover"},
-        description="Send the integration's orders paid in [start, end) although before its "
-        "go-live point (idempotent; dry_run by default).",
-    )
-    def takeover() -> None:
-        take_over_range()
-
-    @dg.job(
-        config=partitioned("legacy_import", "import_legacy_records"),
+        config=_partitioned(keys, "legacy_import", "import_legacy_records"),
         tags={ACTION_TAG: "legacy_import"},
         description="Import what the integration's legacy service sent (source from the "
         "settings, never from the launch). Idempotent and resumable.",
@@ -190,4 +188,36 @@ def build_legacy_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     def legacy_import() -> None:
         import_legacy_records()
 
-    return [go_live, takeover, legacy_import]
+    return legacy_import
+
+
+def _import(
+    key: str, config: LegacyImportConfig, db_url: str, run_id: str
+) -> "tuple[ImportReport, list[str]]":
+    """A source that is missing or invalid fails the run without retries: retrying cannot fix
+    the settings or the file, a person must."""
+    from anubis_dagster.legacy.operations import (
+        LegacyCsvInvalid,
+        LegacySourceMissing,
+        reader_for,
+        run_import,
+    )
+
+    try:
+        return run_import(
+            db_url,
+            key,
+            reader_for(key),
+            skip_bad=config.skip_bad,
+            dry_run=config.dry_run,
+            tty=False,
+            run_id=run_id,
+        )
+    except LegacyCsvInvalid as exc:
+        raise dg.Failure(
+            description=str(exc),
+            metadata={"errors": dg.MetadataValue.json(exc.errors[:50])},
+            allow_retries=False,
+        ) from None
+    except LegacySourceMissing as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None

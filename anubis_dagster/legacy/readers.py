@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from anubis_dagster.core.validation import check_cpf
+from anubis_dagster.core.field_rules import check_cpf
 from anubis_dagster.db.session import normalize_url
 from anubis_dagster.legacy.mapping import map_status
 from anubis_dagster.legacy.records import LegacyRecord

@@ -237,44 +237,58 @@ def release_shadowed(
     }
     for subscription_id in wanted:
         subscription = found.get(subscription_id)
-        if subscription is None:
-            reason = "not a subscription of this integration"
-        elif subscription.status != Status.SHADOWED:
-            reason = f"status {subscription.status}, not shadowed"
-        elif subscription.anonymized_at is not None:
-            reason = "personal data removed by retention (LGPD)"
-        else:
-            reason = ""
+        reason = _why_not_released(subscription)
         if reason:
             result.skipped.append({"id": subscription_id, "reason": reason})
             continue
         assert subscription is not None
-        if dry_run:
-            result.released.append(subscription_id)
-            continue
-        try:
-            with session.begin_nested():
-                transition(
-                    session,
-                    subscription,
-                    target,
-                    operation="takeover",
-                    run_id=run_id,
-                    requeue=True,
-                    response={"note": "released from the shadow run: Anubis sends it"},
-                )
-                subscription.ies_data = {
-                    **(subscription.ies_data or {}),
-                    RELEASED_KEY: now.isoformat(),
-                }
-                subscription.attempts = 0
-                subscription.scheduled_to = now
-                subscription.claimed_by = subscription.claimed_until = None
-                session.flush()
-        except IntegrityError:
+        if not dry_run and not _release(session, subscription, target, now=now, run_id=run_id):
             result.skipped.append(
                 {"id": subscription_id, "reason": "another active subscription holds the CPF"}
             )
             continue
         result.released.append(subscription_id)
     return result
+
+
+def _why_not_released(subscription: Subscription | None) -> str:
+    """Only a shadowed student whose data is still there can be sent; the reason goes back to
+    the operator, without personal data, so a takeover's report explains every skip."""
+    if subscription is None:
+        return "not a subscription of this integration"
+    if subscription.status != Status.SHADOWED:
+        return f"status {subscription.status}, not shadowed"
+    if subscription.anonymized_at is not None:
+        return "personal data removed by retention (LGPD)"
+    return ""
+
+
+def _release(
+    session: Session,
+    subscription: Subscription,
+    target: Status,
+    *,
+    now: datetime,
+    run_id: str | None,
+) -> bool:
+    """In a savepoint, so that one student whose CPF another active subscription holds is
+    skipped without undoing the others (False)."""
+    try:
+        with session.begin_nested():
+            transition(
+                session,
+                subscription,
+                target,
+                operation="takeover",
+                run_id=run_id,
+                requeue=True,
+                response={"note": "released from the shadow run: Anubis sends it"},
+            )
+            subscription.ies_data = {**(subscription.ies_data or {}), RELEASED_KEY: now.isoformat()}
+            subscription.attempts = 0
+            subscription.scheduled_to = now
+            subscription.claimed_by = subscription.claimed_until = None
+            session.flush()
+    except IntegrityError:
+        return False
+    return True

@@ -59,6 +59,12 @@ def _partitions(keys: list[str], action: str, op_name: str) -> dg.PartitionedCon
 
 def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]:
     keys = sorted(set(integration_keys))
+    return [_shadow_mode_job(keys), _shadow_report_job(keys)]
+
+
+def _shadow_mode_job(keys: list[str]) -> dg.JobDefinition:
+    """One builder per job, its op beside it: an op's config schema names the partitions, so
+    op and job are built together from the same keys."""
 
     @dg.op(
         config_schema=partitioned_schema(ShadowModeConfig, keys),
@@ -94,6 +100,12 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     )
     def shadow_mode() -> None:
         set_shadow_mode()
+
+    return shadow_mode
+
+
+def _shadow_report_job(keys: list[str]) -> dg.JobDefinition:
+    """Its own builder so that the report's op and job read together (see `_shadow_mode_job`)."""
 
     @dg.op(
         config_schema=partitioned_schema(ShadowReportConfig, keys),
@@ -133,4 +145,4 @@ def build_shadow_jobs(integration_keys: Iterable[str]) -> list[dg.JobDefinition]
     def shadow_report() -> None:
         compare_with_legacy()
 
-    return [shadow_mode, shadow_report]
+    return shadow_report

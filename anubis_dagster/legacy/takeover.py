@@ -27,7 +27,7 @@ from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.legacy.go_live import as_utc, floor_key, integration_by_key
 
 if TYPE_CHECKING:  # intake is loaded when a takeover runs, not when this module is imported
-    from anubis_dagster.intake.service import IntakeReport
+    from anubis_dagster.intake.report import IntakeReport
 
 
 @dataclass
@@ -76,7 +76,8 @@ def takeover(
     """Take the orders paid in [start, end) over for `key`: intake of that range with `key`'s
     go-live point ignored, chunk by chunk, each chunk in its own transaction (committed, or
     rolled back in a dry run). `progress` is called with the orders done after each chunk."""
-    from anubis_dagster.intake.service import ingest, load_routes
+    from anubis_dagster.intake.routes import load_routes
+    from anubis_dagster.intake.service import ingest
     from anubis_dagster.integrations.base import initial_status_for
 
     start, end = as_utc(start), as_utc(end)

@@ -10,6 +10,9 @@ What is worth reading, and what is not:
 - the partner's quota held the run back: ⚠️;
 - the routine "finished" summary: ℹ️, only with `ANUBIS_RUN_SUMMARIES=true`; the daily digest
   (`alerts.digest`) reports the same numbers once a day per integration.
+
+It lives with the other messages people read (`alerts/`), not in `delivery/`: `delivery.jobs`
+hands it the run's step reports as plain dicts, so it imports nothing of the delivery machinery.
 """
 
 from __future__ import annotations
@@ -74,6 +77,17 @@ def run_alerts(
     if none_succeeded or summaries:
         alerts.append(_summary(job, integration, run_id, started_at, reports, counts))
 
+    alerts.extend(_person_alerts(integration, run_id, reports))
+    quota = _quota_alert(integration, run_id, reports)
+    if quota is not None:
+        alerts.append(quota)
+    return alerts
+
+
+def _person_alerts(integration: str, run_id: str, reports: list[dict[str, Any]]) -> list[Alert]:
+    """Dead letters and held-unknown registrations each get their own 🚨: a person must act on
+    them, and the two actions differ."""
+    alerts = []
     dead = [i for r in reports for i in r["dead_lettered"]]
     if dead:
         alerts.append(
@@ -98,21 +112,21 @@ def run_alerts(
                 run_id=run_id,
             )
         )
+    return alerts
+
+
+def _quota_alert(integration: str, run_id: str, reports: list[dict[str, Any]]) -> Alert | None:
+    """A saturated quota slows every run without failing any: only this ⚠️ makes it visible."""
     waited = sum(float(r["stats"].get("quota_wait_seconds", 0)) for r in reports)
     refused = sum(int(r["stats"].get("http_429", 0)) for r in reports)
-    if waited >= get_settings().anubis_quota_alert_seconds or refused:
-        alerts.append(
-            Alert(
-                f"{integration} quota saturated",
-                [
-                    f"waited {waited:.0f} s for the quota",
-                    f"{refused} answers 429 from {integration}",
-                ],
-                "warning",
-                run_id,
-            )
-        )
-    return alerts
+    if waited < get_settings().anubis_quota_alert_seconds and not refused:
+        return None
+    return Alert(
+        f"{integration} quota saturated",
+        [f"waited {waited:.0f} s for the quota", f"{refused} answers 429 from {integration}"],
+        "warning",
+        run_id,
+    )
 
 
 def _summary(
