@@ -17,7 +17,7 @@ from anubis_dagster.delivery.due import Flow, flow_statuses, has_due
 from anubis_dagster.intake.orders_source import OrdersSource
 from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.integrations.base import adapter_class
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.partitions import partition_run_config
 
 if TYPE_CHECKING:
     from anubis_sandboxes.server import SandboxServer

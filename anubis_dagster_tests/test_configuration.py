@@ -12,7 +12,7 @@ import pytest
 
 from anubis_dagster.config.integrations import ConfigError, load_integrations
 from anubis_dagster.definitions import build_definitions
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster.settings import SettingsError, get_settings, reset_settings
 from anubis_dagster_tests.harness import QUIET
 

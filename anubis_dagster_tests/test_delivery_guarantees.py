@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import KROTON_OFFER, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, assert_attempts_match
 from anubis_sandboxes.kroton import KrotonSandbox

@@ -33,7 +33,7 @@ from anubis_dagster.legacy.operations import (
     run_takeover,
 )
 from anubis_dagster.legacy.readers import CsvLegacyReader, KrotonLegacyReader
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import QUIET, Harness
 from anubis_dagster_tests.legacy_kroton import add_students, legacy_database, set_status

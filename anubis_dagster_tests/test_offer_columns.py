@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import select
 
 from anubis_dagster.cli import main
+from anubis_dagster.cli.status import attempt_counts
 from anubis_dagster.core.offer import (
     CONVERSION_PATHS,
     OFFER_COLUMNS,
@@ -27,7 +28,6 @@ from anubis_dagster.db.migrate import MIGRATIONS_DIR, downgrade, upgrade
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import get_engine, session_scope
 from anubis_dagster.intake.orders_source import parse_timestamp
-from anubis_dagster.status import attempt_counts
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER, make_order
 from anubis_dagster_tests.test_intake_service import run_intake
 

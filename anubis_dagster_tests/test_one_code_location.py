@@ -20,7 +20,7 @@ from dagster_graphql.client.query import LAUNCH_PIPELINE_REEXECUTION_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from anubis_dagster.alerts.sensors import launched_by
-from anubis_dagster.launching import LAUNCHED_BY_TAG, LOCATION_NAME, execute_job_run
+from anubis_dagster.runtime.launching import LAUNCHED_BY_TAG, LOCATION_NAME, execute_job_run
 from anubis_dagster_tests.harness import Harness
 from anubis_sandboxes.kroton import KrotonSandbox
 

@@ -11,15 +11,15 @@ import dagster as dg
 import pytest
 from sqlalchemy import update
 
-from anubis_dagster import runner
+from anubis_dagster.cli import runner
 from anubis_dagster.core.breaker import BreakerPhase, BreakerState
 from anubis_dagster.db import breaker as store
 from anubis_dagster.db.models import Integration, Subscription
 from anubis_dagster.db.session import session_scope
 from anubis_dagster.delivery.breaker import api_names
 from anubis_dagster.integrations.base import adapter_class
-from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import ESTACIO_OFFER, make_order
 from anubis_dagster_tests.harness import Harness
 from anubis_sandboxes.kroton import KrotonSandbox

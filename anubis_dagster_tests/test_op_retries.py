@@ -11,7 +11,7 @@ import pytest
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from anubis_dagster.definitions import defs as code_location
-from anubis_dagster.policies import OP_MAX_RETRIES, retry_unexpected_errors
+from anubis_dagster.runtime.policies import OP_MAX_RETRIES, retry_unexpected_errors
 
 defs = code_location()  # the lazy code location, built as Dagster builds it
 

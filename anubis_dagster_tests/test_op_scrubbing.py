@@ -15,8 +15,8 @@ import pytest
 
 from anubis_dagster.console import jobs as console_jobs
 from anubis_dagster.definitions import build_definitions
-from anubis_dagster.policies import SCRUBBED
 from anubis_dagster.reference_data.names import SAMPLE_CSV
+from anubis_dagster.runtime.policies import SCRUBBED
 
 
 def op_functions(defs: dg.Definitions) -> dict[str, object]:

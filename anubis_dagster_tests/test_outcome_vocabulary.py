@@ -21,8 +21,8 @@ from anubis_dagster.integrations.estacio.mapping import (
 from anubis_dagster.integrations.kroton.mapping import (
     registration_refusal as kroton_refusal,
 )
-from anubis_dagster.launching import merged_config
-from anubis_dagster.partitions import integration_problem, partition_run_config, run_problem
+from anubis_dagster.runtime.launching import merged_config
+from anubis_dagster.runtime.partitions import integration_problem, partition_run_config, run_problem
 
 MS004 = {"sucesso": False, "codigo": "MS004", "mensagem": "Oferta não encontrada"}
 KEYS = ("kroton", "estacio")

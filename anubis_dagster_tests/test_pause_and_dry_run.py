@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from anubis_dagster.cli import main
 from anubis_dagster.db.models import Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
 from anubis_sandboxes.kroton import KrotonSandbox

@@ -24,9 +24,9 @@ from anubis_dagster.delivery import sensors
 from anubis_dagster.delivery.jobs import BASE_RUNTIME_SECONDS, max_runtime_seconds
 from anubis_dagster.delivery.sensors import run_in_flight, runs_in_flight
 from anubis_dagster.integrations.base import adapter_class
-from anubis_dagster.launching import LOCATION_NAME, execute_job_run
-from anubis_dagster.partitions import partition_run_config
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.launching import LOCATION_NAME, execute_job_run
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.conftest import ON_CI, POSTGRES_ADMIN_URL
 from anubis_dagster_tests.factories import make_order
 from anubis_dagster_tests.harness import Harness

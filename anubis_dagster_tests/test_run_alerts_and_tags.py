@@ -26,8 +26,8 @@ from starlette.testclient import TestClient
 
 from anubis_dagster.alerts.sensors import alert_on_run_failure
 from anubis_dagster.delivery.service import StepRunner
-from anubis_dagster.launching import merged_config
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.launching import merged_config
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness
 from anubis_sandboxes.kroton import KrotonSandbox

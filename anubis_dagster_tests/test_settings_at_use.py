@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import anubis_dagster
+from anubis_dagster.cli.runner import console_loggers
 from anubis_dagster.db.models import Subscription
 from anubis_dagster.delivery.recorder import next_check_delay
-from anubis_dagster.policies import op_retry_policy
-from anubis_dagster.runner import console_loggers
+from anubis_dagster.runtime.policies import op_retry_policy
 
 PACKAGE = Path(anubis_dagster.__file__).parent
 

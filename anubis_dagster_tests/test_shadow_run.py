@@ -18,7 +18,7 @@ from anubis_dagster.db.session import session_scope
 from anubis_dagster.legacy.records import LegacyRecord
 from anubis_dagster.legacy.shadow import PAYLOAD_KEY, release_shadowed, set_shadow
 from anubis_dagster.legacy.shadow_source import register_legacy_source, unregister_legacy_source
-from anubis_dagster.partitions import partition_run_config
+from anubis_dagster.runtime.partitions import partition_run_config
 from anubis_dagster_tests.factories import ESTACIO_OFFER, fmt_cpf, make_cpf, make_order
 from anubis_dagster_tests.harness import Harness, op_metadata
 from anubis_dagster_tests.test_estacio_e2e import estacio  # noqa: F401  (the fixture)

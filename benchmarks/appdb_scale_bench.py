@@ -476,6 +476,7 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
     from sqlalchemy import create_engine, select, text
 
     from anubis_dagster.alerts.webhook import run_url
+    from anubis_dagster.cli.status import attempt_counts, status_counts
     from anubis_dagster.console.report import build_report
     from anubis_dagster.console.student import find_student, parse_key, render_markdown
     from anubis_dagster.db.models import Integration
@@ -485,7 +486,6 @@ def measure(url: str, n: int, env: dict[str, str], retention_days: int) -> dict[
     from anubis_dagster.health import service
     from anubis_dagster.health.metrics import METRICS_DAYS, integration_health
     from anubis_dagster.resources import AppDatabase
-    from anubis_dagster.status import attempt_counts, status_counts
 
     results: dict[str, Any] = {}
     rng = random.Random(20)

@@ -258,7 +258,7 @@ class Anubis:
         return count
 
     def deliver(self, instance: Any = None) -> Any:
-        from anubis_dagster.partitions import partition_run_config
+        from anubis_dagster.runtime.partitions import partition_run_config
 
         return self.defs.resolve_job_def("deliver_job").execute_in_process(
             partition_key=KEY,

@@ -15,15 +15,15 @@ from pydantic import Field
 
 from anubis_dagster.alerts.digest import Digest, app_db_numbers
 from anubis_dagster.alerts.webhook import send_alert
-from anubis_dagster.partitions import (
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import (
     integration_partitions,
     partition_integration,
     partitioned_schema,
     settings,
 )
-from anubis_dagster.policies import scrub_errors
-from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import ACTION_TAG, INTEGRATION_TAG, run_tags
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import ACTION_TAG, INTEGRATION_TAG, run_tags
 from anubis_dagster.settings import get_settings
 
 DIGEST_TIMEZONE = "America/Sao_Paulo"

@@ -15,8 +15,8 @@ from dagster._utils.error import SerializableErrorInfo
 
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.core.masking import mask_text
-from anubis_dagster.partitions import was_refused
-from anubis_dagster.run_tags import ACTION_TAG, ALL_INTEGRATIONS, INTEGRATION_TAG
+from anubis_dagster.runtime.partitions import was_refused
+from anubis_dagster.runtime.run_tags import ACTION_TAG, ALL_INTEGRATIONS, INTEGRATION_TAG
 
 #: step failures shown per alert (a run of in-process ops rarely has more than one)
 SHOWN_FAILURES = 3

@@ -14,10 +14,10 @@ from anubis_dagster.console.student import (
     parse_launch_key,
     render_markdown,
 )
-from anubis_dagster.launchpad import checked_schema
-from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.runtime.launchpad import checked_schema
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import run_tags
 
 
 class StudentLookupConfig(dg.Config):

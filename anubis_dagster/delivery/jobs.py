@@ -43,15 +43,15 @@ from anubis_dagster.integrations.base import (
     adapter_class,
 )
 from anubis_dagster.integrations.partner_api import AdapterNotConfigured, PartnerClients
-from anubis_dagster.partitions import (
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import (
     integration_partitions,
     partition_integration,
     partitioned_schema,
     settings,
 )
-from anubis_dagster.policies import retry_unexpected_errors, scrub_errors
-from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import retag_run, run_tags
+from anubis_dagster.runtime.policies import retry_unexpected_errors, scrub_errors
+from anubis_dagster.runtime.run_tags import retag_run, run_tags
 
 #: a retried run (a crashed worker, `run_retries` in dagster.yaml) re-runs every op: each is
 #: idempotent, and a new worker (another pod) cannot read the dead one's op outputs

@@ -14,15 +14,15 @@ from pydantic import Field
 
 from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.delivery.pause import MAX_REASON_LENGTH, pause_alert, set_paused
-from anubis_dagster.partitions import (
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import (
     integration_partitions,
     partition_integration,
     partitioned_schema,
     settings,
 )
-from anubis_dagster.policies import scrub_errors
-from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import ACTION_TAG, retag_run, run_tags
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import ACTION_TAG, retag_run, run_tags
 
 
 class PauseConfig(dg.Config):

@@ -33,9 +33,9 @@ from anubis_dagster.health.first_evaluation import build_first_evaluation_sensor
 from anubis_dagster.health.metrics import METRICS_DAYS, THRESHOLDS
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
-from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import retag_run
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import retag_run
 
 HEALTH_CRON = "*/15 * * * *"
 #: a health run makes a handful of requests: anything longer is stuck

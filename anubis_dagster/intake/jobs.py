@@ -14,10 +14,10 @@ from anubis_dagster.intake.loop import ingest_orders
 from anubis_dagster.intake.orders_source import OrderKey, OrdersTableMissing
 from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.intake.resources import OrdersSourceResource
-from anubis_dagster.launchpad import checked_schema
-from anubis_dagster.policies import retry_unexpected_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.runtime.launchpad import checked_schema
+from anubis_dagster.runtime.policies import retry_unexpected_errors
+from anubis_dagster.runtime.run_tags import run_tags
 
 UNROUTED_EXAMPLES = 20
 QUARANTINE_ALERT_EXAMPLES = 10

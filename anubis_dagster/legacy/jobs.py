@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field, field_validator
 
-from anubis_dagster.partitions import (
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import (
     integration_partitions,
     partition_integration,
     partitioned_schema,
     settings,
 )
-from anubis_dagster.policies import scrub_errors
-from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import ACTION_TAG, run_tags
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import ACTION_TAG, run_tags
 
 if TYPE_CHECKING:
     from anubis_dagster.legacy.importer import ImportReport

@@ -21,15 +21,15 @@ from anubis_dagster.alerts.webhook import send_alert
 from anubis_dagster.legacy.shadow import set_shadow, shadow_alert
 from anubis_dagster.legacy.shadow_report import PeriodError, parse_period, parse_time
 from anubis_dagster.legacy.shadow_source import LegacySourceMissing, build_report
-from anubis_dagster.partitions import (
+from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.partitions import (
     integration_partitions,
     partition_integration,
     partitioned_schema,
     settings,
 )
-from anubis_dagster.policies import scrub_errors
-from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import ACTION_TAG, retag_run, run_tags
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import ACTION_TAG, retag_run, run_tags
 
 
 class ShadowModeConfig(dg.Config):

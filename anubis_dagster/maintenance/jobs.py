@@ -32,12 +32,12 @@ from sqlalchemy import delete, func, select
 
 from anubis_dagster.console.student import LookupKeyError, parse_key
 from anubis_dagster.db.models import CatalogCacheEntry
-from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.maintenance import pii
 from anubis_dagster.maintenance.compute_logs import purge_old_files
-from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.runtime.launchpad import checked_schema
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import run_tags
 from anubis_dagster.settings import get_settings
 
 BATCH = 200

@@ -21,11 +21,11 @@ from pydantic import Field, field_validator
 
 from anubis_dagster.console.student import parse_launch_key
 from anubis_dagster.intake.orders_source import OrdersSource
-from anubis_dagster.launchpad import checked_schema
 from anubis_dagster.maintenance import privacy
-from anubis_dagster.policies import scrub_errors
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.runtime.launchpad import checked_schema
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import run_tags
 from anubis_dagster.settings import get_settings
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from anubis_dagster.policies import scrub_errors
 from anubis_dagster.reference_data.names import SAMPLE_CSV, import_names, read_names_csv
 from anubis_dagster.resources import AppDatabase
-from anubis_dagster.run_tags import run_tags
+from anubis_dagster.runtime.policies import scrub_errors
+from anubis_dagster.runtime.run_tags import run_tags
 from anubis_dagster.settings import get_settings
 
 

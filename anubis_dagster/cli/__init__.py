@@ -78,17 +78,17 @@ def _cmd_orders_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from anubis_dagster.db.ready import prepare_for_reading
-    from anubis_dagster.delivery.pause import paused_integrations
-    from anubis_dagster.intake.orders_source import OrdersSource
-    from anubis_dagster.legacy.go_live import go_live_lines
-    from anubis_dagster.legacy.modes import shadow_modes
-    from anubis_dagster.status import (
+    from anubis_dagster.cli.status import (
         attempt_counts,
         attempts_heading,
         format_table,
         status_counts,
     )
+    from anubis_dagster.db.ready import prepare_for_reading
+    from anubis_dagster.delivery.pause import paused_integrations
+    from anubis_dagster.intake.orders_source import OrdersSource
+    from anubis_dagster.legacy.go_live import go_live_lines
+    from anubis_dagster.legacy.modes import shadow_modes
 
     if args.attempt_days < 0:
         print("anubis: --attempt-days must be 0 or more", file=sys.stderr)
@@ -143,9 +143,9 @@ def _cmd_pause(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from anubis_dagster.cli.runner import run_pass, run_until
     from anubis_dagster.definitions import build_definitions
-    from anubis_dagster.instance import get_instance
-    from anubis_dagster.runner import run_pass, run_until
+    from anubis_dagster.runtime.instance import get_instance
 
     defs = build_definitions()  # from the environment as it is now
     if args.watch:
@@ -165,11 +165,11 @@ def _cmd_digest(args: argparse.Namespace) -> int:
     """The daily digest now, one run of `daily_digest_job` per enabled integration."""
     from sqlalchemy import select
 
+    from anubis_dagster.cli.runner import console_loggers
     from anubis_dagster.db.models import Integration
     from anubis_dagster.definitions import build_definitions
-    from anubis_dagster.instance import get_instance
-    from anubis_dagster.launching import execute_job_run
-    from anubis_dagster.runner import console_loggers
+    from anubis_dagster.runtime.instance import get_instance
+    from anubis_dagster.runtime.launching import execute_job_run
 
     defs = build_definitions()
     instance = get_instance()
@@ -367,7 +367,3 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigError) as exc:  # a bad setting: its message, no traceback
         print(f"anubis: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

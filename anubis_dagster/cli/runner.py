@@ -34,8 +34,8 @@ from anubis_dagster.intake.planning import plan_batches
 from anubis_dagster.intake.sensors import intake_run_in_flight
 from anubis_dagster.intake.watermark import read_watermark
 from anubis_dagster.integrations.base import adapter_class
-from anubis_dagster.launching import execute_job_run
 from anubis_dagster.resources import AppDatabase
+from anubis_dagster.runtime.launching import execute_job_run
 from anubis_dagster.settings import get_settings
 
 

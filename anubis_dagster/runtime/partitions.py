@@ -24,8 +24,8 @@ import dagster as dg
 from dagster._config import ConfigScalar, ConfigScalarKind
 from dagster._config.errors import PostProcessingError
 
-from anubis_dagster.launchpad import checked_schema
-from anubis_dagster.run_tags import INTEGRATION_TAG
+from anubis_dagster.runtime.launchpad import checked_schema
+from anubis_dagster.runtime.run_tags import INTEGRATION_TAG
 
 #: the op config field naming the run's integration
 INTEGRATION_FIELD = "integration"
