@@ -32,6 +32,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import yaml
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -239,7 +240,8 @@ query PartitionTags($repositorySelector: RepositorySelector!, $partition: String
   partitionSetOrError(repositorySelector: $repositorySelector,
                       partitionSetName: "deliver_job_partition_set") {
     ... on PartitionSet { partition(partitionName: $partition) {
-        tagsOrError { ... on PartitionTags { results { key value } } } } }
+        tagsOrError { ... on PartitionTags { results { key value } } }
+        runConfigOrError { ... on PartitionRunConfig { yaml } } } }
   }
 }"""
 LAUNCH_RUN = """
@@ -254,18 +256,22 @@ mutation LaunchRun($executionParams: ExecutionParams!) {
 
 
 def _launch_like_the_launchpad(topology: Topology, partition: str, config: dict[str, Any]) -> str:
-    """What the Launchpad does: the partition's tags, then launchRun with the edited config."""
+    """What the Launchpad does: the partition's tags and run config (which names its
+    integration), then launchRun with that config, edited."""
     data = topology.graphql(
         PARTITION_TAGS, {"repositorySelector": REPOSITORY, "partition": partition}
     )
-    tags = data["partitionSetOrError"]["partition"]["tagsOrError"]["results"]
+    found = data["partitionSetOrError"]["partition"]
+    tags = found["tagsOrError"]["results"]
     assert {"key": "anubis/slot", "value": f"{partition}:deliver"} in tags
+    run_config = yaml.safe_load(found["runConfigOrError"]["yaml"])
+    run_config["ops"]["delivery_request"]["config"].update(config)
     result = topology.graphql(
         LAUNCH_RUN,
         {
             "executionParams": {
                 "selector": {**REPOSITORY, "jobName": "deliver_job"},
-                "runConfigData": {"ops": {"delivery_request": {"config": config}}},
+                "runConfigData": run_config,
                 "executionMetadata": {"tags": tags},
                 "mode": "default",
             }

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from anubis_dagster.alerts.once import claim_daily
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.clients.probes import Level, Probe, ProbeResult
 from anubis_dagster.console.report import IntegrationReport, as_date, utc_day
@@ -30,7 +31,6 @@ from anubis_dagster.health.alerting import (
     CheckOutcome,
     change_alert,
     changed_state,
-    claim_daily,
 )
 from anubis_dagster.health.metrics import (
     MEANINGS,

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from anubis_dagster.alerts.once import claim_daily
 from anubis_dagster.alerts.webhook import Alert, send_alert
 from anubis_dagster.core.drift import Drift, DriftThresholds, find_drifts
-from anubis_dagster.health.alerting import claim_daily
 from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.settings import get_settings
 
