@@ -11,6 +11,10 @@ demo instance (sandboxes, demo orders, one pass, webserver + daemon + code serve
   with the partner's code and message.
 - Each integration's health asset lists its checks, each with a description naming the
   integration, evaluated by a health run.
+- A run made by `anubis run` re-executes from its run page (one code location name for every
+  launcher), and the new run succeeds.
+- The needs-attention list (`student_lookup` with `needs_attention: true`) shows every student
+  an operator must look at, with the reason, masked.
 - Health is evaluated when the daemon starts, without a click (`health_first_evaluation_sensor`).
 - A health check with a WARN shows as a warning (Dagster's yellow warning sign, not the red
   cross of an ERROR), its result starting with `WARN:`.
@@ -29,10 +33,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select
 
+from anubis_dagster.console.attention import needs_attention
 from anubis_dagster.core.masking import mask_cpf
 from anubis_dagster.db.models import Integration, Name, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
-from anubis_dagster_tests.browser.console import Console, chromium_path, headless_chromium
+from anubis_dagster_tests.browser.console import RUN_ID, Console, chromium_path, headless_chromium
 from anubis_dagster_tests.browser.demo_instance import DemoInstance, running_demo
 from anubis_dagster_tests.conftest import BACKENDS, _truncate_postgres
 
@@ -215,6 +220,59 @@ def test_a_partner_refusal_shows_as_a_refusal_in_the_lookup(
     assert shown, rows
     assert shown[0][3] == "200" and shown[0][6].startswith(error.split(":")[0] + ":"), shown
     assert "refused by the partner" in report.inner_text()  # the status's meaning
+
+
+def test_a_run_made_by_anubis_run_re_executes_from_its_page(
+    demo: DemoInstance, console: Console
+) -> None:
+    made = [
+        r
+        for r in demo.runs_tagged("anubis/launched_by", "anubis run")
+        if r["jobName"] == "intake_job" and r["status"] == "SUCCESS"
+    ]
+    assert made, "the demo's anubis run made no intake run"
+    original = made[-1]["runId"]
+    page = console.run_page(original)
+    page.get_by_role("button", name=re.compile(r"^Re-execute all")).first.click()
+    page.wait_for_url(lambda url: (m := RUN_ID.search(url)) is not None and m[1] != original)
+    match = RUN_ID.search(page.url)
+    assert match, page.url
+    new_id = match.group(1)
+    # re-executed on the code location the run was made on: it ran, no "Location … does not
+    # exist in workspace"
+    assert demo.wait_run(new_id) == "SUCCESS", demo.logs()
+    data = demo.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { parentRunId rootRunId } } }",
+        {"id": new_id},
+    )
+    assert data["runOrError"]["parentRunId"] == original
+
+
+def test_the_needs_attention_list_shows_every_student_to_look_at(
+    demo: DemoInstance, console: Console
+) -> None:
+    with session_scope(demo.app_db_url) as session:
+        expected = needs_attention(session)
+    assert expected.total, "the demo left nobody needing attention"
+    console.launchpad(
+        "student_lookup", "ops:\n  find_student_op:\n    config:\n      needs_attention: true\n"
+    )
+    run_id = console.launch()
+    assert demo.wait_run(run_id) == "SUCCESS", demo.logs()
+    console.run_page(run_id)
+    report = console.markdown("report")
+    text = report.inner_text()
+    assert f"{expected.total} students need attention" in text, text
+    rows = [
+        [cell.strip() for cell in row.split("\t")]
+        for row in report.locator("tbody tr").all_inner_texts()
+    ]
+    shown = {(row[1], row[3]) for row in rows}  # (#subscription, status)
+    assert shown == {(f"#{i.subscription_id}", i.status) for i in expected.items}, rows
+    assert all(row[5] for row in rows), rows  # every one with its reason
+    # CPFs masked, as the list holds them (`console/attention.py` masks them)
+    assert {row[4] for row in rows} == {i.cpf for i in expected.items}, rows
+    assert all("*" in row[4] for row in rows if row[4] not in ("", "-")), rows
 
 
 def _health_assets(demo: DemoInstance) -> list[dict[str, Any]]:
