@@ -20,7 +20,10 @@ scripts/sandboxes.sh start
 rm -f "$ANUBIS_HOME"/anubis.db* "$ANUBIS_HOME"/orders.db* "$ANUBIS_HOME"/alerts.log
 
 echo "== demo orders: 60 paid orders from the four marketplaces, some invalid on purpose"
-$BIN/anubis-sandbox orders --count 60 --seed 42 --out "$ANUBIS_HOME/demo/orders.jsonl"
+# paid in the last two hours (60 orders are at most two hours apart), so that the health
+# checks and the paid → registered figures read like a real day, not like a backlog of weeks
+$BIN/anubis-sandbox orders --count 60 --seed 42 --out "$ANUBIS_HOME/demo/orders.jsonl" \
+  --start-time "$(date -u -d '2 hours ago' +%Y-%m-%dT%H:%M:%S+00:00)"
 $BIN/anubis orders load "$ANUBIS_HOME/demo/orders.jsonl"
 $BIN/anubis names import
 

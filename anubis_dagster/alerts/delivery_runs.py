@@ -2,9 +2,11 @@
 examples only: no personal data can be in them.
 
 What is worth reading, and what is not:
-- a delivery run in which students failed (a retry scheduled, a refusal, a dead letter) and no
-  registration succeeded: ⚠️, always (a green run whose every student failed must not look
-  routine; a partner that cannot be reached fails the run instead, see `delivery.jobs`);
+- a delivery run in which students failed (a retry scheduled, a dead letter, held unknown) and
+  no registration succeeded: ⚠️, always (a green run whose every student failed must not look
+  routine; a partner that cannot be reached fails the run instead, see `delivery.jobs`). A
+  partner's refusal is its answer, not a failure: counted apart ("refused by the partner"), and
+  listed by `anubis student --needs-attention`;
 - subscriptions whose retries ran out (dead letter) or whose registration is held as unknown:
   🚨, one message each, with what to do;
 - the partner's quota held the run back: ⚠️;
@@ -153,7 +155,9 @@ def _summary(
     if counts is None:
         return Alert(f"{job} [{integration}] finished", lines, "info", run_id)
     failed, registered = counts
-    lines.insert(1, f"{registered} registered, {failed} failed")
+    refused = sum(int(report.get("refused", 0)) for report in reports)
+    partner_said_no = f", {refused} refused by the partner" if refused else ""
+    lines.insert(1, f"{registered} registered, {failed} failed{partner_said_no}")
     if failed and not registered:
         examples = [e for r in reports if r.get("failed") for e in r.get("examples", [])]
         lines.extend(f"e.g. {example}" for example in examples[:SHOWN_EXAMPLES])

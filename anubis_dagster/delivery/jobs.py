@@ -289,6 +289,7 @@ def _output(
             "held_for_review": list(report.held_for_review),
             "registered": report.registered,
             "failed": report.failed,
+            "refused": report.refused,
             "examples": list(report.examples),
             "stats": stats,
             "stopped": report.stopped,

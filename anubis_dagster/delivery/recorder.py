@@ -91,6 +91,12 @@ class Recorder:
             # e.g. the partner lists an inscription that is not ours (issue 21): for a person
             report.held_for_review.append(subscription.id)
             report.failed += 1
+        elif (
+            not outcome.transient
+            and subscription.status != before
+            and subscription.status == Status.REGISTER_FAILED.value
+        ):
+            report.refused += 1  # the partner said no: counted apart from failures
         elif outcome.transient or (
             subscription.status != before and subscription.status in FAILED_STATUSES
         ):

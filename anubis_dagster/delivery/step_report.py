@@ -35,8 +35,10 @@ class StepReport:
     examples: list[str] = field(default_factory=list)
     #: registrations the partner accepted in this step (moved to awaiting_register/registered)
     registered: int = 0
-    #: subscriptions this step failed: a retry scheduled, a refusal, a dead letter, held unknown
+    #: subscriptions this step failed: a retry scheduled, a dead letter, held unknown
     failed: int = 0
+    #: registrations the partner refused (`register_failed`): its answer, not a failure of ours
+    refused: int = 0
     #: why the step stopped early: the partner's circuit breaker is open (issue 21)
     stopped: str | None = None
 

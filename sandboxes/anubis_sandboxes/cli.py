@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -62,7 +63,7 @@ def _cmd_webhook_sink(args: argparse.Namespace) -> int:
 def _cmd_orders(args: argparse.Namespace) -> int:
     from anubis_sandboxes.demo.orders import generate_orders, write_jsonl
 
-    orders = generate_orders(args.count, seed=args.seed)
+    orders = generate_orders(args.count, seed=args.seed, start_time=args.start_time)
     write_jsonl(orders, Path(args.out))
     print(f"wrote {len(orders)} orders to {args.out}")
     return 0
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     orders.add_argument("-o", "--out", required=True)
     orders.add_argument("-n", "--count", type=int, default=60)
     orders.add_argument("--seed", type=int, default=42)
+    orders.add_argument(
+        "--start-time",
+        type=datetime.fromisoformat,
+        default=None,
+        help="updated_at (payment time) of the first order, ISO 8601 (default: a fixed time, "
+        "so that a seed always gives the same file)",
+    )
     orders.set_defaults(func=_cmd_orders)
     return parser
 
