@@ -271,6 +271,23 @@ def _run_still_going(context: dg.OpExecutionContext) -> bool:
     return run is None or run.status == dg.DagsterRunStatus.STARTED
 
 
+def _report_entry(report: StepReport, stats: dict[str, float]) -> dict[str, Any]:
+    """A step's report as plain data, carried to the next step and to the run's alerts."""
+    return {
+        "step": report.step,
+        "processed": report.processed,
+        "outcomes": dict(report.outcomes),
+        "dead_lettered": list(report.dead_lettered),
+        "held_for_review": list(report.held_for_review),
+        "registered": report.registered,
+        "failed": report.failed,
+        "refused": report.refused,
+        "examples": list(report.examples),
+        "stats": stats,
+        "stopped": report.stopped,
+    }
+
+
 def _output(
     context: dg.OpExecutionContext,
     report: StepReport,
@@ -280,21 +297,7 @@ def _output(
     last: bool = False,
 ) -> dg.Output[DeliveryRequest]:
     stats = {k: round(v, 2) for k, v in sorted(call.stats.items())}
-    request.reports.append(
-        {
-            "step": report.step,
-            "processed": report.processed,
-            "outcomes": dict(report.outcomes),
-            "dead_lettered": list(report.dead_lettered),
-            "held_for_review": list(report.held_for_review),
-            "registered": report.registered,
-            "failed": report.failed,
-            "refused": report.refused,
-            "examples": list(report.examples),
-            "stats": stats,
-            "stopped": report.stopped,
-        }
-    )
+    request.reports.append(_report_entry(report, stats))
     if last and not request.dry_run and _run_still_going(context):
         for alert in run_alerts(
             job=context.job_name,
