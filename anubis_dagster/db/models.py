@@ -3,6 +3,9 @@
 Tables and columns follow the original Anubis model (seed 002) so the ops team's SQL keeps
 working; columns added for retries, leases and tracing are marked. Schema changes go through
 Alembic (`anubis_dagster/db/migrations`), never `create_all`.
+
+One piece because the tables point at one another and Alembic compares one metadata:
+split by table, every module would import the others.
 """
 
 from __future__ import annotations
