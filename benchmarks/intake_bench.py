@@ -407,6 +407,7 @@ def service_pass(name: str, app_url: str, orders_url: str, batches: list[Any]) -
     """The op's loop without Dagster: read each batch's range in chunks, `ingest` each chunk in
     its own session (what `ingest_paid_orders` does)."""
     from anubis_dagster.db.session import session_scope
+    from anubis_dagster.intake.loop import CHUNK_SIZE
     from anubis_dagster.intake.orders_source import OrdersSource
     from anubis_dagster.intake.report import IntakeReport
     from anubis_dagster.intake.routes import load_routes
@@ -420,7 +421,7 @@ def service_pass(name: str, app_url: str, orders_url: str, batches: list[Any]) -
         today = datetime.now(UTC).date()
         with session_scope(app_url) as session:
             routes = load_routes(session, initial_status_for)
-        for rows in source.read_range(batch.after, batch.until):
+        for rows in source.read_range(batch.after, batch.until, chunk_size=CHUNK_SIZE):
             with session_scope(app_url) as session:
                 report.merge(ingest(session, rows, routes, today=today, run_id="bench"))
     seconds = time.perf_counter() - started

@@ -152,9 +152,10 @@ def plain_json_text(text: object) -> bool:
         return False
     if "\\u" in text and _SURROGATE_ESCAPE.search(text):
         return False
-    if not text.isascii() and _SURROGATE.search(text):
+    try:  # a lone surrogate cannot be encoded: quicker than searching a non-ASCII text for one
+        digits = text.encode("utf-8").translate(_DIGITS_AS_ZERO)
+    except UnicodeEncodeError:
         return False
-    digits = text.encode("utf-8").translate(_DIGITS_AS_ZERO)
     if b"0" * 19 in digits:
         return False
     # an exponent of 3 digits ends a number (not a hex string such as a UUID's "…a6e397")

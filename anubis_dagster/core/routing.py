@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from anubis_dagster.core.orders import get_path
-
 #: filter key → where the value lives in the order
 FILTER_KEY_PATHS: dict[str, str] = {
     "university_ids": "offer.university_id",
@@ -74,18 +72,46 @@ def filter_fields(filter_: Mapping[str, Any]) -> tuple[frozenset[str], frozenset
 
 
 def filter_matches(filter_: Mapping[str, Any], order: Any) -> bool:
+    conditions, unknown_key = _conditions(filter_)
+    for parts, allowed in conditions:
+        value: Any = order
+        for part in parts:  # `get_path`, with the path split once per filter
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or normalize(value) not in allowed:
+            return False
+    if unknown_key is not None:  # reached once every key before it matched
+        raise ValueError(f"unknown routing filter key: {unknown_key}")
+    return True
+
+
+#: the conditions of a filter's keys, in order, up to a key routing does not know (if any)
+_Conditions = tuple[tuple[tuple[tuple[str, ...], frozenset[str]], ...], str | None]
+#: id of a filter → (the filter, its conditions): routing runs for every order, a filter's keys
+#: and lists are worked out once (filters are read once per run and not changed while in use);
+#: the filter is held so that its id is not reused while cached
+_compiled: dict[int, tuple[Mapping[str, Any], _Conditions]] = {}
+
+
+def _conditions(filter_: Mapping[str, Any]) -> _Conditions:
+    """A filter's match conditions: the path of each present key and its normalized values."""
+    entry = _compiled.get(id(filter_))
+    if entry is not None and entry[0] is filter_:
+        return entry[1]
+    conditions = []
+    unknown_key = None
     for key, allowed in filter_.items():
         if key in NON_MATCH_KEYS or not allowed:
             continue
         path = FILTER_KEY_PATHS.get(key)
         if path is None:
-            raise ValueError(f"unknown routing filter key: {key}")
-        value = get_path(order, path)
-        if value is None:
-            return False
-        if normalize(value) not in _normalized_allowed(allowed):
-            return False
-    return True
+            unknown_key = key
+            break
+        conditions.append((tuple(path.split(".")), _normalized_allowed(allowed)))
+    if len(_compiled) >= 1024:  # a long-lived process reads its filters again every run
+        _compiled.clear()
+    compiled = (tuple(conditions), unknown_key)
+    _compiled[id(filter_)] = (filter_, compiled)
+    return compiled
 
 
 def first_match(

@@ -38,7 +38,6 @@ from anubis_dagster.core.field_rules import (
     check_number,
     check_phone,
     check_text,
-    is_blank,
     kind_of,
 )
 from anubis_dagster.core.names import first_name_key
@@ -148,62 +147,62 @@ _FIELD_CHECKS = {
     "base_user.phone_number": check_phone,
     "base_user.address.zipcode": check_cep,
 }
-#: Every field the rules below read, and the same as a tree of keys (`{"base_user": (None,
-#: {"cpf": ("base_user.cpf", {})…})}`), so one walk reads them all instead of one walk each.
+#: Every field the rules below read.
 _CHECKED_FIELDS = frozenset(
     [*BASE_REQUIRED_FIELDS, *TEXT_LIMITS, *ID_FIELDS, *NUMBER_RANGES, "base_user.birth_date"]
 )
-_FieldTree = dict[str, tuple[str | None, "_FieldTree"]]
-
-
-def _field_tree(fields: frozenset[str]) -> _FieldTree:
-    tree: _FieldTree = {}
-    for field in sorted(fields):
-        level = tree
-        parts = field.split(".")
-        for depth, part in enumerate(parts):
-            name, children = level.get(part, (None, {}))
-            if depth == len(parts) - 1:
-                name = field
-            level[part] = (name, children)
-            level = children
-    return tree
-
-
-_FIELD_TREE = _field_tree(_CHECKED_FIELDS)
-
-
-def _read_fields(node: dict[str, object], tree: _FieldTree, out: dict[str, object]) -> None:
-    """`out[field] = get_path(order, field)` for the tree's fields (absent ones are left out:
-    None, as `get_path` answers)."""
-    for key, (field, children) in tree.items():
-        value = node.get(key)
-        if field is not None:
-            out[field] = value
-        if children and isinstance(value, dict):
-            _read_fields(value, children, out)
-
-
 _STRICT_FIELDS = UsedFields.of(read=_CHECKED_FIELDS, required=BASE_REQUIRED_FIELDS)
 _SPECIAL_FIELDS = frozenset(
     [*_FIELD_CHECKS, "base_user.birth_date", "base_user.full_name", "origin", "checkout_step"]
 )
 _Check = Callable[[object], str | None]
+_MISSING = "required field is missing"
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """The rules of one set of used fields, worked out once per set (`_plan`): the fields to
-    read in one walk and, for each, the checks that apply, in the order of the rule tables
-    (the order of the problems an order gets)."""
+class _FieldRule:
+    """Every rule of one field in one plan, each with its rank: the position of that rule in
+    the rule tables' order (required fields, text rules, the first-name column, each field's
+    own checks), which is the order an order's problems are listed in. A field gets the first
+    problem of its rules and no other."""
 
-    tree: _FieldTree
-    required: tuple[str, ...]
-    texts: tuple[tuple[str, int], ...]  # `check_text` and its bound, first (the commonest rule)
-    checks: tuple[tuple[str, _Check], ...]  # then these; each sees a present, non-blank value
-    first_name: bool  # the first-name column rule applies (`base_user.full_name` is read)
-    strict: bool  # every value problem of the document counts, not only the whole document's
-    used: UsedFields
+    field: str
+    required: int | None = None  # rank of "required field is missing" (None: optional)
+    text: tuple[int, int] | None = None  # (rank, bound) of `check_text`
+    first_name: int | None = None  # rank of the first-name column rule
+    check: tuple[int, _Check] | None = None  # (rank, check): sees a present, non-blank value
+
+
+#: The fields of a plan as a tree of keys (`{"base_user": (None, {"cpf": (rule, {}, ())…},
+#: (required rules below…))}`), so one walk of the order reads every field and applies its
+#: rules on the way; the required rules below a key are missing at once when it holds no object.
+_RuleTree = dict[str, tuple[_FieldRule | None, "_RuleTree", tuple[_FieldRule, ...]]]
+
+
+def _rule_tree(rules: Iterable[_FieldRule]) -> _RuleTree:
+    nested: dict[str, object] = {}
+    for rule in rules:
+        level = nested
+        for part in rule.field.split("."):
+            level = level.setdefault(part, {})  # type: ignore[assignment]
+        level[""] = rule  # the rule of the path so far
+    return _tree_of(nested)
+
+
+def _tree_of(nested: dict[str, object]) -> _RuleTree:
+    tree: _RuleTree = {}
+    for key in sorted(k for k in nested if k):
+        below: dict[str, object] = nested[key]  # type: ignore[assignment]
+        rule = below.get("")
+        children = _tree_of(below)
+        required = tuple(
+            r
+            for child_rule, grandchildren, required_below in children.values()
+            for r in (child_rule, *required_below)
+            if r is not None and r.required is not None
+        )
+        tree[key] = (rule, children, required)  # type: ignore[assignment]
+    return tree
 
 
 def _range_check(low: float, high: float) -> _Check:
@@ -231,6 +230,20 @@ def _paid_check(value: object) -> str | None:
     return None if value == PAID else "order is not paid"
 
 
+def _birth_date_check(value: object) -> str | None:
+    """A marker in a plan's checks: the walk calls `check_birth_date` with its `today`."""
+    raise AssertionError("check_birth_date needs today")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The rules of one set of used fields, worked out once per set (`_plan`)."""
+
+    tree: _RuleTree
+    strict: bool  # every value problem of the document counts, not only the whole document's
+    used: UsedFields
+
+
 @lru_cache(maxsize=256)
 def _plan(used: UsedFields, strict: bool = False) -> _Plan:
     fields = used.read | used.required
@@ -242,64 +255,81 @@ def _plan(used: UsedFields, strict: bool = False) -> _Plan:
         checks.append(("checkout_step", _paid_check))
     checks += [(f, check) for f, check in _FIELD_CHECKS.items() if f in fields]
     if "base_user.birth_date" in fields:
-        checks.append(("base_user.birth_date", _birth_date_check))  # called with `today`
+        checks.append(("base_user.birth_date", _birth_date_check))
     ruled = {*TEXT_LIMITS, *ID_FIELDS, *NUMBER_RANGES, *_SPECIAL_FIELDS}
     checks += [(f, _scalar_check(f)) for f in sorted(fields - ruled)]
     required = [f for f in BASE_REQUIRED_FIELDS if f in used.required]
     required += sorted(used.required - set(required))
+    texts = [(f, limit) for f, limit in TEXT_LIMITS.items() if f in fields]
+
+    rank = iter(range(len(required) + len(texts) + 1 + len(checks)))
+    rules: dict[str, dict[str, object]] = {f: {} for f in fields}
+    for field in required:
+        rules[field]["required"] = next(rank)
+    for field, limit in texts:
+        rules[field]["text"] = (next(rank), limit)
+    first_name_rank = next(rank)
+    if "base_user.full_name" in fields:
+        rules["base_user.full_name"]["first_name"] = first_name_rank
+    for field, check in checks:
+        rules[field]["check"] = (next(rank), check)
     return _Plan(
-        tree=_field_tree(frozenset(fields)),
-        required=tuple(required),
-        texts=tuple((f, limit) for f, limit in TEXT_LIMITS.items() if f in fields),
-        checks=tuple(checks),
-        first_name="base_user.full_name" in fields,
+        tree=_rule_tree(_FieldRule(f, **kw) for f, kw in rules.items()),  # type: ignore[arg-type]
         strict=strict,
         used=used,
     )
 
 
-def _birth_date_check(value: object) -> str | None:
-    """A marker in a plan's checks: `validate_order` calls `check_birth_date` with its `today`."""
-    raise AssertionError("check_birth_date needs today")
-
-
 def _field_problems(order: dict[str, object], plan: _Plan, today: date) -> dict[str, str]:
-    """The problems of the plan's fields of `order`, at most one per field: required ones
-    first, then the text rules, the first-name column, and each field's own checks."""
-    problems: dict[str, str] = {}
-    values: dict[str, object] = {}
-    _read_fields(order, plan.tree, values)
-    for field in plan.required:
-        value = values.get(field)
-        if value is None or value == {} or value == [] or (type(value) is str and is_blank(value)):
-            problems[field] = "required field is missing"
+    """The problems of the plan's fields of `order`, at most one per field, in the rule
+    tables' order (`_FieldRule`): found in one walk, sorted only when there are several."""
+    found: dict[str, tuple[int, str]] = {}
+    _walk(order, plan.tree, today, found)
+    if len(found) > 1:
+        return {f: m for f, (_, m) in sorted(found.items(), key=lambda item: item[1][0])}
+    return {f: m for f, (_, m) in found.items()}
 
-    # absent or blank text is left to the required-field rule (an empty object or list is not
-    # blank here: it is the wrong type); `problems` is empty for most orders
-    for field, limit in plan.texts:
-        value = values.get(field)
-        if value is None or (problems and field in problems):
+
+def _walk(
+    node: dict[str, object], tree: _RuleTree, today: date, found: dict[str, tuple[int, str]]
+) -> None:
+    """Apply the rules of `tree`'s fields under `node`, recording each field's first problem.
+    One loop for every rule (not a function per rule): it runs for every field of every order.
+    Absent or blank text is the required-field rule's (an empty object or list is not blank:
+    it is the wrong type, unless the field is required)."""
+    for key, (rule, children, required_below) in tree.items():
+        value = node.get(key)
+        if isinstance(value, dict):
+            if children:
+                _walk(value, children, today, found)
+        elif required_below:
+            for missing in required_below:
+                found[missing.field] = (missing.required, _MISSING)  # type: ignore[assignment]
+        if rule is None:
             continue
-        if type(value) is str and is_blank(value):
+        if value is None or (type(value) is str and (not value or value.isspace())):
+            if rule.required is not None:
+                found[rule.field] = (rule.required, _MISSING)
             continue
-        if message := check_text(field, value, limit):
-            problems[field] = message
-    if plan.first_name and "base_user.full_name" not in problems:
-        first = first_name_key(values.get("base_user.full_name"))
-        if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions column
-            problems["base_user.full_name"] = (
-                f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters"
-            )
-    for field, check in plan.checks:
-        value = values.get(field)
-        if value is None or (problems and field in problems):
+        if rule.required is not None and (value == {} or value == []):
+            found[rule.field] = (rule.required, _MISSING)
             continue
-        if type(value) is str and is_blank(value):
+        if rule.text is not None and (message := check_text(rule.field, value, rule.text[1])):
+            found[rule.field] = (rule.text[0], message)
             continue
-        message = check_birth_date(value, today) if check is _birth_date_check else check(value)
-        if message:
-            problems[field] = message
-    return problems
+        if rule.first_name is not None:
+            first = first_name_key(value)
+            if first is not None and len(first) > MAX_FIRST_NAME_CHARS:  # subscriptions column
+                found[rule.field] = (
+                    rule.first_name,
+                    f"the first name is longer than {MAX_FIRST_NAME_CHARS} characters",
+                )
+                continue
+        if rule.check is not None:
+            rank, check = rule.check
+            message = check_birth_date(value, today) if check is _birth_date_check else check(value)
+            if message:
+                found[rule.field] = (rank, message)
 
 
 def validate_order(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from anubis_dagster.core.masking import mask_cpf
+from anubis_dagster.core.masking import mask_cpf, mask_text
 from anubis_dagster.core.offer import offer_columns
 from anubis_dagster.core.order_document import Problem
 from anubis_dagster.core.states import Status
@@ -87,15 +87,13 @@ def decide_all(
     # hands out ids after the table's maximum, which does not know them)
     held = max((d.insert["id"] for d in kept.values() if d.insert is not None), default=0)
     ids = iter(allocate_subscription_ids(batch.session, len(new_keys), above=held))
-    now = utcnow()
+    rows = _Rows(utcnow(), run_id)
     decisions = []
     for candidate in candidates:
         decision = kept.get(candidate)
         try:
             if decision is None:
-                decision = _decide(
-                    batch, candidate, existing, holders, ids, today=today, now=now, run_id=run_id
-                )
+                decision = _decide(batch, candidate, existing, holders, ids, rows, today=today)
         except Exception as exc:
             reason = f"the order could not be processed ({type(exc).__name__})"
             quarantine(
@@ -116,12 +114,12 @@ def _decide(
     existing: dict[tuple[int, int], Known],
     holders: dict[tuple[int, str], int],
     ids: Any,
+    rows: _Rows,
     *,
     today: date,
-    now: datetime,
-    run_id: str | None,
 ) -> Decision:
     route, row = candidate.route, candidate.row
+    now = rows.now
     cpf = candidate.document.cpf
     stored_cpf = cpf if len(cpf) == 11 else None
     known = existing.get(candidate.key) or batch.existing.get(candidate.key)
@@ -134,7 +132,7 @@ def _decide(
         if not needs_revalidation(known, row.updated_at, route):
             return Decision(candidate, "unchanged", "unchanged")
         # the order was corrected at the source after being refused: look again
-        return _revalidate(candidate, known, holder_of(), today=today, now=now, run_id=run_id)
+        return _revalidate(candidate, known, holder_of(), rows, today=today)
 
     problems = candidate.problems(today)
     target, error = _target(route, cpf, problems, holder_of(), row.updated_at)
@@ -145,12 +143,12 @@ def _decide(
         order_id=row.id,
         cpf=stored_cpf,
         status=target,
-        error=error,
         order_updated_at=row.updated_at,
         scheduled_to=now if target is route.initial_status else None,  # due now
     )
     subscription_id = next(ids)
     values.update(id=subscription_id, created_at=now, updated_at=now)
+    values["last_error"] = rows.masked(error)
     return Decision(
         candidate,
         "created",
@@ -158,7 +156,7 @@ def _decide(
         known=Known(subscription_id, target.value, row.updated_at),
         holds_cpf=cpf if values["active_cpf"] else None,
         insert=values,
-        event=_event(subscription_id, route, target, error, problems, run_id, now),
+        event=rows.event(subscription_id, route, target, error, problems),
     )
 
 
@@ -166,10 +164,9 @@ def _revalidate(
     candidate: Candidate,
     known: Known,
     holder: int | None,
+    rows: _Rows,
     *,
     today: date,
-    now: datetime,
-    run_id: str | None,
 ) -> Decision:
     """The decision on an order already known, corrected at the source since it was refused
     (or taken over from before go-live): validated again, its subscription updated."""
@@ -180,7 +177,7 @@ def _revalidate(
     target, error = _target(route, cpf, problems, holder, row.updated_at)
     taken_over = known.status == Status.BEFORE_GO_LIVE.value
     message = error or (TAKEN_OVER_NOTE if taken_over else REVALIDATED_NOTE)
-    values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=now)
+    values = transition_values(known.status, target, cpf=stored_cpf, error=message, now=rows.now)
     stored = candidate.stored_order(today)
     values.update(
         id=known.id,
@@ -196,32 +193,59 @@ def _revalidate(
         known=Known(known.id, target.value, row.updated_at),
         holds_cpf=cpf if values["active_cpf"] else None,
         update=values,
-        event=_event(known.id, route, target, message, problems, run_id, now),
+        event=rows.event(known.id, route, target, message, problems),
     )
 
 
-def _event(
-    subscription_id: int,
-    route: Route,
-    target: Status,
-    error: str | None,
-    problems: list[Problem],
-    run_id: str | None,
-    now: datetime,
-) -> dict[str, Any]:
-    values = event_values(
-        subscription_id=subscription_id,
-        integration_id=route.integration_id,
-        kind=TRANSITION,
-        status=target.value,
-        operation=OPERATION,
-        run_id=run_id,
-        error=error,
-        response={"problems": [p.as_dict() for p in problems]} if problems else None,
-        outcome=target.value,
-    )
-    values.update(created_at=now, updated_at=now)
-    return values
+class _Rows:
+    """The parts of a chunk's rows that repeat from order to order, masked once: an invalid
+    order's reason and its problems are made of field names and rule messages (never a value,
+    `core/validation.py`), so a chunk holds a few distinct ones, and masking them (regexes over
+    every text) was most of what an invalid order cost. Lives as long as one `decide_all`."""
+
+    def __init__(self, now: datetime, run_id: str | None) -> None:
+        self.now = now
+        self.run_id = run_id
+        self._masked: dict[str, str] = {}
+        self._events: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def masked(self, error: str | None) -> str | None:
+        """`mask_text(error)`, as `subscription_values` stores it."""
+        if not error:
+            return None
+        found = self._masked.get(error)
+        if found is None:
+            found = self._masked[error] = mask_text(error)
+        return found
+
+    def event(
+        self,
+        subscription_id: int,
+        route: Route,
+        target: Status,
+        error: str | None,
+        problems: list[Problem],
+    ) -> dict[str, Any]:
+        """The decision's event row (`event_values`, masked)."""
+        key = (route.integration_id, target, error, *problems)
+        template = self._events.get(key)
+        if template is None:
+            template = event_values(
+                subscription_id=None,
+                integration_id=route.integration_id,
+                kind=TRANSITION,
+                status=target.value,
+                operation=OPERATION,
+                run_id=self.run_id,
+                error=error,
+                response={"problems": [p.as_dict() for p in problems]} if problems else None,
+                outcome=target.value,
+            )
+            template.update(created_at=self.now, updated_at=self.now)
+            self._events[key] = template
+        values = dict(template)  # its documents are shared: `write_rows` renders each once
+        values["subscription_id"] = subscription_id
+        return values
 
 
 def _problems_text(problems: list[Problem]) -> str:
