@@ -27,7 +27,7 @@ import yaml
 from sqlalchemy import func, select
 
 import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers the `tiny_ies` adapter)
-from anubis_dagster.clients import http
+from anubis_dagster.clients import http, retrying
 from anubis_dagster.config.integrations import DEFAULT_FILE, FILE_ENV, load_integrations
 from anubis_dagster.db.models import (
     Integration,
@@ -246,7 +246,7 @@ def test_one_thousand_students_through_faults_and_lost_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(http, "QUICK_RETRY_BASE_SECONDS", 0.02)  # same retries, less sleeping
+    monkeypatch.setattr(retrying, "QUICK_RETRY_BASE_SECONDS", 0.02)  # same retries, less sleeping
     with ExitStack() as stack:
         # one Dagster instance per integration, as separate run workers would have
         instances = {}

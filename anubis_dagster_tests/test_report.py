@@ -13,6 +13,7 @@ from anubis_dagster.cli import main
 from anubis_dagster.console.report import build_report, nearest_rank
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
 from anubis_dagster.db.session import session_scope
+from anubis_dagster.integrations.status_check import has_status_check
 from anubis_dagster_tests.factories import ESTACIO_OFFER, KROTON_OFFER
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -152,3 +153,46 @@ def test_report_command_prints_each_integration(
     assert "success rate" in out and "85.7%" in out
     assert "refused by the partner" in out and "1 (12.5%)" in out
     assert "Paulista (São Paulo)" in out
+
+
+def _conversion_rows(block: str) -> list[list[str]]:
+    """The rows of a report block's modality and campus tables, split into cells."""
+    rows: list[list[str]] = []
+    for table in block.split("\n\n"):
+        lines = table.splitlines()
+        if lines and lines[0].split()[0] in ("modality", "campus"):
+            rows += [line.split("  ") for line in lines[2:]]
+    return rows
+
+
+def test_conversion_is_na_for_an_integration_without_a_status_check(
+    anubis_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Estácio has no status check: whether its registered students enrolled is never known,
+    so the report says n/a, as the metrics asset does, instead of a 0.0% no one measured."""
+    seed(anubis_env, datetime.now(UTC))
+    assert main(["report", "--days", "30"]) == 0
+    out = capsys.readouterr().out
+    estacio, kroton = out.split("== kroton:")
+    estacio_rows = _conversion_rows(estacio)
+    assert estacio_rows and all(row[-1].strip() == "n/a" for row in estacio_rows)
+    assert "conversion n/a: estacio has no status check" in estacio
+    # a followed integration keeps its figures: EaD, 2 of 3 enrolled
+    assert [r[-1].strip() for r in _conversion_rows(kroton) if r[0] == "EaD"] == ["66.7%"]
+    assert "conversion n/a" not in kroton
+    with session_scope(anubis_env) as session:
+        followed = {r.integration: r.followed for r in build_report(session, days=30)}
+    assert followed == {"estacio": False, "kroton": True}
+
+
+def test_status_check_read_without_dagster_is_the_adapters() -> None:
+    """`has_status_check` reads a built-in IES's plain `mapping.py`; it must say what the
+    adapter's `check_statuses` (the metrics asset's rule) says, and ask the adapter itself
+    for one that declares nothing apart (the test IES)."""
+    import anubis_dagster_tests.third_ies.adapter  # noqa: F401  (registers `tiny_ies`)
+    from anubis_dagster.integrations.base import adapter_class
+
+    for kind in ("kroton", "estacio", "tiny_ies"):
+        assert has_status_check(kind) is bool(adapter_class(kind).check_statuses), kind
+    assert has_status_check("estacio") is False and has_status_check("kroton") is True
+    assert has_status_check("no_such_ies") is None

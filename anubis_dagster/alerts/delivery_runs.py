@@ -4,7 +4,7 @@ examples only: no personal data can be in them.
 What is worth reading, and what is not:
 - a delivery run in which students failed (a retry scheduled, a dead letter, held unknown) and
   no registration succeeded: ⚠️, always (a green run whose every student failed must not look
-  routine; a partner that cannot be reached fails the run instead, see `delivery.jobs`). A
+  routine; a partner that cannot be reached fails the run instead, see `delivery.step_ops`). A
   partner's refusal is its answer, not a failure: counted apart ("refused by the partner"), and
   listed by `anubis student --needs-attention`;
 - subscriptions whose retries ran out (dead letter) or whose registration is held as unknown:
@@ -13,7 +13,7 @@ What is worth reading, and what is not:
 - the routine "finished" summary: ℹ️, only with `ANUBIS_RUN_SUMMARIES=true`; the daily digest
   (`alerts.digest`) reports the same numbers once a day per integration.
 
-It lives with the other messages people read (`alerts/`), not in `delivery/`: `delivery.jobs`
+It lives with the other messages people read (`alerts/`), not in `delivery/`: `delivery.step_ops`
 hands it the run's step reports as plain dicts, so it imports nothing of the delivery machinery.
 """
 

@@ -20,8 +20,8 @@ What a failure proves decides what may happen next (DESIGN.md, "Unknown outcome"
 - a partner that cannot be reached at all (only connection errors, after the quick retries)
   raises `PartnerUnreachable`, for the same reason.
 
-At most `quick_retries` attempts per call (tenacity); after that the last result is returned
-and the persisted retry schedule takes over.
+At most `quick_retries` attempts per call (`retrying.py`: which failures may be tried again
+now); after that the last result is returned and the persisted retry schedule takes over.
 
 An answer is bounded (issue 22, `answers.py`): its body is streamed and decompressed a chunk at
 a time, and cut at `max_body_bytes` after decompression (a gzip bomb never inflates past the
@@ -41,12 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt
 
 from anubis_dagster.clients.answers import ACCEPT_ENCODING, classify, limit_reads, read_bounded
 from anubis_dagster.clients.errors import CredentialsRefused, PartnerUnreachable
 from anubis_dagster.clients.quota import Limiter, Priority, retry_after_seconds
 from anubis_dagster.clients.results import UNKNOWN_OUTCOMES, HttpOutcome, HttpResult, RefusalReader
+from anubis_dagster.clients.retrying import with_quick_retries
 from anubis_dagster.core.masking import mask_text, mask_url_path
 
 #: with the outcome vocabulary of `results.py`, which many callers import from here
@@ -67,8 +67,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0)
 #: longest wait for a quota slot inside a run; beyond it the subscription is deferred (no
 #: attempt counted). Below the lease, so a waiting run keeps its claims.
 MAX_QUOTA_WAIT_SECONDS = 300.0
-#: first pause between quick retries; doubles each time, at most 4 s
-QUICK_RETRY_BASE_SECONDS = 0.5
 #: an answer's largest body, after decompression (`ANUBIS_PARTNER_MAX_BODY_BYTES`)
 MAX_BODY_BYTES = 1_000_000
 #: a request's longest life, answer included (`ANUBIS_PARTNER_DEADLINE_SECONDS`)
@@ -176,18 +174,6 @@ class _Answer:
     answered_at: float | None = None
 
 
-def _quick_retry_wait(state: RetryCallState) -> float:
-    """The pause before the next quick retry: none after a 429 (the limiter itself waits out
-    the block) or a 401 (the token was just dropped), else doubling, at most 4 s."""
-    result = state.outcome.result() if state.outcome else None
-    if result is not None and result.outcome in (
-        HttpOutcome.RATE_LIMITED,
-        HttpOutcome.UNAUTHORIZED,
-    ):
-        return 0.0
-    return min(4.0, QUICK_RETRY_BASE_SECONDS * 2 ** (state.attempt_number - 1))
-
-
 class ApiClient:
     """HTTP to one partner API (one base URL, one quota).
 
@@ -276,7 +262,12 @@ class ApiClient:
                     "body": json_body or form,
                 },
             )
-        result = self._with_quick_retries(call, tries or self.quick_retries)
+        result = with_quick_retries(
+            lambda: self._send_once(call),
+            tries=tries or self.quick_retries,
+            write=call.write,
+            on_unauthorized=self._on_unauthorized if call.use_auth else None,
+        )
         self._stop_the_batch_on(result)
         return result
 
@@ -294,39 +285,6 @@ class ApiClient:
                 partner=self.name,
                 settings=self.credential_settings,
             )
-
-    def _with_quick_retries(self, call: _Call, tries: int) -> HttpResult:
-        """`call` sent up to `tries` times, as long as what happened allows another try now;
-        the last result."""
-        # a 401 is retried once, right after dropping the token; a second 401 is an answer
-        auth = {"refreshed": not (call.use_auth and self._on_unauthorized), "retry_now": False}
-
-        def attempt() -> HttpResult:
-            result = self._send_once(call)
-            auth["retry_now"] = False
-            if result.outcome is HttpOutcome.UNAUTHORIZED and not auth["refreshed"]:
-                auth["refreshed"] = auth["retry_now"] = True
-                assert self._on_unauthorized is not None
-                self._on_unauthorized()
-            return result
-
-        def should_retry(result: HttpResult) -> bool:
-            if result.outcome in (HttpOutcome.RATE_LIMITED, HttpOutcome.CONNECTION_ERROR):
-                return True  # nothing was processed: safe for writes too
-            if result.outcome is HttpOutcome.UNAUTHORIZED:
-                return auth["retry_now"]
-            # after any other failure a write may have acted: the caller must ask first
-            return not call.write and result.outcome in UNKNOWN_OUTCOMES
-
-        retrying = Retrying(
-            stop=stop_after_attempt(tries),
-            wait=_quick_retry_wait,
-            retry=retry_if_result(should_retry),
-            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
-            reraise=True,
-        )
-        result: HttpResult = retrying(attempt)
-        return result
 
     def _send_once(self, call: _Call) -> HttpResult:
         """One attempt: the breaker, the quota, the attempt's record, the exchange, its result."""

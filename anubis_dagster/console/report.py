@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from anubis_dagster.core.offer import campus_label, modality_label
 from anubis_dagster.db.models import Integration, Subscription, SubscriptionEvent
+from anubis_dagster.integrations.status_check import NO_STATUS_CHECK, has_status_check
 
 #: reached the university: registered there, or further along
 DELIVERED = frozenset({"awaiting_register", "registered", "enrolled", "dropped"})
@@ -37,6 +38,8 @@ REJECTED = frozenset({"invalid", "duplicate"})
 CONVERSION_BASE = frozenset({"registered", "enrolled", "dropped"})
 #: the paid → registered percentiles the report shows
 LATENCY_PERCENTILES = (50, 95)
+#: a figure that cannot exist (a conversion no one can know), as the metrics asset says it
+NA = "n/a"
 
 
 @dataclass
@@ -63,6 +66,9 @@ class IntegrationReport:
     latency_percentiles: dict[float, float | None] = field(default_factory=dict)
     by_modality: dict[str, Conversion] = field(default_factory=lambda: defaultdict(Conversion))
     by_campus: dict[str, Conversion] = field(default_factory=lambda: defaultdict(Conversion))
+    #: the partner is asked what became of registered students; without a status check the
+    #: conversion is never known (`integrations.status_check`), shown n/a, never 0%
+    followed: bool = True
 
     @property
     def delivered(self) -> int:
@@ -139,11 +145,14 @@ def build_report(
     SQLite by counting and then fetching the one row at that rank; conversion by the offer's
     modality and campus columns, named here as before."""
     since = (now or datetime.now(UTC)) - timedelta(days=days)
-    integrations = select(Integration.id, Integration.key)
+    integrations = select(Integration.id, Integration.key, Integration.type)
     if integration is not None:
         integrations = integrations.where(Integration.key == integration)
-    keys = dict(session.execute(integrations).all())
-    reports = {i: IntegrationReport(key, since) for i, key in keys.items()}
+    keys = {i: (key, kind) for i, key, kind in session.execute(integrations)}
+    reports = {
+        i: IntegrationReport(key, since, followed=has_status_check(kind) is not False)
+        for i, (key, kind) in keys.items()
+    }
     if not reports:
         return []
     s = Subscription
@@ -350,15 +359,28 @@ def format_report(reports: list[IntegrationReport], days: int) -> str:
         parts = [head, format_table(summary, ("metric", "value"))]
         if volume:
             parts.append(format_table(volume, ("day", "origin", "subscriptions")))
+        if not r.followed:
+            parts.append(f"conversion {NA}: {r.integration} {NO_STATUS_CHECK}")
         for title, table in (("modality", r.by_modality), ("campus", r.by_campus)):
             if table:
-                rows = [
-                    (name, str(c.registered), str(c.enrolled), _pct(c.rate))
-                    for name, c in sorted(table.items())
-                ]
-                parts.append(format_table(rows, (title, "registered", "enrolled", "conversion")))
+                parts.append(_conversion_table(r, title, table))
         blocks.append("\n\n".join(parts))
     return "\n\n".join(blocks) if blocks else "no integrations"
+
+
+def _conversion_table(report: IntegrationReport, title: str, table: dict[str, Conversion]) -> str:
+    """Registered → enrolled by `title`; enrolled and conversion n/a when nobody asks the
+    partner (a 0 enrolled there is not a measure)."""
+    rows = [
+        (
+            name,
+            str(c.registered),
+            str(c.enrolled) if report.followed else NA,
+            _pct(c.rate) if report.followed else NA,
+        )
+        for name, c in sorted(table.items())
+    ]
+    return format_table(rows, (title, "registered", "enrolled", "conversion"))
 
 
 def format_table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:

@@ -213,30 +213,11 @@ class Recorder:
             # retries ran out while a send is still unanswered: it may have arrived, so the
             # student is held for a person rather than declared failed
             held = self.hold_for_review(subscription, outcome.error, report)
-            transition(
-                session,
-                subscription,
-                Status.UNKNOWN,
-                operation=step,
-                run_id=self.run_id,
-                error=f"retries exhausted after {subscription.attempts} attempts; {held.error}",
-            )
-            subscription.scheduled_to = None
+            self._out_of_retries(session, subscription, Status.UNKNOWN, step, held.error)
             return "held_unknown"
         if delay is None:
-            reason = (
-                f"retries exhausted after {subscription.attempts} attempts; "
-                f"last error: {outcome.error}"
-            )
-            transition(
-                session,
-                subscription,
-                Status.FAILED,
-                operation=step,
-                run_id=self.run_id,
-                error=reason,
-            )
-            subscription.scheduled_to = None
+            why = f"last error: {outcome.error}"
+            self._out_of_retries(session, subscription, Status.FAILED, step, why)
             report.dead_lettered.append(subscription.id)
             return "dead_letter"
         subscription.scheduled_to = utcnow() + delay
@@ -251,6 +232,26 @@ class Recorder:
             outcome=label,
         )
         return label
+
+    def _out_of_retries(
+        self,
+        session: Session,
+        subscription: Subscription,
+        target: Status,
+        step: str,
+        why: str | None,
+    ) -> None:
+        """Retries ran out: move to `target` (held for a person, or the dead letter), where no
+        try is scheduled; the event row says after how many attempts, and why."""
+        transition(
+            session,
+            subscription,
+            target,
+            operation=step,
+            run_id=self.run_id,
+            error=f"retries exhausted after {subscription.attempts} attempts; {why}",
+        )
+        subscription.scheduled_to = None
 
     def _write_follow_up(
         self, session: Session, subscription: Subscription, outcome: Outcome

@@ -1,5 +1,5 @@
 """The generic delivery machinery: claim due subscriptions, run one adapter step on each,
-record the outcome. Plain Python; `delivery.jobs` wraps it in Dagster ops.
+record the outcome. Plain Python; `delivery.step_ops` wraps it in Dagster ops.
 
 Guarantees kept for every IES, each in its own module:
 - **leases** (`claims.py`): a run claims rows before working on them, so two runs never work on
@@ -44,7 +44,7 @@ from anubis_dagster.integrations.base import IESAdapter, Outcome, PayloadError, 
 from anubis_dagster.legacy.shadow import withheld_reason
 from anubis_dagster.settings import get_settings
 
-#: what `delivery.jobs` imports from here, though defined next door
+#: what `delivery.jobs` and `delivery.step_ops` import from here, though defined next door
 __all__ = ["DeliveryRequest", "StepReport", "StepRunner", "release_claims"]
 
 

@@ -41,6 +41,7 @@ from anubis_dagster.health.metrics import (
 )
 from anubis_dagster.integrations.base import IESAdapter
 from anubis_dagster.integrations.partner_api import PartnerClients
+from anubis_dagster.integrations.status_check import NO_STATUS_CHECK
 
 Send = Callable[[Alert], bool]
 
@@ -199,10 +200,6 @@ def business_metrics(
     for modality, conversion in sorted(report.by_modality.items()):
         values[f"conversion_{_slug(modality)}_pct"] = in_percent(conversion.rate)
     return values
-
-
-#: why an integration without a status check has no conversion
-NO_STATUS_CHECK = "has no status check: whether a registered student enrolled is never known"
 
 
 def conversion_table(report: IntegrationReport, followed: bool = True) -> str:

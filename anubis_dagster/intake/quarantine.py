@@ -8,8 +8,8 @@ the order count as an error, which fails the run and leaves the watermark before
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from anubis_dagster.core.masking import mask_text
@@ -46,7 +46,7 @@ def quarantine(
     batch.quarantined(row.id, integration_key)
     try:
         with batch.session.begin_nested():
-            _upsert_quarantine(batch.session, row, integration_key, kind, reason, run_id)
+            _upsert_quarantine(batch.session, [(row, reason)], integration_key, kind, run_id)
     except Exception as exc:
         report.errors += 1
         report.error_orders.append(row.id)
@@ -60,38 +60,14 @@ def quarantine(
 def quarantine_unreadable(
     batch: Batch, report: IntakeReport, unreadable: list[tuple[OrderRow, str]], run_id: str | None
 ) -> None:
-    """Record a chunk's unreadable orders with one statement (an `INSERT … ON CONFLICT DO
-    UPDATE` that counts another attempt and reopens, as `_upsert_quarantine` does); if the
-    database refuses it, one at a time, so that each ends quarantined or counted as an error."""
+    """Record a chunk's unreadable orders with one statement; if the database refuses it, one
+    at a time, so that each ends quarantined or counted as an error."""
     entries = {row.id: (row, reason) for row, reason in unreadable}  # one row per statement
     if not entries:
         return
-    now = utcnow()
-    values = [
-        {
-            "order_id": row.id,
-            "integration_key": "",
-            "kind": UNREADABLE,
-            "reason": reason,
-            "order_updated_at": row.updated_at,
-            "dagster_run_id": run_id,
-            "attempts": 1,
-            "resolved_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for row, reason in entries.values()
-    ]
     try:
         with batch.session.begin_nested():
-            upsert(
-                batch.session,
-                IntakeQuarantine,
-                values,
-                key=("order_id", "integration_key"),
-                keep=("created_at",),
-                set_={"attempts": IntakeQuarantine.attempts + 1, "resolved_at": None},
-            )
+            _upsert_quarantine(batch.session, list(entries.values()), "", UNREADABLE, run_id)
     except Exception as exc:
         log.warning("unreadable orders quarantined one at a time: %s", type(exc).__name__)
         for row, reason in entries.values():
@@ -106,27 +82,35 @@ def quarantine_unreadable(
 
 def _upsert_quarantine(
     session: Session,
-    row: OrderRow,
+    entries: Sequence[tuple[OrderRow, str]],
     integration_key: str,
     kind: str,
-    reason: str,
     run_id: str | None,
 ) -> None:
-    """One row per (order, integration): seen again, it counts another attempt and reopens."""
-    entry = session.scalars(
-        select(IntakeQuarantine).where(
-            IntakeQuarantine.order_id == row.id,
-            IntakeQuarantine.integration_key == integration_key,
-        )
-    ).first()
-    if entry is None:
-        entry = IntakeQuarantine(order_id=row.id, integration_key=integration_key, attempts=0)
-        session.add(entry)
-    entry.kind = kind
-    entry.reason = reason
-    entry.order_updated_at = row.updated_at
-    entry.dagster_run_id = run_id
-    entry.attempts = (entry.attempts or 0) + 1
-    entry.resolved_at = None
-    entry.updated_at = utcnow()
-    session.flush()
+    """One row per (order, integration), each `(order, reason)` of `entries` (distinct orders)
+    in one `INSERT … ON CONFLICT DO UPDATE`: seen again, it counts another attempt and reopens,
+    with no read-then-insert race between two intake runs."""
+    now = utcnow()
+    values = [
+        {
+            "order_id": row.id,
+            "integration_key": integration_key,
+            "kind": kind,
+            "reason": reason,
+            "order_updated_at": row.updated_at,
+            "dagster_run_id": run_id,
+            "attempts": 1,
+            "resolved_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for row, reason in entries
+    ]
+    upsert(
+        session,
+        IntakeQuarantine,
+        values,
+        key=("order_id", "integration_key"),
+        keep=("created_at",),
+        set_={"attempts": IntakeQuarantine.attempts + 1, "resolved_at": None},
+    )

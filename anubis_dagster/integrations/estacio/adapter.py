@@ -35,6 +35,7 @@ from anubis_dagster.integrations.base import (
 from anubis_dagster.integrations.estacio import health as estacio_health
 from anubis_dagster.integrations.estacio.client import EstacioClient
 from anubis_dagster.integrations.estacio.mapping import (
+    CHECK_STATUSES,
     Answer,
     Lookup,
     RegisterWindow,
@@ -77,7 +78,7 @@ class EstacioAdapter(IESAdapter):
         {Status.TO_SYNC_LGPD, Status.SYNC_LGPD_FAILED}
     )
     prepare_label = "sync_lgpd"
-    check_statuses: ClassVar[frozenset[Status]] = frozenset()  # no status endpoint
+    check_statuses: ClassVar[frozenset[Status]] = CHECK_STATUSES  # no status endpoint
     title = "Estácio"
     apis = ESTACIO_APIS
     probes = estacio_health.PROBES

@@ -13,6 +13,12 @@ from typing import Any
 
 from anubis_dagster.core.daily_window import DailyWindow
 from anubis_dagster.core.masking import mask_text
+from anubis_dagster.core.states import Status
+
+#: the statuses a check job would follow: none, Estácio has no status endpoint, so whether a
+#: registered student enrolled is never known. The adapter's `check_statuses`, declared here
+#: so that `anubis report` reads it without Dagster (`integrations/status_check.py`)
+CHECK_STATUSES: frozenset[Status] = frozenset()
 
 #: answers of ours (`HttpResult.outcome`) after which the request may have been processed
 _MAYBE_PROCESSED = frozenset({"http_5xx", "timeout", "malformed", "lost_answer"})

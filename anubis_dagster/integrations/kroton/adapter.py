@@ -30,7 +30,11 @@ from anubis_dagster.integrations.base import (
 from anubis_dagster.integrations.kroton import health as kroton_health
 from anubis_dagster.integrations.kroton.client import KrotonClient
 from anubis_dagster.integrations.kroton.health import CATALOG_PROBE_QUERY
-from anubis_dagster.integrations.kroton.mapping import classification_status, processing_status
+from anubis_dagster.integrations.kroton.mapping import (
+    CHECK_STATUSES,
+    classification_status,
+    processing_status,
+)
 from anubis_dagster.integrations.kroton.payload import (
     PAYLOAD_FIELDS,
     catalog_query,
@@ -58,9 +62,7 @@ class KrotonAdapter(IESAdapter):
         {Status.TO_SYNC, Status.COURSE_FAILED}
     )
     prepare_label = "sync_courses"
-    check_statuses: ClassVar[frozenset[Status]] = frozenset(
-        {Status.AWAITING_REGISTER, Status.REGISTERED}
-    )
+    check_statuses: ClassVar[frozenset[Status]] = CHECK_STATUSES
     title = "Kroton"
     apis = KROTON_APIS
     resend_guard = ResendGuard.ASK  # inscriptions by CPF

@@ -6,6 +6,11 @@ from anubis_dagster.core.masking import mask_text
 from anubis_dagster.core.routing import normalize
 from anubis_dagster.core.states import Status
 
+#: the statuses the check job follows at Kroton (by inscription, by CPF): the adapter's
+#: `check_statuses`, declared here so that `anubis report` reads it without Dagster
+#: (`integrations/status_check.py`)
+CHECK_STATUSES = frozenset({Status.AWAITING_REGISTER, Status.REGISTERED})
+
 #: `inscricoes[].classificacao.descricao` → status (compared without case or accents)
 CLASSIFICATIONS: dict[str, Status] = {
     "aluno": Status.ENROLLED,
