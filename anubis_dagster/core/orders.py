@@ -23,8 +23,11 @@ def get_path(order: Any, path: str) -> Any:
     return node
 
 
+_NOT_DIGITS = re.compile(r"\D")
+
+
 def digits(value: Any) -> str:
-    return re.sub(r"\D", "", str(value)) if value is not None else ""
+    return _NOT_DIGITS.sub("", str(value)) if value is not None else ""
 
 
 def order_id(order: Any) -> int | None:

@@ -32,6 +32,7 @@ class IntakeReport:
     invalid_by_reason: Counter[tuple[str, str]] = field(default_factory=Counter)
     readable: int = 0
     unrouted_by_reason: Counter[str] = field(default_factory=Counter)
+    refused_writes: int = 0  # rows the database refused (quarantined): see `write.WRITE_UNIT`
 
     def count(self, integration: str, origin: Any, status: str) -> None:
         # a hostile origin (10 MB, personal data) never becomes a metadata key
@@ -52,6 +53,7 @@ class IntakeReport:
         self.invalid_by_reason.update(other.invalid_by_reason)
         self.readable += other.readable
         self.unrouted_by_reason.update(other.unrouted_by_reason)
+        self.refused_writes += other.refused_writes
 
     def reasons_json(self) -> dict[str, dict[str, int]]:
         """Invalid orders per integration and reason, and unrouted ones per reason (`unrouted`),

@@ -35,7 +35,7 @@ from anubis_dagster.intake.orders_source import OrderRow
 from anubis_dagster.intake.quarantine import UNREADABLE, quarantine, quarantine_unreadable
 from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.intake.routes import Route
-from anubis_dagster.intake.write import write_candidates
+from anubis_dagster.intake.write import WRITE_UNIT, write_candidates
 
 UNROUTED = "no integration filter matches the order"
 
@@ -68,13 +68,15 @@ def ingest(
     today: date,
     run_id: str | None = None,
     ignore_go_live: frozenset[int] = frozenset(),
+    write_unit: int = WRITE_UNIT,
 ) -> IntakeReport:
     """Ingest one chunk of orders (the caller commits). Safe to run twice on the same rows.
     `ignore_go_live`: integration ids whose go-live point does not apply (an operator's
-    takeover of a range, `legacy/go_live.py`)."""
+    takeover of a range, `legacy/go_live.py`); `write_unit`: decisions per savepoint
+    (`write.WRITE_UNIT`)."""
     with _cyclic_gc_paused():
         routes = _with_go_live(session, routes, ignore_go_live)
-        return _ingest(session, rows, routes, today=today, run_id=run_id)
+        return _ingest(session, rows, routes, today=today, run_id=run_id, unit=write_unit)
 
 
 def _with_go_live(session: Session, routes: list[Route], ignore: frozenset[int]) -> list[Route]:
@@ -104,6 +106,7 @@ def _ingest(
     *,
     today: date,
     run_id: str | None,
+    unit: int,
 ) -> IntakeReport:
     rows = list(rows)
     report = IntakeReport(orders=len(rows))
@@ -145,6 +148,6 @@ def _ingest(
             fields = route.fields_of(filter_id, filter_)
             candidates.append(Candidate(row, document, route, filter_id, fields))
     batch.load_cpf_holders(candidates)
-    write_candidates(batch, report, candidates, today=today, run_id=run_id)
+    write_candidates(batch, report, candidates, today=today, run_id=run_id, unit=unit)
     batch.close()
     return report
