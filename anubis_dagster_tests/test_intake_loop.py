@@ -67,14 +67,15 @@ def test_order_ids_are_ingested_without_moving_the_watermark(anubis_env: str) ->
 def test_a_run_writes_in_smaller_units_once_the_database_refused_a_row(
     anubis_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A clean chunk goes in one savepoint (`WRITE_UNIT`); after the database refused a row,
-    the run's later chunks take `WRITE_UNIT_AFTER_REFUSAL`, so a run that meets refusals pays
-    a small unit written again for each, not a whole chunk. Every order is still decided."""
+    """A run starts with small write units, doubles them after each chunk the database took
+    whole (up to `WRITE_UNIT`: a clean chunk in one savepoint) and goes back to small ones
+    after a refusal, so a run that meets refusals pays a small unit written again for each,
+    not a whole chunk. Every order is still decided."""
     from anubis_dagster.intake import loop, write
     from anubis_dagster_tests.db_faults import refusing_orders
 
     app_db, source = AppDatabase(), OrdersSource()
-    source.load([make_order(i) for i in range(1, 13)])
+    source.load([make_order(i) for i in range(1, 21)])
     (batch,) = plan_batches(source, None, settle_seconds=0)
     units: list[int] = []
     real_ingest = loop.ingest
@@ -84,11 +85,14 @@ def test_a_run_writes_in_smaller_units_once_the_database_refused_a_row(
         return real_ingest(*args, write_unit=write_unit, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loop, "ingest", ingest)
-    with refusing_orders(anubis_env, [5], "refused by the test"):
+    monkeypatch.setattr(write, "WRITE_UNIT", 3 * write.SMALL_WRITE_UNIT)  # reached in 2 doublings
+    monkeypatch.setattr(loop, "WRITE_UNIT", 3 * write.SMALL_WRITE_UNIT)
+    with refusing_orders(anubis_env, [13], "refused by the test"):
         outcome = ingest_orders(
             app_db.session, source, after=batch.after, until=batch.until, chunk_size=4
         )
-    assert units == [write.WRITE_UNIT, write.WRITE_UNIT, write.WRITE_UNIT_AFTER_REFUSAL]
+    small = write.SMALL_WRITE_UNIT
+    assert units == [small, 2 * small, 3 * small, 3 * small, small]  # chunk 4 holds order 13
     assert outcome.report.refused_writes == 1
-    assert [q["order_id"] for q in outcome.report.quarantined] == [5]
-    assert outcome.report.created == 11 and subscriptions(app_db) == 11
+    assert [q["order_id"] for q in outcome.report.quarantined] == [13]
+    assert outcome.report.created == 19 and subscriptions(app_db) == 19

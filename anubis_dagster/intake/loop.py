@@ -25,7 +25,7 @@ from anubis_dagster.intake.report import IntakeReport
 from anubis_dagster.intake.routes import load_routes
 from anubis_dagster.intake.service import ingest
 from anubis_dagster.intake.watermark import advance_watermark
-from anubis_dagster.intake.write import WRITE_UNIT, WRITE_UNIT_AFTER_REFUSAL
+from anubis_dagster.intake.write import SMALL_WRITE_UNIT, WRITE_UNIT
 from anubis_dagster.integrations.base import initial_status_for
 
 #: orders written (and committed with the watermark) together: a few statements each
@@ -88,7 +88,7 @@ class _IntakeRun:
         self.outcome = IntakeOutcome()
         with session() as s:
             self.routes = load_routes(s, initial_status_for)
-        self.write_unit = WRITE_UNIT  # smaller once the database refused a row (`write.py`)
+        self.write_unit = SMALL_WRITE_UNIT  # grows while the database takes every row (`write.py`)
 
     def chunk(
         self, rows: list[OrderRow], *, watermark: tuple[OrderKey | None, OrderKey] | None
@@ -108,7 +108,9 @@ class _IntakeRun:
                 after, until = watermark
                 advance_watermark(s, self.source.watermark_name, after=after, until=until)
         if report.refused_writes:
-            self.write_unit = WRITE_UNIT_AFTER_REFUSAL
+            self.write_unit = SMALL_WRITE_UNIT
+        else:
+            self.write_unit = min(2 * self.write_unit, WRITE_UNIT)
         self.outcome.report.merge(report)
         self.outcome.drifts += alert_drifts(self.session, report, run_id=self.run_id)
         return not report.errors
