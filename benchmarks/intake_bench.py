@@ -548,7 +548,9 @@ def sensor_ticks(orders_url: str, table_rows: int, samples: int, app_url: str) -
     return out
 
 
-def raw_limit(source_app: str, orders_url: str, batches: list[Any], dbs: Databases) -> dict:
+def raw_limit(
+    source_app: str, orders_url: str, batches: list[Any], dbs: Databases, name: str = "app_raw"
+) -> dict:
     """The physical limit of the same work: read every planned order (`read_range`, as the
     runs do) and write the subscription and event rows the first pass produced into a fresh
     app DB with the database's fastest bulk path and no Anubis code (PostgreSQL: `COPY`;
@@ -571,7 +573,7 @@ def raw_limit(source_app: str, orders_url: str, batches: list[Any], dbs: Databas
         for table in tables:
             result = connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
             rows[table] = (list(result.keys()), [tuple(r) for r in result])
-    target = dbs.fresh("app_raw")
+    target = dbs.fresh(name)
     resources.prepare_database(target)
     engine = get_engine(remember(target))
     started = time.perf_counter()
@@ -851,8 +853,15 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
         say("intake_job pass again (idempotency)")
         again, again_load = timed_load(lambda: job_pass("intake_job, same orders again", batches))
         say(f"  {again.per_second:.0f} orders/s, {again.created} created")
-    say("physical limit: raw read of the orders and raw write of the same rows")
-    raw, raw_load = timed_load(lambda: raw_limit(job_app, orders_url, batches, dbs))
+    say("physical limit: raw read of the orders and raw write of the same rows (twice)")
+    # twice, the quicker counts: on this shared host one measure of the limit moved by 40%
+    # between runs, and a limit measured low flatters every ratio to it
+    limits = [
+        timed_load(lambda: raw_limit(job_app, orders_url, batches, dbs, f"app_raw_{n}"))
+        for n in "ab"
+    ]
+    raw, raw_load = min(limits, key=lambda found: found[0]["read_s"] + found[0]["write_s"])
+    other = max(limits, key=lambda found: found[0]["read_s"] + found[0]["write_s"])[0]
     service = service_again = None
     if args.service_passes:
         service_app = dbs.fresh("app_service")
@@ -950,7 +959,8 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
             f"{raw['subscriptions']:,} subscriptions and {raw['subscription_events']:,} events "
             f"(load {raw_load})",
             f"{raw['read_s']:.1f} s + {raw['write_s']:.1f} s = {raw_total:.1f} s, "
-            f"**{args.count / raw_total:,.0f} orders/s**",
+            f"**{args.count / raw_total:,.0f} orders/s** (the quicker of two measures; the other "
+            f"{args.count / (other['read_s'] + other['write_s']):,.0f} orders/s)",
         ),
         (
             f"{hostile.name}: {len(hostile_ids):,} hostile orders, {len(refused_ids):,} of them "
