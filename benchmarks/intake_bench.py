@@ -857,7 +857,7 @@ def run(args: argparse.Namespace, dbs: Databases) -> str:
     # twice, the quicker counts: on this shared host one measure of the limit moved by 40%
     # between runs, and a limit measured low flatters every ratio to it
     limits = [
-        timed_load(lambda: raw_limit(job_app, orders_url, batches, dbs, f"app_raw_{n}"))
+        timed_load(lambda n=n: raw_limit(job_app, orders_url, batches, dbs, f"app_raw_{n}"))
         for n in "ab"
     ]
     raw, raw_load = min(limits, key=lambda found: found[0]["read_s"] + found[0]["write_s"])
